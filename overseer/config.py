@@ -1,0 +1,97 @@
+"""Settings: the one place that reads the environment.
+
+Priority is argument > environment > default. AWS endpoint, region and credentials are
+*not* read here: boto3 reads them itself (``AWS_ENDPOINT_URL``, ``AWS_REGION``,
+``AWS_PROFILE``...), so the same code runs against AWS, the emulator or LocalStack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+ENV_PREFIX = "OVERSEER_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Names of the stack's resources and the engine's tunables.
+
+    Each field is read from ``OVERSEER_<FIELD NAME IN CAPITALS>``, e.g.
+    ``OVERSEER_JOBS_TABLE``. ``allowed_buckets`` is a comma-separated list.
+    """
+
+    graphs_table: str = "overseer-graphs"
+    jobs_table: str = "overseer-jobs"
+    queue_url: str = ""
+    dead_letter_queue_url: str = ""
+    artifact_bucket: str = "overseer-artifacts"
+    # Buckets a handler may write to besides the artifact bucket.
+    allowed_buckets: tuple[str, ...] = ()
+    # Import path or .py file exposing HANDLERS.
+    handlers: str = ""
+    scratch_dir: str = ""
+    # A claimed job's lease; the worker renews it every lease_seconds / 3.
+    lease_seconds: int = 120
+    # The worker exits after this long with an empty queue (0 = never).
+    idle_exit_seconds: int = 0
+    # Long-poll wait of one SQS receive.
+    receive_wait_seconds: int = 20
+    # Backoff of a faulted job: base * 2 ** (attempt - 1), capped.
+    fault_backoff_seconds: float = 1.0
+    fault_backoff_max_seconds: float = 900.0
+    default_max_attempts: int = 5
+    # EventBridge bus that receives "Graph Finished" / "Graph Failed" events ("" = none).
+    event_bus: str = ""
+    # Directory of graph templates (<name>.yaml / .json) that the API and triggers start.
+    templates_dir: str = ""
+    # AWS Batch scaling by the sweep: queue, job definition, and the most workers at once.
+    batch_job_queue: str = ""
+    batch_job_definition: str = ""
+    max_workers: int = 16
+    # Jobs (queued messages) one worker is expected to drain per sweep interval.
+    jobs_per_worker: int = 50
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            elif isinstance(default, tuple):
+                values[f.name] = tuple(b.strip() for b in raw.split(",") if b.strip())
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` return these settings (for subprocesses)."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)

@@ -1,0 +1,295 @@
+"""The job store on DynamoDB (PynamoDB models). Implements ``overseer.store.JobStore``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
+from pynamodb.expressions.condition import Condition
+
+from .. import timeutil
+from ..errors import StoreError
+from ..graph import GraphSpec
+from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item
+from ..states import RELEASE, GraphStatus, JobStatus, Transition
+from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
+from .models import GraphItemBase, JobItemBase, graph_model, job_model
+
+
+def _graph_record(item: GraphItemBase) -> GraphRecord:
+    return GraphRecord(
+        graph_id=item.graph_id,
+        status=GraphStatus(item.status),
+        jobs_total=int(item.jobs_total),
+        args=json.loads(item.args or "{}"),
+        counts={
+            "finished": int(item.count_finished or 0),
+            "failed": int(item.count_failed or 0),
+            "aborted": int(item.count_aborted or 0),
+        },
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        finished_at=item.finished_at,
+        definition_sha256=item.definition_sha256,
+    )
+
+
+def definition_digest(spec: GraphSpec) -> str:
+    body = {
+        "args": spec.args,
+        "jobs": {n: [j.type, list(j.deps), j.args] for n, j in sorted(spec.jobs.items())},
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _condition_failed(exc: PynamoDBException) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+_JSON_FIELDS = ("args", "artifacts", "rows")
+
+
+class DynamoJobStore:
+    """Graphs and jobs in two DynamoDB tables. See ``overseer.store.JobStore``."""
+
+    def __init__(self, graphs_table: str, jobs_table: str) -> None:
+        self.Graph = graph_model(graphs_table)
+        self.Job = job_model(jobs_table)
+
+    # -- creating ---------------------------------------------------------------------
+    def create_graph(self, spec: GraphSpec, *, max_attempts: Mapping[str, int]) -> tuple[GraphRecord, bool]:
+        stamp = timeutil.iso()
+        graph = self.Graph(
+            spec.id,
+            status=GraphStatus.CREATING.value,
+            jobs_total=len(spec.jobs),
+            args=json.dumps(spec.args, ensure_ascii=False),
+            definition_sha256=definition_digest(spec),
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        try:
+            graph.save(condition=self.Graph.graph_id.does_not_exist())
+        except PutError as exc:
+            if _condition_failed(exc):
+                existing = self.get_graph(spec.id)
+                if existing is not None:
+                    return existing, False
+            raise StoreError(f"cannot create graph {spec.id!r}: {exc}") from exc
+
+        dependents = spec.dependents()
+        roots: list[str] = []
+        with self.Job.batch_write() as batch:
+            for name in spec.order:
+                job = spec.jobs[name]
+                out = [[d[0], d[1], d[2]] for d in dependents[name]]
+                item = self.Job(
+                    spec.id,
+                    job_entry(name),
+                    job_name=name,
+                    job_type=job.type,
+                    status=JobStatus.WAITING.value,
+                    args=json.dumps(job.args, ensure_ascii=False),
+                    attempts=0,
+                    max_attempts=job.max_attempts or max_attempts.get(job.type),
+                    timeout_seconds=job.timeout_seconds,
+                    deps_count=len(job.deps),
+                    deps=list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
+                    dependents=out if len(out) <= INLINE_EDGES else None,
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+                batch.save(item)
+                if len(job.deps) > INLINE_EDGES:
+                    for chunk, start in enumerate(range(0, len(job.deps), EDGE_CHUNK)):
+                        batch.save(
+                            self.Job(
+                                spec.id,
+                                chunk_entry("in", name, chunk),
+                                deps=list(job.deps[start : start + EDGE_CHUNK]),
+                            )
+                        )
+                if len(out) > INLINE_EDGES:
+                    for chunk, start in enumerate(range(0, len(out), EDGE_CHUNK)):
+                        batch.save(
+                            self.Job(
+                                spec.id,
+                                chunk_entry("out", name, chunk),
+                                dependents=out[start : start + EDGE_CHUNK],
+                            )
+                        )
+                if not job.deps:
+                    roots.append(name)
+        self.set_graph_status(spec.id, GraphStatus.RUNNING, sources=[GraphStatus.CREATING])
+        for name in roots:
+            self.transition(spec.id, name, RELEASE)
+        record = self.get_graph(spec.id)
+        assert record is not None
+        return record, True
+
+    # -- reading ----------------------------------------------------------------------
+    def get_graph(self, graph_id: str) -> GraphRecord | None:
+        try:
+            return _graph_record(self.Graph.get(graph_id, consistent_read=True))
+        except DoesNotExist:
+            return None
+
+    def get_job(self, graph_id: str, name: str) -> JobRecord | None:
+        try:
+            item = self.Job.get(graph_id, job_entry(name), consistent_read=True)
+        except DoesNotExist:
+            return None
+        return record_from_item({**item.attribute_values})
+
+    def list_jobs(self, graph_id: str) -> Iterator[JobRecord]:
+        for item in self.Job.query(graph_id, self.Job.entry.startswith(JOB_PREFIX), consistent_read=True):
+            yield record_from_item({**item.attribute_values})
+
+    def _chunks(self, graph_id: str, kind: str, name: str) -> Iterator[JobItemBase]:
+        yield from self.Job.query(
+            graph_id, self.Job.entry.startswith(f"{kind}#{name}#"), consistent_read=True
+        )
+
+    def dependencies(self, job: JobRecord) -> list[str]:
+        if job.deps is not None:
+            return list(job.deps)
+        return [d for chunk in self._chunks(job.graph_id, "in", job.name) for d in chunk.deps or []]
+
+    def dependents(self, job: JobRecord) -> list[Dependent]:
+        if job.dependents is not None:
+            return list(job.dependents)
+        return [
+            Dependent(str(c), int(i), int(n))
+            for chunk in self._chunks(job.graph_id, "out", job.name)
+            for c, i, n in chunk.dependents or []
+        ]
+
+    def manifests(self, graph_id: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        keys = [(graph_id, job_entry(n)) for n in names]
+        out: dict[str, list[dict[str, Any]]] = {}
+        attrs = ["job_name", "artifacts"]
+        for item in self.Job.batch_get(keys, consistent_read=True, attributes_to_get=attrs):
+            out[item.job_name or ""] = json.loads(item.artifacts or "[]")
+        return out
+
+    # -- writing ----------------------------------------------------------------------
+    def transition(
+        self,
+        graph_id: str,
+        name: str,
+        transition: Transition,
+        *,
+        fence: Fence | None = None,
+        changes: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
+    ) -> JobRecord | None:
+        if transition.fenced and fence is None:
+            raise ValueError(f"transition {transition.name!r} needs a fence")
+        J = self.Job
+        stamp = timeutil.iso()
+        values: dict[str, Any] = {"status": transition.target.value, "updated_at": stamp}
+        if transition.target.terminal:
+            values["finished_at"] = stamp
+        for key, value in (changes or {}).items():
+            if key == "error":
+                values["error_type"] = str(value.get("type") or "Error")[:256]
+                values["error_message"] = str(value.get("message") or "")[:4096]
+                values["error_traceback"] = str(value.get("traceback") or "")[-4096:] or None
+            elif key in _JSON_FIELDS:
+                values[key] = json.dumps(value, ensure_ascii=False)
+            else:
+                values[key] = value
+        actions = [
+            getattr(J, k).set(v) if v is not None else getattr(J, k).remove() for k, v in values.items()
+        ]
+        for key in remove:
+            if key == "error":
+                actions += [J.error_type.remove(), J.error_message.remove(), J.error_traceback.remove()]
+            elif key not in values:
+                actions.append(getattr(J, key).remove())
+        condition: Condition = J.status.is_in(*[s.value for s in transition.sources])
+        if fence is not None:
+            condition &= J.attempts == fence.attempts
+            if fence.owner is not None:
+                condition &= J.lease_owner == fence.owner
+        item = J(graph_id, job_entry(name))
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return None
+            raise StoreError(f"cannot {transition.name} job {graph_id}/{name}: {exc}") from exc
+        return record_from_item({**item.attribute_values})
+
+    def record_finished_dependency(self, graph_id: str, name: str, index: int) -> int | None:
+        J = self.Job
+        item = J(graph_id, job_entry(name))
+        try:
+            item.update(
+                actions=[J.finished_deps.add({index})],
+                condition=J.status == JobStatus.WAITING.value,
+            )
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return None
+            raise StoreError(f"cannot record a finished dependency of {graph_id}/{name}: {exc}") from exc
+        return len(item.finished_deps or ())
+
+    def renew_lease(
+        self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
+    ) -> bool:
+        J = self.Job
+        try:
+            J(graph_id, job_entry(name)).update(
+                actions=[J.lease_expires_at.set(lease_expires_at), J.heartbeat_at.set(heartbeat_at)],
+                condition=(J.status == JobStatus.RUNNING.value)
+                & (J.attempts == fence.attempts)
+                & (J.lease_owner == (fence.owner or "")),
+            )
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise StoreError(f"cannot renew the lease of {graph_id}/{name}: {exc}") from exc
+        return True
+
+    def add_graph_progress(self, graph_id: str, deltas: Mapping[str, int]) -> GraphRecord | None:
+        G = self.Graph
+        actions = [getattr(G, f"count_{status}").add(n) for status, n in deltas.items() if n]
+        if not actions:
+            return self.get_graph(graph_id)
+        actions.append(G.updated_at.set(timeutil.iso()))
+        item = G(graph_id)
+        try:
+            item.update(actions=actions, condition=G.graph_id.exists())
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return None
+            raise StoreError(f"cannot count progress of graph {graph_id!r}: {exc}") from exc
+        return _graph_record(item)
+
+    def set_graph_status(
+        self,
+        graph_id: str,
+        status: GraphStatus,
+        *,
+        sources: Iterable[GraphStatus],
+        counts: Mapping[str, int] | None = None,
+    ) -> GraphRecord | None:
+        G = self.Graph
+        stamp = timeutil.iso()
+        actions = [G.status.set(status.value), G.updated_at.set(stamp)]
+        if status.terminal:
+            actions.append(G.finished_at.set(stamp))
+        for key, n in (counts or {}).items():
+            actions.append(getattr(G, f"count_{key}").set(n))
+        item = G(graph_id)
+        try:
+            item.update(actions=actions, condition=G.status.is_in(*[s.value for s in sources]))
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return None
+            raise StoreError(f"cannot set graph {graph_id!r} to {status}: {exc}") from exc
+        return _graph_record(item)

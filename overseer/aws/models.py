@@ -1,0 +1,82 @@
+"""PynamoDB models of the graphs and jobs tables.
+
+The models are built per store (fresh classes, so each holds its own connection) by ``graph_model`` / ``job_model`` so the same code
+points at AWS, the emulator or LocalStack: endpoint and region come from the standard
+AWS configuration (``AWS_ENDPOINT_URL``, ``AWS_REGION``), which botocore reads itself.
+Attribute names are meant to be read in the DynamoDB console.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    ListAttribute,
+    NumberAttribute,
+    NumberSetAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.models import Model
+
+
+class GraphItemBase(Model):
+    graph_id = UnicodeAttribute(hash_key=True)
+    status = UnicodeAttribute()
+    jobs_total = NumberAttribute()
+    args = UnicodeAttribute(default="{}")  # JSON
+    count_finished = NumberAttribute(default=0)
+    count_failed = NumberAttribute(default=0)
+    count_aborted = NumberAttribute(default=0)
+    definition_sha256 = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    finished_at = UnicodeAttribute(null=True)
+
+
+class JobItemBase(Model):
+    graph_id = UnicodeAttribute(hash_key=True)
+    # "job#<name>", or "in#<name>#<chunk>" / "out#<name>#<chunk>" for edge chunks.
+    entry = UnicodeAttribute(range_key=True)
+    job_name = UnicodeAttribute(null=True)
+    job_type = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(null=True)
+    args = UnicodeAttribute(null=True)  # JSON
+    attempts = NumberAttribute(default=0)
+    max_attempts = NumberAttribute(null=True)
+    timeout_seconds = NumberAttribute(null=True)
+    deps_count = NumberAttribute(default=0)
+    # Inline edges while few; absent when kept in chunk items.
+    deps = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[var-annotated]
+    # [[child, index of this job in child's deps, child's number of deps], ...]
+    dependents = ListAttribute(null=True)  # type: ignore[var-annotated]
+    finished_deps = NumberSetAttribute(null=True)
+    error_type = UnicodeAttribute(null=True)
+    error_message = UnicodeAttribute(null=True)
+    error_traceback = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(null=True)
+    artifacts = UnicodeAttribute(null=True)  # JSON manifest
+    rows = UnicodeAttribute(null=True)  # JSON manifest of Rows artifacts
+    lease_owner = UnicodeAttribute(null=True)
+    lease_expires_at = UnicodeAttribute(null=True)
+    heartbeat_at = UnicodeAttribute(null=True)
+    not_before = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute(null=True)
+    started_at = UnicodeAttribute(null=True)
+    finished_at = UnicodeAttribute(null=True)
+
+
+def graph_model(table_name: str) -> type[GraphItemBase]:
+    meta = type("Meta", (), {"table_name": table_name, "billing_mode": "PAY_PER_REQUEST"})
+    return type("GraphItem", (GraphItemBase,), {"Meta": meta})
+
+
+def job_model(table_name: str) -> type[JobItemBase]:
+    meta = type(
+        "Meta",
+        (),
+        {
+            "table_name": table_name,
+            "billing_mode": "PAY_PER_REQUEST",
+            "stream_view_type": "NEW_AND_OLD_IMAGES",
+        },
+    )
+    return type("JobItem", (JobItemBase,), {"Meta": meta})

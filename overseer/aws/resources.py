@@ -1,0 +1,53 @@
+"""Creating the stack's tables, queues and bucket on an endpoint (the emulator, LocalStack).
+
+The CDK stack in infra/ declares the same resources for AWS; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..config import Settings
+from . import clients
+from .jobstore import DynamoJobStore
+
+# Messages received this often without being deleted go to the dead-letter queue.
+MAX_RECEIVE_COUNT = 10
+
+
+def provision(settings: Settings) -> Settings:
+    """Create whatever is missing; returns settings with the queue URLs filled in."""
+    store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
+    if not store.Graph.exists():
+        store.Graph.create_table(wait=True)
+    if not store.Job.exists():
+        # The model's Meta asks for on-demand billing and a NEW_AND_OLD_IMAGES stream.
+        store.Job.create_table(wait=True)
+    sqs = clients.client("sqs")
+    base = settings.jobs_table
+    dlq_url = sqs.create_queue(QueueName=f"{base}-dead-letter")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(
+        QueueName=f"{base}-dispatch",
+        Attributes={
+            "VisibilityTimeout": str(settings.lease_seconds),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
+        },
+    )["QueueUrl"]
+    s3 = clients.client("s3")
+    for bucket in {settings.artifact_bucket, *settings.allowed_buckets}:
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    return settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
+
+
+def stream_arn(settings: Settings) -> str:
+    ddb = clients.client("dynamodb")
+    arn: str = ddb.describe_table(TableName=settings.jobs_table)["Table"]["LatestStreamArn"]
+    return arn

@@ -1,0 +1,181 @@
+"""The ``overseer`` command: thin commands over the engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import Settings
+from .errors import HandlersModuleError, InvalidGraph, OverseerError
+from .graph import parse_graph
+from .handlers import load_handlers
+from .store import GraphRecord
+
+EXIT_INVALID = 2
+STATUS_STYLE = {
+    "finished": "green",
+    "failed": "red",
+    "aborted": "yellow",
+    "running": "cyan",
+    "ready": "blue",
+    "waiting": "dim",
+}
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+def main(verbose: bool) -> None:
+    """Overseer: job graphs on plain AWS services."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="jobs")
+    for column in ("job", "type", "status", "attempts", "artifacts", "error"):
+        table.add_column(column)
+    for name, job in jobs.items():
+        style = STATUS_STYLE.get(job["status"], "")
+        table.add_row(
+            name,
+            job["type"],
+            f"[{style}]{job['status']}[/]",
+            str(job["attempts"]),
+            str(len(job["artifacts"])),
+            (job["error"] or "")[:100],
+        )
+    return table
+
+
+@main.command()
+@click.argument("graph", type=click.Path(dir_okay=False))
+@click.option(
+    "--handlers",
+    "handlers_path",
+    required=True,
+    help="Handlers module: an import path or a .py file exposing HANDLERS.",
+)
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write every artifact to OUT/<bucket>/<key> when the run ends.",
+)
+@click.option("--json", "as_json", is_flag=True, help="End stdout with one JSON object.")
+@click.option(
+    "--backend",
+    type=click.Choice(["aws"]),
+    default="aws",
+    show_default=True,
+    help="aws: the AWS adapters (DynamoDB, SQS, S3).",
+)
+@click.option(
+    "--emulator/--no-emulator",
+    default=True,
+    show_default=True,
+    help="Start a local AWS emulator for the run.",
+)
+def run(
+    graph: str,
+    handlers_path: str,
+    workers: int,
+    out: Path | None,
+    as_json: bool,
+    backend: str,
+    emulator: bool,
+) -> None:
+    """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
+    from .runtime import run_on_emulator
+
+    console = Console(stderr=as_json)
+    errors = Console(stderr=True)
+    try:
+        handlers = load_handlers(handlers_path)
+        spec = parse_graph(graph, handler_types=handlers.keys())
+    except (InvalidGraph, HandlersModuleError) as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(EXIT_INVALID)
+    if not emulator:
+        errors.print("[red]error:[/] --no-emulator needs a deployed stack; use `overseer worker` there")
+        sys.exit(EXIT_INVALID)
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=as_json,
+    ) as bar:
+        task = bar.add_task(spec.id, total=len(spec.jobs), counts="")
+
+        def show(record: GraphRecord) -> None:
+            done = sum(record.counts.values())
+            counts = " ".join(f"{k}={v}" for k, v in record.counts.items() if v)
+            bar.update(task, completed=min(done, record.jobs_total), counts=counts)
+
+        try:
+            result = run_on_emulator(spec, handlers_path, handlers, workers=workers, out=out, progress=show)
+        except OverseerError as exc:
+            errors.print(f"[red]error:[/] {exc}")
+            sys.exit(1)
+    console.print(_jobs_table(result.jobs))
+    style = STATUS_STYLE.get(result.status, "")
+    console.print(
+        f"graph [bold]{result.graph_id}[/] [{style}]{result.status}[/] in "
+        f"{result.seconds:.1f}s, {sum(result.requests.values())} AWS requests"
+        + (f"; artifacts in {out}" if out else "")
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("graph", type=click.Path(dir_okay=False))
+@click.option("--handlers", "handlers_path", help="Also check every job type has a handler.")
+def validate(graph: str, handlers_path: str | None) -> None:
+    """Check GRAPH without running it: exit 0 valid, 2 invalid."""
+    try:
+        types = load_handlers(handlers_path).keys() if handlers_path else None
+        spec = parse_graph(graph, handler_types=types)
+    except (InvalidGraph, HandlersModuleError) as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_INVALID)
+    click.echo(f"graph {spec.id}: {len(spec.jobs)} jobs, valid")
+
+
+@main.command()
+@click.option("--handlers", "handlers_path", help="Handlers module (default: OVERSEER_HANDLERS).")
+@click.option("--idle-exit", type=int, help="Exit after this many idle seconds (0 = never).")
+def worker(handlers_path: str | None, idle_exit: int | None) -> None:
+    """Run the worker loop against the configured AWS endpoint."""
+    from .services import Services
+    from .worker import Worker
+
+    logging.getLogger().setLevel(logging.INFO)
+    settings = Settings.from_env(handlers=handlers_path, idle_exit_seconds=idle_exit)
+    try:
+        handlers = load_handlers(settings.handlers)
+    except HandlersModuleError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_INVALID)
+    if not settings.queue_url:
+        Console(stderr=True).print("[red]error:[/] OVERSEER_QUEUE_URL is not set")
+        sys.exit(EXIT_INVALID)
+    loop = Worker(Services.from_settings(settings), handlers)
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    signal.signal(signal.SIGINT, lambda *_: loop.stop())
+    loop.run()

@@ -1,0 +1,57 @@
+"""One exception tree for the engine. Messages say what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class OverseerError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class InvalidGraph(OverseerError):
+    """The graph document is malformed or breaks a rule; nothing was written."""
+
+
+class UnknownHandler(InvalidGraph):
+    """A job type has no handler in the handlers module."""
+
+
+class HandlersModuleError(OverseerError):
+    """The handlers module cannot be imported or has no usable ``HANDLERS``."""
+
+
+class InvalidArtifact(OverseerError):
+    """A handler returned an artifact that cannot be persisted (checked before any upload)."""
+
+
+class StoreError(OverseerError):
+    """The job store, queue or artifact store failed in a way the caller cannot fix."""
+
+
+class GraphNotFound(OverseerError):
+    """No graph has this id."""
+
+
+class JobSignal(Exception):
+    """Raised by handler code to end a job early with a known outcome."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AbortJob(JobSignal):
+    """``abort()``: stop this job and abort every job that depends on it."""
+
+
+class FaultJob(JobSignal):
+    """``fault()``: a transient problem; try this job again later, with backoff."""
+
+
+def abort(message: str = "aborted by handler") -> None:
+    """Stop the running job and all its descendants. Never returns."""
+    raise AbortJob(message)
+
+
+def fault(message: str = "transient fault") -> None:
+    """Mark a transient problem: the job is tried again later (up to its max attempts)."""
+    raise FaultJob(message)

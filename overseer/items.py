@@ -1,0 +1,70 @@
+"""The shape of a job item, shared by every backend: entries, and item -> JobRecord.
+
+Stream records (and the embedded change feed) carry images in this shape, so the
+scheduler reads them without knowing the backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .states import JobStatus
+from .store import Dependent, JobRecord
+
+JOB_PREFIX = "job#"
+
+
+def job_entry(name: str) -> str:
+    return JOB_PREFIX + name
+
+
+def chunk_entry(kind: str, name: str, chunk: int) -> str:
+    return f"{kind}#{name}#{chunk:05d}"
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return default if value is None else int(value)
+
+
+def record_from_item(values: Mapping[str, Any]) -> JobRecord:
+    """A JobRecord from an item's attributes (a PynamoDB model's or a stream image's)."""
+    error = None
+    if values.get("error_type") or values.get("error_message"):
+        error = {
+            "type": values.get("error_type"),
+            "message": values.get("error_message"),
+            "traceback": values.get("error_traceback"),
+        }
+    dependents = values.get("dependents")
+    deps = values.get("deps")
+    finished = values.get("finished_deps")
+    return JobRecord(
+        graph_id=values["graph_id"],
+        name=values.get("job_name") or values["entry"][len(JOB_PREFIX) :],
+        type=values.get("job_type") or "",
+        status=JobStatus(values.get("status") or "waiting"),
+        args=json.loads(values.get("args") or "{}"),
+        attempts=_int(values.get("attempts")),
+        max_attempts=_int(values.get("max_attempts"), 0) or None,
+        timeout_seconds=_int(values.get("timeout_seconds"), 0) or None,
+        deps_count=_int(values.get("deps_count")),
+        deps=list(deps) if deps is not None else None,
+        dependents=[Dependent(str(c), int(i), int(n)) for c, i, n in dependents]
+        if dependents is not None
+        else None,
+        finished_deps=len(finished) if finished else 0,
+        error=error,
+        reason=values.get("reason"),
+        artifacts=json.loads(values.get("artifacts") or "[]"),
+        rows=json.loads(values.get("rows") or "[]"),
+        lease_owner=values.get("lease_owner"),
+        lease_expires_at=values.get("lease_expires_at"),
+        heartbeat_at=values.get("heartbeat_at"),
+        not_before=values.get("not_before"),
+        created_at=values.get("created_at"),
+        updated_at=values.get("updated_at"),
+        started_at=values.get("started_at"),
+        finished_at=values.get("finished_at"),
+    )

@@ -1,0 +1,199 @@
+"""``overseer run``: the whole system on one machine.
+
+It starts the local AWS emulator, creates the same tables, queues and bucket the stack
+declares, submits the graph, runs N ``overseer worker`` processes, and pumps the jobs
+table's stream into the scheduler as Lambda-shaped events until the graph is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .graph import GraphSpec
+from .handlers import HandlerSpec
+from .scheduler import Scheduler
+from .services import Services
+from .states import GraphStatus
+from .store import GraphRecord
+
+log = logging.getLogger("overseer.runtime")
+
+
+@dataclass
+class RunResult:
+    graph_id: str
+    status: str
+    jobs: dict[str, dict[str, Any]]
+    seconds: float
+    created: bool = True
+    requests: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == GraphStatus.FINISHED else 1
+
+    def to_json(self) -> dict[str, Any]:
+        total = sum(self.requests.values())
+        return {
+            "graph_id": self.graph_id,
+            "status": self.status,
+            "jobs": self.jobs,
+            "stats": {
+                "seconds": round(self.seconds, 3),
+                "aws_requests": total,
+                "aws_requests_per_job": round(total / max(1, len(self.jobs)), 2),
+            },
+        }
+
+
+Progress = Callable[[GraphRecord], None]
+
+
+def _handlers_env(handlers_path: str) -> dict[str, str]:
+    """Make the handlers importable the same way in the worker processes."""
+    path = handlers_path
+    if path.endswith(".py"):
+        path = str(Path(path).resolve())
+    pythonpath = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+    return {"OVERSEER_HANDLERS": path, "PYTHONPATH": pythonpath}
+
+
+@contextlib.contextmanager
+def worker_processes(
+    count: int, env: dict[str, str], log_dir: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    processes = []
+    try:
+        for n in range(count):
+            log_file = (log_dir / f"worker-{n + 1}.log").open("wb")
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "overseer", "worker"],
+                    env={**os.environ, **env},
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            log_file.close()
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + 10
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def pump_until_done(
+    services: Services,
+    scheduler: Scheduler,
+    reader: Any,
+    graph_id: str,
+    *,
+    progress: Progress | None = None,
+    poll_seconds: float = 0.05,
+    alive: Callable[[], bool] = lambda: True,
+) -> GraphRecord:
+    """Feed stream records to the scheduler until the graph reaches a terminal status."""
+    store = services.store
+    graph = store.get_graph(graph_id)
+    assert graph is not None
+    while not graph.status.terminal:
+        records = reader.poll()
+        if records:
+            for attempt in range(1, 6):
+                try:
+                    scheduler.process_stream_event({"Records": records})
+                    break
+                except Exception:
+                    # As Lambda does: the same batch again, after a pause.
+                    log.warning("scheduler failed on a batch (attempt %d)", attempt, exc_info=True)
+                    if attempt == 5:
+                        raise
+                    time.sleep(0.2 * attempt)
+            graph = store.get_graph(graph_id) or graph
+            if progress:
+                progress(graph)
+        else:
+            if not alive():
+                raise RuntimeError("every worker process exited before the graph finished")
+            time.sleep(poll_seconds)
+            graph = store.get_graph(graph_id) or graph
+    return graph
+
+
+def download_artifacts(services: Services, jobs: dict[str, dict[str, Any]], out: Path) -> int:
+    count = 0
+    for job in jobs.values():
+        for artifact in job.get("artifacts", []):
+            target = out / artifact["bucket"] / artifact["key"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            services.artifacts.download(artifact["bucket"], artifact["key"], target)
+            count += 1
+    return count
+
+
+def run_on_emulator(
+    spec: GraphSpec,
+    handlers_path: str,
+    handlers: dict[str, HandlerSpec],
+    *,
+    workers: int = 4,
+    out: Path | None = None,
+    progress: Progress | None = None,
+    settings: Settings | None = None,
+) -> RunResult:
+    """Run ``spec`` to the end on a fresh local AWS emulator."""
+    from .aws import clients
+    from .aws.emulator import emulator, environment
+    from .aws.resources import provision, stream_arn
+    from .aws.stream import StreamReader
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="overseer-run-") as workdir, emulator() as aws_env:
+        request_dir = Path(workdir) / "requests"
+        env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **_handlers_env(handlers_path)}
+        with environment(env):
+            base = settings or Settings.from_env(receive_wait_seconds=2, lease_seconds=60)
+            configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"]))
+            services = Services.from_settings(configured)
+            scheduler = Scheduler(services.store, services.queue)
+            reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
+            defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
+            graph, created = services.store.create_graph(spec, max_attempts=defaults)
+            if progress:
+                progress(graph)
+            worker_env = {**env, **configured.to_env()}
+            with worker_processes(workers, worker_env, Path(workdir)) as processes:
+                graph = pump_until_done(
+                    services,
+                    scheduler,
+                    reader,
+                    spec.id,
+                    progress=progress,
+                    alive=lambda: any(p.poll() is None for p in processes),
+                )
+            jobs = {job.name: job.summary() for job in services.store.list_jobs(spec.id)}
+            if out is not None:
+                download_artifacts(services, jobs, out)
+            requests = clients.read_request_logs(request_dir)
+            counter = clients.process_counter()
+            if counter is not None:
+                requests.update(counter.counts)
+                counter.counts.clear()
+    return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created, requests)

@@ -1,0 +1,42 @@
+"""Wiring: the store, queue and artifact store a process uses, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Settings
+from .store import ArtifactStore, DispatchQueue, JobStore, RowSink
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: JobStore
+    queue: DispatchQueue
+    artifacts: ArtifactStore
+    rows: RowSink | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        """The AWS adapters, configured by ``settings`` and the standard AWS configuration."""
+        from .aws import clients
+        from .aws.jobstore import DynamoJobStore
+        from .aws.queue import SqsDispatchQueue
+        from .aws.s3 import DynamoRowSink, S3ArtifactStore
+
+        store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
+        counter = clients.process_counter()
+        if counter is not None:
+            for model in (store.Graph, store.Job):
+                counter.attach(model._get_connection().connection.client)
+        return cls(
+            settings=settings,
+            store=store,
+            queue=SqsDispatchQueue(clients.client("sqs"), settings.queue_url),
+            artifacts=S3ArtifactStore(clients.client("s3")),
+            rows=DynamoRowSink(clients.resource("dynamodb")),
+        )
+
+    @classmethod
+    def from_env(cls) -> Services:
+        return cls.from_settings(Settings.from_env())

@@ -1,0 +1,105 @@
+"""The job state machine, written down once.
+
+::
+
+    waiting --(all deps finished)--> ready --(worker claims)--> running --(returns)--> finished
+       |                               ^                           |--(exception)----> failed
+       |                               |--(fault / lease expired)--|  (after max attempts: failed)
+       |                                                           |--(abort)--------> aborted
+       +--(upstream failed/aborted, graph cancelled)---------------------------------> aborted
+    failed / aborted --(rerun)--> waiting or ready
+
+Every write that changes a job's status names one of the ``Transition`` objects below;
+the stores turn it into a single conditional write ("status is one of ``sources``", plus
+the fence when one is given), so a stale or duplicated actor can never move a job
+backwards or overwrite another owner's outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    WAITING = "waiting"
+    READY = "ready"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED})
+
+
+class GraphStatus(StrEnum):
+    CREATING = "creating"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (GraphStatus.FINISHED, GraphStatus.FAILED, GraphStatus.ABORTED)
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    sources: frozenset[JobStatus]
+    target: JobStatus
+    # Fenced transitions are only valid for the current owner of the current attempt.
+    fenced: bool = False
+
+
+def _t(name: str, sources: set[JobStatus], target: JobStatus, fenced: bool = False) -> Transition:
+    return Transition(name, frozenset(sources), target, fenced)
+
+
+S = JobStatus
+RELEASE = _t("release", {S.WAITING}, S.READY)
+CLAIM = _t("claim", {S.READY}, S.RUNNING)
+FINISH = _t("finish", {S.RUNNING}, S.FINISHED, fenced=True)
+FAIL = _t("fail", {S.RUNNING}, S.FAILED, fenced=True)
+ABORT = _t("abort", {S.RUNNING}, S.ABORTED, fenced=True)
+RETRY = _t("retry", {S.RUNNING}, S.READY, fenced=True)
+# The sweep takes back a job whose owner's lease expired.
+EXPIRE = _t("expire", {S.RUNNING}, S.READY)
+EXPIRE_FAIL = _t("expire_fail", {S.RUNNING}, S.FAILED)
+# Upstream failure or abort, and graph cancellation.
+CASCADE_ABORT = _t("cascade_abort", {S.WAITING, S.READY}, S.ABORTED)
+CANCEL_RUNNING = _t("cancel_running", {S.RUNNING}, S.ABORTED)
+RERUN = _t("rerun", {S.FAILED, S.ABORTED}, S.WAITING)
+
+TRANSITIONS: dict[str, Transition] = {
+    t.name: t
+    for t in (
+        RELEASE, CLAIM, FINISH, FAIL, ABORT, RETRY, EXPIRE, EXPIRE_FAIL,
+        CASCADE_ABORT, CANCEL_RUNNING, RERUN,
+    )
+}  # fmt: skip
+
+
+def allowed(source: JobStatus, target: JobStatus) -> bool:
+    """Whether any transition moves a job from ``source`` to ``target``."""
+    return any(source in t.sources and t.target == target for t in TRANSITIONS.values())
+
+
+def graph_outcome(counts: dict[JobStatus, int]) -> GraphStatus | None:
+    """The graph's status once every job is terminal, else None.
+
+    finished when every job finished; failed when a job failed; aborted otherwise.
+    """
+    if any(counts.get(s, 0) for s in JobStatus if not s.terminal):
+        return None
+    if counts.get(S.FAILED, 0):
+        return GraphStatus.FAILED
+    if counts.get(S.ABORTED, 0):
+        return GraphStatus.ABORTED
+    return GraphStatus.FINISHED

@@ -1,0 +1,316 @@
+"""The three small interfaces the engine runs on, and the plain records they exchange.
+
+Backends: ``overseer.aws`` (DynamoDB + stream, SQS, S3). The scheduler, worker and
+runtime only ever see these interfaces, so an embedded backend can stand in.
+
+Item layout of the jobs store (one partition per graph)::
+
+    graph_id  entry            what
+    g1        job#<name>       one job: status, attempts, lease, error, artifact manifest,
+                               its deps and dependents inline while they are few
+    g1        in#<name>#0003   a chunk of a job's deps when it has many (fan-in)
+    g1        out#<name>#0003  a chunk of a job's dependents when it has many (fan-out)
+
+so no item grows with the size of the graph: a job item holds at most
+``INLINE_EDGES`` edges each way, and a chunk at most ``EDGE_CHUNK`` edges.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .graph import GraphSpec
+from .states import GraphStatus, JobStatus, Transition
+
+INLINE_EDGES = 100
+EDGE_CHUNK = 500
+# Bound of an artifact manifest stored on a job item (JSON bytes).
+MAX_MANIFEST_BYTES = 96 * 1024
+MAX_ERROR_BYTES = 4 * 1024
+
+
+@dataclass(frozen=True)
+class Dependent:
+    """An edge seen from the parent: ``child`` has ``count`` deps, this parent is ``index``."""
+
+    child: str
+    index: int
+    count: int
+
+
+@dataclass
+class JobRecord:
+    graph_id: str
+    name: str
+    type: str
+    status: JobStatus
+    args: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    max_attempts: int | None = None
+    timeout_seconds: int | None = None
+    deps_count: int = 0
+    # None when the edges are kept in chunk items (see ``JobStore.dependencies``).
+    deps: list[str] | None = field(default_factory=list)
+    dependents: list[Dependent] | None = field(default_factory=list)
+    finished_deps: int = 0
+    error: dict[str, Any] | None = None
+    reason: str | None = None
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lease_owner: str | None = None
+    lease_expires_at: str | None = None
+    heartbeat_at: str | None = None
+    not_before: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.graph_id}/{self.name}"
+
+    def summary(self) -> dict[str, Any]:
+        """The job as ``overseer run --json`` prints it."""
+        out: dict[str, Any] = {
+            "type": self.type,
+            "status": str(self.status),
+            "attempts": self.attempts,
+            "error": self.error_text(),
+            "artifacts": self.artifacts,
+        }
+        if self.rows:
+            out["rows"] = self.rows
+        if self.started_at:
+            out["started_at"] = self.started_at
+        if self.finished_at:
+            out["finished_at"] = self.finished_at
+        return out
+
+    def error_text(self) -> str | None:
+        if self.error:
+            return f"{self.error.get('type', 'Error')}: {self.error.get('message', '')}"
+        return self.reason
+
+
+@dataclass
+class GraphRecord:
+    graph_id: str
+    status: GraphStatus
+    jobs_total: int
+    args: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    created_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    definition_sha256: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "graph_id": self.graph_id,
+            "status": str(self.status),
+            "jobs_total": self.jobs_total,
+            "counts": self.counts,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The owner of an attempt: fenced transitions only succeed for it.
+
+    ``owner=None`` checks the attempts count alone (a claim: the message names the
+    attempt it was sent for, so a stale or duplicated message claims nothing).
+    """
+
+    attempts: int
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """What the dispatch queue carries: which job, and which attempt it is for."""
+
+    graph_id: str
+    job_name: str
+    attempts: int  # the job's attempts count when it became ready
+    delay_seconds: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"g": self.graph_id, "j": self.job_name, "a": self.attempts},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, body: str) -> JobMessage:
+        data = json.loads(body)
+        return cls(str(data["g"]), str(data["j"]), int(data["a"]))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message: JobMessage
+    receipt: str
+    receive_count: int = 1
+
+
+class JobStore(Protocol):
+    """Graphs and jobs. Every status change is one conditional write (see ``states``)."""
+
+    def create_graph(self, spec: GraphSpec, *, max_attempts: Mapping[str, int]) -> tuple[GraphRecord, bool]:
+        """Write the graph and all its jobs, then release the jobs without deps.
+
+        Idempotent on the graph id: when the graph exists, nothing is written and the
+        existing record is returned with ``False``. Jobs are written as ``waiting`` before
+        any is released, so no job can run before the whole graph is stored.
+        ``max_attempts`` gives the default per job type (the job's own setting wins).
+        """
+        ...
+
+    def get_graph(self, graph_id: str) -> GraphRecord | None:
+        """The graph's current record (strongly consistent), or None."""
+        ...
+
+    def get_job(self, graph_id: str, name: str) -> JobRecord | None:
+        """One job's current record (strongly consistent), or None."""
+        ...
+
+    def list_jobs(self, graph_id: str) -> Iterator[JobRecord]:
+        """Every job of the graph, in name order, paginated underneath."""
+        ...
+
+    def dependencies(self, job: JobRecord) -> list[str]:
+        """The job's deps, in the order the graph declared them (inline or from chunks)."""
+        ...
+
+    def dependents(self, job: JobRecord) -> list[Dependent]:
+        """The jobs that depend on ``job`` (inline or from chunks)."""
+        ...
+
+    def manifests(self, graph_id: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """name -> artifact manifest of each named job (batched reads)."""
+        ...
+
+    def transition(
+        self,
+        graph_id: str,
+        name: str,
+        transition: Transition,
+        *,
+        fence: Fence | None = None,
+        changes: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
+    ) -> JobRecord | None:
+        """Move the job along ``transition`` in one conditional write.
+
+        Succeeds only if the job's status is one of ``transition.sources`` and, when
+        ``fence`` is given, its attempts and lease owner match. ``changes`` sets other
+        attributes (``attempts`` may be set; JobRecord field names), ``remove`` clears
+        them. Returns the new record, or None when the condition did not hold (someone
+        else moved the job first; the caller treats that as "nothing to do").
+        """
+        ...
+
+    def record_finished_dependency(self, graph_id: str, name: str, index: int) -> int | None:
+        """Note that dependency number ``index`` of a waiting job finished.
+
+        Idempotent (a set of indices): returns how many distinct deps are now finished,
+        or None when the job is no longer waiting.
+        """
+        ...
+
+    def renew_lease(
+        self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
+    ) -> bool:
+        """Extend the running job's lease; False when the fence no longer holds."""
+        ...
+
+    def add_graph_progress(self, graph_id: str, deltas: Mapping[str, int]) -> GraphRecord | None:
+        """Add ``deltas`` (status -> n) to the graph's counters in one write; returns the record."""
+        ...
+
+    def set_graph_status(
+        self,
+        graph_id: str,
+        status: GraphStatus,
+        *,
+        sources: Iterable[GraphStatus],
+        counts: Mapping[str, int] | None = None,
+    ) -> GraphRecord | None:
+        """Conditionally set the graph's status (only from ``sources``); None if it did not hold."""
+        ...
+
+
+class DispatchQueue(Protocol):
+    """At-least-once delivery of job messages."""
+
+    def send(self, messages: Sequence[JobMessage]) -> None:
+        """Enqueue, in batches; each message becomes visible after its delay (at most 15 min)."""
+        ...
+
+    def receive(
+        self, *, max_messages: int = 1, wait_seconds: int = 20, visibility_seconds: int | None = None
+    ) -> list[Delivery]:
+        """Long-poll for messages; each is hidden from others for the visibility timeout."""
+        ...
+
+    def delete(self, receipts: Sequence[str]) -> None:
+        """Remove delivered messages (in batches). Deleting twice is harmless."""
+        ...
+
+    def extend_visibility(self, receipt: str, seconds: int) -> None:
+        """Keep a message hidden ``seconds`` longer (heartbeat), or 0 to release it now."""
+        ...
+
+    def depth(self) -> int:
+        """Approximate number of messages waiting or in flight."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    sha256: str | None
+
+
+class ArtifactStore(Protocol):
+    """Objects by bucket and key."""
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        """Size and recorded SHA-256 of an object, or None if it does not exist."""
+        ...
+
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str, content_type: str | None = None
+    ) -> None:
+        """Store ``data``, recording its SHA-256. Overwrites."""
+        ...
+
+    def put_file(
+        self, bucket: str, key: str, path: Path, *, sha256: str, content_type: str | None = None
+    ) -> None:
+        """Store a local file (multipart and parallel when large), recording its SHA-256."""
+        ...
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        """The object's bytes."""
+        ...
+
+    def download(self, bucket: str, key: str, path: Path) -> None:
+        """Write the object to a local file."""
+        ...
+
+
+class RowSink(Protocol):
+    """Items into the user's own tables."""
+
+    def put_rows(self, table: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Put every item (overwriting same-key items), batched."""
+        ...

@@ -1,0 +1,293 @@
+"""The worker: take a job from the queue, claim it, run its handler, record the outcome.
+
+One job at a time per worker process. Workers share nothing: they never talk to each
+other or to a master, so scaling is adding or removing processes. Whatever a handler
+does, the worker records an outcome and goes on with the next job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import timeutil
+from .artifacts import persist_artifacts
+from .errors import AbortJob, FaultJob, InvalidArtifact
+from .handlers import HandlerSpec
+from .job import Job, StoredArtifact
+from .services import Services
+from .states import ABORT, CLAIM, FAIL, FINISH, RETRY
+from .store import Delivery, Fence, JobRecord
+
+log = logging.getLogger("overseer.worker")
+TRACEBACK_LINES = 12
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one delivery: finished, failed, aborted, retry, or skipped."""
+
+    kind: str
+    graph_id: str
+    job_name: str
+    detail: str = ""
+
+
+def short_traceback(exc: BaseException) -> str:
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    text = "".join(lines)
+    tail = text.splitlines()[-TRACEBACK_LINES:]
+    return "\n".join(tail)[-4000:]
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff after the ``attempt``-th try: base, 2 base, 4 base... up to cap."""
+    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+class _Heartbeat:
+    """Renews the job's lease and the message's visibility while the handler runs."""
+
+    def __init__(self, services: Services, job: JobRecord, fence: Fence, receipt: str) -> None:
+        self.services, self.job, self.fence, self.receipt = services, job, fence, receipt
+        self.lease = services.settings.lease_seconds
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                held = self.services.store.renew_lease(
+                    self.job.graph_id,
+                    self.job.name,
+                    self.fence,
+                    lease_expires_at=timeutil.iso_in(self.lease),
+                    heartbeat_at=timeutil.iso(),
+                )
+                if not held:
+                    # Cancelled, or taken over after our lease expired: our outcome will be
+                    # refused by the fence, so there is no point extending the message.
+                    self.lost.set()
+                    return
+                self.services.queue.extend_visibility(self.receipt, self.lease)
+            except Exception:  # a missed beat is retried at the next one
+                log.warning("heartbeat of %s failed", self.job.id, exc_info=True)
+
+
+class Worker:
+    def __init__(
+        self,
+        services: Services,
+        handlers: dict[str, HandlerSpec],
+        *,
+        worker_id: str | None = None,
+        run_handler: Callable[[HandlerSpec, Job], list[Any]] | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.handlers = handlers
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.run_handler = run_handler or (lambda spec, job: spec.run(job))
+        self._stopping = threading.Event()
+        self.processed = 0
+
+    def stop(self) -> None:
+        """Take no new job; the running one completes."""
+        self._stopping.set()
+
+    def run(self) -> int:
+        """Work until stopped, or idle for ``idle_exit_seconds``. Returns jobs processed."""
+        idle_since = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                deliveries = self.services.queue.receive(
+                    max_messages=1,
+                    wait_seconds=self.settings.receive_wait_seconds,
+                    visibility_seconds=self.settings.lease_seconds,
+                )
+            except Exception:
+                log.exception("receive failed; retrying")
+                self._stopping.wait(1.0)
+                continue
+            if not deliveries:
+                idle = self.settings.idle_exit_seconds
+                if idle and time.monotonic() - idle_since >= idle:
+                    log.info("idle for %ss: exiting", idle)
+                    break
+                continue
+            for delivery in deliveries:
+                try:
+                    outcome = self.process(delivery)
+                    log.info("%s/%s %s", outcome.graph_id, outcome.job_name, outcome.kind)
+                except Exception:
+                    # The message becomes visible again; the job is retried or swept.
+                    log.exception("could not process %s", delivery.message)
+                self.processed += 1
+            idle_since = time.monotonic()
+        return self.processed
+
+    # -- one job ----------------------------------------------------------------------
+    def process(self, delivery: Delivery) -> Outcome:
+        message = delivery.message
+        store, queue = self.services.store, self.services.queue
+        lease = self.settings.lease_seconds
+        attempt = message.attempts + 1
+        stamp = timeutil.iso()
+        record = store.transition(
+            message.graph_id,
+            message.job_name,
+            CLAIM,
+            fence=Fence(message.attempts),
+            changes={
+                "attempts": attempt,
+                "lease_owner": self.worker_id,
+                "lease_expires_at": timeutil.iso_in(lease),
+                "heartbeat_at": stamp,
+                "started_at": stamp,
+            },
+            remove=["not_before"],
+        )
+        if record is None:
+            # Duplicate or stale message: the job is someone else's, or already done.
+            queue.delete([delivery.receipt])
+            return Outcome("skipped", message.graph_id, message.job_name)
+        fence = Fence(attempt, self.worker_id)
+        with _Heartbeat(self.services, record, fence, delivery.receipt):
+            outcome = self._run_and_record(record, fence)
+        queue.delete([delivery.receipt])
+        return outcome
+
+    def _max_attempts(self, record: JobRecord, spec: HandlerSpec | None) -> int:
+        return int(record.max_attempts or (spec and spec.max_attempts) or self.settings.default_max_attempts)
+
+    def _job(self, record: JobRecord, max_attempts: int, scratch: Path) -> Job:
+        store, artifacts = self.services.store, self.services.artifacts
+
+        def load_inputs() -> dict[str, list[StoredArtifact]]:
+            deps = store.dependencies(record)
+            manifests = store.manifests(record.graph_id, deps) if deps else {}
+            return {
+                dep: [
+                    StoredArtifact(m["bucket"], m["key"], int(m["size"]), m["sha256"], artifacts)
+                    for m in manifests.get(dep, [])
+                ]
+                for dep in deps
+            }
+
+        return Job(
+            graph_id=record.graph_id,
+            name=record.name,
+            type=record.type,
+            args=record.args,
+            attempt=record.attempts,
+            max_attempts=max_attempts,
+            scratch=scratch,
+            deps=tuple(record.deps or ()),
+            inputs_loader=load_inputs,
+        )
+
+    def _run_and_record(self, record: JobRecord, fence: Fence) -> Outcome:
+        spec = self.handlers.get(record.type)
+        max_attempts = self._max_attempts(record, spec)
+        if spec is None:
+            error = {
+                "type": "UnknownHandler",
+                "message": f"no handler for job type {record.type!r} in {self.settings.handlers!r}",
+            }
+            return self._record(record, fence, FAIL, "failed", {"error": error})
+        root = Path(self.settings.scratch_dir or tempfile.gettempdir()) / "overseer-scratch"
+        scratch = root / f"{record.graph_id}-{record.name}-{record.attempts}-{uuid.uuid4().hex[:6]}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            job = self._job(record, max_attempts, scratch)
+            try:
+                results = self.run_handler(spec, job)
+                persisted = persist_artifacts(
+                    results,
+                    store=self.services.artifacts,
+                    default_bucket=self.settings.artifact_bucket,
+                    allowed_buckets=self.settings.allowed_buckets,
+                    row_sink=self.services.rows,
+                )
+            except AbortJob as signal:
+                return self._record(record, fence, ABORT, "aborted", {"reason": signal.message})
+            except FaultJob as signal:
+                return self._fault(record, fence, max_attempts, "Fault", signal.message, "")
+            except InvalidArtifact as exc:
+                error = {"type": "InvalidArtifact", "message": str(exc), "traceback": ""}
+                return self._record(record, fence, FAIL, "failed", {"error": error})
+            except Exception as exc:
+                error = {
+                    "type": type(exc).__name__,
+                    "message": str(exc)[:2000],
+                    "traceback": short_traceback(exc),
+                }
+                return self._record(record, fence, FAIL, "failed", {"error": error})
+            return self._record(
+                record,
+                fence,
+                FINISH,
+                "finished",
+                {"artifacts": persisted.manifest, "rows": persisted.rows},
+                remove=["error", "reason"],
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _fault(
+        self, record: JobRecord, fence: Fence, max_attempts: int, kind: str, message: str, trace: str
+    ) -> Outcome:
+        error = {"type": kind, "message": message, "traceback": trace}
+        if record.attempts >= max_attempts:
+            error["message"] = f"{message} (gave up after {record.attempts} attempts)"
+            return self._record(record, fence, FAIL, "failed", {"error": error})
+        delay = backoff_seconds(
+            record.attempts, self.settings.fault_backoff_seconds, self.settings.fault_backoff_max_seconds
+        )
+        return self._record(
+            record, fence, RETRY, "retry", {"error": error, "not_before": timeutil.iso_in(delay)}
+        )
+
+    def _record(
+        self,
+        record: JobRecord,
+        fence: Fence,
+        transition: Any,
+        kind: str,
+        changes: dict[str, Any],
+        remove: list[str] | None = None,
+    ) -> Outcome:
+        done = self.services.store.transition(
+            record.graph_id,
+            record.name,
+            transition,
+            fence=fence,
+            changes=changes,
+            remove=[*(remove or []), "lease_owner", "lease_expires_at"],
+        )
+        if done is None:
+            # We lost the job (lease expired and someone else took it, or it was cancelled):
+            # the fence kept our outcome from overwriting theirs.
+            return Outcome("lost", record.graph_id, record.name, f"{kind} not recorded")
+        detail = done.error_text() or ""
+        return Outcome(kind, record.graph_id, record.name, detail)

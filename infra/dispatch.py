@@ -1,0 +1,51 @@
+"""Dispatch: the SQS queue of ready jobs, its dead-letter queue, and a delivery-failure queue."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+# A message received this many times without being deleted (worker crashed, lease lost
+# again and again) goes to the dead-letter queue. Faults with backoff stay well below it.
+MAX_RECEIVE_COUNT = 10
+
+
+class Dispatch(Construct):
+    """The queues. All SQS-managed encryption (SSE-SQS) and TLS only.
+
+    Attributes
+    ----------
+    queue:
+        Ready jobs, one message per job. The visibility timeout equals the job lease: the
+        worker extends it with every heartbeat (every ``lease_seconds / 3``).
+    dead_letter_queue:
+        Messages received ``MAX_RECEIVE_COUNT`` times; the sweep reports them.
+    delivery_failures:
+        Stream batches the scheduler gave up on and trigger events that could not be
+        delivered to the trigger function (on-failure destination / rule-target DLQ).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, lease_seconds: int) -> None:
+        super().__init__(scope, construct_id)
+        common = {
+            "encryption": sqs.QueueEncryption.SQS_MANAGED,
+            "enforce_ssl": True,
+        }
+        self.dead_letter_queue = sqs.Queue(
+            self, "DeadLetterQueue", retention_period=Duration.days(14), **common
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            visibility_timeout=Duration.seconds(lease_seconds),
+            retention_period=Duration.days(4),
+            receive_message_wait_time=Duration.seconds(20),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT
+            ),
+            **common,
+        )
+        self.delivery_failures = sqs.Queue(
+            self, "DeliveryFailures", retention_period=Duration.days(14), **common
+        )

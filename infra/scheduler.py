@@ -1,0 +1,82 @@
+"""Scheduler: the Lambda on the jobs table's stream, with a filter that passes only the
+records it acts on."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.functions import FunctionFactory
+
+# Job statuses whose arrival the scheduler reacts to: ready -> enqueue; finished -> release
+# dependents; failed / aborted -> cascade aborts. Everything else never invokes it.
+ACTED_ON_STATUSES = ("ready", "finished", "failed", "aborted")
+
+
+def stream_filter() -> dict:
+    """The event source mapping filter: job items (entry ``job#...``), inserted or
+    modified, whose new status is one the scheduler acts on."""
+    return lambda_.FilterCriteria.filter(
+        {
+            "eventName": lambda_.FilterRule.or_("INSERT", "MODIFY"),
+            "dynamodb": {
+                "Keys": {"entry": {"S": lambda_.FilterRule.begins_with("job#")}},
+                "NewImage": {"status": {"S": lambda_.FilterRule.or_(*ACTED_ON_STATUSES)}},
+            },
+        }
+    )
+
+
+class Scheduler(Construct):
+    """``functions.scheduler.handler`` on the jobs stream.
+
+    Batches of up to 100 records; a failing batch is split in two until the bad record is
+    isolated (bisect on error), retried at most ``RETRY_ATTEMPTS`` times, then sent to
+    ``on_failure_queue`` so the shard does not stall. The sweep repairs what was skipped.
+
+    Attributes
+    ----------
+    function:
+        The scheduler Lambda.
+    """
+
+    BATCH_SIZE = 100
+    RETRY_ATTEMPTS = 5
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        factory: FunctionFactory,
+        jobs_table: dynamodb.ITable,
+        on_failure_queue: sqs.IQueue,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.function = factory.build(
+            self,
+            "Function",
+            handler="functions.scheduler.handler",
+            service="scheduler",
+            description="Overseer scheduler: releases dependents, enqueues ready jobs, "
+            "cascades aborts, counts graph progress",
+            timeout_seconds=120,
+            memory_size=1024,
+        )
+        self.function.add_event_source(
+            sources.DynamoEventSource(
+                jobs_table,
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=self.BATCH_SIZE,
+                max_batching_window=Duration.seconds(1),
+                bisect_batch_on_error=True,
+                retry_attempts=self.RETRY_ATTEMPTS,
+                max_record_age=Duration.hours(6),
+                on_failure=sources.SqsDlq(on_failure_queue),
+                filters=[stream_filter()],
+            )
+        )

@@ -1,0 +1,46 @@
+"""Tables: the graphs table and the jobs table (with the stream that feeds the scheduler)."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from constructs import Construct
+
+
+class Tables(Construct):
+    """Both DynamoDB tables: on demand, point-in-time recovery, encrypted, kept on delete.
+
+    Attributes
+    ----------
+    graphs_table:
+        One item per graph (partition key ``graph_id``).
+    jobs_table:
+        One item per job (``entry`` = ``job#<name>``) plus edge chunks (``out#...`` /
+        ``in#...``), keyed ``graph_id`` + ``entry``; its stream carries new and old images.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+        common = {
+            "billing_mode": dynamodb.BillingMode.PAY_PER_REQUEST,
+            "encryption": dynamodb.TableEncryption.AWS_MANAGED,
+            "point_in_time_recovery_specification": dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            "removal_policy": RemovalPolicy.RETAIN,
+            "deletion_protection": True,
+        }
+        self.graphs_table = dynamodb.Table(
+            self,
+            "Graphs",
+            partition_key=dynamodb.Attribute(name="graph_id", type=dynamodb.AttributeType.STRING),
+            **common,
+        )
+        self.jobs_table = dynamodb.Table(
+            self,
+            "Jobs",
+            partition_key=dynamodb.Attribute(name="graph_id", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="entry", type=dynamodb.AttributeType.STRING),
+            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
+            **common,
+        )

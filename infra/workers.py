@@ -1,0 +1,224 @@
+"""Workers: the VPC, the Batch compute environment with 1 TB scratch, job queue and job definition."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.lambda_code import REPO_ROOT
+
+SCRATCH_HOST_PATH = "/scratch"
+SCRATCH_CONTAINER_PATH = "/scratch"
+SCRATCH_DEVICE = "/dev/xvdb"
+MOUNT_SCRIPT = REPO_ROOT / "worker_batch" / "mount-scratch.sh"
+
+# Kept out of the worker image's build context (and out of the asset hash).
+IMAGE_EXCLUDES = [
+    ".git",
+    ".cache",
+    "cdk.out",
+    "node_modules",
+    "venv",
+    ".venv",
+    "**/__pycache__",
+    "**/*.pyc",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".overseer",
+    "tests",
+    "bench",
+    "docs",
+    "infra",
+]
+
+
+class Workers(Construct):
+    """Batch workers that scale from zero.
+
+    A managed EC2 compute environment (minimum 0 vCPUs, On-Demand or Spot) whose launch
+    template gives every instance a 1 TB gp3 volume and a boot script that mounts NVMe
+    instance store (when the instance type has it) or that volume at ``/scratch``; a job
+    queue; and a job definition running the worker image (``overseer worker``) with
+    ``/scratch`` bind-mounted as ``OVERSEER_SCRATCH_DIR``. Host failures (a Spot reclaim
+    or a lost instance: status reason ``Host EC2*``) are retried; any other exit ends the
+    Batch job. A worker exits by itself when the queue has been idle for a while.
+
+    Attributes
+    ----------
+    vpc, security_group, launch_template, compute_environment, job_queue, container,
+    job_definition, image:
+        The resources.
+    job_role:
+        The role the worker containers run as; the stack grants it table, queue and
+        bucket access, nothing more.
+    log_group:
+        Worker logs (one stream per Batch job).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        instance_types: Sequence[str],
+        max_vcpus: int,
+        spot: bool,
+        worker_vcpus: int,
+        worker_memory_mib: int,
+        scratch_volume_gib: int,
+        handlers_dir: str,
+        environment: Mapping[str, str],
+        log_retention: logs.RetentionDays,
+        existing_vpc_id: str = "",
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.vpc = self._vpc(existing_vpc_id, log_retention)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "InstanceSecurityGroup",
+            vpc=self.vpc,
+            description="Overseer Batch workers: no inbound traffic, outbound HTTPS to AWS APIs",
+            allow_all_outbound=True,
+        )
+
+        user_data = ec2.MultipartUserData()
+        shell = ec2.UserData.for_linux()
+        user_data.add_user_data_part(shell, ec2.MultipartBody.SHELL_SCRIPT, True)
+        user_data.add_commands(MOUNT_SCRIPT.read_text())
+        block_devices = []
+        if scratch_volume_gib > 0:
+            block_devices.append(
+                ec2.BlockDevice(
+                    device_name=SCRATCH_DEVICE,
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        scratch_volume_gib,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        encrypted=True,
+                        delete_on_termination=True,
+                        iops=3000,
+                        throughput=250,
+                    ),
+                )
+            )
+        self.launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            block_devices=block_devices,
+            user_data=user_data,
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+        )
+
+        self.compute_environment = batch.ManagedEc2EcsComputeEnvironment(
+            self,
+            "ComputeEnvironment",
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[self.security_group],
+            instance_types=[ec2.InstanceType(t) for t in instance_types],
+            use_optimal_instance_classes=False,
+            images=[batch.EcsMachineImage(image_type=batch.EcsMachineImageType.ECS_AL2023)],
+            minv_cpus=0,
+            maxv_cpus=max_vcpus,
+            spot=spot,
+            allocation_strategy=(
+                batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED
+                if spot
+                else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE
+            ),
+            launch_template=self.launch_template,
+            update_to_latest_image_version=True,
+        )
+        self.job_queue = batch.JobQueue(
+            self,
+            "JobQueue",
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=self.compute_environment, order=1)
+            ],
+        )
+
+        self.image = ecr_assets.DockerImageAsset(
+            self,
+            "Image",
+            directory=str(REPO_ROOT),
+            file="worker_batch/Dockerfile",
+            build_args={"HANDLERS_DIR": handlers_dir},
+            platform=ecr_assets.Platform.LINUX_AMD64,
+            exclude=IMAGE_EXCLUDES,
+        )
+        self.job_role = iam.Role(
+            self,
+            "JobRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description="Overseer worker containers: jobs table, dispatch queue, artifact bucket",
+        )
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        scratch = batch.EcsVolume.host(
+            name="scratch", host_path=SCRATCH_HOST_PATH, container_path=SCRATCH_CONTAINER_PATH
+        )
+        self.container = container = batch.EcsEc2ContainerDefinition(
+            self,
+            "Container",
+            image=ecs.ContainerImage.from_docker_image_asset(self.image),
+            cpu=worker_vcpus,
+            memory=Size.mebibytes(worker_memory_mib),
+            environment={**environment, "OVERSEER_SCRATCH_DIR": SCRATCH_CONTAINER_PATH},
+            job_role=self.job_role,
+            volumes=[scratch],
+            logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
+        )
+        self.job_definition = batch.EcsJobDefinition(
+            self,
+            "JobDefinition",
+            container=container,
+            retry_attempts=5,
+            retry_strategies=[
+                batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.custom(on_status_reason="Host EC2*")),
+                batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
+            ],
+            timeout=Duration.hours(24),
+            propagate_tags=True,
+        )
+
+    def _vpc(self, existing_vpc_id: str, log_retention: logs.RetentionDays) -> ec2.IVpc:
+        if existing_vpc_id:
+            # Needs an explicit account and region (CDK_DEFAULT_ACCOUNT / CDK_DEFAULT_REGION).
+            return ec2.Vpc.from_lookup(self, "Vpc", vpc_id=existing_vpc_id)
+        vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=2,
+            nat_gateways=1,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC),
+                ec2.SubnetConfiguration(name="workers", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            ],
+            gateway_endpoints={
+                # Artifacts and job state stay off the NAT gateway (and its per-GB charge).
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                "DynamoDB": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
+            },
+        )
+        flow_logs = logs.LogGroup(
+            self, "FlowLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+            traffic_type=ec2.FlowLogTrafficType.REJECT,
+        )
+        return vpc

@@ -41,6 +41,11 @@ IMAGE_EXCLUDES = [
     "bench",
     "docs",
     "infra",
+    "functions",
+    ".ci",
+    "cdk.json",
+    "package.json",
+    "package-lock.json",
 ]
 
 

@@ -1,0 +1,548 @@
+"""Infrastructure tests: synthesise the real stack once and check what a user would check.
+
+The stack is built from the repository's cdk.json context, with the cdk-nag AwsSolutions
+pack attached, into a temporary cloud assembly (one synth per session, ~20 s the first
+time, when the Lambda dependencies are downloaded into .cache/, ~10 s after).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aws_cdk", reason="the infra tests need the infra extra (aws-cdk-lib)")
+
+import aws_cdk as cdk
+from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks
+
+from infra.app import build_app
+from infra.config import ConfigError, DeploymentConfig
+from infra.stack import OverseerStack
+
+pytestmark = pytest.mark.infra
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTEXT: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+REQUIRED_ENV = (
+    "OVERSEER_GRAPHS_TABLE",
+    "OVERSEER_JOBS_TABLE",
+    "OVERSEER_QUEUE_URL",
+    "OVERSEER_DEAD_LETTER_QUEUE_URL",
+    "OVERSEER_ARTIFACT_BUCKET",
+    "OVERSEER_HANDLERS",
+    "OVERSEER_LEASE_SECONDS",
+    "OVERSEER_EVENT_BUS",
+)
+
+
+@dataclass
+class Synthesis:
+    stack: OverseerStack
+    template: Template
+    resources: dict[str, dict[str, Any]]
+    outdir: Path
+    validation_error: str | None
+
+    def of_type(self, type_: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == type_}
+
+    def logical_id(self, construct: Any) -> str:
+        return self.stack.get_logical_id(construct.node.default_child)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = cdk.App(outdir=str(outdir), context=dict(CONTEXT))
+    _, stack = build_app(app)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    error = None
+    try:
+        app.synth()
+    except RuntimeError as exc:  # policy validation failed: the report says why
+        error = str(exc)
+    data = json.loads((outdir / stack.template_file).read_text())
+    yield Synthesis(
+        stack=stack,
+        template=Template.from_json(data),
+        resources=data["Resources"],
+        outdir=outdir,
+        validation_error=error,
+    )
+
+
+def _statements(synth: Synthesis, role_logical_id: str) -> list[dict[str, Any]]:
+    statements = []
+    for policy in synth.of_type("AWS::IAM::Policy").values():
+        roles = policy["Properties"].get("Roles", [])
+        if {"Ref": role_logical_id} in roles:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    actions: set[str] = set()
+    for statement in statements:
+        action = statement["Action"]
+        actions |= {action} if isinstance(action, str) else set(action)
+    return actions
+
+
+# --- cdk-nag and cfn-lint ----------------------------------------------------------------
+
+
+def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(synth: Synthesis) -> None:
+    report_file = synth.outdir / "validation-report.json"
+    violations = []
+    if report_file.exists():
+        for plugin in json.loads(report_file.read_text())["pluginReports"]:
+            for violation in plugin["violations"]:
+                paths = [c["constructPath"] for c in violation["violatingConstructs"]]
+                violations.append(f"{violation['severity']} {violation['ruleName']} {paths}")
+    assert violations == [], "\n".join(violations)
+    assert synth.validation_error is None
+
+
+def test_cfn_lint_reports_no_error(synth: Synthesis) -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    matches = lint_file(synth.outdir / synth.stack.template_file, ManualArgs(regions=["us-east-1"]))
+    errors = [str(m) for m in matches if m.rule.id.startswith("E")]
+    assert errors == [], "\n".join(errors)
+
+
+# --- tables ------------------------------------------------------------------------------
+
+
+def test_tables_are_on_demand_encrypted_with_pitr_and_retained(synth: Synthesis) -> None:
+    tables = synth.of_type("AWS::DynamoDB::Table")
+    assert len(tables) == 2
+    for table in tables.values():
+        props = table["Properties"]
+        assert table["DeletionPolicy"] == "Retain"
+        assert table["UpdateReplacePolicy"] == "Retain"
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["SSESpecification"]["SSEEnabled"] is True
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+        assert props["DeletionProtectionEnabled"] is True
+    synth.template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [
+                {"AttributeName": "graph_id", "KeyType": "HASH"},
+                {"AttributeName": "entry", "KeyType": "RANGE"},
+            ],
+            "StreamSpecification": {"StreamViewType": "NEW_AND_OLD_IMAGES"},
+        },
+    )
+    synth.template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {"KeySchema": [{"AttributeName": "graph_id", "KeyType": "HASH"}]},
+    )
+
+
+# --- scheduler stream --------------------------------------------------------------------
+
+
+def test_scheduler_stream_filter_passes_only_job_records_it_acts_on(synth: Synthesis) -> None:
+    mappings = synth.of_type("AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == 1
+    props = next(iter(mappings.values()))["Properties"]
+    assert props["FunctionName"] == {"Ref": synth.logical_id(synth.stack.scheduler.function)}
+    assert props["EventSourceArn"] == {
+        "Fn::GetAtt": [synth.logical_id(synth.stack.tables.jobs_table), "StreamArn"]
+    }
+    patterns = [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]]
+    assert patterns == [
+        {
+            "eventName": ["INSERT", "MODIFY"],
+            "dynamodb": {
+                "Keys": {"entry": {"S": [{"prefix": "job#"}]}},
+                "NewImage": {"status": {"S": ["ready", "finished", "failed", "aborted"]}},
+            },
+        }
+    ]
+    assert props["BatchSize"] == 100
+    assert props["BisectBatchOnFunctionError"] is True
+    assert props["MaximumRetryAttempts"] == 5
+    assert props["StartingPosition"] == "TRIM_HORIZON"
+    on_failure = props["DestinationConfig"]["OnFailure"]["Destination"]
+    assert on_failure == {"Fn::GetAtt": [synth.logical_id(synth.stack.dispatch.delivery_failures), "Arn"]}
+
+
+# --- queues ------------------------------------------------------------------------------
+
+
+def test_dispatch_queue_has_dlq_redrive_and_lease_visibility(synth: Synthesis) -> None:
+    queue = synth.resources[synth.logical_id(synth.stack.dispatch.queue)]["Properties"]
+    dlq_id = synth.logical_id(synth.stack.dispatch.dead_letter_queue)
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 3
+    assert queue["VisibilityTimeout"] == CONTEXT["leaseSeconds"]
+    for queue in synth.of_type("AWS::SQS::Queue").values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_every_queue_and_the_bucket_accept_tls_only(synth: Synthesis) -> None:
+    deny_plain_http = Match.array_with(
+        [
+            Match.object_like(
+                {
+                    "Effect": "Deny",
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            )
+        ]
+    )
+    synth.template.resource_properties_count_is(
+        "AWS::SQS::QueuePolicy",
+        {"PolicyDocument": {"Statement": deny_plain_http}},
+        len(synth.of_type("AWS::SQS::Queue")),
+    )
+    synth.template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "Bucket": {"Ref": synth.logical_id(synth.stack.artifacts.bucket)},
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": "s3:*",
+                                "Effect": "Deny",
+                                "Principal": {"AWS": "*"},
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+
+
+# --- artifacts ---------------------------------------------------------------------------
+
+
+def test_artifact_bucket_is_private_encrypted_versioned_and_expires_old_versions(
+    synth: Synthesis,
+) -> None:
+    bucket = synth.resources[synth.logical_id(synth.stack.artifacts.bucket)]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    rule = props["LifecycleConfiguration"]["Rules"][0]
+    assert rule["Status"] == "Enabled"
+    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == CONTEXT["noncurrentVersionDays"]
+
+
+# --- workers -----------------------------------------------------------------------------
+
+
+def test_launch_template_gives_every_instance_a_1_tb_scratch_volume(synth: Synthesis) -> None:
+    (template,) = synth.of_type("AWS::EC2::LaunchTemplate").values()
+    data = template["Properties"]["LaunchTemplateData"]
+    scratch = [m for m in data["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdb"]
+    assert len(scratch) == 1
+    ebs = scratch[0]["Ebs"]
+    assert ebs["VolumeSize"] >= 1000  # 1 TiB
+    assert ebs["VolumeType"] == "gp3"
+    assert ebs["Encrypted"] is True
+    assert ebs["DeleteOnTermination"] is True
+    user_data = json.dumps(data["UserData"])
+    assert "Instance Storage" in user_data  # NVMe instance store when present
+    assert "mount -o noatime" in user_data and "/scratch" in user_data
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+
+
+def test_compute_environment_scales_to_zero_on_spot(synth: Synthesis) -> None:
+    (environment,) = synth.of_type("AWS::Batch::ComputeEnvironment").values()
+    props = environment["Properties"]
+    resources = props["ComputeResources"]
+    assert props["Type"] == "managed"
+    assert resources["MinvCpus"] == 0
+    assert resources["MaxvCpus"] == CONTEXT["maxVcpus"]
+    assert resources["Type"] == ("SPOT" if CONTEXT["spot"] else "EC2")
+    assert sorted(resources["InstanceTypes"]) == sorted(CONTEXT["instanceTypes"])
+    launch_template_id = synth.logical_id(synth.stack.workers.launch_template)
+    assert resources["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": launch_template_id}
+    synth.template.resource_count_is("AWS::Batch::JobQueue", 1)
+
+
+def test_job_definition_runs_the_worker_image_with_scratch_and_retries_host_failures(
+    synth: Synthesis,
+) -> None:
+    (definition,) = synth.of_type("AWS::Batch::JobDefinition").values()
+    props = definition["Properties"]
+    assert props["RetryStrategy"]["EvaluateOnExit"] == [
+        {"Action": "RETRY", "OnStatusReason": "Host EC2*"},
+        {"Action": "EXIT", "OnReason": "*"},
+    ]
+    container = props["ContainerProperties"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    for name in REQUIRED_ENV:
+        assert name in env, name
+    assert env["OVERSEER_SCRATCH_DIR"] == "/scratch"
+    assert env["OVERSEER_HANDLERS"] == CONTEXT["handlersModule"]
+    assert env["OVERSEER_LEASE_SECONDS"] == str(CONTEXT["leaseSeconds"])
+    assert container["Volumes"] == [{"Host": {"SourcePath": "/scratch"}, "Name": "scratch"}]
+    assert [(m["SourceVolume"], m["ContainerPath"]) for m in container["MountPoints"]] == [
+        ("scratch", "/scratch")
+    ]
+    role_id = synth.logical_id(synth.stack.workers.job_role)
+    assert container["JobRoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
+
+    manifest = json.loads((synth.outdir / "Overseer.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["dockerFile"] == "worker_batch/Dockerfile"
+    context = synth.outdir / image["source"]["directory"]
+    assert (context / "pyproject.toml").exists() and (context / "overseer").is_dir()
+    for excluded in (".git", "cdk.out", "node_modules", ".cache", "tests", "infra"):
+        assert not (context / excluded).exists(), excluded
+
+
+def test_worker_dockerfile_is_slim_non_root_and_runs_overseer_worker() -> None:
+    dockerfile = (REPO_ROOT / "worker_batch" / "Dockerfile").read_text()
+    assert "FROM python:3.12-slim" in dockerfile
+    assert "USER overseer" in dockerfile
+    assert 'ENTRYPOINT ["overseer", "worker"]' in dockerfile
+    assert "ARG HANDLERS_DIR=examples" in dockerfile
+    assert 'VOLUME ["/scratch"]' in dockerfile
+
+
+def test_worker_role_is_least_privilege(synth: Synthesis) -> None:
+    statements = _statements(synth, synth.logical_id(synth.stack.workers.job_role))
+    actions = _actions(statements)
+    assert {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "sqs:ReceiveMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "s3:GetObject",
+        "s3:PutObject",
+    } <= actions
+    forbidden = {
+        "*",
+        "dynamodb:*",
+        "dynamodb:DeleteTable",
+        "dynamodb:CreateTable",
+        "dynamodb:UpdateTable",
+        "s3:*",
+        "s3:DeleteBucket",
+        "s3:DeleteObject",
+        "s3:DeleteObject*",
+        "s3:PutBucketPolicy",
+        "sqs:*",
+        "sqs:DeleteQueue",
+        "sqs:SetQueueAttributes",
+        "iam:PassRole",
+        "batch:SubmitJob",
+        "events:PutEvents",
+    }
+    assert not actions & forbidden, actions & forbidden
+    assert all(statement["Resource"] != "*" for statement in statements)
+    # Graphs: read only.
+    graphs_arn = {"Fn::GetAtt": [synth.logical_id(synth.stack.tables.graphs_table), "Arn"]}
+    for statement in statements:
+        resources = statement["Resource"]
+        resources = resources if isinstance(resources, list) else [resources]
+        if graphs_arn in resources:
+            assert not _actions([statement]) & {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+
+
+def test_sweep_may_submit_workers_and_scheduler_may_publish_events(synth: Synthesis) -> None:
+    stack = synth.stack
+    sweep = _statements(synth, synth.logical_id(stack.sweep.function.role))
+    submit = [s for s in sweep if "batch:SubmitJob" in _actions([s])]
+    assert len(submit) == 1
+    assert sorted(json.dumps(r, sort_keys=True) for r in submit[0]["Resource"]) == sorted(
+        json.dumps(r, sort_keys=True)
+        for r in (
+            {"Fn::GetAtt": [synth.logical_id(stack.workers.job_queue), "JobQueueArn"]},
+            {"Ref": synth.logical_id(stack.workers.job_definition)},
+        )
+    )
+    assert "sqs:GetQueueAttributes" in _actions(sweep)
+    scheduler = _statements(synth, synth.logical_id(stack.scheduler.function.role))
+    assert {"events:PutEvents", "sqs:SendMessage"} <= _actions(scheduler)
+
+
+# --- API ---------------------------------------------------------------------------------
+
+
+def test_api_has_the_five_routes_all_with_iam_auth(synth: Synthesis) -> None:
+    resources = synth.of_type("AWS::ApiGateway::Resource")
+    root_ref = {"Fn::GetAtt": [synth.logical_id(synth.stack.api.rest_api), "RootResourceId"]}
+
+    def path(ref: Any) -> str:
+        if ref == root_ref:
+            return ""
+        props = resources[ref["Ref"]]["Properties"]
+        return path(props["ParentId"]) + "/" + props["PathPart"]
+
+    methods = synth.of_type("AWS::ApiGateway::Method")
+    routes = set()
+    for method in methods.values():
+        props = method["Properties"]
+        if props["HttpMethod"] == "OPTIONS":
+            continue
+        assert props["AuthorizationType"] == "AWS_IAM", props
+        assert "RequestValidatorId" in props
+        routes.add((path(props["ResourceId"]), props["HttpMethod"]))
+    assert routes == {
+        ("/graphs", "POST"),
+        ("/graphs/{id}", "GET"),
+        ("/graphs/{id}/jobs", "GET"),
+        ("/graphs/{id}/cancel", "POST"),
+        ("/graphs/{id}/rerun", "POST"),
+    }
+    synth.template.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "TracingEnabled": True,
+            "AccessLogSetting": Match.object_like({"DestinationArn": Match.any_value()}),
+        },
+    )
+    synth.template.has_resource_properties("AWS::ApiGateway::RequestValidator", {"ValidateRequestBody": True})
+
+
+# --- rules -------------------------------------------------------------------------------
+
+
+def test_sweep_and_each_trigger_have_a_schedule_rule(synth: Synthesis) -> None:
+    rules = synth.of_type("AWS::Events::Rule")
+    sweep_rule = rules[synth.logical_id(synth.stack.sweep.rule)]["Properties"]
+    assert sweep_rule["ScheduleExpression"] == CONTEXT["sweepSchedule"]
+    sweep_fn = synth.logical_id(synth.stack.sweep.function)
+    assert sweep_rule["Targets"][0]["Arn"] == {"Fn::GetAtt": [sweep_fn, "Arn"]}
+
+    trigger_fn = {"Fn::GetAtt": [synth.logical_id(synth.stack.triggers.function), "Arn"]}
+    assert CONTEXT["triggers"], "cdk.json should ship an example trigger"
+    for trigger in CONTEXT["triggers"]:
+        rule_ids = [synth.logical_id(r) for r in synth.stack.triggers.rules[trigger["name"]]]
+        inputs = []
+        for rule_id in rule_ids:
+            props = rules[rule_id]["Properties"]
+            if "schedule" in trigger:
+                assert props["ScheduleExpression"] == trigger["schedule"]
+            else:
+                assert "EventPattern" in props
+            for target in props["Targets"]:
+                assert target["Arn"] == trigger_fn
+                assert "DeadLetterConfig" in target
+                inputs.append(target["InputTransformer"]["InputTemplate"])
+        expected_args = trigger["args"] if isinstance(trigger["args"], list) else [trigger["args"]]
+        assert len(inputs) == len(expected_args)
+        for text, args in zip(inputs, expected_args, strict=True):
+            assert f'"template":"{trigger["template"]}"' in text
+            assert json.dumps(args, separators=(",", ":")) in text
+            assert '"detail":<detail>' in text
+
+
+# --- Lambdas and observability -----------------------------------------------------------
+
+
+def test_lambdas_share_one_asset_with_engine_functions_templates_and_dependencies(
+    synth: Synthesis,
+) -> None:
+    functions = {
+        k: v
+        for k, v in synth.of_type("AWS::Lambda::Function").items()
+        if "Handler" in v["Properties"] and v["Properties"]["Handler"].startswith("functions.")
+    }
+    assert sorted(f["Properties"]["Handler"] for f in functions.values()) == [
+        "functions.api.handler",
+        "functions.scheduler.handler",
+        "functions.sweep.handler",
+        "functions.trigger.handler",
+    ]
+    (key,) = {f["Properties"]["Code"]["S3Key"] for f in functions.values()}
+    manifest = json.loads((synth.outdir / "Overseer.assets.json").read_text())
+    bundle = synth.outdir / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
+    for name in ("overseer", "templates", "yaml", "pynamodb", "aws_lambda_powertools", "click"):
+        assert (bundle / name).exists(), name
+    assert not (bundle / "botocore").exists()  # provided by the Lambda runtime
+
+    for function in functions.values():
+        props = function["Properties"]
+        assert props["Runtime"] == "python3.12"
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert "LogGroup" in props["LoggingConfig"]
+        env = props["Environment"]["Variables"]
+        for name in (*REQUIRED_ENV, "OVERSEER_TEMPLATES_DIR", "OVERSEER_BATCH_JOB_QUEUE"):
+            assert name in env, name
+        assert env["POWERTOOLS_SERVICE_NAME"].startswith("overseer-")
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Overseer"
+        assert env["OVERSEER_MAX_WORKERS"] == str(CONTEXT["maxWorkers"])
+
+
+def test_every_log_group_has_the_configured_retention(synth: Synthesis) -> None:
+    groups = synth.of_type("AWS::Logs::LogGroup")
+    assert len(groups) >= 6  # 4 Lambdas, API access logs, workers (+ VPC flow logs)
+    for group in groups.values():
+        assert group["Properties"]["RetentionInDays"] == CONTEXT["logRetentionDays"]
+
+
+def test_dashboard_and_dead_letter_alarm(synth: Synthesis) -> None:
+    synth.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+    dlq_name = {"Fn::GetAtt": [synth.logical_id(synth.stack.dispatch.dead_letter_queue), "QueueName"]}
+    synth.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": dlq_name}],
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+        },
+    )
+
+
+# --- configuration (no synth) ------------------------------------------------------------
+
+
+def test_config_reads_cdk_json_and_rejects_bad_triggers() -> None:
+    config = DeploymentConfig.from_mapping(CONTEXT)
+    assert config.spot is CONTEXT["spot"]
+    assert config.triggers[0].template == "daily_report"
+    assert len(config.triggers[0].args) >= 2  # one graph per company
+
+    assert DeploymentConfig.from_mapping({}).lease_seconds == 120
+    overridden = DeploymentConfig.from_mapping(
+        {"spot": "false", "instanceTypes": "c6id.large,c6id.xlarge", "maxVcpus": "8"}
+    )
+    assert (overridden.spot, overridden.instance_types, overridden.max_vcpus) == (
+        False,
+        ("c6id.large", "c6id.xlarge"),
+        8,
+    )
+    with pytest.raises(ConfigError, match="exactly one of"):
+        DeploymentConfig.from_mapping(
+            {
+                "triggers": [
+                    {
+                        "name": "x",
+                        "template": "t",
+                        "schedule": "rate(1 hour)",
+                        "eventPattern": {"source": ["a"]},
+                    }
+                ]
+            }
+        )
+    with pytest.raises(ConfigError, match="cron"):
+        DeploymentConfig.from_mapping({"triggers": [{"name": "x", "template": "t", "schedule": "0 2 * * *"}]})

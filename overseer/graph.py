@@ -271,6 +271,8 @@ def parse_graph(
         error = UnknownHandler if all(p.startswith("no handler") for p in problems) else InvalidGraph
         shown = problems[:_MAX_PROBLEMS_SHOWN]
         more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+        if handler_types is not None and any(p.startswith("no handler") for p in problems):
+            more += f"; the handlers module knows {sorted(handler_types)[:20]}"
         raise error("invalid graph: " + "; ".join(shown) + more)
 
     sorter = graphlib.TopologicalSorter({j.name: j.deps for j in jobs.values()})

@@ -158,16 +158,11 @@ def test_scheduler_stream_filter_passes_only_job_records_it_acts_on(synth: Synth
     assert props["EventSourceArn"] == {
         "Fn::GetAtt": [synth.logical_id(synth.stack.tables.jobs_table), "StreamArn"]
     }
-    patterns = [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]]
-    assert patterns == [
-        {
-            "eventName": ["INSERT", "MODIFY"],
-            "dynamodb": {
-                "Keys": {"entry": {"S": [{"prefix": "job#"}]}},
-                "NewImage": {"status": {"S": ["ready", "finished", "failed", "aborted"]}},
-            },
-        }
-    ]
+    (pattern,) = [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]]
+    assert sorted(pattern["eventName"]) == ["INSERT", "MODIFY"]
+    assert pattern["dynamodb"]["Keys"] == {"entry": {"S": [{"prefix": "job#"}]}}
+    statuses = pattern["dynamodb"]["NewImage"]["status"]["S"]
+    assert sorted(statuses) == ["aborted", "failed", "finished", "ready"]
     assert props["BatchSize"] == 100
     assert props["BisectBatchOnFunctionError"] is True
     assert props["MaximumRetryAttempts"] == 5
@@ -520,7 +515,19 @@ def test_config_reads_cdk_json_and_rejects_bad_triggers() -> None:
     config = DeploymentConfig.from_mapping(CONTEXT)
     assert config.spot is CONTEXT["spot"]
     assert config.triggers[0].template == "daily_report"
-    assert len(config.triggers[0].args) >= 2  # one graph per company
+    assert len(config.triggers[0].args[0]["company_ids"]) >= 2  # one graph per company
+    assert DeploymentConfig.from_mapping(
+        {
+            "triggers": [
+                {
+                    "name": "n",
+                    "template": "t",
+                    "schedule": "rate(1 day)",
+                    "args": [{"company_id": 1}, {"company_id": 2}],
+                }
+            ]
+        }
+    ).triggers[0].args == ({"company_id": 1}, {"company_id": 2})
 
     assert DeploymentConfig.from_mapping({}).lease_seconds == 120
     overridden = DeploymentConfig.from_mapping(

@@ -165,12 +165,8 @@ def _stop_job(store: JobStore, job: JobRecord) -> bool:
     for _ in range(_CANCEL_TRIES):
         if current is None or current.status.terminal:
             return False
-        if current.status == JobStatus.RUNNING:
-            moved = store.transition(
-                job.graph_id, job.name, CANCEL_RUNNING, changes={"reason": CANCEL_REASON}
-            )
-        else:
-            moved = store.transition(job.graph_id, job.name, CASCADE_ABORT, changes={"reason": CANCEL_REASON})
+        transition = CANCEL_RUNNING if current.status == JobStatus.RUNNING else CASCADE_ABORT
+        moved = store.transition(job.graph_id, job.name, transition, changes={"reason": CANCEL_REASON})
         if moved is not None:
             return True
         current = store.get_job(job.graph_id, job.name)

@@ -116,7 +116,8 @@ def render_template(
         missing = sorted(_id_fields(pattern) - set(merged))
         if missing:
             raise TemplateError(
-                f"template {name!r} needs args {missing} to name its graph (id {pattern!r}); pass them in 'args'"
+                f"template {name!r} needs args {missing} to name its graph (id {pattern!r}); "
+                "pass them in 'args'"
             )
         try:
             document["id"] = pattern.format_map(merged)

@@ -1,0 +1,244 @@
+"""``functions.api.handler``: the REST API (API Gateway REST proxy events, IAM auth).
+
+Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``):
+
+``POST /graphs``
+    Body, at most 1 MB (else 413), one of:
+    ``{"graph": {"id"?, "args"?, "jobs": {...}}}`` -- an inline graph (the graph file format);
+    ``{"id"?, "args"?, "jobs": {...}}`` -- the same, unwrapped;
+    ``{"template": NAME, "args": {...}, "id"?: ID}`` -- start a graph template.
+    201 with the graph (``{"graph_id", "status", "jobs_total", "counts", "args", ...,
+    "created": true}``) and a ``Location`` header; 200 with ``"created": false`` when a
+    graph with that id exists (nothing written); 400 for malformed JSON, an invalid graph
+    (the validation message) or an unknown template (the known names).
+``GET /graphs/{graph_id}``
+    200 with the graph; 404 when unknown.
+``GET /graphs/{graph_id}/jobs?status=&after=&limit=``
+    200 with ``{"graph_id", "jobs": {name: {"type", "status", "attempts", "error",
+    "artifacts", ...}}, "next": NAME | null}`` in name order, at most ``limit`` (default
+    500, at most 1000) jobs after ``after``; pass ``next`` as ``after`` for the next page.
+``POST /graphs/{graph_id}/cancel``
+    200 with the graph and ``"jobs_aborted": n``; 404 when unknown.
+``POST /graphs/{graph_id}/rerun``
+    200 with the graph and ``"jobs_rerun": n``; 404 when unknown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions import Lazy
+from overseer import operations
+from overseer.aws import clients
+from overseer.aws.events import EventBridgePublisher
+from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, StoreError
+from overseer.services import Services
+from overseer.store import GraphRecord
+from overseer.templates import TemplateError
+
+MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_PAGE = 500
+MAX_PAGE = 1000
+_TEMPLATE_KEYS = {"template", "args", "id"}
+_ROUTES = "POST /graphs, GET /graphs/{id}, GET /graphs/{id}/jobs, POST /graphs/{id}/cancel|rerun"
+_USAGE = 'send {"graph": {"jobs": {...}}} or {"template": NAME, "args": {...}}'
+
+logger = Logger()
+tracer = Tracer()
+app = APIGatewayRestResolver()
+
+_services = Lazy(Services.from_env)
+
+
+def reset() -> None:
+    """Forget the clients built at cold start (tests use a fresh environment)."""
+    _services.reset()
+
+
+class RequestRejected(Exception):
+    """The request cannot be served as sent: ``status`` and a message for the caller."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body, ensure_ascii=False, default=str),
+        headers=headers,
+    )
+
+
+def _graph_view(graph: GraphRecord, **extra: Any) -> dict[str, Any]:
+    return {**graph.summary(), "args": graph.args, "updated_at": graph.updated_at, **extra}
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise RequestRejected(400, f"request body has the key {key!r} twice")
+        result[key] = value
+    return result
+
+
+def _json_body() -> dict[str, Any]:
+    raw = app.current_event.decoded_body or ""
+    size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_BODY_BYTES:
+        raise RequestRejected(
+            413, f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}: use a template for big graphs"
+        )
+    if not raw.strip():
+        raise RequestRejected(400, f"the request has no body: {_USAGE}")
+    try:
+        body = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise RequestRejected(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestRejected(400, f"request body must be a JSON object, got {type(body).__name__}: {_USAGE}")
+    return body
+
+
+def _announce(record: GraphRecord) -> None:
+    bus = _services.get().settings.event_bus
+    if not bus:
+        return
+    # The cancel is already stored; a lost event must not turn it into an error.
+    try:
+        EventBridgePublisher(clients.client("events"), bus).graph_done(record)
+    except Exception:
+        logger.exception("could not publish the end of graph %s", record.graph_id)
+
+
+@app.post("/graphs")
+@tracer.capture_method(capture_response=False)
+def submit_graph() -> Response:
+    body = _json_body()
+    services = _services.get()
+    if "template" in body:
+        unknown = sorted(set(body) - _TEMPLATE_KEYS)
+        if unknown:
+            raise RequestRejected(
+                400, f"unknown keys {unknown} next to 'template'; expected {sorted(_TEMPLATE_KEYS)}"
+            )
+        name, args, graph_id = body["template"], body.get("args") or {}, body.get("id")
+        if not isinstance(name, str) or not isinstance(args, dict) or not isinstance(graph_id, str | None):
+            raise RequestRejected(400, "'template' and 'id' must be strings and 'args' an object")
+        graph, created = operations.submit_template(services, name, args, graph_id=graph_id)
+    elif "graph" in body:
+        if set(body) != {"graph"} or not isinstance(body["graph"], dict):
+            raise RequestRejected(400, f"'graph' must be the only key and hold a JSON object: {_USAGE}")
+        graph, created = operations.submit_graph(services, body["graph"])
+    elif "jobs" in body:
+        graph, created = operations.submit_graph(services, body)
+    else:
+        raise RequestRejected(400, f"the body names no graph: {_USAGE}")
+    logger.info("graph submitted", extra={"graph_id": graph.graph_id, "created": created})
+    if created:
+        return _json(201, _graph_view(graph, created=True), {"Location": f"/graphs/{graph.graph_id}"})
+    return _json(200, _graph_view(graph, created=False))
+
+
+@app.get("/graphs/<graph_id>")
+@tracer.capture_method(capture_response=False)
+def get_graph(graph_id: str) -> Response:
+    return _json(200, _graph_view(operations.get_graph(_services.get(), unquote(graph_id))))
+
+
+def _query_int(name: str, default: int, highest: int) -> int:
+    raw = app.current_event.get_query_string_value(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= highest:
+        raise RequestRejected(400, f"'{name}' must be a whole number from 1 to {highest}, got {raw!r}")
+    return int(raw)
+
+
+@app.get("/graphs/<graph_id>/jobs")
+@tracer.capture_method(capture_response=False)
+def list_jobs(graph_id: str) -> Response:
+    graph_id = unquote(graph_id)
+    status = app.current_event.get_query_string_value("status") or None
+    after = app.current_event.get_query_string_value("after") or None
+    limit = _query_int("limit", DEFAULT_PAGE, MAX_PAGE)
+    try:
+        operations.job_status(status)
+    except ValueError as exc:
+        raise RequestRejected(400, str(exc)) from None
+    # One more than asked tells whether there is a next page.
+    jobs = operations.list_jobs(_services.get(), graph_id, status, after=after, limit=limit + 1)
+    page = jobs[:limit]
+    next_after = page[-1].name if len(jobs) > limit else None
+    return _json(200, {"graph_id": graph_id, "jobs": {j.name: j.summary() for j in page}, "next": next_after})
+
+
+@app.post("/graphs/<graph_id>/cancel")
+@tracer.capture_method(capture_response=False)
+def cancel_graph(graph_id: str) -> Response:
+    change = operations.cancel_graph(_services.get(), unquote(graph_id), on_graph_done=_announce)
+    logger.info("graph cancelled", extra={"graph_id": change.graph.graph_id, "jobs": change.jobs_changed})
+    return _json(200, _graph_view(change.graph, jobs_aborted=change.jobs_changed))
+
+
+@app.post("/graphs/<graph_id>/rerun")
+@tracer.capture_method(capture_response=False)
+def rerun_graph(graph_id: str) -> Response:
+    change = operations.rerun_graph(_services.get(), unquote(graph_id))
+    logger.info("graph rerun", extra={"graph_id": change.graph.graph_id, "jobs": change.jobs_changed})
+    return _json(200, _graph_view(change.graph, jobs_rerun=change.jobs_changed))
+
+
+# -- errors: {"error": message} with the status that tells the caller what to fix ----------
+def _error_handler(status: int) -> Callable[[Exception], Response]:
+    def respond(exc: Exception) -> Response:
+        logger.info("request rejected", extra={"status": status, "error": str(exc)})
+        return _json(status, {"error": str(exc)})
+
+    return respond
+
+
+app.exception_handler([InvalidGraph, TemplateError])(_error_handler(400))
+app.exception_handler(GraphNotFound)(_error_handler(404))
+
+
+@app.exception_handler(RequestRejected)
+def _rejected(exc: RequestRejected) -> Response:
+    logger.info("request rejected", extra={"status": exc.status, "error": exc.message})
+    return _json(exc.status, {"error": exc.message})
+
+
+@app.exception_handler(StoreError)
+def _unavailable(exc: StoreError) -> Response:
+    logger.exception("store error")
+    return _json(503, {"error": f"the job store failed; try again: {exc}"})
+
+
+@app.exception_handler(OverseerError)
+def _engine_error(exc: OverseerError) -> Response:
+    logger.exception("engine error")
+    return _json(500, {"error": str(exc)})
+
+
+@app.not_found
+def _no_route(exc: Exception) -> Response:
+    event = app.current_event
+    return _json(404, {"error": f"no route {event.http_method} {event.path}; the routes are {_ROUTES}"})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,97 @@
+"""``functions.trigger.handler``: an EventBridge rule's target that starts a graph template.
+
+Accepted events (``args`` is optional in each):
+
+1. The constant input of a rule target::
+
+       {"template": "daily-report", "args": {"company_id": 42}}
+
+   optionally with the envelope the stack's rules add (``infra/triggers.py``)::
+
+       {"template": ..., "args": ..., "trigger": "nightly",
+        "event": {"id": ..., "time": "2026-11-26T02:00:00Z", "source": ..., "detail": ...}}
+
+2. An EventBridge event whose ``detail`` names the template::
+
+       {"source": "my.app", "detail-type": "Report Wanted", "time": "2026-11-26T02:00:00Z",
+        "detail": {"template": "daily-report", "args": {"company_id": 42}}}
+
+``args.company_ids: [1, 2, ...]`` starts one graph per company, each with ``company_id``
+set. Every graph gets ``date``, the UTC date of the event's ``time`` (the scheduled time
+of a cron rule), unless the args set it; with a template id such as
+``daily-report-{date}-company-{company_id}`` a redelivered event starts nothing new.
+
+Returns ``{"template": NAME, "graphs": [{"graph_id", "status", "created"}, ...],
+"created": n}``. An invalid event, template or graph raises (nothing is written), so the
+event lands in the rule's dead-letter queue after EventBridge's retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions import Lazy
+from overseer import operations
+from overseer.errors import OverseerError
+from overseer.services import Services
+
+logger = Logger()
+tracer = Tracer()
+
+_services = Lazy(Services.from_env)
+
+
+def reset() -> None:
+    """Forget the clients built at cold start (tests use a fresh environment)."""
+    _services.reset()
+
+
+class InvalidTriggerEvent(OverseerError):
+    """The event names no template, or its args are not an object."""
+
+
+def _event_time(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def parse_trigger_event(event: Mapping[str, Any]) -> tuple[str, dict[str, Any], dt.datetime | None]:
+    """(template name, args, event time) from one of the accepted event shapes."""
+    envelope = event.get("event") if isinstance(event.get("event"), Mapping) else {}
+    source: Mapping[str, Any] = event
+    if "template" not in event:
+        detail = event.get("detail") or (envelope or {}).get("detail")
+        if not isinstance(detail, Mapping) or "template" not in detail:
+            raise InvalidTriggerEvent(
+                'the event names no template: send {"template": NAME, "args": {...}} as the rule '
+                "target's input, or put them in the event's detail"
+            )
+        source = detail
+    name, args = source["template"], source.get("args") or {}
+    if not isinstance(name, str) or not name:
+        raise InvalidTriggerEvent(f"'template' must be a template name, got {name!r}")
+    if not isinstance(args, Mapping):
+        raise InvalidTriggerEvent(f"'args' must be an object, got {type(args).__name__}")
+    moment = _event_time(event.get("time")) or _event_time((envelope or {}).get("time"))
+    return name, dict(args), moment
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    name, args, moment = parse_trigger_event(event)
+    started = operations.trigger_template(_services.get(), name, args, event_time=moment)
+    graphs = [{"graph_id": g.graph_id, "status": str(g.status), "created": created} for g, created in started]
+    summary = {"template": name, "graphs": graphs, "created": sum(created for _, created in started)}
+    logger.info("template triggered", extra={"template": name, "graphs": len(graphs)})
+    return summary

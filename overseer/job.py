@@ -121,6 +121,14 @@ class Job:
 Handler = Callable[[Job], Any] | Mapping[str, Any]
 
 
+def _identity_pre(job: Job) -> Job:
+    return job
+
+
+def _identity_post(job: Job, result: Any) -> Any:
+    return result
+
+
 def harness(
     handler: Handler, wrapper: Callable[[Callable[..., Any]], Callable[..., Any]], stage: str = "process"
 ) -> dict[str, Any]:
@@ -145,6 +153,6 @@ def harness(
     inner = stages.get(stage)
     if inner is None:
         # Wrapping a missing pre/post stage wraps the identity.
-        inner = (lambda job: job) if stage == "pre_process" else (lambda job, result: result)
+        inner = _identity_pre if stage == "pre_process" else _identity_post
     stages[stage] = wrapper(inner)
     return stages

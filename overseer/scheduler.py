@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
@@ -123,9 +124,9 @@ class Scheduler:
                 delay = int(max(0.0, timeutil.seconds_until(job.not_before)))
                 ready.append(JobMessage(job.graph_id, job.name, job.attempts, delay))
             elif job.status == JobStatus.FINISHED:
-                follow_ups.append(lambda job=job: self.release_dependents(job))
+                follow_ups.append(partial(self.release_dependents, job))
             elif job.status in (JobStatus.FAILED, JobStatus.ABORTED):
-                follow_ups.append(lambda job=job: -self.abort_dependents(job))
+                follow_ups.append(partial(self._abort_dependents_negated, job))
             if job.status.terminal:
                 deltas[job.graph_id][job.status.value] += 1
             if change.previous is not None and change.previous.terminal and not job.status.terminal:
@@ -169,6 +170,9 @@ class Scheduler:
             return self.store.transition(job.graph_id, dep.child, RELEASE) is not None
 
         return self._each_dependent(job, release)
+
+    def _abort_dependents_negated(self, job: JobRecord) -> int:
+        return -self.abort_dependents(job)
 
     def abort_dependents(self, job: JobRecord) -> int:
         reason = upstream_reason(job)

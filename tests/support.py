@@ -59,20 +59,31 @@ class LocalStack:
         return Worker(self.services, specs, worker_id="test-worker")
 
     def work_once(self, worker: Worker) -> int:
-        deliveries = self.services.queue.receive(max_messages=10, wait_seconds=0,
-                                                 visibility_seconds=self.settings.lease_seconds)
+        deliveries = self.services.queue.receive(
+            max_messages=10, wait_seconds=0, visibility_seconds=self.settings.lease_seconds
+        )
         for delivery in deliveries:
             self.outcomes.append(worker.process(delivery))
         return len(deliveries)
 
-    def run(self, document: Mapping[str, Any], handlers: Mapping[str, Any],
-            max_rounds: int = 400, between: Callable[[], None] | None = None) -> GraphRecord:
+    def run(
+        self,
+        document: Mapping[str, Any],
+        handlers: Mapping[str, Any],
+        max_rounds: int = 400,
+        between: Callable[[], None] | None = None,
+    ) -> GraphRecord:
         """Submit and drive the graph to a terminal status."""
         graph = self.submit(document, handlers)
         return self.drive(graph.graph_id, handlers, max_rounds, between)
 
-    def drive(self, graph_id: str, handlers: Mapping[str, Any], max_rounds: int = 400,
-              between: Callable[[], None] | None = None) -> GraphRecord:
+    def drive(
+        self,
+        graph_id: str,
+        handlers: Mapping[str, Any],
+        max_rounds: int = 400,
+        between: Callable[[], None] | None = None,
+    ) -> GraphRecord:
         import time
 
         worker = self.worker(handlers)

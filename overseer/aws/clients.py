@@ -29,9 +29,9 @@ class RequestCounter:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def _on_send(self, event_name: str = "", **_: Any) -> None:
+    def _on_send(self, **kwargs: Any) -> None:
         # event_name is "before-send.<service>.<Operation>"
-        _, service, operation = event_name.split(".", 2)
+        _, service, operation = str(kwargs.get("event_name", "x.unknown.unknown")).split(".", 2)
         with self._lock:
             self.counts[f"{service}.{operation}"] += 1
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from .. import timeutil
 from ..errors import StoreError
@@ -156,7 +157,7 @@ class DynamoJobStore:
     def dependencies(self, job: JobRecord) -> list[str]:
         if job.deps is not None:
             return list(job.deps)
-        return [d for chunk in self._chunks(job.graph_id, "in", job.name) for d in chunk.deps or []]
+        return [str(d) for chunk in self._chunks(job.graph_id, "in", job.name) for d in chunk.deps or []]
 
     def dependents(self, job: JobRecord) -> list[Dependent]:
         if job.dependents is not None:
@@ -280,7 +281,7 @@ class DynamoJobStore:
     ) -> GraphRecord | None:
         G = self.Graph
         stamp = timeutil.iso()
-        actions = [G.status.set(status.value), G.updated_at.set(stamp)]
+        actions: list[Action] = [G.status.set(status.value), G.updated_at.set(stamp)]
         if status.terminal:
             actions.append(G.finished_at.set(stamp))
         for key, n in (counts or {}).items():

@@ -1,6 +1,7 @@
 """PynamoDB models of the graphs and jobs tables.
 
-The models are built per store (fresh classes, so each holds its own connection) by ``graph_model`` / ``job_model`` so the same code
+Fresh model classes are built per store by ``graph_model`` / ``job_model`` (each holds its
+own connection), so the same code
 points at AWS, the emulator or LocalStack: endpoint and region come from the standard
 AWS configuration (``AWS_ENDPOINT_URL``, ``AWS_REGION``), which botocore reads itself.
 Attribute names are meant to be read in the DynamoDB console.
@@ -44,7 +45,7 @@ class JobItemBase(Model):
     timeout_seconds = NumberAttribute(null=True)
     deps_count = NumberAttribute(default=0)
     # Inline edges while few; absent when kept in chunk items.
-    deps = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[var-annotated]
+    deps = ListAttribute(of=UnicodeAttribute, null=True)
     # [[child, index of this job in child's deps, child's number of deps], ...]
     dependents = ListAttribute(null=True)  # type: ignore[var-annotated]
     finished_deps = NumberSetAttribute(null=True)

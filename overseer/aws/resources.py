@@ -5,6 +5,7 @@ The CDK stack in infra/ declares the same resources for AWS; keep the two in ste
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from ..config import Settings
@@ -40,10 +41,8 @@ def provision(settings: Settings) -> Settings:
     )["QueueUrl"]
     s3 = clients.client("s3")
     for bucket in {settings.artifact_bucket, *settings.allowed_buckets}:
-        try:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
     return settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
 
 

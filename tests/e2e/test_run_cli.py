@@ -17,21 +17,31 @@ HANDLERS = str(HERE / "data" / "handlers.py")
 
 
 def overseer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "overseer", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "overseer", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_a_diamond_runs_to_the_end_with_json_and_out(tmp_path):
     graph = tmp_path / "diamond.yaml"
-    graph.write_text("id: e2e-diamond\njobs:\n  top: {type: write}\n  left: {type: write, deps: [top]}\n"
-                     "  right: {type: write, deps: [top]}\n  join: [left, right]\n")
-    done = overseer("run", str(graph), "--handlers", HANDLERS, "--workers", "2", "--json",
-                    "--out", str(tmp_path / "out"))
+    graph.write_text(
+        "id: e2e-diamond\njobs:\n  top: {type: write}\n  left: {type: write, deps: [top]}\n"
+        "  right: {type: write, deps: [top]}\n  join: [left, right]\n"
+    )
+    done = overseer(
+        "run", str(graph), "--handlers", HANDLERS, "--workers", "2", "--json", "--out", str(tmp_path / "out")
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["graph_id"] == "e2e-diamond" and result["status"] == "finished"
     assert {n: j["status"] for n, j in result["jobs"].items()} == dict.fromkeys(
-        ["join", "left", "right", "top"], "finished")
+        ["join", "left", "right", "top"], "finished"
+    )
     (artifact,) = result["jobs"]["join"]["artifacts"]
     stored = tmp_path / "out" / artifact["bucket"] / artifact["key"]
     assert stored.read_bytes() == b"left+right"
@@ -40,8 +50,18 @@ def test_a_diamond_runs_to_the_end_with_json_and_out(tmp_path):
 
 def test_a_failing_graph_exits_1_and_names_the_error(tmp_path):
     graph = tmp_path / "failing.json"
-    graph.write_text(json.dumps({"id": "e2e-failing", "jobs": {
-        "a": {"type": "broken"}, "b": {"type": "write", "deps": ["a"]}, "c": {"type": "write"}}}))
+    graph.write_text(
+        json.dumps(
+            {
+                "id": "e2e-failing",
+                "jobs": {
+                    "a": {"type": "broken"},
+                    "b": {"type": "write", "deps": ["a"]},
+                    "c": {"type": "write"},
+                },
+            }
+        )
+    )
     done = overseer("run", str(graph), "--handlers", HANDLERS, "--workers", "1", "--json")
     assert done.returncode == 1, done.stderr
     jobs = json.loads(done.stdout.strip().splitlines()[-1])["jobs"]

@@ -26,12 +26,15 @@ def join(job: overseer.Job) -> list[overseer.Artifact]:
 def test_diamond_runs_in_dependency_order_and_the_join_sees_both_inputs(stack):
     handlers = {"write": write, "join": join}
     graph = stack.run(
-        {"id": "diamond", "jobs": {
-            "top": {"type": "write"},
-            "left": {"type": "write", "deps": ["top"]},
-            "right": {"type": "write", "deps": ["top"]},
-            "join": ["left", "right"],
-        }},
+        {
+            "id": "diamond",
+            "jobs": {
+                "top": {"type": "write"},
+                "left": {"type": "write", "deps": ["top"]},
+                "right": {"type": "write", "deps": ["top"]},
+                "join": ["left", "right"],
+            },
+        },
         handlers,
     )
     assert graph.status == GraphStatus.FINISHED
@@ -71,13 +74,16 @@ def test_an_exception_fails_the_job_and_aborts_descendants_while_an_independent_
         raise ValueError("bad row 17")
 
     graph = stack.run(
-        {"id": "failing", "jobs": {
-            "start": {"type": "write"},
-            "broken": {"type": "broken", "deps": ["start"]},
-            "child": {"type": "write", "deps": ["broken"]},
-            "grandchild": {"type": "write", "deps": ["child"]},
-            "independent": {"type": "write", "deps": ["start"]},
-        }},
+        {
+            "id": "failing",
+            "jobs": {
+                "start": {"type": "write"},
+                "broken": {"type": "broken", "deps": ["start"]},
+                "child": {"type": "write", "deps": ["broken"]},
+                "grandchild": {"type": "write", "deps": ["child"]},
+                "independent": {"type": "write", "deps": ["start"]},
+            },
+        },
         {"write": write, "broken": broken},
     )
     jobs = stack.jobs("failing")
@@ -99,18 +105,23 @@ def test_abort_aborts_the_job_and_its_descendants_only(stack):
         overseer.abort("company 42 has no data for this date")
 
     graph = stack.run(
-        {"id": "aborting", "jobs": {
-            "start": {"type": "write"},
-            "stop": {"type": "stop", "deps": ["start"]},
-            "after": {"type": "write", "deps": ["stop"]},
-            "sibling": {"type": "write", "deps": ["start"]},
-        }},
+        {
+            "id": "aborting",
+            "jobs": {
+                "start": {"type": "write"},
+                "stop": {"type": "stop", "deps": ["start"]},
+                "after": {"type": "write", "deps": ["stop"]},
+                "sibling": {"type": "write", "deps": ["start"]},
+            },
+        },
         {"write": write, "stop": stop},
     )
     jobs = stack.jobs("aborting")
     assert graph.status == GraphStatus.ABORTED
     assert (jobs["stop"].status, jobs["stop"].reason) == (
-        JobStatus.ABORTED, "company 42 has no data for this date")
+        JobStatus.ABORTED,
+        "company 42 has no data for this date",
+    )
     assert jobs["after"].status == JobStatus.ABORTED
     assert jobs["after"].reason == "upstream job 'stop' aborted: company 42 has no data for this date"
     assert jobs["start"].status == jobs["sibling"].status == JobStatus.FINISHED
@@ -124,8 +135,9 @@ def test_duplicated_messages_and_stream_records_change_nothing(stack):
         return write(job)
 
     handlers = {"counted": counted}
-    stack.submit({"id": "dupes", "jobs": {"a": {"type": "counted"},
-                                          "b": {"type": "counted", "deps": ["a"]}}}, handlers)
+    stack.submit(
+        {"id": "dupes", "jobs": {"a": {"type": "counted"}, "b": {"type": "counted", "deps": ["a"]}}}, handlers
+    )
     stack.pump()
     # Every message delivered twice: the second claim is refused by the attempt fence.
     queue = stack.services.queue
@@ -157,16 +169,26 @@ def test_artifacts_carry_checksums_and_identical_uploads_are_skipped(stack):
     def report(job: overseer.Job) -> list[overseer.Artifact]:
         path = job.scratch / "report.csv"
         path.write_bytes(payload)
-        return [overseer.Artifact(key="reports/42.csv", file=path),
-                overseer.Artifact(key="reports/42.txt", data=b"ok", bucket=stack.settings.allowed_buckets[0])]
+        return [
+            overseer.Artifact(key="reports/42.csv", file=path),
+            overseer.Artifact(key="reports/42.txt", data=b"ok", bucket=stack.settings.allowed_buckets[0]),
+        ]
 
     stack.run({"id": "art-1", "jobs": {"report": []}}, {"report": report})
     job = stack.jobs("art-1")["report"]
     assert job.artifacts == [
-        {"bucket": stack.settings.artifact_bucket, "key": "reports/42.csv", "size": len(payload),
-         "sha256": hashlib.sha256(payload).hexdigest()},
-        {"bucket": stack.settings.allowed_buckets[0], "key": "reports/42.txt", "size": 2,
-         "sha256": hashlib.sha256(b"ok").hexdigest()},
+        {
+            "bucket": stack.settings.artifact_bucket,
+            "key": "reports/42.csv",
+            "size": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        },
+        {
+            "bucket": stack.settings.allowed_buckets[0],
+            "key": "reports/42.txt",
+            "size": 2,
+            "sha256": hashlib.sha256(b"ok").hexdigest(),
+        },
     ]
     s3 = boto3.client("s3")
     head = s3.head_object(Bucket=stack.settings.artifact_bucket, Key="reports/42.csv")
@@ -204,7 +226,8 @@ def test_an_invalid_artifact_fails_the_job_and_stores_nothing(stack, artifact: d
 def test_rows_artifacts_land_in_the_users_table(stack):
     table = f"{stack.settings.jobs_table}-metrics"
     boto3.client("dynamodb").create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "company_id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "company_id", "AttributeType": "N"}],
     )
@@ -229,8 +252,11 @@ def test_job_random_gives_identical_artifacts_when_the_same_graph_id_runs_again(
 
     document = {"id": "seeded", "jobs": {"one": {"type": "sample"}, "two": {"type": "sample"}}}
     stack.run(document, {"sample": sample})
-    other = LocalStack.provisioned(stack.settings.with_(
-        graphs_table=stack.settings.graphs_table + "-2", jobs_table=stack.settings.jobs_table + "-2"))
+    other = LocalStack.provisioned(
+        stack.settings.with_(
+            graphs_table=stack.settings.graphs_table + "-2", jobs_table=stack.settings.jobs_table + "-2"
+        )
+    )
     other.run(document, {"sample": sample})
     first = {n: j.artifacts for n, j in stack.jobs("seeded").items()}
     second = {n: j.artifacts for n, j in other.jobs("seeded").items()}
@@ -261,6 +287,9 @@ def test_requests_per_job_of_a_chain_stay_within_budget(stack):
     assert per_job["sqs.SendMessageBatch"] <= 1.0
     assert per_job["sqs.DeleteMessageBatch"] <= 1.0
     # The harness polls the stream and the graph item; Lambda and the runner pay for those.
-    engine_ops = {k: v for k, v in counts.items()
-                  if not k.startswith("dynamodb-streams.") and k not in ("sqs.ReceiveMessage", "dynamodb.GetItem")}
+    engine_ops = {
+        k: v
+        for k, v in counts.items()
+        if not k.startswith("dynamodb-streams.") and k not in ("sqs.ReceiveMessage", "dynamodb.GetItem")
+    }
     assert sum(engine_ops.values()) / 20 <= 6.5, counts

@@ -29,7 +29,7 @@ def item_sizes(table: str) -> list[int]:
 def test_ten_thousand_deps_in_and_ten_thousand_dependents_out(stack):
     wide = [f"part-{i:05d}" for i in range(10_000)]
     jobs: dict[str, list[str]] = {"root": []}
-    jobs.update(dict.fromkeys(wide, ["root"]))
+    jobs.update({name: ["root"] for name in wide})
     jobs["join"] = wide
     spec = parse_graph({"id": "wide", "jobs": jobs})
     graph, created = stack.store.create_graph(spec, max_attempts={})
@@ -48,9 +48,14 @@ def test_chunked_edges_release_and_abort_like_inline_ones(stack, monkeypatch):
     monkeypatch.setattr(jobstore, "INLINE_EDGES", 2)
     monkeypatch.setattr(jobstore, "EDGE_CHUNK", 3)
     parts = [f"p{i}" for i in range(7)]
-    document = {"id": "chunked", "jobs": {"root": {"type": "write"},
-                                          **{p: {"type": "write", "deps": ["root"]} for p in parts},
-                                          "join": {"type": "write", "deps": parts}}}
+    document = {
+        "id": "chunked",
+        "jobs": {
+            "root": {"type": "write"},
+            **{p: {"type": "write", "deps": ["root"]} for p in parts},
+            "join": {"type": "write", "deps": parts},
+        },
+    }
     handlers = {"write": lambda job: [overseer.Artifact(key=f"{job.name}", data=b"x")]}
     graph = stack.run(document, handlers)
     assert graph.status == GraphStatus.FINISHED
@@ -60,8 +65,9 @@ def test_chunked_edges_release_and_abort_like_inline_ones(stack, monkeypatch):
 
 def test_a_stale_worker_cannot_overwrite_the_new_owners_outcome(stack):
     stack.submit({"id": "fenced", "jobs": {"a": []}}, {"a": lambda job: None})
-    claimed = stack.store.transition("fenced", "a", CLAIM, fence=Fence(0),
-                                     changes={"attempts": 1, "lease_owner": "old"})
+    claimed = stack.store.transition(
+        "fenced", "a", CLAIM, fence=Fence(0), changes={"attempts": 1, "lease_owner": "old"}
+    )
     assert claimed is not None
     # A duplicate message for the same attempt claims nothing.
     assert stack.store.transition("fenced", "a", CLAIM, fence=Fence(0), changes={"attempts": 1}) is None

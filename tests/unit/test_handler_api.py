@@ -17,24 +17,36 @@ from overseer.worker import backoff_seconds
 
 
 def make_job(tmp_path: Path, name: str = "fetch", graph_id: str = "g1") -> Job:
-    return Job(graph_id=graph_id, name=name, type=name, args={"company_id": 42}, attempt=1,
-               max_attempts=5, scratch=tmp_path)
+    return Job(
+        graph_id=graph_id,
+        name=name,
+        type=name,
+        args={"company_id": 42},
+        attempt=1,
+        max_attempts=5,
+        scratch=tmp_path,
+    )
 
 
 def test_job_random_is_seeded_from_the_job_id(tmp_path):
     first = [make_job(tmp_path).random.random() for _ in range(1)]
     assert first == [make_job(tmp_path).random.random()]
     assert make_job(tmp_path, "other").random.random() != first[0]
-    assert job_seed("g1/fetch") == int.from_bytes(__import__("hashlib").sha256(b"g1/fetch").digest()[:8], "big")
+    assert job_seed("g1/fetch") == int.from_bytes(
+        __import__("hashlib").sha256(b"g1/fetch").digest()[:8], "big"
+    )
 
 
 def test_stage_map_handlers_run_pre_process_then_post_process(tmp_path):
     seen: list[str] = []
-    spec = to_spec("fetch", {
-        "pre_process": lambda job: seen.append("pre") or job,
-        "process": lambda job: seen.append("process") or [overseer.Artifact(key="a", data=b"1")],
-        "post_process": lambda job, result: seen.append("post") or None,
-    })
+    spec = to_spec(
+        "fetch",
+        {
+            "pre_process": lambda job: seen.append("pre") or job,
+            "process": lambda job: seen.append("process") or [overseer.Artifact(key="a", data=b"1")],
+            "post_process": lambda job, result: seen.append("post") or None,
+        },
+    )
     assert [a.key for a in spec.run(make_job(tmp_path))] == ["a"]
     assert seen == ["pre", "process", "post"]
 
@@ -46,6 +58,7 @@ def test_harness_wraps_one_stage(tmp_path):
         def run(job):
             calls.append(f"before {job.name}")
             return process(job)
+
         return run
 
     handler = overseer.harness(lambda job: None, logging_middleware)
@@ -84,8 +97,11 @@ class MemoryStore:
 def test_nothing_is_stored_when_one_artifact_is_invalid():
     store = MemoryStore()
     with pytest.raises(InvalidArtifact, match="two artifacts target s3://b/a"):
-        persist_artifacts([overseer.Artifact("a", data=b"1"), overseer.Artifact("a", data=b"2")],
-                          store=store, default_bucket="b")
+        persist_artifacts(
+            [overseer.Artifact("a", data=b"1"), overseer.Artifact("a", data=b"2")],
+            store=store,
+            default_bucket="b",
+        )
     assert store.objects == {}
 
 

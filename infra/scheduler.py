@@ -3,6 +3,8 @@ records it acts on."""
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
@@ -11,24 +13,17 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.functions import FunctionFactory
-
-# Job statuses whose arrival the scheduler reacts to: ready -> enqueue; finished -> release
-# dependents; failed / aborted -> cascade aborts. Everything else never invokes it.
-ACTED_ON_STATUSES = ("ready", "finished", "failed", "aborted")
+from overseer.scheduler import STREAM_FILTER_PATTERN
 
 
 def stream_filter() -> dict:
-    """The event source mapping filter: job items (entry ``job#...``), inserted or
-    modified, whose new status is one the scheduler acts on."""
-    return lambda_.FilterCriteria.filter(
-        {
-            "eventName": lambda_.FilterRule.or_("INSERT", "MODIFY"),
-            "dynamodb": {
-                "Keys": {"entry": {"S": lambda_.FilterRule.begins_with("job#")}},
-                "NewImage": {"status": {"S": lambda_.FilterRule.or_(*ACTED_ON_STATUSES)}},
-            },
-        }
-    )
+    """The event source mapping filter: job items (entry ``job#...``), inserted or modified,
+    whose new status is one the scheduler acts on (ready, finished, failed, aborted).
+
+    The pattern is the engine's own ``STREAM_FILTER_PATTERN``, so the filter and the
+    scheduler code cannot drift apart.
+    """
+    return {"pattern": json.dumps(STREAM_FILTER_PATTERN)}
 
 
 class Scheduler(Construct):

@@ -553,3 +553,24 @@ def test_config_reads_cdk_json_and_rejects_bad_triggers() -> None:
         )
     with pytest.raises(ConfigError, match="cron"):
         DeploymentConfig.from_mapping({"triggers": [{"name": "x", "template": "t", "schedule": "0 2 * * *"}]})
+
+
+def test_configured_templates_and_handlers_exist_and_are_deployed(synth: Synthesis) -> None:
+    templates_dir = REPO_ROOT / CONTEXT["templatesDir"]
+    for trigger in CONTEXT["triggers"]:
+        assert (templates_dir / f"{trigger['template']}.yaml").exists(), trigger["template"]
+    module_file = REPO_ROOT / (CONTEXT["handlersModule"].replace(".", "/") + ".py")
+    assert module_file.exists()
+    # The worker image copies handlersDir; the module must live inside it.
+    assert module_file.is_relative_to(REPO_ROOT / CONTEXT["handlersDir"])
+
+    functions = synth.of_type("AWS::Lambda::Function").values()
+    (key,) = {
+        f["Properties"]["Code"]["S3Key"]
+        for f in functions
+        if f["Properties"].get("Handler", "").startswith("functions.")
+    }
+    manifest = json.loads((synth.outdir / "Overseer.assets.json").read_text())
+    bundle = synth.outdir / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
+    for template in templates_dir.glob("*.yaml"):
+        assert (bundle / "templates" / template.name).exists(), template.name

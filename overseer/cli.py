@@ -106,9 +106,6 @@ def run(
     except (InvalidGraph, HandlersModuleError) as exc:
         errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(EXIT_INVALID)
-    if not emulator:
-        errors.print("[red]error:[/] --no-emulator needs a deployed stack; use `overseer worker` there")
-        sys.exit(EXIT_INVALID)
 
     with Progress(
         TextColumn("[bold]{task.description}"),

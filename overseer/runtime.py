@@ -157,15 +157,19 @@ def run_on_emulator(
     out: Path | None = None,
     progress: Progress | None = None,
     settings: Settings | None = None,
+    start_emulator: bool = True,
 ) -> RunResult:
-    """Run ``spec`` to the end on a fresh local AWS emulator."""
+    """Run ``spec`` to the end on the AWS adapters: on a fresh local AWS emulator, or
+    (``start_emulator=False``) on the endpoint the standard AWS configuration names,
+    creating the resources named by the ``OVERSEER_*`` settings where they are missing."""
     from .aws import clients
     from .aws.emulator import emulator, environment
     from .aws.resources import provision, stream_arn
     from .aws.stream import StreamReader
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="overseer-run-") as workdir, emulator() as aws_env:
+    endpoint = emulator() if start_emulator else contextlib.nullcontext({})
+    with tempfile.TemporaryDirectory(prefix="overseer-run-") as workdir, endpoint as aws_env:
         request_dir = Path(workdir) / "requests"
         env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **_handlers_env(handlers_path)}
         with environment(env):

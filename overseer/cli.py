@@ -124,7 +124,15 @@ def run(
             bar.update(task, completed=min(done, record.jobs_total), counts=counts)
 
         try:
-            result = run_on_emulator(spec, handlers_path, handlers, workers=workers, out=out, progress=show)
+            result = run_on_emulator(
+                spec,
+                handlers_path,
+                handlers,
+                workers=workers,
+                out=out,
+                progress=show,
+                start_emulator=emulator,
+            )
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")
             sys.exit(1)

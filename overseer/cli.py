@@ -84,7 +84,7 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
     "--emulator/--no-emulator",
     default=True,
     show_default=True,
-    help="Start a local AWS emulator for the run.",
+    help="Start a local AWS emulator for the run (--no-emulator: the configured endpoint).",
 )
 def run(
     graph: str,

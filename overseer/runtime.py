@@ -168,7 +168,9 @@ def run_on_emulator(
     from .aws.stream import StreamReader
 
     started = time.monotonic()
-    endpoint = emulator() if start_emulator else contextlib.nullcontext({})
+    endpoint: contextlib.AbstractContextManager[dict[str, str]] = (
+        emulator() if start_emulator else contextlib.nullcontext({})
+    )
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as workdir, endpoint as aws_env:
         request_dir = Path(workdir) / "requests"
         env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **_handlers_env(handlers_path)}

@@ -23,6 +23,9 @@ class Settings:
     ``OVERSEER_JOBS_TABLE``. ``allowed_buckets`` is a comma-separated list.
     """
 
+    # "aws": DynamoDB, SQS, S3; "embedded": SQLite and a directory under state_dir.
+    backend: str = "aws"
+    state_dir: str = ""
     graphs_table: str = "overseer-graphs"
     jobs_table: str = "overseer-jobs"
     queue_url: str = ""

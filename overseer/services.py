@@ -18,7 +18,14 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        """The AWS adapters, configured by ``settings`` and the standard AWS configuration."""
+        """The adapters ``settings.backend`` names: AWS (configured by ``settings`` and the
+        standard AWS configuration) or embedded (SQLite and files in ``settings.state_dir``)."""
+        if settings.backend == "embedded":
+            from pathlib import Path
+
+            from .embedded import embedded_services
+
+            return embedded_services(Path(settings.state_dir or ".overseer"), settings)
         from .aws import clients
         from .aws.jobstore import DynamoJobStore
         from .aws.queue import SqsDispatchQueue

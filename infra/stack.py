@@ -181,10 +181,12 @@ class OverseerStack(Stack):
         # permissions, so its resource is "*".
         sweep.add_to_role_policy(iam.PolicyStatement(actions=["batch:ListJobs"], resources=["*"]))
 
-        # API and triggers: submit graphs (idempotent), read state, cancel, rerun.
+        # API and triggers: submit graphs (idempotent), read state, cancel, rerun. A cancel
+        # that ends a graph announces it, so the API may publish graph events too.
         for function in (self.api.function, self.triggers.function):
             graphs.grant_read_write_data(function)
             jobs.grant_read_write_data(function)
+        self.events.bus.grant_put_events_to(self.api.function)
 
     def _outputs(self) -> None:
         outputs = {

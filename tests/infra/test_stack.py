@@ -376,6 +376,8 @@ def test_sweep_may_submit_workers_and_scheduler_may_publish_events(synth: Synthe
     assert "sqs:GetQueueAttributes" in _actions(sweep)
     scheduler = _statements(synth, synth.logical_id(stack.scheduler.function.role))
     assert {"events:PutEvents", "sqs:SendMessage"} <= _actions(scheduler)
+    api = _statements(synth, synth.logical_id(stack.api.function.role))
+    assert "events:PutEvents" in _actions(api)  # a cancel that ends a graph announces it
 
 
 # --- API ---------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def submit_graph() -> Response:
         graph, created = operations.submit_graph(services, body)
     else:
         raise RequestRejected(400, f"the body names no graph: {_USAGE}")
-    logger.info("graph submitted", extra={"graph_id": graph.graph_id, "created": created})
+    logger.info("graph submitted", extra={"graph_id": graph.graph_id, "graph_created": created})
     if created:
         return _json(201, _graph_view(graph, created=True), {"Location": f"/graphs/{graph.graph_id}"})
     return _json(200, _graph_view(graph, created=False))

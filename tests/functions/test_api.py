@@ -1,0 +1,207 @@
+"""``functions.api.handler`` with API Gateway REST proxy events, against the emulator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functions import api
+from overseer.states import FINISH
+from overseer.store import Fence
+from tests.functions.conftest import WORKER, Deployed, FakeLambdaContext, load_event
+
+pytestmark = pytest.mark.integration
+
+
+def call(event: dict[str, Any], context: FakeLambdaContext) -> tuple[int, dict[str, Any], dict[str, str]]:
+    response = api.handler(event, context)
+    headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+    headers.update(response.get("headers") or {})
+    return response["statusCode"], json.loads(response["body"]), headers
+
+
+def with_body(event: dict[str, Any], body: Any) -> dict[str, Any]:
+    event["body"] = body if isinstance(body, str) else json.dumps(body)
+    return event
+
+
+def get_event(path: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+    event = load_event("api_get_graph")
+    event["path"] = path
+    event["queryStringParameters"] = query
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
+    return event
+
+
+def post_event(path: str) -> dict[str, Any]:
+    event = load_event("api_cancel_graph")
+    event["path"] = path
+    return event
+
+
+def test_submit_inline_graph_creates_it_once(deployed: Deployed, context: FakeLambdaContext) -> None:
+    status, body, headers = call(load_event("api_submit_graph"), context)
+    assert status == 201, body
+    assert body["graph_id"] == "api-inline-1"
+    assert body["created"] is True
+    assert body["status"] == "running"
+    assert body["jobs_total"] == 3
+    assert body["args"] == {"company_id": 7}
+    assert headers["Location"] == "/graphs/api-inline-1"
+    jobs = {j.name: j for j in deployed.services.store.list_jobs("api-inline-1")}
+    assert {n: j.status.value for n, j in jobs.items()} == {
+        "start": "ready",
+        "fetch": "waiting",
+        "report": "waiting",
+    }
+    assert jobs["report"].type == "render_report"
+    assert jobs["report"].args == {"company_id": 7, "format": "pdf"}
+
+    status, again, _ = call(load_event("api_submit_graph"), context)
+    assert status == 200
+    assert again["created"] is False
+    assert again["created_at"] == body["created_at"]
+    assert len(list(deployed.services.store.list_jobs("api-inline-1"))) == 3
+
+
+def test_submit_unwrapped_graph(deployed: Deployed, context: FakeLambdaContext) -> None:
+    event = with_body(load_event("api_submit_graph"), {"id": "api-unwrapped", "jobs": {"only": []}})
+    status, body, _ = call(event, context)
+    assert status == 201, body
+    assert deployed.services.store.get_job("api-unwrapped", "only") is not None
+
+
+def test_submit_template_names_graph_from_args(deployed: Deployed, context: FakeLambdaContext) -> None:
+    status, body, _ = call(load_event("api_submit_template"), context)
+    assert status == 201, body
+    assert body["graph_id"] == "daily-report-2026-11-26-company-42"
+    assert body["args"] == {"format": "pdf", "date": "2026-11-26", "company_id": 42}
+    status, again, _ = call(load_event("api_submit_template"), context)
+    assert (status, again["created"]) == (200, False)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "status", "words"),
+    [
+        ("api_submit_malformed_json", 400, "not valid JSON"),
+        ("api_submit_unknown_template", 400, "known templates: cyclic, daily-report"),
+        ("api_submit_cyclic_graph", 400, "dependency cycle"),
+    ],
+)
+def test_submit_rejects_bad_requests(
+    deployed: Deployed, context: FakeLambdaContext, fixture: str, status: int, words: str
+) -> None:
+    code, body, _ = call(load_event(fixture), context)
+    assert code == status
+    assert words in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("", "has no body"),
+        ("[1, 2]", "must be a JSON object"),
+        ({"graph": {"jobs": {"a": []}}, "extra": 1}, "'graph' must be the only key"),
+        ({"graph": "a.yaml"}, "'graph' must be the only key and hold a JSON object"),
+        ({"graph": {"jobs": {"a": ["missing"]}}}, "unknown job(s) ['missing']"),
+        ({"template": "daily-report", "args": {"date": "2026-11-26"}}, "needs args ['company_id']"),
+        ({"template": "daily-report", "args": [1]}, "'args' an object"),
+        ({"template": "cyclic", "args": {"date": "d"}}, "dependency cycle"),
+        ({"nothing": "here"}, "names no graph"),
+        ('{"jobs": {"a": []}, "jobs": {}}', "the key 'jobs' twice"),
+    ],
+)
+def test_submit_explains_what_is_wrong(
+    deployed: Deployed, context: FakeLambdaContext, body: Any, words: str
+) -> None:
+    code, answer, _ = call(with_body(load_event("api_submit_graph"), body), context)
+    assert code == 400
+    assert words in answer["error"]
+
+
+def test_submit_refuses_a_body_over_1_mb(deployed: Deployed, context: FakeLambdaContext) -> None:
+    jobs = {f"job-{n:06d}": [] for n in range(60_000)}
+    event = with_body(load_event("api_submit_graph"), {"graph": {"id": "api-huge", "jobs": jobs}})
+    assert len(event["body"]) > 1024 * 1024
+    code, body, _ = call(event, context)
+    assert code == 413
+    assert "limit is 1048576" in body["error"]
+    assert deployed.services.store.get_graph("api-huge") is None
+
+
+def test_get_graph(deployed: Deployed, context: FakeLambdaContext) -> None:
+    call(load_event("api_submit_graph"), context)
+    status, body, _ = call(load_event("api_get_graph"), context)
+    assert status == 200
+    assert body["graph_id"] == "api-inline-1"
+    assert body["jobs_total"] == 3
+    assert set(body["counts"]) == {"finished", "failed", "aborted"}
+
+
+def test_unknown_graph_is_404(deployed: Deployed, context: FakeLambdaContext) -> None:
+    status, body, _ = call(load_event("api_get_graph_unknown"), context)
+    assert status == 404
+    assert "no graph 'no-such-graph'" in body["error"]
+    for path in ("/graphs/no-such-graph/cancel", "/graphs/no-such-graph/rerun"):
+        status, body, _ = call(post_event(path), context)
+        assert status == 404, path
+    status, _, _ = call(get_event("/graphs/no-such-graph/jobs"), context)
+    assert status == 404
+
+
+def test_unknown_route_is_404(deployed: Deployed, context: FakeLambdaContext) -> None:
+    status, body, _ = call(get_event("/nowhere"), context)
+    assert status == 404
+    assert "no route GET /nowhere" in body["error"]
+
+
+def test_list_jobs_by_status_and_page(deployed: Deployed, context: FakeLambdaContext) -> None:
+    call(load_event("api_submit_graph"), context)
+    status, body, _ = call(load_event("api_list_jobs"), context)
+    assert status == 200
+    assert list(body["jobs"]) == ["start"]
+    assert body["jobs"]["start"]["status"] == "ready"
+    assert body["next"] is None
+
+    status, page, _ = call(get_event("/graphs/api-inline-1/jobs", {"limit": "2"}), context)
+    assert (status, list(page["jobs"]), page["next"]) == (200, ["fetch", "report"], "report")
+    status, rest, _ = call(get_event("/graphs/api-inline-1/jobs", {"after": "report"}), context)
+    assert (list(rest["jobs"]), rest["next"]) == (["start"], None)
+
+    status, bad, _ = call(get_event("/graphs/api-inline-1/jobs", {"status": "sleeping"}), context)
+    assert status == 400
+    assert "unknown job status 'sleeping'" in bad["error"]
+    status, bad, _ = call(get_event("/graphs/api-inline-1/jobs", {"limit": "0"}), context)
+    assert status == 400
+
+
+def test_cancel_then_rerun(deployed: Deployed, context: FakeLambdaContext) -> None:
+    graph = {"id": "api-cancel", "jobs": {"a": [], "b": ["a"], "c": []}}
+    event = with_body(load_event("api_submit_graph"), {"graph": graph})
+    assert call(event, context)[0] == 201
+    deployed.finish("api-cancel", "c")
+    deployed.claim("api-cancel", "a")  # running when the graph is cancelled
+
+    status, body, _ = call(post_event("/graphs/api-cancel/cancel"), context)
+    assert status == 200, body
+    assert body["status"] == "aborted"
+    assert body["jobs_aborted"] == 2
+    jobs = {j.name: j for j in deployed.services.store.list_jobs("api-cancel")}
+    assert {n: j.status.value for n, j in jobs.items()} == {"a": "aborted", "b": "aborted", "c": "finished"}
+    assert jobs["a"].reason == "graph cancelled"
+    # The running job's worker can no longer record an outcome.
+    late = deployed.services.store.transition("api-cancel", "a", FINISH, fence=Fence(1, WORKER))
+    assert late is None
+    status, again, _ = call(post_event("/graphs/api-cancel/cancel"), context)
+    assert (status, again["jobs_aborted"], again["status"]) == (200, 0, "aborted")
+
+    status, body, _ = call(post_event("/graphs/api-cancel/rerun"), context)
+    assert status == 200, body
+    assert (body["status"], body["jobs_rerun"]) == ("running", 2)
+    assert body["counts"] == {"finished": 1, "failed": 0, "aborted": 0}
+    jobs = {j.name: j for j in deployed.services.store.list_jobs("api-cancel")}
+    assert {n: j.status.value for n, j in jobs.items()} == {"a": "ready", "b": "waiting", "c": "finished"}
+    assert jobs["a"].reason is None
+    assert jobs["a"].attempts == 0

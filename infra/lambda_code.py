@@ -14,7 +14,9 @@ if local bundling reports it could not run; local bundling always runs here.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -66,9 +68,13 @@ def _iter_files(root: Path) -> Iterable[Path]:
             yield path
 
 
-def source_hash(templates_dir: Path, requirements: Sequence[str]) -> str:
-    """Hash of everything that goes into the asset, so an unchanged tree reuses the zip."""
-    digest = hashlib.sha256(_dependency_key(requirements).encode())
+def source_hash(templates_dir: Path, dependencies: Path) -> str:
+    """Hash of everything that goes into the asset, so an unchanged tree reuses the zip.
+
+    ``dependencies`` is the installed dependency directory; its name says how it was made
+    (the requirement key, plus ``-local`` for the offline fallback).
+    """
+    digest = hashlib.sha256(dependencies.name.encode())
     for root in [*(REPO_ROOT / p for p in SOURCE_PACKAGES), templates_dir]:
         for path in _iter_files(root):
             digest.update(str(path.relative_to(root.parent)).encode())
@@ -76,9 +82,34 @@ def source_hash(templates_dir: Path, requirements: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def _prune_runtime_packages(directory: Path) -> None:
+    for entry in list(directory.iterdir()):
+        top = entry.name.split("-", 1)[0].lower()
+        if top in PROVIDED_BY_RUNTIME or entry.name == "bin":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _finish(staging: Path, target: Path, requirements: Sequence[str]) -> Path:
+    _prune_runtime_packages(staging)
+    (staging / ".complete").write_text("\n".join(requirements) + "\n")
+    try:
+        os.replace(staging, target)
+    except OSError:  # another synth finished the same install first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def install_dependencies(requirements: Sequence[str], *, cache_dir: Path = CACHE_DIR) -> Path:
-    """pip-install the requirements for the Lambda platform once; return the cached dir."""
-    target = cache_dir / _dependency_key(requirements)
+    """pip-install the requirements for the Lambda platform once; return the cached dir.
+
+    Offline (pip cannot reach the index) and with nothing cached, the distributions
+    installed in the running Python environment are copied instead
+    (``copy_installed_distributions``) and a warning is printed: the result is fine for
+    ``cdk synth`` and the tests; deploy from a machine that can reach PyPI, so the
+    Lambda gets the Python 3.12 wheels.
+    """
+    key = _dependency_key(requirements)
+    target = cache_dir / key
     if (target / ".complete").exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -90,37 +121,79 @@ def install_dependencies(requirements: Sequence[str], *, cache_dir: Path = CACHE
         "--target", str(staging), *requirements,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
+    if result.returncode == 0:
+        return _finish(staging, target, requirements)
+
+    shutil.rmtree(staging, ignore_errors=True)
+    fallback = cache_dir / f"{key}-local"
+    if (fallback / ".complete").exists():
+        return fallback
+    staging = Path(tempfile.mkdtemp(prefix="copy-", dir=cache_dir))
+    try:
+        copy_installed_distributions(requirements, staging)
+    except importlib.metadata.PackageNotFoundError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise RuntimeError(
-            "Could not install the Lambda dependencies for "
-            f"{PLATFORM} / Python {PYTHON_VERSION} (is PyPI reachable?):\n"
-            f"$ {' '.join(command)}\n{result.stderr}"
-        )
-    for entry in list(staging.iterdir()):
-        top = entry.name.split("-", 1)[0].lower()
-        if top in PROVIDED_BY_RUNTIME or entry.name == "bin":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    (staging / ".complete").write_text("\n".join(requirements) + "\n")
-    try:
-        os.replace(staging, target)
-    except OSError:  # another synth finished the same install first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+            f"Could not install the Lambda dependencies for {PLATFORM} / Python "
+            f"{PYTHON_VERSION} (is PyPI reachable?), and {exc.name} is not installed "
+            f"here to copy instead:\n$ {' '.join(command)}\n{result.stderr}"
+        ) from exc
+    print(
+        "WARNING: pip could not download the Lambda dependencies (offline?); bundled the "
+        "ones installed in this environment instead. Synthesise again with network access "
+        f"before deploying.\n{result.stderr.strip()[-500:]}",
+        file=sys.stderr,
+    )
+    return _finish(staging, fallback, requirements)
+
+
+def _requirement_name(requirement: str) -> str:
+    name = re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def copy_installed_distributions(requirements: Sequence[str], target: Path) -> list[str]:
+    """Copy the installed distributions of ``requirements`` and their dependencies (not
+    extras, not those the Lambda runtime provides) into ``target``; return their names."""
+    pending = [_requirement_name(r) for r in requirements]
+    seen: set[str] = set(PROVIDED_BY_RUNTIME)
+    copied = []
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        distribution = importlib.metadata.distribution(name)
+        for file in distribution.files or []:
+            if file.parts[0] == ".." or "__pycache__" in file.parts or file.suffix == ".pyc":
+                continue
+            source = Path(str(distribution.locate_file(file)))
+            if source.is_file():
+                destination = target / file
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination)
+        copied.append(name)
+        for requirement in distribution.requires or []:
+            marker = requirement.partition(";")[2]
+            if "extra" in marker or ("python_version" in marker and "<" in marker):
+                continue
+            pending.append(_requirement_name(requirement))
+    return sorted(copied)
 
 
 @jsii.implements(ILocalBundling)
 class LocalPythonBundling:
     """Builds the Lambda asset on this machine: sources + cached platform wheels."""
 
-    def __init__(self, *, templates_dir: Path, requirements: Sequence[str]) -> None:
+    def __init__(self, *, templates_dir: Path, dependencies: Path) -> None:
         self.templates_dir = templates_dir
-        self.requirements = tuple(requirements)
+        self.dependencies = dependencies
 
     def try_bundle(self, output_dir: str, options: object = None) -> bool:
         out = Path(output_dir)
-        deps = install_dependencies(self.requirements)
-        shutil.copytree(deps, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
+        shutil.copytree(
+            self.dependencies, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete")
+        )
         for package in SOURCE_PACKAGES:
             source = REPO_ROOT / package
             if source.is_dir():
@@ -136,10 +209,11 @@ def lambda_code(*, templates_dir: str) -> lambda_.Code:
     """The one code asset that every Overseer Lambda runs (handlers differ, code does not)."""
     templates = (REPO_ROOT / templates_dir).resolve()
     requirements = engine_requirements()
+    dependencies = install_dependencies(requirements)
     return lambda_.Code.from_asset(
         str(REPO_ROOT),
         asset_hash_type=AssetHashType.CUSTOM,
-        asset_hash=source_hash(templates, requirements),
+        asset_hash=source_hash(templates, dependencies),
         bundling=BundlingOptions(
             # Fallback only: LocalPythonBundling always bundles, so Docker is never needed.
             image=RUNTIME.bundling_image,
@@ -152,7 +226,7 @@ def lambda_code(*, templates_dir: str) -> lambda_.Code:
                 "cp -r overseer functions /asset-output/ && mkdir -p /asset-output/templates && "
                 f"(cp -r {shlex.quote(templates_dir)}/. /asset-output/templates/ || true)",
             ],
-            local=LocalPythonBundling(templates_dir=templates, requirements=requirements),
+            local=LocalPythonBundling(templates_dir=templates, dependencies=dependencies),
         ),
     )
 

@@ -1,0 +1,69 @@
+"""The embedded backend: SQLite (jobs, graphs, change feed, queue) and a directory (artifacts).
+
+One local stack is one directory::
+
+    <state_dir>/overseer.sqlite3   graphs, jobs, the change feed, the dispatch queue, rows
+    <state_dir>/artifacts/<bucket>/<key>   artifacts (+ .meta/ with their SHA-256)
+
+Everything survives a crash of any process: reopen the directory and carry on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Settings
+from ..services import Services
+from .artifacts import DirectoryArtifactStore, SqliteRowSink
+from .db import Database, database
+from .feed import FeedReader
+from .queue import SqliteDispatchQueue
+from .store import SqliteJobStore
+
+DB_NAME = "overseer.sqlite3"
+ARTIFACTS_DIR = "artifacts"
+
+__all__ = [
+    "DirectoryArtifactStore",
+    "FeedReader",
+    "SqliteDispatchQueue",
+    "SqliteJobStore",
+    "SqliteRowSink",
+    "db_path",
+    "embedded_services",
+    "provision",
+]
+
+
+def db_path(directory: str | Path) -> Path:
+    return Path(directory) / DB_NAME
+
+
+def provision(directory: str | Path) -> Database:
+    """Create the stack's directory, SQLite file and schema if missing (idempotent)."""
+    root = Path(directory)
+    (root / ARTIFACTS_DIR).mkdir(parents=True, exist_ok=True)
+    db = database(db_path(root))
+    _ = db.conn  # opening creates the schema
+    return db
+
+
+def embedded_services(directory: str | Path, settings: Settings | None = None) -> Services:
+    """Services on the embedded backend in ``directory`` (created on first use).
+
+    The queue's visibility timeout defaults to ``settings.lease_seconds`` (as the stack's
+    SQS queue does).
+    """
+    settings = settings or Settings()
+    db = provision(directory)
+    return Services(
+        settings=settings,
+        store=SqliteJobStore(db.path, db=db),
+        queue=SqliteDispatchQueue(db.path, visibility_seconds=settings.lease_seconds, db=db),
+        artifacts=DirectoryArtifactStore(Path(directory) / ARTIFACTS_DIR),
+        rows=SqliteRowSink(db.path, db=db),
+    )
+
+
+def feed_reader(directory: str | Path, *, name: str = "scheduler", resume: bool = True) -> FeedReader:
+    return FeedReader(db_path(directory), name=name, resume=resume)

@@ -1,0 +1,168 @@
+"""The dispatch queue on SQLite. Implements ``overseer.store.DispatchQueue`` like SQS.
+
+A message is a row with ``visible_at`` (its delay, then its visibility timeout), the
+receipt of its latest delivery and a receive count. Receiving hides a message for the
+visibility timeout and gives it a **new** receipt (older receipts no longer delete or
+extend it). A message received ``max_receive_count`` times without being deleted is
+moved to the dead-letter table on its next receive, as an SQS redrive policy does.
+
+Long polling is a loop of cheap reads with short sleeps (no write lock is taken while
+the queue is empty), so idle workers cost almost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from ..store import Delivery, JobMessage
+from .db import Database, database
+
+MAX_DELAY_SECONDS = 900
+DEFAULT_VISIBILITY_SECONDS = 30
+# The same redrive policy as the stack's SQS queue (overseer.aws.resources).
+MAX_RECEIVE_COUNT = 10
+POLL_MIN_SECONDS = 0.002
+POLL_MAX_SECONDS = 0.025
+
+
+class SqliteDispatchQueue:
+    def __init__(
+        self,
+        path: object,
+        *,
+        name: str = "dispatch",
+        visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS,
+        max_receive_count: int = MAX_RECEIVE_COUNT,
+        db: Database | None = None,
+        poll_max_seconds: float = POLL_MAX_SECONDS,
+    ) -> None:
+        self.db = db or database(str(path))
+        self.name = name
+        self.visibility_seconds = visibility_seconds
+        self.max_receive_count = max_receive_count
+        self.poll_max_seconds = poll_max_seconds
+
+    def send(self, messages: Sequence[JobMessage]) -> None:
+        now = time.time()
+        rows = [
+            (self.name, m.to_json(), now + max(0, min(MAX_DELAY_SECONDS, int(m.delay_seconds))), now)
+            for m in messages
+        ]
+        if not rows:
+            return
+        with self.db.write() as conn:
+            conn.executemany(
+                "INSERT INTO messages (queue, body, visible_at, sent_at) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def _visible(self, now: float) -> bool:
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1", (self.name, now)
+            ).fetchone()
+        return row is not None
+
+    def _take(self, max_messages: int, visibility: int) -> list[Delivery]:
+        now = time.time()
+        if not self._visible(now):
+            return []
+        deliveries: list[Delivery] = []
+        with self.db.write() as conn:
+            rows = conn.execute(
+                "SELECT id, body, receive_count, sent_at FROM messages WHERE queue = ? AND visible_at <= ? "
+                "ORDER BY visible_at, id LIMIT ?",
+                (self.name, now, max(1, min(10, max_messages))),
+            ).fetchall()
+            for message_id, body, count, sent_at in rows:
+                if count >= self.max_receive_count:
+                    conn.execute(
+                        "INSERT INTO dead_letters (queue, message_id, body, receive_count, sent_at, dead_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (self.name, message_id, body, count, sent_at, now),
+                    )
+                    conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                    continue
+                receipt = f"{message_id}:{uuid.uuid4().hex}"
+                conn.execute(
+                    "UPDATE messages SET receipt = ?, receive_count = ?, visible_at = ? WHERE id = ?",
+                    (receipt, count + 1, now + visibility, message_id),
+                )
+                try:
+                    message = JobMessage.from_json(body)
+                except (ValueError, KeyError, TypeError):
+                    # Not ours: drop it rather than poison the worker.
+                    conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                    continue
+                deliveries.append(Delivery(message, receipt, count + 1))
+        return deliveries
+
+    def receive(
+        self, *, max_messages: int = 1, wait_seconds: int = 20, visibility_seconds: int | None = None
+    ) -> list[Delivery]:
+        visibility = self.visibility_seconds if visibility_seconds is None else visibility_seconds
+        deadline = time.monotonic() + max(0.0, float(wait_seconds))
+        pause = POLL_MIN_SECONDS
+        while True:
+            deliveries = self._take(max_messages, visibility)
+            if deliveries:
+                return deliveries
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            time.sleep(min(pause, left))
+            pause = min(self.poll_max_seconds, pause * 2)
+
+    def delete(self, receipts: Sequence[str]) -> None:
+        if not receipts:
+            return
+        with self.db.write() as conn:
+            conn.executemany(
+                "DELETE FROM messages WHERE queue = ? AND receipt = ?", [(self.name, r) for r in receipts]
+            )
+
+    def extend_visibility(self, receipt: str, seconds: int) -> None:
+        with self.db.write() as conn:
+            # A stale receipt (the message was received again, or deleted) changes nothing.
+            conn.execute(
+                "UPDATE messages SET visible_at = ? WHERE queue = ? AND receipt = ?",
+                (time.time() + max(0, int(seconds)), self.name, receipt),
+            )
+
+    def depth(self) -> int:
+        with self.db.read() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM messages WHERE queue = ?", (self.name,)).fetchone()
+        return int(row[0])
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Messages moved out after too many receives: body, message, receive_count, times."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT message_id, body, receive_count, sent_at, dead_at FROM dead_letters WHERE queue = ? "
+                "ORDER BY id",
+                (self.name,),
+            ).fetchall()
+        out = []
+        for message_id, body, count, sent_at, dead_at in rows:
+            try:
+                message: Any = JobMessage.from_json(body)
+            except (ValueError, KeyError, TypeError):
+                message = None
+            out.append(
+                {
+                    "message_id": message_id,
+                    "body": json.loads(body) if message is not None else body,
+                    "message": message,
+                    "receive_count": count,
+                    "sent_at": sent_at,
+                    "dead_at": dead_at,
+                }
+            )
+        return out
+
+    def purge(self) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM messages WHERE queue = ?", (self.name,))

@@ -1,0 +1,364 @@
+"""The job store on SQLite. Implements ``overseer.store.JobStore`` with the guarantees of
+``overseer.aws.jobstore.DynamoJobStore``.
+
+Items are kept as JSON objects with exactly the attribute names DynamoDB uses (graph
+items: graph_id, status, jobs_total, args, count_*...; job and edge-chunk items: the
+attributes ``DynamoJobStore`` writes), so ``overseer.items.record_from_item`` reads them
+and the change feed carries the same images as the DynamoDB stream. ``finished_deps``
+is a JSON list kept as a set (a number set in the feed's images).
+
+Every conditional write is one ``BEGIN IMMEDIATE`` transaction: read the item, check
+the condition, write the item and append its feed record. Unlike DynamoDB, creating a
+graph is one transaction too: the graph, its jobs, their edge chunks and the release of
+the jobs without deps commit together or not at all (a crash mid-way leaves nothing
+half-created); the feed still shows every job inserted as ``waiting`` before any release.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .. import timeutil
+from ..aws.jobstore import definition_digest
+from ..graph import GraphSpec
+from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item
+from ..states import RELEASE, GraphStatus, JobStatus, Transition
+from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
+from . import feed
+from .db import Database, database
+
+_JSON_FIELDS = ("args", "artifacts", "rows")
+_COUNTERS = ("finished", "failed", "aborted")
+_LIST_BATCH = 500
+
+
+def _dumps(item: Mapping[str, Any]) -> str:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+
+
+def graph_record(item: Mapping[str, Any]) -> GraphRecord:
+    return GraphRecord(
+        graph_id=item["graph_id"],
+        status=GraphStatus(item["status"]),
+        jobs_total=int(item["jobs_total"]),
+        args=json.loads(item.get("args") or "{}"),
+        counts={s: int(item.get(f"count_{s}") or 0) for s in _COUNTERS},
+        created_at=item.get("created_at"),
+        updated_at=item.get("updated_at"),
+        finished_at=item.get("finished_at"),
+        definition_sha256=item.get("definition_sha256"),
+    )
+
+
+def _upper(prefix: str) -> str:
+    """The smallest string greater than every string starting with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class SqliteJobStore:
+    """Graphs and jobs in one SQLite file. See ``overseer.store.JobStore``."""
+
+    def __init__(self, path: object, db: Database | None = None) -> None:
+        self.db = db or database(str(path))
+        self.path = self.db.path
+
+    # -- items ------------------------------------------------------------------------
+    @staticmethod
+    def _get(conn: sqlite3.Connection, graph_id: str, entry: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT item FROM jobs WHERE graph_id = ? AND entry = ?", (graph_id, entry)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def _put(
+        self,
+        conn: sqlite3.Connection,
+        item: dict[str, Any],
+        old: Mapping[str, Any] | None,
+        insert: bool = False,
+    ) -> None:
+        graph_id, entry = item["graph_id"], item["entry"]
+        if insert:
+            conn.execute(
+                "INSERT OR REPLACE INTO jobs (graph_id, entry, item) VALUES (?, ?, ?)",
+                (graph_id, entry, _dumps(item)),
+            )
+        else:
+            conn.execute(
+                "UPDATE jobs SET item = ? WHERE graph_id = ? AND entry = ?", (_dumps(item), graph_id, entry)
+            )
+        feed.append(self.db, conn, {"graph_id": graph_id, "entry": entry}, item, old)
+
+    @staticmethod
+    def _get_graph(conn: sqlite3.Connection, graph_id: str) -> dict[str, Any] | None:
+        row = conn.execute("SELECT item FROM graphs WHERE graph_id = ?", (graph_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    @staticmethod
+    def _put_graph(conn: sqlite3.Connection, item: Mapping[str, Any]) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO graphs (graph_id, item) VALUES (?, ?)", (item["graph_id"], _dumps(item))
+        )
+
+    # -- creating ---------------------------------------------------------------------
+    def create_graph(self, spec: GraphSpec, *, max_attempts: Mapping[str, int]) -> tuple[GraphRecord, bool]:
+        stamp = timeutil.iso()
+        with self.db.write() as conn:
+            existing = self._get_graph(conn, spec.id)
+            if existing is not None:
+                return graph_record(existing), False
+            graph: dict[str, Any] = {
+                "graph_id": spec.id,
+                "status": GraphStatus.CREATING.value,
+                "jobs_total": len(spec.jobs),
+                "args": json.dumps(spec.args, ensure_ascii=False),
+                "count_finished": 0,
+                "count_failed": 0,
+                "count_aborted": 0,
+                "definition_sha256": definition_digest(spec),
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            self._put_graph(conn, graph)
+            dependents = spec.dependents()
+            roots: list[dict[str, Any]] = []
+            for name in spec.order:
+                job = spec.jobs[name]
+                out = [[d[0], d[1], d[2]] for d in dependents[name]]
+                item: dict[str, Any] = {
+                    "graph_id": spec.id,
+                    "entry": job_entry(name),
+                    "job_name": name,
+                    "job_type": job.type,
+                    "status": JobStatus.WAITING.value,
+                    "args": json.dumps(job.args, ensure_ascii=False),
+                    "attempts": 0,
+                    "max_attempts": job.max_attempts or max_attempts.get(job.type),
+                    "timeout_seconds": job.timeout_seconds,
+                    "deps_count": len(job.deps),
+                    "deps": list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
+                    "dependents": out if len(out) <= INLINE_EDGES else None,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+                item = {k: v for k, v in item.items() if v is not None}
+                self._put(conn, item, None, insert=True)
+                if len(job.deps) > INLINE_EDGES:
+                    for chunk, start in enumerate(range(0, len(job.deps), EDGE_CHUNK)):
+                        ins = list(job.deps[start : start + EDGE_CHUNK])
+                        self._put(conn, self._chunk(spec.id, "in", name, chunk, "deps", ins), None, True)
+                if len(out) > INLINE_EDGES:
+                    for chunk, start in enumerate(range(0, len(out), EDGE_CHUNK)):
+                        outs = out[start : start + EDGE_CHUNK]
+                        self._put(
+                            conn, self._chunk(spec.id, "out", name, chunk, "dependents", outs), None, True
+                        )
+                if not job.deps:
+                    roots.append(item)
+            graph.update(status=GraphStatus.RUNNING.value, updated_at=timeutil.iso())
+            self._put_graph(conn, graph)
+            release_stamp = timeutil.iso()
+            for old in roots:
+                self._put(conn, {**old, "status": RELEASE.target.value, "updated_at": release_stamp}, old)
+        return graph_record(graph), True
+
+    @staticmethod
+    def _chunk(
+        graph_id: str, kind: str, name: str, chunk: int, attr: str, edges: list[Any]
+    ) -> dict[str, Any]:
+        # PynamoDB writes the job model's defaults on chunk items too.
+        entry = chunk_entry(kind, name, chunk)
+        return {"graph_id": graph_id, "entry": entry, "attempts": 0, "deps_count": 0, attr: edges}
+
+    # -- reading ----------------------------------------------------------------------
+    def get_graph(self, graph_id: str) -> GraphRecord | None:
+        with self.db.read() as conn:
+            item = self._get_graph(conn, graph_id)
+        return None if item is None else graph_record(item)
+
+    def get_job(self, graph_id: str, name: str) -> JobRecord | None:
+        with self.db.read() as conn:
+            item = self._get(conn, graph_id, job_entry(name))
+        return None if item is None else record_from_item(item)
+
+    def _query(self, graph_id: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """Items whose entry starts with ``prefix``, in entry order, a page at a time."""
+        after = prefix
+        upper = _upper(prefix)
+        while True:
+            with self.db.read() as conn:
+                rows = conn.execute(
+                    "SELECT entry, item FROM jobs WHERE graph_id = ? AND entry > ? AND entry < ? "
+                    "ORDER BY entry LIMIT ?",
+                    (graph_id, after, upper, _LIST_BATCH),
+                ).fetchall()
+            for _, text in rows:
+                yield json.loads(text)
+            if len(rows) < _LIST_BATCH:
+                return
+            after = rows[-1][0]
+
+    def list_jobs(self, graph_id: str) -> Iterator[JobRecord]:
+        for item in self._query(graph_id, JOB_PREFIX):
+            yield record_from_item(item)
+
+    def dependencies(self, job: JobRecord) -> list[str]:
+        if job.deps is not None:
+            return list(job.deps)
+        chunks = self._query(job.graph_id, f"in#{job.name}#")
+        return [str(d) for chunk in chunks for d in chunk.get("deps") or []]
+
+    def dependents(self, job: JobRecord) -> list[Dependent]:
+        if job.dependents is not None:
+            return list(job.dependents)
+        chunks = self._query(job.graph_id, f"out#{job.name}#")
+        return [
+            Dependent(str(c), int(i), int(n)) for chunk in chunks for c, i, n in chunk.get("dependents") or []
+        ]
+
+    def manifests(self, graph_id: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        names = list(dict.fromkeys(names))
+        for start in range(0, len(names), _LIST_BATCH):
+            batch = [job_entry(n) for n in names[start : start + _LIST_BATCH]]
+            marks = ",".join("?" * len(batch))
+            with self.db.read() as conn:
+                rows = conn.execute(
+                    f"SELECT item FROM jobs WHERE graph_id = ? AND entry IN ({marks})", (graph_id, *batch)
+                ).fetchall()
+            for (text,) in rows:
+                item = json.loads(text)
+                out[item.get("job_name") or ""] = json.loads(item.get("artifacts") or "[]")
+        return out
+
+    # -- writing ----------------------------------------------------------------------
+    def transition(
+        self,
+        graph_id: str,
+        name: str,
+        transition: Transition,
+        *,
+        fence: Fence | None = None,
+        changes: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
+    ) -> JobRecord | None:
+        if transition.fenced and fence is None:
+            raise ValueError(f"transition {transition.name!r} needs a fence")
+        stamp = timeutil.iso()
+        values: dict[str, Any] = {"status": transition.target.value, "updated_at": stamp}
+        if transition.target.terminal:
+            values["finished_at"] = stamp
+        for key, value in (changes or {}).items():
+            if key == "error":
+                values["error_type"] = str(value.get("type") or "Error")[:256]
+                values["error_message"] = str(value.get("message") or "")[:4096]
+                values["error_traceback"] = str(value.get("traceback") or "")[-4096:] or None
+            elif key in _JSON_FIELDS:
+                values[key] = json.dumps(value, ensure_ascii=False)
+            else:
+                values[key] = value
+        removed: list[str] = []
+        for key in remove:
+            if key == "error":
+                removed += ["error_type", "error_message", "error_traceback"]
+            elif key not in values:
+                removed.append(key)
+        sources = {s.value for s in transition.sources}
+        entry = job_entry(name)
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, entry)
+            if old is None or old.get("status") not in sources:
+                return None
+            if fence is not None:
+                if old.get("attempts") != fence.attempts:
+                    return None
+                if fence.owner is not None and old.get("lease_owner") != fence.owner:
+                    return None
+            new = dict(old)
+            for key, value in values.items():
+                if value is None:
+                    new.pop(key, None)
+                else:
+                    new[key] = value
+            for key in removed:
+                new.pop(key, None)
+            self._put(conn, new, old)
+        return record_from_item(new)
+
+    def record_finished_dependency(self, graph_id: str, name: str, index: int) -> int | None:
+        entry = job_entry(name)
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, entry)
+            if old is None or old.get("status") != JobStatus.WAITING.value:
+                return None
+            finished = set(old.get("finished_deps") or ())
+            finished.add(int(index))
+            # DynamoDB writes (and streams) an ADD to a set even when it changes nothing.
+            self._put(conn, {**old, "finished_deps": sorted(finished)}, old)
+        return len(finished)
+
+    def renew_lease(
+        self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
+    ) -> bool:
+        entry = job_entry(name)
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, entry)
+            if (
+                old is None
+                or old.get("status") != JobStatus.RUNNING.value
+                or old.get("attempts") != fence.attempts
+                or old.get("lease_owner") != (fence.owner or "")
+            ):
+                return False
+            self._put(conn, {**old, "lease_expires_at": lease_expires_at, "heartbeat_at": heartbeat_at}, old)
+        return True
+
+    def add_graph_progress(self, graph_id: str, deltas: Mapping[str, int]) -> GraphRecord | None:
+        for status in deltas:
+            if status not in _COUNTERS:
+                raise ValueError(f"no counter for status {status!r}")
+        if not any(deltas.values()):
+            return self.get_graph(graph_id)
+        with self.db.write() as conn:
+            item = self._get_graph(conn, graph_id)
+            if item is None:
+                return None
+            for status, n in deltas.items():
+                if n:
+                    item[f"count_{status}"] = int(item.get(f"count_{status}") or 0) + int(n)
+            item["updated_at"] = timeutil.iso()
+            self._put_graph(conn, item)
+        return graph_record(item)
+
+    def set_graph_status(
+        self,
+        graph_id: str,
+        status: GraphStatus,
+        *,
+        sources: Iterable[GraphStatus],
+        counts: Mapping[str, int] | None = None,
+    ) -> GraphRecord | None:
+        for key in counts or {}:
+            if key not in _COUNTERS:
+                raise ValueError(f"no counter for status {key!r}")
+        allowed = {GraphStatus(s).value for s in sources}
+        stamp = timeutil.iso()
+        with self.db.write() as conn:
+            item = self._get_graph(conn, graph_id)
+            if item is None or item.get("status") not in allowed:
+                return None
+            item.update(status=status.value, updated_at=stamp)
+            if status.terminal:
+                item["finished_at"] = stamp
+            for key, n in (counts or {}).items():
+                item[f"count_{key}"] = int(n)
+            self._put_graph(conn, item)
+        return graph_record(item)
+
+    def graph_ids(self) -> list[str]:
+        """Every graph id in the file (embedded only: for listing and resuming)."""
+        with self.db.read() as conn:
+            return [r[0] for r in conn.execute("SELECT graph_id FROM graphs ORDER BY graph_id")]

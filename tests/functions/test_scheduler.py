@@ -1,0 +1,79 @@
+"""``functions.scheduler.handler`` with DynamoDB stream events, against the emulator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from functions import scheduler
+from overseer import operations
+from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def quiet(deployed: Deployed) -> Deployed:
+    """Start from an empty dispatch queue and no unread stream records."""
+    deployed.reader.poll()
+    deployed.drain_queue()
+    return deployed
+
+
+def test_ready_job_is_put_on_the_queue(quiet: Deployed, context: FakeLambdaContext) -> None:
+    report = scheduler.handler(load_event("dynamodb_stream_job_ready"), context)
+    assert report["records"] == 1
+    assert report["enqueued"] == 1
+    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "start", "a": 0}]
+
+
+def test_finished_job_releases_its_dependent(quiet: Deployed, context: FakeLambdaContext) -> None:
+    operations.submit_graph(quiet.services, {"id": "stream-graph", "jobs": {"start": [], "fetch": ["start"]}})
+    report = scheduler.handler(load_event("dynamodb_stream_job_finished"), context)
+    assert report["released"] == 1
+    fetch = quiet.services.store.get_job("stream-graph", "fetch")
+    assert fetch is not None and fetch.status == "ready"
+    # Stream records arrive at least once: the same event again changes nothing.
+    again = scheduler.handler(load_event("dynamodb_stream_job_finished"), context)
+    assert again["released"] == 0
+
+
+def test_submitted_graph_runs_to_the_end(quiet: Deployed, context: FakeLambdaContext) -> None:
+    """The real stream of the emulator's jobs table, fed to the handler as Lambda would."""
+    operations.submit_graph(quiet.services, {"id": "sched-e2e", "jobs": {"a": [], "b": [], "c": ["a", "b"]}})
+    quiet.pump(context)
+    queued = sorted((m["g"], m["j"]) for m in quiet.drain_queue())
+    assert queued == [("sched-e2e", "a"), ("sched-e2e", "b")]
+
+    quiet.finish("sched-e2e", "a")
+    quiet.finish("sched-e2e", "b")
+    quiet.pump(context)
+    assert [(m["g"], m["j"]) for m in quiet.drain_queue()] == [("sched-e2e", "c")]
+
+    quiet.finish("sched-e2e", "c")
+    reports = quiet.pump(context)
+    assert ["sched-e2e"] in [r["graphs_done"] for r in reports]
+    graph = operations.get_graph(quiet.services, "sched-e2e")
+    assert graph.status == "finished"
+    assert graph.counts == {"finished": 3, "failed": 0, "aborted": 0}
+
+    events = [e for e in quiet.drain_queue(quiet.events_queue_url) if e["detail"]["graph_id"] == "sched-e2e"]
+    assert [(e["source"], e["detail-type"], e["detail"]["status"]) for e in events] == [
+        ("overseer", "Graph Finished", "finished")
+    ]
+
+
+def test_failed_job_aborts_descendants_and_fails_the_graph(
+    quiet: Deployed, context: FakeLambdaContext
+) -> None:
+    operations.submit_graph(quiet.services, {"id": "sched-fail", "jobs": {"a": [], "b": ["a"], "c": ["b"]}})
+    quiet.fail("sched-fail", "a")
+    quiet.pump(context)
+    jobs = {j.name: j for j in quiet.services.store.list_jobs("sched-fail")}
+    assert {n: j.status.value for n, j in jobs.items()} == {"a": "failed", "b": "aborted", "c": "aborted"}
+    assert jobs["c"].reason == "upstream job 'a' failed"
+    assert operations.get_graph(quiet.services, "sched-fail").status == "failed"
+    events = [e for e in quiet.drain_queue(quiet.events_queue_url) if e["detail"]["graph_id"] == "sched-fail"]
+    assert [e["detail-type"] for e in events] == ["Graph Failed"]
+    assert json.dumps(events[0]["detail"]["counts"]) == json.dumps({"finished": 0, "failed": 1, "aborted": 2})

@@ -56,11 +56,13 @@ tracer = Tracer()
 app = APIGatewayRestResolver()
 
 _services = Lazy(Services.from_env)
+_events = Lazy(lambda: clients.client("events"))
 
 
 def reset() -> None:
     """Forget the clients built at cold start (tests use a fresh environment)."""
     _services.reset()
+    _events.reset()
 
 
 class RequestRejected(Exception):
@@ -118,7 +120,7 @@ def _announce(record: GraphRecord) -> None:
         return
     # The cancel is already stored; a lost event must not turn it into an error.
     try:
-        EventBridgePublisher(clients.client("events"), bus).graph_done(record)
+        EventBridgePublisher(_events.get(), bus).graph_done(record)
     except Exception:
         logger.exception("could not publish the end of graph %s", record.graph_id)
 

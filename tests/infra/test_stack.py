@@ -576,3 +576,12 @@ def test_configured_templates_and_handlers_exist_and_are_deployed(synth: Synthes
     bundle = synth.outdir / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
     for template in templates_dir.glob("*.yaml"):
         assert (bundle / "templates" / template.name).exists(), template.name
+
+
+def test_offline_fallback_copies_the_installed_dependencies(tmp_path: Path) -> None:
+    from infra.lambda_code import copy_installed_distributions, engine_requirements
+
+    copied = copy_installed_distributions(engine_requirements(), tmp_path)
+    assert {"pynamodb", "aws-lambda-powertools", "pyyaml", "click", "rich"} <= set(copied)
+    assert (tmp_path / "yaml" / "__init__.py").exists()
+    assert not (tmp_path / "botocore").exists()  # the Lambda runtime has it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Duration, RemovalPolicy, Size
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -181,7 +181,14 @@ class Workers(Construct):
             image=ecs.ContainerImage.from_docker_image_asset(self.image),
             cpu=worker_vcpus,
             memory=Size.mebibytes(worker_memory_mib),
-            environment={**environment, "OVERSEER_SCRATCH_DIR": SCRATCH_CONTAINER_PATH},
+            environment={
+                **environment,
+                "OVERSEER_SCRATCH_DIR": SCRATCH_CONTAINER_PATH,
+                # boto3 in the container finds the region without instance metadata (IMDSv2
+                # with hop limit 1 keeps containers away from the instance role).
+                "AWS_REGION": Stack.of(self).region,
+                "AWS_DEFAULT_REGION": Stack.of(self).region,
+            },
             job_role=self.job_role,
             volumes=[scratch],
             logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),

@@ -292,6 +292,7 @@ def test_job_definition_runs_the_worker_image_with_scratch_and_retries_host_fail
     for name in REQUIRED_ENV:
         assert name in env, name
     assert env["OVERSEER_SCRATCH_DIR"] == "/scratch"
+    assert env["AWS_REGION"] == {"Ref": "AWS::Region"}
     assert env["OVERSEER_HANDLERS"] == CONTEXT["handlersModule"]
     assert env["OVERSEER_LEASE_SECONDS"] == str(CONTEXT["leaseSeconds"])
     assert container["Volumes"] == [{"Host": {"SourcePath": "/scratch"}, "Name": "scratch"}]

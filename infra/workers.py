@@ -120,7 +120,7 @@ class Workers(Construct):
         self.launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
-            block_devices=block_devices,
+            block_devices=block_devices or None,
             user_data=user_data,
             require_imdsv2=True,
             http_put_response_hop_limit=1,

@@ -27,6 +27,12 @@ else
     [ -e "$EBS_DEVICE" ] && break
     sleep 1
   done
+  if [ ! -e "$EBS_DEVICE" ]; then
+    # scratchVolumeGiB=0 and no instance store: scratch stays on the root volume.
+    echo "overseer: no scratch device, $MOUNT_POINT is on the root volume" >&2
+    chmod 1777 "$MOUNT_POINT"
+    exit 0
+  fi
   DEVICE=$(readlink -f "$EBS_DEVICE")
 fi
 

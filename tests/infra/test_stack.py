@@ -56,10 +56,27 @@ class Synthesis:
         return self.stack.get_logical_id(construct.node.default_child)
 
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = cdk.App(outdir=str(outdir), context=dict(CONTEXT))
+# A second configuration: every option the default cdk.json leaves off.
+VARIANT_CONTEXT: dict[str, Any] = {
+    **CONTEXT,
+    "spot": False,
+    "scratchVolumeGiB": 0,
+    "existingBucketName": "my-data-bucket",
+    "allowedBuckets": ["my-exports"],
+    "eventBusName": "overseer-events",
+    "triggers": [
+        {
+            "name": "on-upload",
+            "eventPattern": {"source": ["my.app"], "detail-type": ["Report Wanted"]},
+            "template": "daily_report",
+            "args": [{"company_id": n} for n in range(1, 8)],
+        }
+    ],
+}
+
+
+def _synthesise(outdir: Path, context: dict[str, Any]) -> Synthesis:
+    app = cdk.App(outdir=str(outdir), context=dict(context))
     _, stack = build_app(app)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     error = None
@@ -68,13 +85,25 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
     except RuntimeError as exc:  # policy validation failed: the report says why
         error = str(exc)
     data = json.loads((outdir / stack.template_file).read_text())
-    yield Synthesis(
+    return Synthesis(
         stack=stack,
         template=Template.from_json(data),
         resources=data["Resources"],
         outdir=outdir,
         validation_error=error,
     )
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
+    """The stack as cdk.json configures it."""
+    yield _synthesise(tmp_path_factory.mktemp("cdk.out"), CONTEXT)
+
+
+@pytest.fixture(scope="session")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
+    """The stack with VARIANT_CONTEXT."""
+    yield _synthesise(tmp_path_factory.mktemp("cdk.out.variant"), VARIANT_CONTEXT)
 
 
 def _statements(synth: Synthesis, role_logical_id: str) -> list[dict[str, Any]]:
@@ -97,7 +126,11 @@ def _actions(statements: list[dict[str, Any]]) -> set[str]:
 # --- cdk-nag and cfn-lint ----------------------------------------------------------------
 
 
-def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(synth: Synthesis) -> None:
+@pytest.mark.parametrize("which", ["synth", "variant"])
+def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    synth: Synthesis = request.getfixturevalue(which)
     report_file = synth.outdir / "validation-report.json"
     violations = []
     if report_file.exists():
@@ -109,7 +142,9 @@ def test_cdk_nag_aws_solutions_has_no_unacknowledged_findings(synth: Synthesis) 
     assert synth.validation_error is None
 
 
-def test_cfn_lint_reports_no_error(synth: Synthesis) -> None:
+@pytest.mark.parametrize("which", ["synth", "variant"])
+def test_cfn_lint_reports_no_error(which: str, request: pytest.FixtureRequest) -> None:
+    synth: Synthesis = request.getfixturevalue(which)
     from cfnlint.api import ManualArgs, lint_file
 
     matches = lint_file(synth.outdir / synth.stack.template_file, ManualArgs(regions=["us-east-1"]))
@@ -586,3 +621,52 @@ def test_offline_fallback_copies_the_installed_dependencies(tmp_path: Path) -> N
     assert {"pynamodb", "aws-lambda-powertools", "pyyaml", "click", "rich"} <= set(copied)
     assert (tmp_path / "yaml" / "__init__.py").exists()
     assert not (tmp_path / "botocore").exists()  # the Lambda runtime has it
+
+
+# --- the variant configuration -----------------------------------------------------------
+
+
+def test_variant_on_demand_without_ebs_scratch(variant: Synthesis) -> None:
+    (environment,) = variant.of_type("AWS::Batch::ComputeEnvironment").values()
+    assert environment["Properties"]["ComputeResources"]["Type"] == "EC2"
+    assert environment["Properties"]["ComputeResources"]["MinvCpus"] == 0
+    (template,) = variant.of_type("AWS::EC2::LaunchTemplate").values()
+    assert "BlockDeviceMappings" not in template["Properties"]["LaunchTemplateData"]
+
+
+def test_variant_uses_the_existing_bucket_and_may_write_allowed_buckets(
+    variant: Synthesis,
+) -> None:
+    variant.template.resource_count_is("AWS::S3::Bucket", 0)
+    (definition,) = variant.of_type("AWS::Batch::JobDefinition").values()
+    env = {e["Name"]: e["Value"] for e in definition["Properties"]["ContainerProperties"]["Environment"]}
+    assert env["OVERSEER_ARTIFACT_BUCKET"] == "my-data-bucket"
+    assert env["OVERSEER_ALLOWED_BUCKETS"] == "my-exports"
+    statements = _statements(variant, variant.logical_id(variant.stack.workers.job_role))
+    resources = json.dumps([s["Resource"] for s in statements])
+    assert ":s3:::my-data-bucket/*" in resources and ":s3:::my-exports/*" in resources
+    exports = [s for s in statements if ":s3:::my-exports/*" in json.dumps(s["Resource"])]
+    assert _actions(exports) == {"s3:PutObject", "s3:AbortMultipartUpload"}
+
+
+def test_variant_publishes_on_its_own_bus(variant: Synthesis) -> None:
+    variant.template.has_resource_properties("AWS::Events::EventBus", {"Name": "overseer-events"})
+    function = variant.of_type("AWS::Lambda::Function")[variant.logical_id(variant.stack.scheduler.function)]
+    assert function["Properties"]["Environment"]["Variables"]["OVERSEER_EVENT_BUS"] == {
+        "Ref": variant.logical_id(variant.stack.events.bus)
+    }
+
+
+def test_variant_event_pattern_trigger_with_one_target_per_args(variant: Synthesis) -> None:
+    rules = [
+        variant.resources[variant.logical_id(r)]["Properties"]
+        for r in variant.stack.triggers.rules["on-upload"]
+    ]
+    assert [len(r["Targets"]) for r in rules] == [5, 2]  # at most 5 targets per rule
+    for rule in rules:
+        assert "ScheduleExpression" not in rule
+        assert rule["EventPattern"] == {"source": ["my.app"], "detail-type": ["Report Wanted"]}
+        for target in rule["Targets"]:
+            transformer = target["InputTransformer"]
+            assert transformer["InputPathsMap"]["detail"] == "$.detail"
+            assert '"template":"daily_report"' in transformer["InputTemplate"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -205,3 +206,11 @@ def test_cancel_then_rerun(deployed: Deployed, context: FakeLambdaContext) -> No
     assert {n: j.status.value for n, j in jobs.items()} == {"a": "ready", "b": "waiting", "c": "finished"}
     assert jobs["a"].reason is None
     assert jobs["a"].attempts == 0
+
+
+def test_base64_body_is_decoded(deployed: Deployed, context: FakeLambdaContext) -> None:
+    event = load_event("api_submit_graph")
+    body = json.dumps({"graph": {"id": "api-base64", "jobs": {"x": []}}}).encode()
+    event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
+    status, answer, _ = call(event, context)
+    assert (status, answer["graph_id"]) == (201, "api-base64")

@@ -77,3 +77,17 @@ def test_failed_job_aborts_descendants_and_fails_the_graph(
     events = [e for e in quiet.drain_queue(quiet.events_queue_url) if e["detail"]["graph_id"] == "sched-fail"]
     assert [e["detail-type"] for e in events] == ["Graph Failed"]
     assert json.dumps(events[0]["detail"]["counts"]) == json.dumps({"finished": 0, "failed": 1, "aborted": 2})
+
+
+class RefusingPublisher:
+    def graph_done(self, record: object) -> None:
+        raise RuntimeError("AccessDenied")
+
+
+def test_a_lost_graph_event_does_not_fail_the_batch() -> None:
+    """The outcome is stored before the event; a retried batch could not publish it again."""
+    from overseer.states import GraphStatus
+    from overseer.store import GraphRecord
+
+    announce = scheduler._announce(RefusingPublisher())  # type: ignore[arg-type]
+    announce(GraphRecord("g", GraphStatus.FINISHED, 1))

@@ -78,14 +78,26 @@ def process_counter() -> RequestCounter | None:
     return _counter
 
 
+_sessions: dict[tuple[str, ...], boto3.Session] = {}
+_SESSION_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID")
+
+
+def _session() -> boto3.Session:
+    """One session per AWS configuration: making a session loads botocore's data (slow)."""
+    key = tuple(os.environ.get(name, "") for name in _SESSION_ENV)
+    if key not in _sessions:
+        _sessions[key] = boto3.Session()
+    return _sessions[key]
+
+
 def client(service: str, session: boto3.Session | None = None) -> Any:
-    made = (session or boto3.Session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    made = (session or _session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
     counter = process_counter()
     return counter.attach(made) if counter else made
 
 
 def resource(service: str, session: boto3.Session | None = None) -> Any:
-    made = (session or boto3.Session()).resource(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    made = (session or _session()).resource(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
     counter = process_counter()
     if counter:
         counter.attach(made.meta.client)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 
+from pynamodb.exceptions import TableError
+
 from ..config import Settings
 from . import clients
 from .jobstore import DynamoJobStore
@@ -19,11 +21,13 @@ MAX_RECEIVE_COUNT = 10
 def provision(settings: Settings) -> Settings:
     """Create whatever is missing; returns settings with the queue URLs filled in."""
     store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
-    if not store.Graph.exists():
-        store.Graph.create_table(wait=True)
-    if not store.Job.exists():
-        # The model's Meta asks for on-demand billing and a NEW_AND_OLD_IMAGES stream.
-        store.Job.create_table(wait=True)
+    # The models' Meta ask for on-demand billing and, on the jobs table, a NEW_AND_OLD_IMAGES stream.
+    for model in (store.Graph, store.Job):
+        try:
+            model.create_table(wait=True)
+        except TableError as exc:
+            if getattr(exc, "cause_response_code", None) != "ResourceInUseException":
+                raise
     sqs = clients.client("sqs")
     base = settings.jobs_table
     dlq_url = sqs.create_queue(QueueName=f"{base}-dead-letter")["QueueUrl"]

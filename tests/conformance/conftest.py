@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,16 +32,100 @@ def embedded_backend(directory: Path, **overrides: object) -> Backend:
         settings,
         services,
         feed_reader(directory),
-        lambda: feed_reader(directory, name=f"r{uuid.uuid4().hex[:6]}"),
         dead_letters,
     )
 
 
-def aws_backend() -> Backend:
-    from overseer.aws import clients
+@dataclass
+class SharedAwsStack:
+    """One provisioned stack for the session: provisioning costs seconds on the emulator."""
+
+    settings: Settings
+    services: Any
+    sqs: Any
+    streams: Any
+    count: int = 0
+
+
+def _drained_reader(shared: SharedAwsStack) -> Any:
+    """A stream reader positioned after every record written so far."""
     from overseer.aws.resources import stream_arn
     from overseer.aws.stream import StreamReader
-    from tests.support import LocalStack
+
+    if "arn" not in shared.__dict__:
+        shared.__dict__["arn"] = stream_arn(shared.settings)
+    reader = StreamReader(shared.streams, shared.__dict__["arn"])
+    reader._discover()
+    for shard, iterator in list(reader.iterators.items()):
+        while iterator is not None:
+            response = reader.client.get_records(ShardIterator=iterator, Limit=1000)
+            reader.iterators[shard] = iterator = response.get("NextShardIterator")
+            if not response.get("Records"):
+                break
+    return reader
+
+
+def aws_backend(shared: SharedAwsStack) -> Backend:
+    shared.count += 1
+    settings = shared.settings
+    from overseer.aws.queue import SqsDispatchQueue
+    from overseer.aws.resources import MAX_RECEIVE_COUNT
+    from overseer.services import Services
+
+    # A fresh queue and dead-letter queue per test (cheap), with the stack's redrive policy.
+    sqs = shared.sqs
+    base = f"{settings.jobs_table}-{shared.count:03d}"
+    dlq_url = sqs.create_queue(QueueName=f"{base}-dead-letter")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(
+        QueueName=f"{base}-dispatch",
+        Attributes={
+            "VisibilityTimeout": str(settings.lease_seconds),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
+        },
+    )["QueueUrl"]
+    settings = settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
+    base_services = shared.services
+    services = Services(
+        settings=settings,
+        store=base_services.store,
+        queue=SqsDispatchQueue(sqs, queue_url),
+        artifacts=base_services.artifacts,
+        rows=base_services.rows,
+    )
+
+    def dead_letters() -> list[JobMessage]:
+        out = []
+        while True:
+            got = sqs.receive_message(
+                QueueUrl=settings.dead_letter_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not got:
+                return out
+            for raw in got:
+                out.append(JobMessage.from_json(raw["Body"]))
+                sqs.delete_message(
+                    QueueUrl=settings.dead_letter_queue_url, ReceiptHandle=raw["ReceiptHandle"]
+                )
+
+    return Backend(
+        "aws",
+        settings,
+        services,
+        _drained_reader(shared),
+        dead_letters,
+        namespace=f"t{shared.count:03d}-",
+    )
+
+
+@pytest.fixture(scope="session")
+def aws_shared(aws_env: dict[str, str]) -> SharedAwsStack:
+    from overseer.aws.resources import provision
+    from overseer.services import Services
 
     name = f"c{uuid.uuid4().hex[:10]}"
     settings = Settings(
@@ -49,38 +135,17 @@ def aws_backend() -> Backend:
         allowed_buckets=(f"{name}-extra",),
         **SETTINGS,  # type: ignore[arg-type]
     )
-    stack = LocalStack.provisioned(settings)
-    sqs = clients.client("sqs")
+    configured = provision(settings)
+    from overseer.aws import clients
 
-    def dead_letters() -> list[JobMessage]:
-        out = []
-        while True:
-            got = sqs.receive_message(
-                QueueUrl=stack.settings.dead_letter_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not got:
-                return out
-            for raw in got:
-                out.append(JobMessage.from_json(raw["Body"]))
-                sqs.delete_message(
-                    QueueUrl=stack.settings.dead_letter_queue_url, ReceiptHandle=raw["ReceiptHandle"]
-                )
-
-    return Backend(
-        "aws",
-        stack.settings,
-        stack.services,
-        stack.reader,
-        lambda: StreamReader(clients.client("dynamodbstreams"), stream_arn(stack.settings)),
-        dead_letters,
-    )
+    services = Services.from_settings(configured)
+    return SharedAwsStack(configured, services, clients.client("sqs"), clients.client("dynamodbstreams"))
 
 
 @pytest.fixture(params=["embedded", pytest.param("aws", marks=pytest.mark.integration)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "aws":
-        request.getfixturevalue("aws_env")
-        yield aws_backend()
+        yield aws_backend(request.getfixturevalue("aws_shared"))
     else:
         yield embedded_backend(tmp_path / "stack")
 

@@ -26,14 +26,18 @@ class Backend:
     settings: Settings
     services: Services
     reader: Any  # .poll() -> Lambda-shaped records, filtered like the scheduler's event source
-    new_reader: Callable[[], Any]  # a reader from the start of the feed / stream
     dead_letter_reader: Callable[[], list[JobMessage]]
     scheduler: Scheduler = field(init=False)
+    # Prefix of this test's graph ids (the AWS backend shares one stack per session).
+    namespace: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.services.store, self.services.queue)
+
+    def gid(self, name: str) -> str:
+        return self.namespace + name
 
     @property
     def store(self) -> Any:

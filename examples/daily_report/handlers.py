@@ -166,7 +166,7 @@ def fetch_orders(job: overseer.Job) -> list[overseer.Artifact]:
 
 
 def fetch_sessions(job: overseer.Job) -> list[overseer.Artifact]:
-    """~9,000 web sessions, each with how far down the purchase funnel it got."""
+    """~8,000 web sessions, each with how far down the purchase funnel it got."""
     rng = job.random
     rows = []
     base_rates = (0.62, 0.34, 0.55, 0.58)  # step to step: view, cart, checkout, purchase

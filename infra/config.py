@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from constructs import Node
@@ -156,7 +156,6 @@ class DeploymentConfig:
     sweep_schedule: str
     log_retention_days: int
     noncurrent_version_days: int
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_mapping(cls, context: Mapping[str, Any]) -> DeploymentConfig:
@@ -192,13 +191,12 @@ class DeploymentConfig:
             values[attr] = _as_int(key, values[attr], minimum)
         if values["lease_seconds"] > 43200:
             raise ConfigError("context 'leaseSeconds' must be <= 43200 (the SQS visibility limit)")
-        for attr in (f.name for f in fields(cls) if f.name not in values and f.name != "raw"):
-            raise ConfigError(f"missing setting {attr}")  # pragma: no cover - a bug in _KEYS
-        return cls(**values, raw=dict(context))
+        return cls(**values)
 
     @classmethod
     def from_node(cls, node: Node) -> DeploymentConfig:
         return cls.from_mapping({key: node.try_get_context(key) for key in _KEYS})
 
 
-DEFAULT_CONTEXT: dict[str, Any] = {key: default for key, (_, default) in _KEYS.items()}
+# Context key -> default, for documentation and tests.
+DEFAULTS: dict[str, Any] = {key: default for key, (_, default) in _KEYS.items()}

@@ -203,7 +203,6 @@ class Workers(Construct):
                 batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
             ],
             timeout=Duration.hours(24),
-            propagate_tags=True,
         )
 
     def _vpc(self, existing_vpc_id: str, log_retention: logs.RetentionDays) -> ec2.IVpc:

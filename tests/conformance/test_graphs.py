@@ -1,0 +1,202 @@
+"""Whole graphs through the scheduler and a worker, and the feed / stream contract."""
+
+from __future__ import annotations
+
+import pytest
+
+import overseer
+from overseer.states import CLAIM, FINISH, GraphStatus, JobStatus
+from overseer.store import Fence
+
+from .conftest import plain
+from .driver import Backend
+
+
+def write(job: overseer.Job) -> list[overseer.Artifact]:
+    return [overseer.Artifact(key=f"{job.graph_id}/{job.name}.txt", data=job.name.encode())]
+
+
+def join(job: overseer.Job) -> list[overseer.Artifact]:
+    parts = sorted(a.read().decode() for arts in job.inputs.values() for a in arts)
+    return [overseer.Artifact(key=f"{job.graph_id}/join.txt", data="+".join(parts).encode())]
+
+
+def test_diamond_runs_in_order_and_the_join_reads_both_inputs(backend: Backend) -> None:
+    g = backend.gid("diamond")
+    document = {
+        "id": g,
+        "jobs": {
+            "top": {"type": "write"},
+            "left": {"type": "write", "deps": ["top"]},
+            "right": {"type": "write", "deps": ["top"]},
+            "join": ["left", "right"],
+        },
+    }
+    graph = backend.run(document, {"write": write, "join": join})
+    assert graph.status == GraphStatus.FINISHED
+    assert graph.counts == {"finished": 4, "failed": 0, "aborted": 0}
+    jobs = backend.jobs(g)
+    assert jobs["top"].finished_at <= jobs["left"].started_at
+    assert max(jobs["left"].finished_at, jobs["right"].finished_at) <= jobs["join"].started_at
+    bucket = backend.settings.artifact_bucket
+    assert backend.services.artifacts.get_bytes(bucket, f"{g}/join.txt") == b"left+right"
+    assert jobs["join"].artifacts[0]["size"] == len(b"left+right")
+    info = backend.services.artifacts.stat(bucket, f"{g}/join.txt")
+    assert (info.size, info.sha256) == (10, jobs["join"].artifacts[0]["sha256"])
+    assert backend.services.artifacts.stat(bucket, f"{g}/nothing.txt") is None
+
+
+def test_a_job_that_faults_twice_then_succeeds_finishes_on_its_third_attempt(backend: Backend) -> None:
+    def flaky(job: overseer.Job) -> None:
+        if job.attempt < 3:
+            overseer.fault(f"unavailable on attempt {job.attempt}")
+
+    g = backend.gid("flaky")
+    graph = backend.run(
+        {"id": g, "jobs": {"flaky": [], "after": {"type": "write", "deps": ["flaky"]}}},
+        {"flaky": flaky, "write": write},
+    )
+    job = backend.jobs(g)["flaky"]
+    assert graph.status == GraphStatus.FINISHED
+    assert (job.status, job.attempts, job.error) == (JobStatus.FINISHED, 3, None)
+    assert [o.kind for o in backend.outcomes] == ["retry", "retry", "finished", "finished"]
+
+
+def test_a_failure_aborts_every_descendant_and_the_graph_fails(backend: Backend) -> None:
+    def broken(job: overseer.Job) -> None:
+        raise ValueError("bad row 17")
+
+    g = backend.gid("cascade")
+    graph = backend.run(
+        {
+            "id": g,
+            "jobs": {
+                "start": {"type": "write"},
+                "broken": {"type": "broken", "deps": ["start"]},
+                "child": {"type": "write", "deps": ["broken"]},
+                "grandchild": {"type": "write", "deps": ["child", "independent"]},
+                "independent": {"type": "write", "deps": ["start"]},
+            },
+        },
+        {"write": write, "broken": broken},
+    )
+    jobs = backend.jobs(g)
+    assert graph.status == GraphStatus.FAILED
+    assert graph.counts == {"finished": 2, "failed": 1, "aborted": 2}
+    assert (jobs["broken"].status, jobs["broken"].error["type"]) == (JobStatus.FAILED, "ValueError")
+    for name in ("child", "grandchild"):
+        assert jobs[name].status == JobStatus.ABORTED
+        assert jobs[name].reason == "upstream job 'broken' failed"
+        assert jobs[name].attempts == 0
+    assert jobs["independent"].status == JobStatus.FINISHED
+
+
+def test_duplicated_and_reordered_feed_records_change_nothing(backend: Backend) -> None:
+    runs: list[str] = []
+
+    def counted(job: overseer.Job) -> list[overseer.Artifact]:
+        runs.append(job.name)
+        return write(job)
+
+    g = backend.gid("dupes")
+    handlers = {"counted": counted}
+    jobs = {
+        "a": {"type": "counted"},
+        "b": {"type": "counted", "deps": ["a"]},
+        "c": {"type": "counted", "deps": ["a"]},
+    }
+    jobs["d"] = {"type": "counted", "deps": ["b", "c"]}
+    graph = backend.run({"id": g, "jobs": jobs}, handlers)
+    assert graph.status == GraphStatus.FINISHED
+    before = {n: vars(j) for n, j in backend.jobs(g).items()}
+    counts = backend.store.get_graph(g).counts
+    events = list(backend.events)
+    for event in events + list(reversed(events)) + events:
+        backend.scheduler.process_stream_event(event)
+    # Every record again, one by one and backwards.
+    for record in reversed([r for e in events for r in e["Records"]]):
+        backend.scheduler.process_stream_event({"Records": [record, record]})
+    backend.drive(g, handlers)
+    assert {n: vars(j) for n, j in backend.jobs(g).items()} == before
+    assert backend.store.get_graph(g).status == GraphStatus.FINISHED
+    assert sorted(runs) == ["a", "b", "c", "d"]
+    # The counters may over-count (the outcome was decided from the jobs); the status holds.
+    assert backend.store.get_graph(g).counts["finished"] >= counts["finished"]
+
+
+def test_feed_records_are_lambda_shaped_and_filtered(backend: Backend) -> None:
+    g = backend.gid("shape")
+    backend.submit({"id": g, "jobs": {"a": [], "b": ["a"]}})
+    store = backend.store
+    store.transition(g, "a", CLAIM, fence=Fence(0), changes={"attempts": 1, "lease_owner": "w"})
+    store.record_finished_dependency(g, "b", 0)
+    store.renew_lease(g, "a", Fence(1, "w"), lease_expires_at="x", heartbeat_at="y")
+    store.transition(g, "a", FINISH, fence=Fence(1, "w"), remove=["lease_owner"])
+    records = backend.reader.poll()
+    # Claims, heartbeats and dependency counts never reach the scheduler.
+    assert [(r["eventName"], plain(r["dynamodb"]["NewImage"])["status"]) for r in records] == [
+        ("MODIFY", "ready"),
+        ("MODIFY", "finished"),
+    ]
+    for record in records:
+        assert record["eventSource"] == "aws:dynamodb"
+        assert record["eventSourceARN"]
+        body = record["dynamodb"]
+        assert body["Keys"] == {"graph_id": {"S": g}, "entry": {"S": "job#a"}}
+        assert body["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+        assert int(body["SequenceNumber"]) > 0 and body["SizeBytes"] > 0
+        assert isinstance(body["ApproximateCreationDateTime"], float | int)
+    assert int(records[0]["dynamodb"]["SequenceNumber"]) < int(records[1]["dynamodb"]["SequenceNumber"])
+    old = plain(records[1]["dynamodb"]["OldImage"])
+    new = plain(records[1]["dynamodb"]["NewImage"])
+    assert (old["status"], old["lease_owner"], old["lease_expires_at"], old["attempts"]) == (
+        "running",
+        "w",
+        "x",
+        1,
+    )
+    assert "lease_owner" not in new and new["finished_at"]
+    assert backend.reader.poll() == []
+
+
+def _scripted(backend: Backend) -> list[tuple[str, str, str, dict]]:
+    """The same operations on a backend; the feed records as comparable tuples."""
+    g = backend.gid("same")
+    backend.submit({"id": g, "jobs": {"a": [], "b": ["a"], "c": ["a", "b"]}})
+    store = backend.store
+    store.transition(g, "a", CLAIM, fence=Fence(0), changes={"attempts": 1, "lease_owner": "w"})
+    store.transition(g, "a", FINISH, fence=Fence(1, "w"), changes={"artifacts": []}, remove=["lease_owner"])
+    store.record_finished_dependency(g, "c", 0)
+    store.record_finished_dependency(g, "c", 0)
+    records = backend.reader.poll()
+    out = []
+    volatile = {"created_at", "updated_at", "finished_at", "graph_id"}
+    for r in records:
+        new = plain(r["dynamodb"]["NewImage"])
+        keys = {k: v["S"].removeprefix(backend.namespace) for k, v in r["dynamodb"]["Keys"].items()}
+        out.append(
+            (
+                r["eventName"],
+                keys["entry"],
+                new["status"],
+                {k: v for k, v in new.items() if k not in volatile},
+            )
+        )
+    return out
+
+
+@pytest.mark.integration
+def test_both_backends_write_the_same_records_for_the_same_operations(tmp_path, aws_shared) -> None:
+    from .conftest import aws_backend, embedded_backend
+
+    embedded = _scripted(embedded_backend(tmp_path / "stack"))
+    aws = _scripted(aws_backend(aws_shared))
+    assert (
+        [r[:3] for r in embedded]
+        == [r[:3] for r in aws]
+        == [
+            ("MODIFY", "job#a", "ready"),
+            ("MODIFY", "job#a", "finished"),
+        ]
+    )
+    assert embedded == aws  # the same attributes, the same values (timestamps aside)

@@ -37,7 +37,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy
 from overseer import operations
-from overseer.errors import OverseerError
+from overseer.errors import InvalidTriggerEvent
 from overseer.services import Services
 
 logger = Logger()
@@ -49,10 +49,6 @@ _services = Lazy(Services.from_env)
 def reset() -> None:
     """Forget the clients built at cold start (tests use a fresh environment)."""
     _services.reset()
-
-
-class InvalidTriggerEvent(OverseerError):
-    """The event names no template, or its args are not an object."""
 
 
 def _event_time(text: Any) -> dt.datetime | None:

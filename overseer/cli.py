@@ -183,4 +183,7 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     loop = Worker(Services.from_settings(settings), handlers)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     signal.signal(signal.SIGINT, lambda *_: loop.stop())
-    loop.run()
+    try:
+        loop.run()
+    finally:
+        loop.close()

@@ -46,6 +46,13 @@ class Settings:
     fault_backoff_seconds: float = 1.0
     fault_backoff_max_seconds: float = 900.0
     default_max_attempts: int = 5
+    # "process": handlers run in a supervised warm child process; "none": in the worker itself.
+    isolation: str = "process"
+    # Address-space limit of the handler process (0 = none), and default timeout (0 = none).
+    handler_memory_mb: int = 0
+    handler_timeout_seconds: int = 0
+    # On SIGTERM, how long the running job may go on before it is released to the queue.
+    shutdown_grace_seconds: int = 20
     # EventBridge bus that receives "Graph Finished" / "Graph Failed" events ("" = none).
     event_bus: str = ""
     # Directory of graph templates (<name>.yaml / .json) that the API and triggers start.

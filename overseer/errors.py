@@ -23,6 +23,18 @@ class InvalidArtifact(OverseerError):
     """A handler returned an artifact that cannot be persisted (checked before any upload)."""
 
 
+class TemplateError(OverseerError):
+    """A graph template cannot be found or rendered; nothing was written."""
+
+
+class UnknownTemplate(TemplateError):
+    """No template has this name."""
+
+
+class InvalidTriggerEvent(OverseerError):
+    """A trigger event names no template, or its args are not an object."""
+
+
 class StoreError(OverseerError):
     """The job store, queue or artifact store failed in a way the caller cannot fix."""
 

@@ -173,6 +173,7 @@ def run_on_emulator(
     )
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as workdir, endpoint as aws_env:
         request_dir = Path(workdir) / "requests"
+        request_dir.mkdir()
         env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **_handlers_env(handlers_path)}
         with environment(env):
             base = settings or Settings.from_env(receive_wait_seconds=2, lease_seconds=60)

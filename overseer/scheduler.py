@@ -175,7 +175,11 @@ class Scheduler:
         return -self.abort_dependents(job)
 
     def abort_dependents(self, job: JobRecord) -> int:
-        reason = upstream_reason(job)
+        # A stale record (the job was rerun since) must not abort the rerun's jobs.
+        current = self.store.get_job(job.graph_id, job.name)
+        if current is None or current.status not in (JobStatus.FAILED, JobStatus.ABORTED):
+            return 0
+        reason = upstream_reason(current)
 
         def abort(dep: Dependent) -> bool:
             changed = self.store.transition(

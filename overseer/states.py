@@ -69,6 +69,10 @@ FINISH = _t("finish", {S.RUNNING}, S.FINISHED, fenced=True)
 FAIL = _t("fail", {S.RUNNING}, S.FAILED, fenced=True)
 ABORT = _t("abort", {S.RUNNING}, S.ABORTED, fenced=True)
 RETRY = _t("retry", {S.RUNNING}, S.READY, fenced=True)
+# Worker shutdown (SIGTERM, spot reclaim): the job goes back, and the attempt is not counted.
+SHUTDOWN_RELEASE = _t("shutdown_release", {S.RUNNING}, S.READY, fenced=True)
+# The sweep: a message dead-lettered (received too often without an outcome).
+DEAD_LETTER = _t("dead_letter", {S.READY, S.RUNNING}, S.FAILED)
 # The sweep takes back a job whose owner's lease expired.
 EXPIRE = _t("expire", {S.RUNNING}, S.READY)
 EXPIRE_FAIL = _t("expire_fail", {S.RUNNING}, S.FAILED)
@@ -80,8 +84,8 @@ RERUN = _t("rerun", {S.FAILED, S.ABORTED}, S.WAITING)
 TRANSITIONS: dict[str, Transition] = {
     t.name: t
     for t in (
-        RELEASE, CLAIM, FINISH, FAIL, ABORT, RETRY, EXPIRE, EXPIRE_FAIL,
-        CASCADE_ABORT, CANCEL_RUNNING, RERUN,
+        RELEASE, CLAIM, FINISH, FAIL, ABORT, RETRY, SHUTDOWN_RELEASE, EXPIRE, EXPIRE_FAIL,
+        DEAD_LETTER, CASCADE_ABORT, CANCEL_RUNNING, RERUN,
     )
 }  # fmt: skip
 

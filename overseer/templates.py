@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidGraph, OverseerError
+from .errors import InvalidGraph, TemplateError, UnknownTemplate
 from .graph import load_document
 
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -39,14 +39,6 @@ TEMPLATE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # ``company_id: 1`` and once with ``company_id: 2``.
 FAN_OUT_ARGS = {"company_ids": "company_id"}
 MAX_FAN_OUT = 1000
-
-
-class TemplateError(OverseerError):
-    """A template cannot be found or rendered; nothing was written."""
-
-
-class UnknownTemplate(TemplateError):
-    """No template has this name."""
 
 
 def template_files(directory: str | Path) -> dict[str, Path]:

@@ -7,6 +7,7 @@ does, the worker records an outcome and goes on with the next job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -25,9 +26,10 @@ from . import timeutil
 from .artifacts import persist_artifacts
 from .errors import AbortJob, FaultJob, InvalidArtifact
 from .handlers import HandlerSpec
+from .isolation import HandlerCrashed, RemoteHandlerError
 from .job import Job, StoredArtifact
 from .services import Services
-from .states import ABORT, CLAIM, FAIL, FINISH, RETRY
+from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE
 from .store import Delivery, Fence, JobRecord
 
 log = logging.getLogger("overseer.worker")
@@ -54,6 +56,27 @@ def short_traceback(exc: BaseException) -> str:
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff after the ``attempt``-th try: base, 2 base, 4 base... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+RunHandler = Callable[[HandlerSpec, Job, Callable[[], bool]], list[Any]]
+
+
+def run_in_process(spec: HandlerSpec, job: Job, should_stop: Callable[[], bool]) -> list[Any]:
+    """Run the handler in the worker's own process (no isolation; tests and debugging)."""
+    return spec.run(job)
+
+
+def load_inputs(services: Services, record: JobRecord) -> dict[str, list[StoredArtifact]]:
+    """dependency name -> the artifacts it stored, for ``job.inputs``."""
+    deps = services.store.dependencies(record)
+    manifests = services.store.manifests(record.graph_id, deps) if deps else {}
+    return {
+        dep: [
+            StoredArtifact(m["bucket"], m["key"], int(m["size"]), m["sha256"], services.artifacts)
+            for m in manifests.get(dep, [])
+        ]
+        for dep in deps
+    }
 
 
 class _Heartbeat:
@@ -101,19 +124,43 @@ class Worker:
         handlers: dict[str, HandlerSpec],
         *,
         worker_id: str | None = None,
-        run_handler: Callable[[HandlerSpec, Job], list[Any]] | None = None,
+        run_handler: RunHandler | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
         self.handlers = handlers
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.run_handler = run_handler or (lambda spec, job: spec.run(job))
+        if run_handler is None:
+            if self.settings.isolation == "process" and self.settings.handlers:
+                from .isolation import IsolatedRunner
+
+                run_handler = IsolatedRunner(
+                    self.settings.handlers,
+                    memory_limit_mb=self.settings.handler_memory_mb,
+                    default_timeout_seconds=self.settings.handler_timeout_seconds,
+                )
+            else:
+                run_handler = run_in_process
+        self.run_handler = run_handler
         self._stopping = threading.Event()
+        self._stop_requested_at: float | None = None
         self.processed = 0
 
     def stop(self) -> None:
-        """Take no new job; the running one completes."""
+        """Take no new job; the running one may go on for ``shutdown_grace_seconds``, then
+        it is stopped and released to the queue (the attempt is not counted)."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
         self._stopping.set()
+
+    def _grace_over(self) -> bool:
+        started = self._stop_requested_at
+        return started is not None and time.monotonic() - started > self.settings.shutdown_grace_seconds
+
+    def close(self) -> None:
+        close = getattr(self.run_handler, "close", None)
+        if close is not None:
+            close()
 
     def run(self) -> int:
         """Work until stopped, or idle for ``idle_exit_seconds``. Returns jobs processed."""
@@ -172,28 +219,19 @@ class Worker:
             queue.delete([delivery.receipt])
             return Outcome("skipped", message.graph_id, message.job_name)
         fence = Fence(attempt, self.worker_id)
-        with _Heartbeat(self.services, record, fence, delivery.receipt):
-            outcome = self._run_and_record(record, fence)
-        queue.delete([delivery.receipt])
+        with _Heartbeat(self.services, record, fence, delivery.receipt) as heartbeat:
+            outcome = self._run_and_record(record, fence, heartbeat.lost.is_set)
+        if outcome.kind == "released":
+            # Visible again at once, for another worker.
+            queue.extend_visibility(delivery.receipt, 0)
+        else:
+            queue.delete([delivery.receipt])
         return outcome
 
     def _max_attempts(self, record: JobRecord, spec: HandlerSpec | None) -> int:
         return int(record.max_attempts or (spec and spec.max_attempts) or self.settings.default_max_attempts)
 
     def _job(self, record: JobRecord, max_attempts: int, scratch: Path) -> Job:
-        store, artifacts = self.services.store, self.services.artifacts
-
-        def load_inputs() -> dict[str, list[StoredArtifact]]:
-            deps = store.dependencies(record)
-            manifests = store.manifests(record.graph_id, deps) if deps else {}
-            return {
-                dep: [
-                    StoredArtifact(m["bucket"], m["key"], int(m["size"]), m["sha256"], artifacts)
-                    for m in manifests.get(dep, [])
-                ]
-                for dep in deps
-            }
-
         return Job(
             graph_id=record.graph_id,
             name=record.name,
@@ -203,11 +241,13 @@ class Worker:
             max_attempts=max_attempts,
             scratch=scratch,
             deps=tuple(record.deps or ()),
-            inputs_loader=load_inputs,
+            inputs_loader=lambda: load_inputs(self.services, record),
         )
 
-    def _run_and_record(self, record: JobRecord, fence: Fence) -> Outcome:
+    def _run_and_record(self, record: JobRecord, fence: Fence, lease_lost: Callable[[], bool]) -> Outcome:
         spec = self.handlers.get(record.type)
+        if spec is not None and record.timeout_seconds:
+            spec = dataclasses.replace(spec, timeout_seconds=record.timeout_seconds)
         max_attempts = self._max_attempts(record, spec)
         if spec is None:
             error = {
@@ -221,7 +261,7 @@ class Worker:
         try:
             job = self._job(record, max_attempts, scratch)
             try:
-                results = self.run_handler(spec, job)
+                results = self.run_handler(spec, job, lambda: lease_lost() or self._grace_over())
                 persisted = persist_artifacts(
                     results,
                     store=self.services.artifacts,
@@ -233,6 +273,19 @@ class Worker:
                 return self._record(record, fence, ABORT, "aborted", {"reason": signal.message})
             except FaultJob as signal:
                 return self._fault(record, fence, max_attempts, "Fault", signal.message, "")
+            except HandlerCrashed as exc:
+                if self._grace_over() and not lease_lost():
+                    return self._record(
+                        record,
+                        fence,
+                        SHUTDOWN_RELEASE,
+                        "released",
+                        {"attempts": record.attempts - 1, "reason": "released by a worker shutting down"},
+                    )
+                return self._fault(record, fence, max_attempts, "HandlerCrashed", str(exc), "")
+            except RemoteHandlerError as exc:
+                error = {"type": exc.type_name, "message": exc.message, "traceback": exc.traceback_text}
+                return self._record(record, fence, FAIL, "failed", {"error": error})
             except InvalidArtifact as exc:
                 error = {"type": "InvalidArtifact", "message": str(exc), "traceback": ""}
                 return self._record(record, fence, FAIL, "failed", {"error": error})

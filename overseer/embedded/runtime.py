@@ -1,0 +1,144 @@
+"""``overseer run`` on the embedded backend: SQLite and local files, no emulator.
+
+The same loop as ``overseer.runtime.run_on_emulator``: submit the graph (idempotent on
+its id), start N ``python -m overseer worker`` processes on the same state directory,
+and pump the change feed into the scheduler until the graph is terminal.
+
+State lives in ``state_dir`` and survives a crash of the runner: running the same graph
+id again resumes it. The feed reader resumes from its saved position (records not yet
+handled are handled again, idempotently), queued messages are still queued, and jobs
+left ``running`` by workers that died with the old runner are taken back once their
+lease expires (a small local sweep, run by the pump: ``expire_lost_jobs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import timeutil
+from ..config import Settings
+from ..graph import GraphSpec
+from ..handlers import HandlerSpec
+from ..runtime import (
+    Progress,
+    RunResult,
+    _handlers_env,
+    download_artifacts,
+    pump_until_done,
+    worker_processes,
+)
+from ..scheduler import Scheduler
+from ..states import EXPIRE, EXPIRE_FAIL, JobStatus
+from ..store import JobStore
+from . import db_path, embedded_services, feed_reader
+
+log = logging.getLogger("overseer.embedded.runtime")
+DEFAULT_STATE_DIR = Path(".overseer")
+# Short leases locally: a job of a killed runner is taken back within this many seconds.
+LOCAL_LEASE_SECONDS = 15
+SWEEP_EVERY_SECONDS = 1.0
+# Workers orphaned by a killed runner exit after this long without work.
+WORKER_IDLE_EXIT_SECONDS = 30
+
+
+def expire_lost_jobs(store: JobStore, graph_id: str, default_max_attempts: int) -> int:
+    """Take back the graph's running jobs whose lease expired (ready again, or failed
+    when out of attempts). Returns how many."""
+    moved = 0
+    for job in store.list_jobs(graph_id):
+        if job.status != JobStatus.RUNNING or timeutil.seconds_until(job.lease_expires_at) > 0:
+            continue
+        if job.attempts >= (job.max_attempts or default_max_attempts):
+            error = {
+                "type": "LeaseExpired",
+                "message": f"worker {job.lease_owner} lost the job",
+                "traceback": "",
+            }
+            done = store.transition(
+                graph_id,
+                job.name,
+                EXPIRE_FAIL,
+                changes={"error": error},
+                remove=["lease_owner", "lease_expires_at"],
+            )
+        else:
+            done = store.transition(graph_id, job.name, EXPIRE, remove=["lease_owner", "lease_expires_at"])
+        moved += done is not None
+    return moved
+
+
+class _SweepingReader:
+    """The feed reader, plus the local sweep every ``SWEEP_EVERY_SECONDS`` between polls."""
+
+    def __init__(self, reader: Any, store: JobStore, graph_id: str, max_attempts: int) -> None:
+        self.reader, self.store, self.graph_id, self.max_attempts = reader, store, graph_id, max_attempts
+        self.swept = 0.0
+
+    def poll(self, limit: int = 1000) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if now - self.swept >= SWEEP_EVERY_SECONDS:
+            self.swept = now
+            if expire_lost_jobs(self.store, self.graph_id, self.max_attempts):
+                log.info("took back jobs of lost workers in %s", self.graph_id)
+        records: list[dict[str, Any]] = self.reader.poll(limit)
+        return records
+
+
+def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: str = "") -> Settings:
+    base = base or Settings.from_env(receive_wait_seconds=1, lease_seconds=LOCAL_LEASE_SECONDS)
+    return base.with_(
+        backend="embedded",
+        state_dir=str(Path(state_dir).resolve()),
+        handlers=handlers or base.handlers,
+        idle_exit_seconds=base.idle_exit_seconds or WORKER_IDLE_EXIT_SECONDS,
+        # The worker command still insists on a queue URL; it names the SQLite file.
+        queue_url=base.queue_url or f"sqlite://{db_path(Path(state_dir).resolve())}",
+    )
+
+
+def run_embedded(
+    spec: GraphSpec,
+    handlers_path: str,
+    handlers: dict[str, HandlerSpec],
+    *,
+    workers: int = 4,
+    out: Path | None = None,
+    progress: Progress | None = None,
+    state_dir: Path | None = None,
+    settings: Settings | None = None,
+) -> RunResult:
+    """Run ``spec`` to the end on the embedded backend in ``state_dir`` (default
+    ``./.overseer``); an existing graph id resumes instead of starting over."""
+    started = time.monotonic()
+    state_dir = Path(state_dir or DEFAULT_STATE_DIR)
+    env = _handlers_env(handlers_path)
+    configured = embedded_settings(state_dir, settings, env["OVERSEER_HANDLERS"])
+    services = embedded_services(state_dir, configured)
+    scheduler = Scheduler(services.store, services.queue)
+    reader = _SweepingReader(feed_reader(state_dir), services.store, spec.id, configured.default_max_attempts)
+    defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
+    graph, created = services.store.create_graph(spec, max_attempts=defaults)
+    if progress:
+        progress(graph)
+    if not graph.status.terminal:
+        with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
+            worker_env = {**env, **configured.to_env()}
+            with worker_processes(workers, worker_env, Path(logs)) as processes:
+                graph = pump_until_done(
+                    services,
+                    scheduler,
+                    reader,
+                    spec.id,
+                    progress=progress,
+                    poll_seconds=0.005,
+                    alive=lambda: any(p.poll() is None for p in processes),
+                )
+    reader.reader.commit()
+    jobs = {job.name: job.summary() for job in services.store.list_jobs(spec.id)}
+    if out is not None:
+        download_artifacts(services, jobs, out)
+    return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created)

@@ -20,6 +20,7 @@ from functions import Lazy
 from overseer.aws import clients
 from overseer.aws.scaling import scale_batch_workers
 from overseer.services import Services
+from overseer.sweep import sweep
 
 logger = Logger()
 tracer = Tracer()
@@ -41,15 +42,23 @@ def reset() -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     services = _services.get()
     settings = services.settings
-    # TODO(issue 4): repair what at-least-once delivery loses -- take back running jobs
-    # whose lease expired (states.EXPIRE / EXPIRE_FAIL), re-send ready jobs whose message
-    # was lost, enqueue faulted jobs whose backoff ended. Call that engine function here.
-    depth = services.queue.depth()
+    repaired = sweep(services)
+    depth = repaired.queue_depth
     started = 0
     if settings.batch_job_queue and settings.batch_job_definition:
         started = scale_batch_workers(_batch.get(), services.queue, settings, queue_depth=depth)
     metrics.add_metric(name="QueueDepth", unit=MetricUnit.Count, value=depth)
     metrics.add_metric(name="WorkersStarted", unit=MetricUnit.Count, value=started)
-    summary = {"queue_depth": depth, "workers_started": started}
+    for name in (
+        "leases_expired",
+        "jobs_failed",
+        "late_retries_sent",
+        "lost_messages_resent",
+        "dead_letters",
+    ):
+        metrics.add_metric(
+            name=name.title().replace("_", ""), unit=MetricUnit.Count, value=getattr(repaired, name)
+        )
+    summary = {**vars(repaired), "workers_started": started}
     logger.info("sweep done", extra=summary)
     return summary

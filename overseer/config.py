@@ -46,6 +46,10 @@ class Settings:
     fault_backoff_seconds: float = 1.0
     fault_backoff_max_seconds: float = 900.0
     default_max_attempts: int = 5
+    # The sweep treats a lease as expired this long after its expiry (bound on clock skew).
+    clock_skew_seconds: int = 30
+    # How often `overseer run` sweeps (the stack's sweep Lambda runs every minute).
+    sweep_interval_seconds: int = 5
     # "process": handlers run in a supervised warm child process; "none": in the worker itself.
     isolation: str = "process"
     # Address-space limit of the handler process (0 = none), and default timeout (0 = none).

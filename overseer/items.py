@@ -63,6 +63,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         lease_expires_at=values.get("lease_expires_at"),
         heartbeat_at=values.get("heartbeat_at"),
         not_before=values.get("not_before"),
+        dispatched_at=values.get("dispatched_at"),
         created_at=values.get("created_at"),
         updated_at=values.get("updated_at"),
         started_at=values.get("started_at"),

@@ -110,10 +110,19 @@ def pump_until_done(
     alive: Callable[[], bool] = lambda: True,
 ) -> GraphRecord:
     """Feed stream records to the scheduler until the graph reaches a terminal status."""
+    from .sweep import sweep
+
     store = services.store
     graph = store.get_graph(graph_id)
     assert graph is not None
+    last_sweep = time.monotonic()
     while not graph.status.terminal:
+        if time.monotonic() - last_sweep > services.settings.sweep_interval_seconds:
+            last_sweep = time.monotonic()
+            try:
+                sweep(services)
+            except Exception:
+                log.warning("sweep failed", exc_info=True)
         records = reader.poll()
         if records:
             for attempt in range(1, 6):

@@ -48,6 +48,7 @@ STREAM_FILTER_PATTERN: dict[str, Any] = {
     },
 }
 _PARALLEL_RELEASES = 8
+MAX_SQS_DELAY = 900
 
 GraphEvents = Callable[[GraphRecord], None]
 
@@ -122,7 +123,9 @@ class Scheduler:
             job = change.job
             if job.status == JobStatus.READY:
                 delay = int(max(0.0, timeutil.seconds_until(job.not_before)))
-                ready.append(JobMessage(job.graph_id, job.name, job.attempts, delay))
+                # Beyond SQS's 15-minute delay the sweep sends the message when it is due.
+                if delay <= MAX_SQS_DELAY:
+                    ready.append(JobMessage(job.graph_id, job.name, job.attempts, delay))
             elif job.status == JobStatus.FINISHED:
                 follow_ups.append(partial(self.release_dependents, job))
             elif job.status in (JobStatus.FAILED, JobStatus.ABORTED):

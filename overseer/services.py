@@ -15,6 +15,7 @@ class Services:
     queue: DispatchQueue
     artifacts: ArtifactStore
     rows: RowSink | None = None
+    dead_letters: DispatchQueue | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -42,6 +43,9 @@ class Services:
             queue=SqsDispatchQueue(clients.client("sqs"), settings.queue_url),
             artifacts=S3ArtifactStore(clients.client("s3")),
             rows=DynamoRowSink(clients.resource("dynamodb")),
+            dead_letters=SqsDispatchQueue(clients.client("sqs"), settings.dead_letter_queue_url)
+            if settings.dead_letter_queue_url
+            else None,
         )
 
     @classmethod

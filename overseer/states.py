@@ -71,6 +71,8 @@ ABORT = _t("abort", {S.RUNNING}, S.ABORTED, fenced=True)
 RETRY = _t("retry", {S.RUNNING}, S.READY, fenced=True)
 # Worker shutdown (SIGTERM, spot reclaim): the job goes back, and the attempt is not counted.
 SHUTDOWN_RELEASE = _t("shutdown_release", {S.RUNNING}, S.READY, fenced=True)
+# The sweep re-sends a ready job's lost (or late) message; the status stays ready.
+REDISPATCH = _t("redispatch", {S.READY}, S.READY)
 # The sweep: a message dead-lettered (received too often without an outcome).
 DEAD_LETTER = _t("dead_letter", {S.READY, S.RUNNING}, S.FAILED)
 # The sweep takes back a job whose owner's lease expired.
@@ -85,7 +87,7 @@ TRANSITIONS: dict[str, Transition] = {
     t.name: t
     for t in (
         RELEASE, CLAIM, FINISH, FAIL, ABORT, RETRY, SHUTDOWN_RELEASE, EXPIRE, EXPIRE_FAIL,
-        DEAD_LETTER, CASCADE_ABORT, CANCEL_RUNNING, RERUN,
+        DEAD_LETTER, REDISPATCH, CASCADE_ABORT, CANCEL_RUNNING, RERUN,
     )
 }  # fmt: skip
 

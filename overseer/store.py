@@ -65,6 +65,7 @@ class JobRecord:
     lease_expires_at: str | None = None
     heartbeat_at: str | None = None
     not_before: str | None = None
+    dispatched_at: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
     started_at: str | None = None
@@ -176,6 +177,10 @@ class JobStore(Protocol):
 
     def get_graph(self, graph_id: str) -> GraphRecord | None:
         """The graph's current record (strongly consistent), or None."""
+        ...
+
+    def running_graphs(self) -> Iterator[GraphRecord]:
+        """Every graph whose status is running (for the sweep; a scan of the graphs table)."""
         ...
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:

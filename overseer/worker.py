@@ -212,7 +212,7 @@ class Worker:
                 "heartbeat_at": stamp,
                 "started_at": stamp,
             },
-            remove=["not_before"],
+            remove=["not_before", "dispatched_at"],
         )
         if record is None:
             # Duplicate or stale message: the job is someone else's, or already done.

@@ -138,6 +138,10 @@ class DynamoJobStore:
         except DoesNotExist:
             return None
 
+    def running_graphs(self) -> Iterator[GraphRecord]:
+        for item in self.Graph.scan(self.Graph.status == GraphStatus.RUNNING.value):
+            yield _graph_record(item)
+
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
         try:
             item = self.Job.get(graph_id, job_entry(name), consistent_read=True)

@@ -59,6 +59,7 @@ class JobItemBase(Model):
     lease_expires_at = UnicodeAttribute(null=True)
     heartbeat_at = UnicodeAttribute(null=True)
     not_before = UnicodeAttribute(null=True)
+    dispatched_at = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)

@@ -1,0 +1,143 @@
+"""The sweep repairs expired leases, lost and late messages, and dead letters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import overseer
+from overseer import timeutil
+from overseer.aws.queue import SqsDispatchQueue
+from overseer.states import CLAIM, FINISH, RETRY, GraphStatus, JobStatus
+from overseer.store import Fence, JobMessage
+from overseer.sweep import sweep
+from overseer.worker import Worker
+
+pytestmark = pytest.mark.integration
+HANDLERS = {"write": lambda job: [overseer.Artifact(key=f"{job.name}.txt", data=b"x")]}
+
+
+def claim_and_die(stack, graph_id: str, name: str, attempts: int = 0) -> None:
+    """A worker claims the job, then vanishes (SIGKILL): its lease is already over."""
+    stack.pump()
+    deliveries = stack.services.queue.receive(max_messages=10, wait_seconds=0, visibility_seconds=1)
+    assert [d.message.job_name for d in deliveries] == [name]
+    stack.store.transition(
+        graph_id,
+        name,
+        CLAIM,
+        fence=Fence(attempts),
+        changes={
+            "attempts": attempts + 1,
+            "lease_owner": "dead-worker",
+            "lease_expires_at": timeutil.iso_in(-5),
+        },
+    )
+
+
+def test_an_expired_lease_puts_the_job_back_and_the_next_attempt_finishes(stack):
+    stack.submit({"id": "lease", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    claim_and_die(stack, "lease", "a")
+    time.sleep(1.1)  # the dead worker's message becomes visible again: its claim will be refused
+    report = sweep(stack.services, clock_skew_seconds=0)
+    assert report.leases_expired == 1
+    job = stack.store.get_job("lease", "a")
+    assert (job.status, job.attempts, job.error["type"]) == (JobStatus.READY, 1, "LeaseExpired")
+    assert "worker dead-worker stopped heartbeating" in job.error["message"]
+
+    graph = stack.drive("lease", HANDLERS)
+    job = stack.store.get_job("lease", "a")
+    assert graph.status == GraphStatus.FINISHED
+    assert (job.status, job.attempts, job.error) == (JobStatus.FINISHED, 2, None)
+    # The dead worker, were it only slow, can no longer record anything.
+    assert stack.store.transition("lease", "a", FINISH, fence=Fence(1, "dead-worker")) is None
+
+
+def test_an_expired_lease_past_max_attempts_fails_the_job(stack):
+    stack.submit({"id": "lease-max", "jobs": {"a": {"type": "write", "max_attempts": 1}}}, HANDLERS)
+    claim_and_die(stack, "lease-max", "a")
+    assert sweep(stack.services, clock_skew_seconds=0).jobs_failed == 1
+    job = stack.store.get_job("lease-max", "a")
+    assert job.status == JobStatus.FAILED
+    assert job.error_text().endswith("(gave up after 1 attempts)")
+
+
+def test_a_lease_within_the_clock_skew_bound_is_left_alone(stack):
+    stack.submit({"id": "skew", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    claim_and_die(stack, "skew", "a")
+    assert sweep(stack.services, clock_skew_seconds=60).leases_expired == 0
+    assert stack.store.get_job("skew", "a").status == JobStatus.RUNNING
+
+
+def test_a_lost_message_is_sent_again_when_the_queue_is_empty(stack):
+    stack.submit({"id": "lost", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    stack.pump()
+    queue = stack.services.queue
+    queue.delete([d.receipt for d in queue.receive(max_messages=10, wait_seconds=0)])  # lost
+    assert sweep(stack.services, stale_ready_seconds=3600).lost_messages_resent == 0
+    assert sweep(stack.services, stale_ready_seconds=0).lost_messages_resent == 1
+    assert stack.drive("lost", HANDLERS).status == GraphStatus.FINISHED
+
+
+def test_a_retry_beyond_the_sqs_delay_is_sent_by_the_sweep_when_due(stack, monkeypatch):
+    stack.submit({"id": "late", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    claim_and_die(stack, "late", "a")
+    stack.store.transition(
+        "late", "a", RETRY, fence=Fence(1, "dead-worker"), changes={"not_before": timeutil.iso_in(1000)}
+    )
+    stack.pump()
+    assert stack.services.queue.depth() <= 1  # only the dead worker's message, no new one
+    assert sweep(stack.services).late_retries_sent == 0  # still more than 15 minutes off
+
+    later = timeutil.now() + dt.timedelta(seconds=950)
+    monkeypatch.setattr(
+        "overseer.sweep.timeutil", SimpleNamespace(now=lambda: later, parse=timeutil.parse, iso=timeutil.iso)
+    )
+    report = sweep(stack.services)
+    assert report.late_retries_sent == 1
+    assert sweep(stack.services).late_retries_sent == 0  # sent once
+    assert stack.store.get_job("late", "a").dispatched_at is not None
+
+
+def test_dead_lettered_messages_fail_their_jobs_with_a_clear_error(stack):
+    stack.submit({"id": "poison", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    stack.pump()
+    dlq = SqsDispatchQueue(stack.services.queue.client, stack.settings.dead_letter_queue_url)
+    dlq.send([JobMessage("poison", "a", 0)])
+    assert sweep(stack.services).dead_letters == 1
+    job = stack.store.get_job("poison", "a")
+    assert job.status == JobStatus.FAILED and job.error["type"] == "DeadLettered"
+    assert "without an outcome" in job.error["message"]
+
+
+def test_sigterm_releases_the_running_job_without_counting_the_attempt(stack, tmp_path: Path):
+    handlers_file = tmp_path / "slow_handlers.py"
+    handlers_file.write_text(
+        "import time\n\ndef slow(job):\n    time.sleep(60)\n\nHANDLERS = {'slow': slow}\n"
+    )
+    settings = stack.settings.with_(
+        handlers=str(handlers_file), isolation="process", shutdown_grace_seconds=1
+    )
+    services = stack.services
+    services.settings = settings
+    stack.submit({"id": "shutdown", "jobs": {"a": {"type": "slow"}}}, {"slow": None})
+    stack.pump()
+    from overseer.handlers import load_handlers
+
+    worker = Worker(services, load_handlers(str(handlers_file)), worker_id="spot-instance")
+    (delivery,) = services.queue.receive(max_messages=1, wait_seconds=0)
+    import threading
+
+    threading.Timer(1.0, worker.stop).start()
+    started = time.monotonic()
+    outcome = worker.process(delivery)
+    worker.close()
+    assert outcome.kind == "released"
+    assert time.monotonic() - started < 10
+    job = stack.store.get_job("shutdown", "a")
+    assert (job.status, job.attempts) == (JobStatus.READY, 0)
+    assert [d.message.attempts for d in services.queue.receive(max_messages=10, wait_seconds=0)] == [0]

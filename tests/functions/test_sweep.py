@@ -18,7 +18,9 @@ def test_sweep_reports_the_queue_depth(deployed: Deployed, context: FakeLambdaCo
     deployed.drain_queue()
     deployed.services.queue.send([JobMessage("g", f"j{n}", 0) for n in range(3)])
     result = sweep.handler(load_event("eventbridge_sweep_schedule"), context)
-    assert result == {"queue_depth": 3, "workers_started": 0}  # no Batch queue configured
+    assert result["queue_depth"] == 3
+    assert result["workers_started"] == 0  # no Batch queue configured
+    assert result["leases_expired"] == result["lost_messages_resent"] == result["dead_letters"] == 0
     deployed.drain_queue()
 
 

@@ -56,12 +56,14 @@ def embedded_services(directory: str | Path, settings: Settings | None = None) -
     """
     settings = settings or Settings()
     db = provision(directory)
+    queue = SqliteDispatchQueue(db.path, visibility_seconds=settings.lease_seconds, db=db)
     return Services(
         settings=settings,
         store=SqliteJobStore(db.path, db=db),
-        queue=SqliteDispatchQueue(db.path, visibility_seconds=settings.lease_seconds, db=db),
+        queue=queue,
         artifacts=DirectoryArtifactStore(Path(directory) / ARTIFACTS_DIR),
         rows=SqliteRowSink(db.path, db=db),
+        dead_letters=queue.dead_letter_queue(),
     )
 
 

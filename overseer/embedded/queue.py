@@ -4,7 +4,9 @@ A message is a row with ``visible_at`` (its delay, then its visibility timeout),
 receipt of its latest delivery and a receive count. Receiving hides a message for the
 visibility timeout and gives it a **new** receipt (older receipts no longer delete or
 extend it). A message received ``max_receive_count`` times without being deleted is
-moved to the dead-letter table on its next receive, as an SQS redrive policy does.
+moved to the dead-letter queue (``<name>-dead-letter`` in the same table, itself a
+``SqliteDispatchQueue``: ``dead_letter_queue()``) on its next receive, as an SQS redrive
+policy does; the ``dead_letters`` table keeps a history of every move.
 
 Long polling is a loop of cheap reads with short sleeps (no write lock is taken while
 the queue is empty), so idle workers cost almost nothing.
@@ -45,6 +47,17 @@ class SqliteDispatchQueue:
         self.visibility_seconds = visibility_seconds
         self.max_receive_count = max_receive_count
         self.poll_max_seconds = poll_max_seconds
+        self.dead_letter_name = f"{name}-dead-letter"
+
+    def dead_letter_queue(self) -> SqliteDispatchQueue:
+        """The dead-letter queue, as a queue (the sweep reads it like the SQS one)."""
+        return SqliteDispatchQueue(
+            self.db.path,
+            name=self.dead_letter_name,
+            visibility_seconds=self.visibility_seconds,
+            max_receive_count=1_000_000,
+            db=self.db,
+        )
 
     def send(self, messages: Sequence[JobMessage]) -> None:
         now = time.time()
@@ -84,7 +97,11 @@ class SqliteDispatchQueue:
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (self.name, message_id, body, count, sent_at, now),
                     )
-                    conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+                    conn.execute(
+                        "UPDATE messages SET queue = ?, visible_at = ?, receipt = NULL, receive_count = 0 "
+                        "WHERE id = ?",
+                        (self.dead_letter_name, now, message_id),
+                    )
                     continue
                 receipt = f"{message_id}:{uuid.uuid4().hex}"
                 conn.execute(
@@ -138,7 +155,8 @@ class SqliteDispatchQueue:
         return int(row[0])
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """Messages moved out after too many receives: body, message, receive_count, times."""
+        """Every message ever moved out after too many receives (history, whether or not the
+        dead-letter queue still holds it): body, message, receive_count, times."""
         with self.db.read() as conn:
             rows = conn.execute(
                 "SELECT message_id, body, receive_count, sent_at, dead_at FROM dead_letters WHERE queue = ? "

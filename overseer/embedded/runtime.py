@@ -8,7 +8,8 @@ State lives in ``state_dir`` and survives a crash of the runner: running the sam
 id again resumes it. The feed reader resumes from its saved position (records not yet
 handled are handled again, idempotently), queued messages are still queued, and jobs
 left ``running`` by workers that died with the old runner are taken back once their
-lease expires (a small local sweep, run by the pump: ``expire_lost_jobs``).
+lease expires (by ``overseer.sweep``, which ``pump_until_done`` runs every
+``sweep_interval_seconds``; one machine has one clock, so the clock-skew margin is small).
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from .. import timeutil
 from ..config import Settings
 from ..graph import GraphSpec
 from ..handlers import HandlerSpec
@@ -32,60 +31,16 @@ from ..runtime import (
     worker_processes,
 )
 from ..scheduler import Scheduler
-from ..states import EXPIRE, EXPIRE_FAIL, JobStatus
-from ..store import JobStore
 from . import db_path, embedded_services, feed_reader
 
 log = logging.getLogger("overseer.embedded.runtime")
 DEFAULT_STATE_DIR = Path(".overseer")
 # Short leases locally: a job of a killed runner is taken back within this many seconds.
 LOCAL_LEASE_SECONDS = 15
-SWEEP_EVERY_SECONDS = 1.0
+SWEEP_INTERVAL_SECONDS = 1
+CLOCK_SKEW_SECONDS = 1
 # Workers orphaned by a killed runner exit after this long without work.
 WORKER_IDLE_EXIT_SECONDS = 30
-
-
-def expire_lost_jobs(store: JobStore, graph_id: str, default_max_attempts: int) -> int:
-    """Take back the graph's running jobs whose lease expired (ready again, or failed
-    when out of attempts). Returns how many."""
-    moved = 0
-    for job in store.list_jobs(graph_id):
-        if job.status != JobStatus.RUNNING or timeutil.seconds_until(job.lease_expires_at) > 0:
-            continue
-        if job.attempts >= (job.max_attempts or default_max_attempts):
-            error = {
-                "type": "LeaseExpired",
-                "message": f"worker {job.lease_owner} lost the job",
-                "traceback": "",
-            }
-            done = store.transition(
-                graph_id,
-                job.name,
-                EXPIRE_FAIL,
-                changes={"error": error},
-                remove=["lease_owner", "lease_expires_at"],
-            )
-        else:
-            done = store.transition(graph_id, job.name, EXPIRE, remove=["lease_owner", "lease_expires_at"])
-        moved += done is not None
-    return moved
-
-
-class _SweepingReader:
-    """The feed reader, plus the local sweep every ``SWEEP_EVERY_SECONDS`` between polls."""
-
-    def __init__(self, reader: Any, store: JobStore, graph_id: str, max_attempts: int) -> None:
-        self.reader, self.store, self.graph_id, self.max_attempts = reader, store, graph_id, max_attempts
-        self.swept = 0.0
-
-    def poll(self, limit: int = 1000) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        if now - self.swept >= SWEEP_EVERY_SECONDS:
-            self.swept = now
-            if expire_lost_jobs(self.store, self.graph_id, self.max_attempts):
-                log.info("took back jobs of lost workers in %s", self.graph_id)
-        records: list[dict[str, Any]] = self.reader.poll(limit)
-        return records
 
 
 def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: str = "") -> Settings:
@@ -95,6 +50,8 @@ def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: s
         state_dir=str(Path(state_dir).resolve()),
         handlers=handlers or base.handlers,
         idle_exit_seconds=base.idle_exit_seconds or WORKER_IDLE_EXIT_SECONDS,
+        sweep_interval_seconds=SWEEP_INTERVAL_SECONDS,
+        clock_skew_seconds=CLOCK_SKEW_SECONDS,
         # The worker command still insists on a queue URL; it names the SQLite file.
         queue_url=base.queue_url or f"sqlite://{db_path(Path(state_dir).resolve())}",
     )
@@ -119,7 +76,7 @@ def run_embedded(
     configured = embedded_settings(state_dir, settings, env["OVERSEER_HANDLERS"])
     services = embedded_services(state_dir, configured)
     scheduler = Scheduler(services.store, services.queue)
-    reader = _SweepingReader(feed_reader(state_dir), services.store, spec.id, configured.default_max_attempts)
+    reader = feed_reader(state_dir)
     defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
     graph, created = services.store.create_graph(spec, max_attempts=defaults)
     if progress:
@@ -137,7 +94,7 @@ def run_embedded(
                     poll_seconds=0.005,
                     alive=lambda: any(p.poll() is None for p in processes),
                 )
-    reader.reader.commit()
+    reader.commit()
     jobs = {job.name: job.summary() for job in services.store.list_jobs(spec.id)}
     if out is not None:
         download_artifacts(services, jobs, out)

@@ -179,6 +179,15 @@ class SqliteJobStore:
             item = self._get_graph(conn, graph_id)
         return None if item is None else graph_record(item)
 
+    def running_graphs(self) -> Iterator[GraphRecord]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT item FROM graphs WHERE json_extract(item, '$.status') = ? ORDER BY graph_id",
+                (GraphStatus.RUNNING.value,),
+            ).fetchall()
+        for (text,) in rows:
+            yield graph_record(json.loads(text))
+
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
         with self.db.read() as conn:
             item = self._get(conn, graph_id, job_entry(name))

@@ -25,7 +25,11 @@ def embedded_backend(directory: Path, **overrides: object) -> Backend:
     services = embedded_services(directory, settings)
 
     def dead_letters() -> list[JobMessage]:
-        return [d["message"] for d in services.queue.dead_letters()]  # type: ignore[attr-defined]
+        dlq = services.dead_letters
+        assert dlq is not None
+        got = dlq.receive(max_messages=10, wait_seconds=0)
+        dlq.delete([d.receipt for d in got])
+        return [d.message for d in got]
 
     return Backend(
         "embedded",

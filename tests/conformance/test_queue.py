@@ -90,3 +90,9 @@ def test_a_message_received_too_often_goes_to_the_dead_letters(backend: Backend)
     assert counts == list(range(1, MAX_RECEIVE_COUNT + 1))
     assert receive(backend) == []
     assert backend.dead_letter_reader() == [JobMessage("g", "poison", 0)]
+    if backend.kind == "embedded":
+        (history,) = backend.queue.dead_letters()
+        assert (history["message"], history["receive_count"]) == (
+            JobMessage("g", "poison", 0),
+            MAX_RECEIVE_COUNT,
+        )

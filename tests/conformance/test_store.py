@@ -302,3 +302,12 @@ def test_graph_progress_and_status(backend: Backend) -> None:
     assert store.set_graph_status("missing", GraphStatus.FINISHED, sources=[GraphStatus.RUNNING]) is None
     back = store.set_graph_status(g, GraphStatus.RUNNING, sources=[GraphStatus.FAILED])
     assert back.status == GraphStatus.RUNNING
+
+
+def test_running_graphs_lists_exactly_the_running_ones(backend: Backend) -> None:
+    a, b = backend.gid("run-a"), backend.gid("run-b")
+    backend.submit({"id": a, "jobs": {"x": []}})
+    backend.submit({"id": b, "jobs": {"x": []}})
+    backend.store.set_graph_status(b, GraphStatus.FINISHED, sources=[GraphStatus.RUNNING])
+    running = {g.graph_id for g in backend.store.running_graphs()}
+    assert a in running and b not in running

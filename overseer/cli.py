@@ -75,16 +75,23 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="End stdout with one JSON object.")
 @click.option(
     "--backend",
-    type=click.Choice(["aws"]),
-    default="aws",
+    type=click.Choice(["embedded", "aws"]),
+    default="embedded",
     show_default=True,
-    help="aws: the AWS adapters (DynamoDB, SQS, S3).",
+    help="embedded: SQLite and local files in --state-dir; aws: the AWS adapters (DynamoDB, SQS, S3).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".overseer"),
+    show_default=True,
+    help="Where the embedded backend keeps its state; running a graph id again resumes it.",
 )
 @click.option(
     "--emulator/--no-emulator",
     default=True,
     show_default=True,
-    help="Start a local AWS emulator for the run (--no-emulator: the configured endpoint).",
+    help="With --backend aws: start a local AWS emulator (--no-emulator: the configured endpoint).",
 )
 def run(
     graph: str,
@@ -93,9 +100,11 @@ def run(
     out: Path | None,
     as_json: bool,
     backend: str,
+    state_dir: Path,
     emulator: bool,
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
+    from .embedded.runtime import run_embedded
     from .runtime import run_on_emulator
 
     console = Console(stderr=as_json)
@@ -124,23 +133,35 @@ def run(
             bar.update(task, completed=min(done, record.jobs_total), counts=counts)
 
         try:
-            result = run_on_emulator(
-                spec,
-                handlers_path,
-                handlers,
-                workers=workers,
-                out=out,
-                progress=show,
-                start_emulator=emulator,
-            )
+            if backend == "embedded":
+                result = run_embedded(
+                    spec,
+                    handlers_path,
+                    handlers,
+                    workers=workers,
+                    out=out,
+                    progress=show,
+                    state_dir=state_dir,
+                )
+            else:
+                result = run_on_emulator(
+                    spec,
+                    handlers_path,
+                    handlers,
+                    workers=workers,
+                    out=out,
+                    progress=show,
+                    start_emulator=emulator,
+                )
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")
             sys.exit(1)
     console.print(_jobs_table(result.jobs))
     style = STATUS_STYLE.get(result.status, "")
+    requests = f", {sum(result.requests.values())} AWS requests" if backend == "aws" else ""
     console.print(
-        f"graph [bold]{result.graph_id}[/] [{style}]{result.status}[/] in "
-        f"{result.seconds:.1f}s, {sum(result.requests.values())} AWS requests"
+        f"graph [bold]{result.graph_id}[/] [{style}]{result.status}[/] in {result.seconds:.1f}s{requests}"
+        + ("" if result.created else " (resumed an existing graph)")
         + (f"; artifacts in {out}" if out else "")
     )
     if as_json:
@@ -177,7 +198,7 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     except HandlersModuleError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_INVALID)
-    if not settings.queue_url:
+    if not settings.queue_url and settings.backend != "embedded":
         Console(stderr=True).print("[red]error:[/] OVERSEER_QUEUE_URL is not set")
         sys.exit(EXIT_INVALID)
     loop = Worker(Services.from_settings(settings), handlers)

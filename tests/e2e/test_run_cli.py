@@ -16,7 +16,8 @@ HERE = Path(__file__).parent
 HANDLERS = str(HERE / "data" / "handlers.py")
 
 
-def overseer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def overseer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the command in ``cwd``, where the embedded backend keeps its state (.overseer)."""
     return subprocess.run(
         [sys.executable, "-m", "overseer", *args],
         capture_output=True,
@@ -27,14 +28,27 @@ def overseer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_a_diamond_runs_to_the_end_with_json_and_out(tmp_path):
+@pytest.mark.parametrize(
+    "backend", [["--backend", "embedded"], ["--backend", "aws"]], ids=["embedded", "aws"]
+)
+def test_a_diamond_runs_to_the_end_with_json_and_out(tmp_path, backend):
     graph = tmp_path / "diamond.yaml"
     graph.write_text(
         "id: e2e-diamond\njobs:\n  top: {type: write}\n  left: {type: write, deps: [top]}\n"
         "  right: {type: write, deps: [top]}\n  join: [left, right]\n"
     )
     done = overseer(
-        "run", str(graph), "--handlers", HANDLERS, "--workers", "2", "--json", "--out", str(tmp_path / "out")
+        "run",
+        str(graph),
+        "--handlers",
+        HANDLERS,
+        "--workers",
+        "2",
+        "--json",
+        "--out",
+        str(tmp_path / "out"),
+        *backend,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -62,7 +76,7 @@ def test_a_failing_graph_exits_1_and_names_the_error(tmp_path):
             }
         )
     )
-    done = overseer("run", str(graph), "--handlers", HANDLERS, "--workers", "1", "--json")
+    done = overseer("run", str(graph), "--handlers", HANDLERS, "--workers", "1", "--json", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     jobs = json.loads(done.stdout.strip().splitlines()[-1])["jobs"]
     assert jobs["a"]["status"] == "failed" and jobs["a"]["error"] == "RuntimeError: disk full"
@@ -86,16 +100,17 @@ def test_invalid_input_exits_2_with_its_message_and_writes_nothing(tmp_path, gra
     path = tmp_path / "bad.yaml"
     path.write_text(graph)
     out = tmp_path / "out"
-    done = overseer("run", str(path), "--handlers", HANDLERS, "--out", str(out), "--json")
+    done = overseer("run", str(path), "--handlers", HANDLERS, "--out", str(out), "--json", cwd=tmp_path)
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
     assert done.stdout == ""
     assert not out.exists()
+    assert not (tmp_path / ".overseer").exists()
 
 
 def test_an_unknown_handlers_module_exits_2(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("jobs:\n  a: []\n")
-    done = overseer("run", str(path), "--handlers", "no_such_module_here")
+    done = overseer("run", str(path), "--handlers", "no_such_module_here", cwd=tmp_path)
     assert done.returncode == 2
     assert "cannot import handlers module 'no_such_module_here'" in done.stderr

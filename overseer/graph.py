@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import graphlib
+import hashlib
 import json
 import re
 import uuid
@@ -70,6 +71,14 @@ class GraphSpec:
 
     def types(self) -> set[str]:
         return {job.type for job in self.jobs.values()}
+
+
+def definition_digest(spec: GraphSpec) -> str:
+    body = {
+        "args": spec.args,
+        "jobs": {n: [j.type, list(j.deps), j.args] for n, j in sorted(spec.jobs.items())},
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class _StrictLoader(yaml.SafeLoader):

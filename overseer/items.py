@@ -7,10 +7,11 @@ scheduler reads them without knowing the backend.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .states import JobStatus
+from . import timeutil
+from .states import JobStatus, Transition
 from .store import Dependent, JobRecord
 
 JOB_PREFIX = "job#"
@@ -69,3 +70,36 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         started_at=values.get("started_at"),
         finished_at=values.get("finished_at"),
     )
+
+
+JSON_FIELDS = ("args", "artifacts", "rows")
+ERROR_FIELDS = ("error_type", "error_message", "error_traceback")
+
+
+def transition_values(
+    transition: Transition, changes: Mapping[str, Any] | None, remove: Iterable[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """The attributes a transition sets (None = remove) and the ones it removes, as every
+    backend writes them: status, ISO timestamps, the error split into readable fields, and
+    ``failed_on`` (the day a job failed, the key of the failed-jobs index) while it is failed."""
+    stamp = timeutil.iso()
+    values: dict[str, Any] = {"status": transition.target.value, "updated_at": stamp}
+    if transition.target.terminal:
+        values["finished_at"] = stamp
+    values["failed_on"] = stamp[:10] if transition.target == JobStatus.FAILED else None
+    for key, value in (changes or {}).items():
+        if key == "error":
+            values["error_type"] = str(value.get("type") or "Error")[:256]
+            values["error_message"] = str(value.get("message") or "")[:4096]
+            values["error_traceback"] = str(value.get("traceback") or "")[-4096:] or None
+        elif key in JSON_FIELDS:
+            values[key] = json.dumps(value, ensure_ascii=False)
+        else:
+            values[key] = value
+    removed: list[str] = []
+    for key in remove:
+        if key == "error":
+            removed += [f for f in ERROR_FIELDS if f not in values]
+        elif key not in values:
+            removed.append(key)
+    return values, removed

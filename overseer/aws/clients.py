@@ -92,12 +92,18 @@ def _session() -> boto3.Session:
 
 def client(service: str, session: boto3.Session | None = None) -> Any:
     made = (session or _session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    from .. import chaos
+
+    chaos.attach_from_env(made)  # fault injection when OVERSEER_CHAOS is set (chaos suite)
     counter = process_counter()
     return counter.attach(made) if counter else made
 
 
 def resource(service: str, session: boto3.Session | None = None) -> Any:
     made = (session or _session()).resource(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    from .. import chaos
+
+    chaos.attach_from_env(made.meta.client)  # fault injection when OVERSEER_CHAOS is set
     counter = process_counter()
     if counter:
         counter.attach(made.meta.client)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -13,8 +12,8 @@ from pynamodb.expressions.update import Action
 
 from .. import timeutil
 from ..errors import StoreError
-from ..graph import GraphSpec
-from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item
+from ..graph import GraphSpec, definition_digest
+from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
 from ..states import RELEASE, GraphStatus, JobStatus, Transition
 from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
 from .models import GraphItemBase, JobItemBase, graph_model, job_model
@@ -38,19 +37,8 @@ def _graph_record(item: GraphItemBase) -> GraphRecord:
     )
 
 
-def definition_digest(spec: GraphSpec) -> str:
-    body = {
-        "args": spec.args,
-        "jobs": {n: [j.type, list(j.deps), j.args] for n, j in sorted(spec.jobs.items())},
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _condition_failed(exc: PynamoDBException) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
-
-
-_JSON_FIELDS = ("args", "artifacts", "rows")
 
 
 class DynamoJobStore:
@@ -194,27 +182,11 @@ class DynamoJobStore:
         if transition.fenced and fence is None:
             raise ValueError(f"transition {transition.name!r} needs a fence")
         J = self.Job
-        stamp = timeutil.iso()
-        values: dict[str, Any] = {"status": transition.target.value, "updated_at": stamp}
-        if transition.target.terminal:
-            values["finished_at"] = stamp
-        for key, value in (changes or {}).items():
-            if key == "error":
-                values["error_type"] = str(value.get("type") or "Error")[:256]
-                values["error_message"] = str(value.get("message") or "")[:4096]
-                values["error_traceback"] = str(value.get("traceback") or "")[-4096:] or None
-            elif key in _JSON_FIELDS:
-                values[key] = json.dumps(value, ensure_ascii=False)
-            else:
-                values[key] = value
+        values, removed = transition_values(transition, changes, remove)
         actions = [
             getattr(J, k).set(v) if v is not None else getattr(J, k).remove() for k, v in values.items()
         ]
-        for key in remove:
-            if key == "error":
-                actions += [J.error_type.remove(), J.error_message.remove(), J.error_traceback.remove()]
-            elif key not in values:
-                actions.append(getattr(J, key).remove())
+        actions += [getattr(J, key).remove() for key in removed]
         condition: Condition = J.status.is_in(*[s.value for s in transition.sources])
         if fence is not None:
             condition &= J.attempts == fence.attempts

@@ -15,6 +15,7 @@ from pynamodb.attributes import (
     NumberSetAttribute,
     UnicodeAttribute,
 )
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 
@@ -30,6 +31,18 @@ class GraphItemBase(Model):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     finished_at = UnicodeAttribute(null=True)
+
+
+class FailedJobsIndex(GlobalSecondaryIndex):
+    """All failed jobs, by day: sparse, since only failed jobs carry ``failed_on``."""
+
+    class Meta:
+        index_name = "failed-jobs"
+        projection = AllProjection()
+        billing_mode = "PAY_PER_REQUEST"
+
+    failed_on = UnicodeAttribute(hash_key=True)
+    finished_at = UnicodeAttribute(range_key=True)
 
 
 class JobItemBase(Model):
@@ -59,6 +72,9 @@ class JobItemBase(Model):
     lease_expires_at = UnicodeAttribute(null=True)
     heartbeat_at = UnicodeAttribute(null=True)
     not_before = UnicodeAttribute(null=True)
+    # The day a job failed (YYYY-MM-DD), set only while it is failed: the failed-jobs index.
+    failed_on = UnicodeAttribute(null=True)
+    failed_jobs = FailedJobsIndex()
     dispatched_at = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)

@@ -22,9 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import timeutil
-from ..aws.jobstore import definition_digest
-from ..graph import GraphSpec
-from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item
+from ..graph import GraphSpec, definition_digest
+from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
 from ..states import RELEASE, GraphStatus, JobStatus, Transition
 from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
 from . import feed
@@ -256,25 +255,7 @@ class SqliteJobStore:
     ) -> JobRecord | None:
         if transition.fenced and fence is None:
             raise ValueError(f"transition {transition.name!r} needs a fence")
-        stamp = timeutil.iso()
-        values: dict[str, Any] = {"status": transition.target.value, "updated_at": stamp}
-        if transition.target.terminal:
-            values["finished_at"] = stamp
-        for key, value in (changes or {}).items():
-            if key == "error":
-                values["error_type"] = str(value.get("type") or "Error")[:256]
-                values["error_message"] = str(value.get("message") or "")[:4096]
-                values["error_traceback"] = str(value.get("traceback") or "")[-4096:] or None
-            elif key in _JSON_FIELDS:
-                values[key] = json.dumps(value, ensure_ascii=False)
-            else:
-                values[key] = value
-        removed: list[str] = []
-        for key in remove:
-            if key == "error":
-                removed += ["error_type", "error_message", "error_traceback"]
-            elif key not in values:
-                removed.append(key)
+        values, removed = transition_values(transition, changes, remove)
         sources = {s.value for s in transition.sources}
         entry = job_entry(name)
         with self.db.write() as conn:

@@ -98,6 +98,9 @@ def test_an_exception_fails_the_job_and_aborts_descendants_while_an_independent_
         assert jobs[name].attempts == 0
     assert jobs["independent"].status == JobStatus.FINISHED
     assert jobs["start"].status == JobStatus.FINISHED
+    # Every failed job of the day is listed by the sparse failed-jobs index.
+    failed = list(stack.store.Job.failed_jobs.query(jobs["broken"].finished_at[:10]))
+    assert [(f.graph_id, f.job_name, f.error_type) for f in failed] == [("failing", "broken", "ValueError")]
 
 
 def test_abort_aborts_the_job_and_its_descendants_only(stack):

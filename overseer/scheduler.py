@@ -61,6 +61,8 @@ class SchedulerReport:
     released: int = 0
     aborted: int = 0
     graphs_done: list[str] = field(default_factory=list)
+    # (job type, terminal status, seconds from start to end or None) for metrics by job type.
+    terminal: list[tuple[str, str, float | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,12 @@ class Scheduler:
                 follow_ups.append(partial(self._abort_dependents_negated, job))
             if job.status.terminal:
                 deltas[job.graph_id][job.status.value] += 1
+                seconds = None
+                if job.started_at and job.finished_at:
+                    seconds = (
+                        timeutil.parse(job.finished_at) - timeutil.parse(job.started_at)
+                    ).total_seconds()
+                report.terminal.append((job.type, job.status.value, seconds))
             if change.previous is not None and change.previous.terminal and not job.status.terminal:
                 deltas[job.graph_id][change.previous.value] -= 1
         if ready:

@@ -95,6 +95,7 @@ def run_embedded(
                     alive=lambda: any(p.poll() is None for p in processes),
                 )
     reader.commit()
+    reader.trim()  # records every reader has passed are not needed again
     jobs = {job.name: job.summary() for job in services.store.list_jobs(spec.id)}
     if out is not None:
         download_artifacts(services, jobs, out)

@@ -15,6 +15,7 @@ lease expires (by ``overseer.sweep``, which ``pump_until_done`` runs every
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +45,12 @@ WORKER_IDLE_EXIT_SECONDS = 30
 
 
 def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: str = "") -> Settings:
-    base = base or Settings.from_env(receive_wait_seconds=1, lease_seconds=LOCAL_LEASE_SECONDS)
+    if base is None:
+        local_defaults = {"receive_wait_seconds": 1, "lease_seconds": LOCAL_LEASE_SECONDS}
+        # Local defaults, unless the environment says otherwise.
+        base = Settings.from_env(
+            **{k: v for k, v in local_defaults.items() if f"OVERSEER_{k.upper()}" not in os.environ}
+        )
     return base.with_(
         backend="embedded",
         state_dir=str(Path(state_dir).resolve()),

@@ -1,0 +1,90 @@
+"""Killing `overseer run` mid-graph and running it again finishes the graph, each job once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+HANDLERS = """
+import os, time
+import overseer
+
+def step(job):
+    time.sleep(0.3)
+    with open(os.environ["RUNS_LOG"], "a") as log:
+        log.write(job.name + "\\n")
+    return [overseer.Artifact(key=f"{job.name}.txt", data=str(job.random.random()).encode())]
+
+HANDLERS = {"step": step}
+"""
+
+
+def test_a_killed_runner_resumes_and_every_job_is_recorded_once(tmp_path: Path) -> None:
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    jobs = {
+        f"c{c}-{i}": {"type": "step", "deps": [f"c{c}-{i - 1}"] if i else []}
+        for c in range(3)
+        for i in range(6)
+    }
+    (tmp_path / "graph.json").write_text(json.dumps({"id": "killed-runner", "jobs": jobs}))
+    runs = tmp_path / "runs.log"
+    env = {**os.environ, "RUNS_LOG": str(runs), "OVERSEER_LEASE_SECONDS": "3"}
+    command = [
+        sys.executable,
+        "-m",
+        "overseer",
+        "run",
+        "graph.json",
+        "--handlers",
+        "handlers.py",
+        "--workers",
+        "2",
+        "--json",
+        "--out",
+        "out",
+    ]
+
+    # The whole process group dies at once, as on a crash: runner, workers, handler processes.
+    first = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not runs.exists() or len(runs.read_text().split()) < 5):
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    ran_before = Counter(runs.read_text().split())
+    assert 5 <= sum(ran_before.values()) < len(jobs), "the kill should land mid-graph"
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr[-2000:]
+    result = json.loads(second.stdout.strip().splitlines()[-1])
+    assert result["status"] == "finished"
+    assert sorted(result["jobs"]) == sorted(jobs)
+    assert all(job["status"] == "finished" for job in result["jobs"].values())
+
+    ran = Counter(runs.read_text().split())
+    assert set(ran) == set(jobs)
+    # Only the jobs in flight at the kill (at most one per worker) ran twice.
+    assert sum(1 for n in ran.values() if n > 1) <= 2
+    for name, job in result["jobs"].items():
+        (artifact,) = job["artifacts"]
+        assert (tmp_path / "out" / artifact["bucket"] / artifact["key"]).stat().st_size == artifact["size"]
+        # A job claimed when the kill came has a second attempt, after its lease expired.
+        assert ran[name] <= job["attempts"] <= 2
+    assert sum(1 for job in result["jobs"].values() if job["attempts"] == 2) <= 2

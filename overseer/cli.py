@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,27 +133,13 @@ def run(
             counts = " ".join(f"{k}={v}" for k, v in record.counts.items() if v)
             bar.update(task, completed=min(done, record.jobs_total), counts=counts)
 
+        runner = (
+            partial(run_embedded, state_dir=state_dir)
+            if backend == "embedded"
+            else partial(run_on_emulator, start_emulator=emulator)
+        )
         try:
-            if backend == "embedded":
-                result = run_embedded(
-                    spec,
-                    handlers_path,
-                    handlers,
-                    workers=workers,
-                    out=out,
-                    progress=show,
-                    state_dir=state_dir,
-                )
-            else:
-                result = run_on_emulator(
-                    spec,
-                    handlers_path,
-                    handlers,
-                    workers=workers,
-                    out=out,
-                    progress=show,
-                    start_emulator=emulator,
-                )
+            result = runner(spec, handlers_path, handlers, workers=workers, out=out, progress=show)
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")
             sys.exit(1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Any
 
 from pynamodb.exceptions import TableError
 
@@ -28,8 +29,16 @@ def provision(settings: Settings) -> Settings:
         except TableError as exc:
             if getattr(exc, "cause_response_code", None) != "ResourceInUseException":
                 raise
-    sqs = clients.client("sqs")
-    base = settings.jobs_table
+    queue_url, dlq_url = create_queues(clients.client("sqs"), settings.jobs_table, settings.lease_seconds)
+    s3 = clients.client("s3")
+    for bucket in {settings.artifact_bucket, *settings.allowed_buckets}:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
+    return settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
+
+
+def create_queues(sqs: Any, base: str, visibility_seconds: int) -> tuple[str, str]:
+    """The dispatch queue ``<base>-dispatch`` and its dead-letter queue; returns their URLs."""
     dlq_url = sqs.create_queue(QueueName=f"{base}-dead-letter")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -37,17 +46,13 @@ def provision(settings: Settings) -> Settings:
     queue_url = sqs.create_queue(
         QueueName=f"{base}-dispatch",
         Attributes={
-            "VisibilityTimeout": str(settings.lease_seconds),
+            "VisibilityTimeout": str(visibility_seconds),
             "RedrivePolicy": json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
             ),
         },
     )["QueueUrl"]
-    s3 = clients.client("s3")
-    for bucket in {settings.artifact_bucket, *settings.allowed_buckets}:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=bucket)
-    return settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
+    return queue_url, dlq_url
 
 
 def stream_arn(settings: Settings) -> str:

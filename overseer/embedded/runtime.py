@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings
 from ..graph import GraphSpec
@@ -46,7 +47,7 @@ WORKER_IDLE_EXIT_SECONDS = 30
 
 def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: str = "") -> Settings:
     if base is None:
-        local_defaults = {"receive_wait_seconds": 1, "lease_seconds": LOCAL_LEASE_SECONDS}
+        local_defaults: dict[str, Any] = {"receive_wait_seconds": 1, "lease_seconds": LOCAL_LEASE_SECONDS}
         # Local defaults, unless the environment says otherwise.
         base = Settings.from_env(
             **{k: v for k, v in local_defaults.items() if f"OVERSEER_{k.upper()}" not in os.environ}

@@ -33,6 +33,10 @@ class Services:
         from .aws.s3 import DynamoRowSink, S3ArtifactStore
 
         store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
+        from . import chaos
+
+        for model in (store.Graph, store.Job):  # fault injection when OVERSEER_CHAOS is set
+            chaos.attach_from_env(model._get_connection().connection.client)
         counter = clients.process_counter()
         if counter is not None:
             for model in (store.Graph, store.Job):

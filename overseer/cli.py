@@ -195,3 +195,6 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
         loop.run()
     finally:
         loop.close()
+
+
+from . import ops as _ops  # noqa: E402, F401  (registers submit, status, jobs, logs, cancel, rerun, graph, local)

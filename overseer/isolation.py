@@ -10,16 +10,22 @@ the next job, and goes on.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
 
+from . import timeutil
 from .errors import AbortJob, FaultJob, OverseerError
 from .handlers import HandlerSpec, load_handlers
 from .job import Artifact, Job, Rows
@@ -67,11 +73,143 @@ def _limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Most source files looked at when deciding whether the handlers changed.
+_MAX_SOURCE_FILES = 2000
+
+
+def job_log_path(log_dir: str | Path, graph_id: str, job_name: str, attempt: int) -> Path:
+    """Where the child writes one attempt's output: ``<log_dir>/<graph_id>/<job>.<attempt>.log``."""
+    return Path(log_dir) / graph_id / f"{quote(job_name, safe='')}.{attempt}.log"
+
+
+class _Prefixed:
+    """A text stream that starts every line with ``prefix`` (job output in a shared log)."""
+
+    def __init__(self, stream: TextIO, prefix: str) -> None:
+        self.stream, self.prefix, self._at_line_start = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if self._at_line_start:
+                out.append(self.prefix)
+            out.append(piece)
+            self._at_line_start = piece.endswith("\n")
+        self.stream.write("".join(out))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def capture_job_output(job: Job, log_dir: str | None) -> Iterator[None]:
+    """Around one job in the child: its stdout, stderr and logging.
+
+    With ``log_dir`` (local stacks) everything the job writes, including what its
+    subprocesses write to fds 1 and 2, goes to ``job_log_path(...)``. Without it (AWS:
+    the container's stdout is CloudWatch Logs) the job's Python output and log records go
+    to stdout/stderr with every line prefixed by ``<graph_id>/<job>#<attempt>``, so a
+    filter pattern on the job id finds them.
+    """
+    root = logging.getLogger()
+    level = root.level
+    if sys.stdout is None or sys.stderr is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if log_dir:
+        path = job_log_path(log_dir, job.graph_id, job.name, job.attempt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        saved = [os.dup(1), os.dup(2)]
+        with path.open("ab", buffering=0) as target:
+            target.write(f"--- {job.id} attempt {job.attempt} started {timeutil.iso()} ---\n".encode())
+            os.dup2(target.fileno(), 1)
+            os.dup2(target.fileno(), 2)
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            try:
+                yield
+            finally:
+                root.removeHandler(handler)
+                root.setLevel(level)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
+        return
+    prefix = f"{job.graph_id}/{job.name}#{job.attempt} "
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Prefixed(out, prefix), _Prefixed(err, prefix)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = out, err
+
+
+def handlers_source_files(handlers_path: str) -> list[Path]:
+    """The source files whose change should reload the handlers.
+
+    A ``.py`` file or a plain module: it and the ``.py`` files beside it (its siblings it may
+    import); a package: every ``.py`` file under its directory. Empty when not found.
+    """
+    try:
+        if handlers_path.endswith(".py"):
+            origin: str | None = str(Path(handlers_path).resolve())
+        else:
+            spec = importlib.util.find_spec(handlers_path)
+            origin = spec.origin if spec is not None else None
+    except Exception:
+        return []
+    if not origin or not origin.endswith(".py"):
+        return []
+    file = Path(origin)
+    if file.name == "__init__.py":
+        files = []
+        for path in sorted(file.parent.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                files.append(path)
+            if len(files) >= _MAX_SOURCE_FILES:
+                break
+        return files
+    return sorted(file.parent.glob("*.py"))[:_MAX_SOURCE_FILES] or [file]
+
+
+def source_stamp(files: list[Path]) -> tuple[int, int]:
+    """(newest mtime in ns, number of files): changes when a file is edited, added or removed."""
+    newest, count = 0, 0
+    for path in files:
+        try:
+            newest = max(newest, path.stat().st_mtime_ns)
+            count += 1
+        except OSError:
+            pass
+    return newest, count
+
+
 def _child_main(
     conn: multiprocessing.connection.Connection,
     handlers_path: str,
     memory_limit_mb: int,
     inputs_factory: Callable[[Job], Callable[[], Any]] | None,
+    log_dir: str | None = None,
 ) -> None:
     """The child's loop: one job in, one outcome out, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
@@ -87,7 +225,15 @@ def _child_main(
         if inputs_factory is not None:
             job.inputs_loader = inputs_factory(job)
         try:
-            results = handlers[request.job_type].run(job)
+            with capture_job_output(job, log_dir):
+                try:
+                    results = handlers[request.job_type].run(job)
+                except (AbortJob, FaultJob) as signal_:
+                    log.warning("%s: %s", type(signal_).__name__, signal_.message)
+                    raise
+                except BaseException:
+                    log.exception("the handler of %s raised", job.id)
+                    raise
             outcome: tuple[Any, ...] = ("ok", results)
         except AbortJob as signal_:
             outcome = ("abort", signal_.message)
@@ -135,8 +281,15 @@ class IsolatedRunner:
         memory_limit_mb: int = 0,
         default_timeout_seconds: float = 0,
         inputs_factory: Callable[[Job], Callable[[], Any]] | None = default_inputs_factory,
+        log_dir: str | Path | None = None,
+        reload_on_change: bool = True,
     ) -> None:
         self.handlers_path = handlers_path
+        self.log_dir = str(log_dir) if log_dir else None
+        # The child is restarted before a job when the handlers' source files changed
+        # since it started, so a fixed handler is picked up by a rerun.
+        self._sources = handlers_source_files(handlers_path) if reload_on_change else []
+        self._stamp = source_stamp(self._sources)
         self.memory_limit_mb = memory_limit_mb
         self.default_timeout = default_timeout_seconds
         self.inputs_factory = inputs_factory
@@ -144,16 +297,26 @@ class IsolatedRunner:
         self._conn: multiprocessing.connection.Connection | None = None
         self.started = 0
 
+    def handlers_changed(self) -> bool:
+        """Whether the handlers' source files changed since the child started."""
+        return bool(self._sources) and source_stamp(self._sources) != self._stamp
+
     def _ensure_child(self) -> multiprocessing.connection.Connection:
+        if self._process is not None and self.handlers_changed():
+            log.info("handlers in %s changed: restarting the handler process", self.handlers_path)
+            self.close()
         if self._process is not None and self._process.is_alive() and self._conn is not None:
             return self._conn
         self.close()
+        if self._sources:
+            self._sources = handlers_source_files(self.handlers_path)
+            self._stamp = source_stamp(self._sources)
         parent, child = _SPAWN.Pipe()
         self._process = _SPAWN.Process(
             target=_child_main,
             name="overseer-handler",
             daemon=True,
-            args=(child, self.handlers_path, self.memory_limit_mb, self.inputs_factory),
+            args=(child, self.handlers_path, self.memory_limit_mb, self.inputs_factory, self.log_dir),
         )
         self._process.start()
         child.close()
@@ -246,4 +409,14 @@ def child_pid(runner: IsolatedRunner) -> int | None:
     return runner._process.pid if runner._process is not None else None
 
 
-__all__ = ["HandlerCrashed", "IsolatedRunner", "RemoteHandlerError", "describe_exit", "os"]
+__all__ = [
+    "HandlerCrashed",
+    "IsolatedRunner",
+    "RemoteHandlerError",
+    "capture_job_output",
+    "describe_exit",
+    "handlers_source_files",
+    "job_log_path",
+    "os",
+    "source_stamp",
+]

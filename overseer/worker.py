@@ -138,6 +138,9 @@ class Worker:
                     self.settings.handlers,
                     memory_limit_mb=self.settings.handler_memory_mb,
                     default_timeout_seconds=self.settings.handler_timeout_seconds,
+                    # Local stacks keep each job's output in <state_dir>/logs; in AWS it goes
+                    # to the container's stdout (CloudWatch Logs), prefixed with the job id.
+                    log_dir=Path(self.settings.state_dir) / "logs" if self.settings.state_dir else None,
                 )
             else:
                 run_handler = run_in_process
@@ -244,7 +247,21 @@ class Worker:
             inputs_loader=lambda: load_inputs(self.services, record),
         )
 
+    def _reload_handlers_if_changed(self) -> None:
+        """The handlers' source changed (e.g. fixed before a rerun): read their settings
+        and types again here too; the runner restarts its child itself."""
+        changed = getattr(self.run_handler, "handlers_changed", None)
+        if changed is None or not changed():
+            return
+        from .handlers import load_handlers
+
+        try:
+            self.handlers = load_handlers(self.settings.handlers)
+        except Exception:
+            log.warning("cannot reload the handlers from %s", self.settings.handlers, exc_info=True)
+
     def _run_and_record(self, record: JobRecord, fence: Fence, lease_lost: Callable[[], bool]) -> Outcome:
+        self._reload_handlers_if_changed()
         spec = self.handlers.get(record.type)
         if spec is not None and record.timeout_seconds:
             spec = dataclasses.replace(spec, timeout_seconds=record.timeout_seconds)

@@ -1,0 +1,180 @@
+"""A client of the deployed stack's API (API Gateway, IAM auth): SigV4-signed HTTPS.
+
+Credentials and region come from the standard AWS configuration (``AWS_PROFILE``,
+environment variables, SSO, instance roles...) through botocore; the region defaults to
+the one in the API's URL (``https://<id>.execute-api.<region>.amazonaws.com/<stage>``).
+Every method returns the API's JSON (see ``functions.api``); an error status raises
+``ApiError`` with the API's ``{"error": ...}`` message.
+
+Job logs in AWS are in CloudWatch Logs (the worker container's stdout): ``job_log_lines``
+reads them with ``FilterLogEvents`` and a filter pattern on the job id, which the handler
+process writes at the start of each of the job's lines (``<graph_id>/<job>#<attempt>``).
+
+Example
+-------
+>>> api = RemoteApi("https://abc123.execute-api.eu-west-1.amazonaws.com/v1")
+>>> api.submit({"graph": {"id": "g1", "jobs": {"a": []}}})["created"]
+True
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from .errors import OverseerError
+
+DEFAULT_WORKER_LOG_GROUP = "/aws/batch/job"
+_REGION_IN_URL = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
+TIMEOUT_SECONDS = 30.0
+
+
+class ApiError(OverseerError):
+    """The API answered with an error status (``status``) or could not be reached (0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})" if status else message)
+        self.status = status
+        self.message = message
+
+
+def region_from_url(url: str) -> str | None:
+    match = _REGION_IN_URL.search(urlsplit(url).netloc)
+    return match.group(1) if match else None
+
+
+class RemoteApi:
+    """Calls the Overseer API at ``base_url`` (the stack's ``ApiUrl`` output)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        region: str | None = None,
+        session: Any = None,
+        timeout: float = TIMEOUT_SECONDS,
+    ) -> None:
+        import boto3
+
+        self.base_url = base_url.rstrip("/")
+        self.session = session or boto3.Session()
+        self.region = region or region_from_url(base_url) or self.session.region_name or "us-east-1"
+        self.timeout = timeout
+
+    # -- transport ----------------------------------------------------------------------
+    def _signed_headers(self, method: str, url: str, body: bytes | None) -> dict[str, str]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        credentials = self.session.get_credentials()
+        if credentials is None:
+            raise ApiError(0, "no AWS credentials found: configure a profile or set AWS_PROFILE")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = AWSRequest(method=method, url=url, data=body or b"", headers=headers)
+        SigV4Auth(credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(request)
+        return dict(request.headers.items())
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        url = self.base_url + path
+        params = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+        if params:
+            url += "?" + urlencode(sorted(params.items()))
+        data = json.dumps(body).encode() if body is not None else None
+        if data is None and method == "POST":
+            data = b"{}"
+        headers = self._signed_headers(method, url, data)
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return _decode(response.read())
+        except urllib.error.HTTPError as exc:
+            payload = _decode(exc.read())
+            raise ApiError(
+                exc.code, str(payload.get("error") or payload.get("message") or exc.reason)
+            ) from None
+        except urllib.error.URLError as exc:
+            raise ApiError(0, f"cannot reach {self.base_url}: {exc.reason}") from None
+
+    # -- the routes -----------------------------------------------------------------------
+    def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /graphs`` with ``{"graph": {...}}`` or ``{"template": NAME, "args": {...}}``."""
+        return self.request("POST", "/graphs", body=body)
+
+    def get_graph(self, graph_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/graphs/{quote(graph_id, safe='')}")
+
+    def iter_jobs(
+        self, graph_id: str, status: str | None = None, page: int = 1000
+    ) -> Iterator[tuple[str, Any]]:
+        """Every job (name, summary) of the graph, following the API's pages."""
+        after: str | None = None
+        while True:
+            query = {"status": status or "", "after": after or "", "limit": str(page)}
+            body = self.request("GET", f"/graphs/{quote(graph_id, safe='')}/jobs", query=query)
+            yield from body.get("jobs", {}).items()
+            after = body.get("next")
+            if not after:
+                return
+
+    def list_jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
+        return dict(self.iter_jobs(graph_id, status))
+
+    def cancel(self, graph_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/graphs/{quote(graph_id, safe='')}/cancel")
+
+    def rerun(self, graph_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/graphs/{quote(graph_id, safe='')}/rerun")
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw.decode() or "{}")
+    except ValueError:
+        return {"error": raw.decode(errors="replace")[:500]}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def log_filter_pattern(graph_id: str, job_name: str, attempt: int | None = None) -> str:
+    """A CloudWatch Logs filter pattern matching the job's lines (a quoted term)."""
+    term = f"{graph_id}/{job_name}#" + (str(attempt) if attempt else "")
+    return '"' + term.replace('"', '\\"') + '"'
+
+
+def job_log_lines(
+    logs_client: Any,
+    graph_id: str,
+    job_name: str,
+    *,
+    log_group: str = DEFAULT_WORKER_LOG_GROUP,
+    attempt: int | None = None,
+    start_time_ms: int | None = None,
+) -> Iterator[str]:
+    """The job's log lines from CloudWatch Logs, oldest first (``FilterLogEvents`` pages)."""
+    kwargs: dict[str, Any] = {
+        "logGroupName": log_group,
+        "filterPattern": log_filter_pattern(graph_id, job_name, attempt),
+    }
+    if start_time_ms is not None:
+        kwargs["startTime"] = start_time_ms
+    while True:
+        page = logs_client.filter_log_events(**kwargs)
+        for event in page.get("events", []):
+            yield str(event.get("message", "")).rstrip("\n")
+        token = page.get("nextToken")
+        if not token:
+            return
+        kwargs["nextToken"] = token

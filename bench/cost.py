@@ -1,0 +1,687 @@
+"""AWS requests, billing units and dollars per job, beside the theoretical minimum and Step Functions.
+
+    python bench/cost.py                 # the four standard shapes, a table
+    python bench/cost.py --json          # one JSON object {"shapes": {...}}
+    python bench/cost.py --big 2000      # a smaller "big" graph (default 10,000 jobs)
+    python bench/cost.py --only chain-50 --only fanout-200-join
+
+Shapes (no-op jobs, no artifacts):
+
+* ``chain-50``: 50 jobs, each depending on the one before.
+* ``fanout-200-join``: root -> 200 jobs -> one join depending on all 200.
+* ``layered-10x10-full``: 10 layers of 10, every job depending on the whole previous layer.
+* ``layered-100x100`` (``--big N``: N/100 layers of 100): every job depends on one job of
+  the previous layer, i.e. 100 independent chains released layer by layer.
+
+How it runs: one local AWS emulator (moto server), a fresh set of tables and queues per
+shape, and the engine's own code driven in this process (the ``tests/support.LocalStack``
+way): the stream's new records are handed to ``Scheduler.process_stream_event`` in
+Lambda-sized events of at most 100 records (one event = one Lambda invocation), then a
+``Worker`` (``isolation="none"``) takes jobs one ``ReceiveMessage`` (max 1 message) at a
+time until the queue is empty, as ``overseer worker`` does; repeat until the graph is done.
+Each component has its own clients (its own ``Services``), so every request is attributed:
+
+* ``submission``: ``create_graph`` (graph item, batched job items, root releases);
+* ``scheduler``: everything ``process_stream_event`` sends (the Lambda's requests);
+* ``worker``: receive, claim, outcome, delete;
+* ``harness`` (not billed to the job): the stream's GetRecords (on AWS, Lambda's event
+  source mapping reads the stream at no request charge), the driver's graph-status
+  GetItem polling, and the worker's empty receives (on AWS an idle worker long-polls:
+  a cost per worker-minute, not per job; see docs/cost-model.md).
+
+Billing units are computed, not read from ``ConsumedCapacity``: moto returns a constant
+``CapacityUnits`` (1.0 for writes, 0.5 for GetItem) whatever the item size, and nothing for
+UpdateItem. So the script keeps the size of every item it has seen (from requests and
+``ALL_NEW`` responses) and bills as DynamoDB does: a write costs ceil(max(size before,
+size after) / 1 KB) write units (a failed conditional write too), a strongly consistent
+read ceil(size / 4 KB) read units (a Query sums the returned items first), items sized by
+DynamoDB's rules (attribute names + values). SQS: one unit per request per 64 KB of
+payload. Lambda: one invocation per event, duration estimated from the measured time of
+each ``process_stream_event`` (see ``lambda_seconds``). See docs/cost-model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shapes import chain, fanout_join, layered_full
+
+# -- prices: us-east-1, on demand ---------------------------------------------------------
+USD_PER_WCU = 0.625e-6
+USD_PER_RCU = 0.125e-6
+USD_PER_SQS_REQUEST = 0.40e-6
+USD_PER_LAMBDA_REQUEST = 0.20e-6
+USD_PER_LAMBDA_GB_SECOND = 0.0000166667
+USD_PER_S3_PUT = 5.0e-6  # PUT, COPY, POST, LIST
+USD_PER_S3_GET = 0.40e-6  # GET, HEAD and all other requests
+USD_PER_SFN_TRANSITION = 25.0e-6
+
+# The scheduler Lambda as infra/scheduler.py declares it.
+SCHEDULER_MEMORY_MB = 1024
+# Lambda gives a function one full vCPU at 1,769 MB, proportionally less below.
+FULL_VCPU_MB = 1769
+
+LAMBDA_BATCH = 100  # infra/scheduler.py BATCH_SIZE
+SQS_BATCH = 10
+SQS_CHUNK = 64 * 1024
+KEY_NAMES = ("graph_id", "entry")
+
+S3_PUT_CLASS = {
+    "PutObject",
+    "CopyObject",
+    "PostObject",
+    "ListObjects",
+    "ListObjectsV2",
+    "ListBuckets",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "UploadPartCopy",
+    "CompleteMultipartUpload",
+}
+S3_FREE = {"DeleteObject", "DeleteObjects", "AbortMultipartUpload"}
+DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
+DYNAMODB_READS = {"GetItem", "Query", "Scan"}
+
+
+# -- DynamoDB item sizes ------------------------------------------------------------------
+def number_size(text: str) -> int:
+    """DynamoDB's size of a number: about one byte per two significant digits, plus one."""
+    digits = text.lstrip("-").replace(".", "").lstrip("0").split("e")[0].split("E")[0].rstrip("0")
+    return max(1, math.ceil(len(digits) / 2)) + 1
+
+
+def value_size(value: dict[str, Any]) -> int:
+    ((kind, x),) = value.items()
+    if kind == "S":
+        return len(x.encode())
+    if kind == "N":
+        return number_size(x)
+    if kind == "B":
+        return len(x)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(s.encode()) for s in x)
+    if kind == "NS":
+        return sum(number_size(n) for n in x)
+    if kind == "BS":
+        return sum(len(b) for b in x)
+    if kind == "L":
+        return 3 + sum(1 + value_size(v) for v in x)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + 1 + value_size(v) for k, v in x.items())
+    raise ValueError(f"unknown DynamoDB type {kind!r}")
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """Bytes of an item in DynamoDB's wire format, as DynamoDB bills it."""
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
+
+
+def plain_item_size(item: dict[str, Any]) -> int:
+    """The same for a deserialized item (boto3 resource / TypeDeserializer output)."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, float):
+            return Decimal(str(v))
+        return v
+
+    return item_size({k: serializer.serialize(norm(v)) for k, v in item.items()})
+
+
+def _key(table: str, item: dict[str, Any]) -> tuple[str, str]:
+    return table, json.dumps({k: item[k] for k in KEY_NAMES if k in item}, sort_keys=True)
+
+
+def write_units(size: int) -> int:
+    return max(1, math.ceil(size / 1024))
+
+
+def read_units(size: int, consistent: bool) -> float:
+    units = max(1, math.ceil(size / 4096))
+    return float(units if consistent else units / 2)
+
+
+class ItemSizes:
+    """The size of every item the meters have seen, to bill a write by its larger side."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[tuple[str, str], int] = {}
+        self.lock = threading.Lock()
+
+    def get(self, table: str, key: dict[str, Any]) -> int:
+        with self.lock:
+            return self.sizes.get(_key(table, key), 0)
+
+    def put(self, table: str, item: dict[str, Any]) -> None:
+        with self.lock:
+            self.sizes[_key(table, item)] = item_size(item)
+
+    def drop(self, table: str, key: dict[str, Any]) -> None:
+        with self.lock:
+            self.sizes.pop(_key(table, key), None)
+
+
+# -- a meter: requests and billing units of the clients it is attached to ------------------
+@dataclass
+class Meter:
+    name: str
+    sizes: ItemSizes
+    requests: Counter[str] = field(default_factory=Counter)
+    empty_receives: int = 0
+    wcu: float = 0.0
+    rcu: float = 0.0
+    sqs_units: int = 0
+    s3_put: int = 0
+    s3_get: int = 0
+    largest_write: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def attach(self, client: Any) -> Any:
+        events = client.meta.events
+        events.register("before-parameter-build", self._remember_params)
+        events.register("before-send", self._on_send)
+        events.register("after-call", self._after_call)
+        return client
+
+    def _remember_params(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["bench_params"] = params
+
+    def _on_send(self, event_name: str, **_: Any) -> None:
+        _, service, operation = event_name.split(".", 2)
+        with self._lock:
+            self.requests[f"{service}.{operation}"] += 1
+
+    def _after_call(self, event_name: str, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        _, service, operation = event_name.split(".", 2)
+        params = context.get("bench_params") or {}
+        with self._lock:
+            if service == "dynamodb":
+                self._dynamodb(operation, params, parsed)
+            elif service == "sqs":
+                self._sqs(operation, params, parsed)
+            elif service == "s3":
+                if operation in S3_PUT_CLASS:
+                    self.s3_put += 1
+                elif operation not in S3_FREE:
+                    self.s3_get += 1
+
+    def _sqs(self, operation: str, params: dict[str, Any], parsed: dict[str, Any]) -> None:
+        if operation == "ReceiveMessage":
+            messages = parsed.get("Messages") or []
+            if not messages:
+                self.empty_receives += 1
+            payload = sum(len(m.get("Body", "").encode()) for m in messages)
+        elif operation == "SendMessageBatch":
+            payload = sum(len(e.get("MessageBody", "").encode()) for e in params.get("Entries", []))
+        elif operation == "SendMessage":
+            payload = len(params.get("MessageBody", "").encode())
+        else:
+            payload = 0
+        self.sqs_units += max(1, math.ceil(payload / SQS_CHUNK))
+
+    def _dynamodb(self, operation: str, params: dict[str, Any], parsed: dict[str, Any]) -> None:
+        table = params.get("TableName", "")
+        failed = "Error" in parsed
+        consistent = bool(params.get("ConsistentRead"))
+        if operation == "PutItem":
+            old = self.sizes.get(table, params["Item"])
+            new = item_size(params["Item"])
+            self._write(max(old, new) if not failed else max(old, 1))
+            if not failed:
+                self.sizes.put(table, params["Item"])
+        elif operation == "UpdateItem":
+            old = self.sizes.get(table, params["Key"])
+            attributes = parsed.get("Attributes")
+            if failed or attributes is None:
+                self._write(max(old, 1))
+            else:
+                new = item_size(attributes)
+                self._write(max(old, new))
+                self.sizes.put(table, attributes)
+        elif operation == "DeleteItem":
+            self._write(max(self.sizes.get(table, params["Key"]), 1))
+            if not failed:
+                self.sizes.drop(table, params["Key"])
+        elif operation == "BatchWriteItem":
+            for name, requests in params.get("RequestItems", {}).items():
+                for request in requests:
+                    if "PutRequest" in request:
+                        item = request["PutRequest"]["Item"]
+                        self._write(max(item_size(item), self.sizes.get(name, item)))
+                        self.sizes.put(name, item)
+                    elif "DeleteRequest" in request:
+                        key = request["DeleteRequest"]["Key"]
+                        self._write(max(self.sizes.get(name, key), 1))
+                        self.sizes.drop(name, key)
+        elif operation == "GetItem":
+            item = parsed.get("Item")
+            self.rcu += read_units(item_size(item) if item else 0, consistent)
+        elif operation in ("Query", "Scan"):
+            total = sum(item_size(i) for i in parsed.get("Items", []))
+            self.rcu += read_units(total, consistent)
+        elif operation == "BatchGetItem":
+            for name, request in params.get("RequestItems", {}).items():
+                strong = bool(request.get("ConsistentRead"))
+                for key in request.get("Keys", []):
+                    self.rcu += read_units(self.sizes.get(name, key), strong)
+        elif operation == "TransactWriteItems":
+            for entry in params.get("TransactItems", []):
+                ((_, body),) = entry.items()
+                item = body.get("Item") or body.get("Key") or {}
+                self._write(2 * write_units(max(item_size(item), self.sizes.get(body["TableName"], item))))
+
+    def _write(self, size_or_units: int) -> None:
+        self.largest_write = max(self.largest_write, size_or_units)
+        self.wcu += write_units(size_or_units)
+
+    def usd(self) -> dict[str, float]:
+        sqs = self.sqs_units - self.empty_receives
+        return {
+            "dynamodb": self.wcu * USD_PER_WCU + self.rcu * USD_PER_RCU,
+            "sqs": sqs * USD_PER_SQS_REQUEST,
+            "s3": self.s3_put * USD_PER_S3_PUT + self.s3_get * USD_PER_S3_GET,
+        }
+
+
+def attach_services(meter: Meter, services: Any) -> None:
+    """Attach ``meter`` to every client one ``Services`` holds."""
+    meter.attach(services.queue.client)
+    meter.attach(services.artifacts.client)
+    for model in (services.store.Graph, services.store.Job):
+        meter.attach(model._get_connection().connection.client)
+    rows = getattr(services, "rows", None)
+    resource = getattr(rows, "resource", None) or getattr(rows, "dynamodb", None)
+    if resource is not None and hasattr(resource, "meta"):
+        meter.attach(resource.meta.client)
+
+
+# -- Lambda --------------------------------------------------------------------------------
+# Assumed round trip of one DynamoDB / SQS request from Lambda in the same region (p50).
+AWS_REQUEST_SECONDS = 0.006
+
+
+def lambda_seconds(requests: int, cpu: float, memory_mb: int = SCHEDULER_MEMORY_MB) -> float:
+    """Modelled duration of one scheduler invocation on AWS, billed in whole milliseconds.
+
+    The CPU time measured here (one fast core) is stretched by the share of a vCPU the
+    function gets (memory / 1,769 MB), plus ``AWS_REQUEST_SECONDS`` per request it made,
+    as if every request were sequential (the scheduler releases a job's dependents 8 at a
+    time, so this overstates wide releases). The measured wall time on the emulator is
+    reported too, but not billed: moto on a loaded 2-core machine answers in 10-100 ms.
+    """
+    share = min(1.0, memory_mb / FULL_VCPU_MB)
+    seconds = cpu / share + requests * AWS_REQUEST_SECONDS
+    return math.ceil(seconds * 1000) / 1000
+
+
+# -- graph structure: levels, sinks, minimum ------------------------------------------------
+def levels(jobs: dict[str, Any]) -> list[int]:
+    """Jobs per level (longest path from a root): the waves that become ready together."""
+    depth: dict[str, int] = {}
+
+    def level(name: str) -> int:
+        if name not in depth:
+            deps = jobs[name]["deps"]
+            depth[name] = 1 + max(level(d) for d in deps) if deps else 0
+        return depth[name]
+
+    sys.setrecursionlimit(max(10_000, 4 * len(jobs)))
+    for name in jobs:
+        level(name)
+    counts = Counter(depth.values())
+    return [counts[k] for k in range(max(counts) + 1)]
+
+
+def minimum(jobs: dict[str, Any]) -> dict[str, Any]:
+    """The fewest billed requests any design with the same guarantees makes (docs/cost-model.md)."""
+    n = len(jobs)
+    edges = sum(len(j["deps"]) for j in jobs.values())
+    has_dependents = {d for j in jobs.values() for d in j["deps"]}
+    sinks = sum(1 for name in jobs if name not in has_dependents)
+    waves = levels(jobs)
+    graph_writes = 2 + (math.ceil(sinks / LAMBDA_BATCH) if sinks > 1 else 0)
+    wcu = 3 * n + edges + graph_writes
+    sends = sum(math.ceil(w / SQS_BATCH) for w in waves)
+    receives = n
+    deletes = math.ceil(n / SQS_BATCH)
+    invocations = sum(math.ceil(w / LAMBDA_BATCH) for w in waves)
+    usd = (
+        wcu * USD_PER_WCU
+        + (sends + receives + deletes) * USD_PER_SQS_REQUEST
+        + invocations * USD_PER_LAMBDA_REQUEST
+    )
+    return {
+        "wcu": wcu,
+        "rcu": 0,
+        "sqs_requests": sends + receives + deletes,
+        "lambda_invocations": invocations,
+        "requests": (n and math.ceil(n / 25)) + 2 * n + edges + graph_writes + sends + receives + deletes,
+        "usd": usd,
+        "levels": len(waves),
+        "sinks": sinks,
+    }
+
+
+def step_functions(jobs: dict[str, Any], shape: str) -> dict[str, int]:
+    """State transitions of a Map/Parallel-based Standard workflow running the same graph.
+
+    Lower bound: every job is one Task state entered once (1 transition), plus one
+    transition per Map state; a graph that is not a tree of Maps is cut into barriers
+    (one Map per layer). Typical: each job is a Task plus one state that routes its
+    outcome (a Choice/Pass that records a failure without failing the whole execution,
+    which is what this engine does), so 2 per job, plus the Map states.
+    """
+    n = len(jobs)
+    if shape.startswith("chain"):
+        maps = 0
+    elif shape.startswith("fanout"):
+        maps = 1
+    elif shape.endswith("-full"):
+        maps = len(levels(jobs))
+    else:  # independent chains: one Map over the chains
+        maps = 1
+    return {"lower_bound": n + maps, "typical": 2 * n + maps}
+
+
+# -- driving a shape ------------------------------------------------------------------------
+@dataclass
+class ShapeRun:
+    name: str
+    jobs: int
+    edges: int
+    seconds: float
+    status: str
+    meters: dict[str, Meter]
+    invocations: int
+    records: int
+    lambda_wall: float
+    lambda_cpu: float
+    lambda_billed_seconds: float
+    largest_batch: int
+    minimum: dict[str, Any]
+    sfn: dict[str, int]
+
+
+def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> ShapeRun:
+    from overseer.aws import clients
+    from overseer.aws.resources import provision, stream_arn
+    from overseer.aws.stream import StreamReader
+    from overseer.config import Settings
+    from overseer.graph import parse_graph
+    from overseer.handlers import to_spec
+    from overseer.scheduler import Scheduler
+    from overseer.services import Services
+    from overseer.worker import Worker
+
+    prefix = f"c{uuid.uuid4().hex[:8]}"
+    settings = provision(
+        Settings(
+            graphs_table=f"{prefix}-graphs",
+            jobs_table=f"{prefix}-jobs",
+            artifact_bucket=f"{prefix}-artifacts",
+            receive_wait_seconds=0,
+            lease_seconds=120,
+            isolation="none",
+        )
+    )
+    sizes = ItemSizes()
+    meters = {c: Meter(c, sizes) for c in ("submission", "scheduler", "worker", "harness")}
+    services = {}
+    for component in ("submission", "scheduler", "worker", "harness"):
+        services[component] = Services.from_settings(settings)
+        attach_services(meters[component], services[component])
+    reader = StreamReader(meters["harness"].attach(clients.client("dynamodbstreams")), stream_arn(settings))
+
+    scheduler = Scheduler(services["scheduler"].store, services["scheduler"].queue)
+    handlers = {"noop": to_spec("noop", lambda job: None)}
+    worker = Worker(services["worker"], handlers, worker_id="bench-worker")
+    queue = services["worker"].queue
+    harness = services["harness"].store
+
+    graph_id = f"cost-{name}"
+    spec = parse_graph({"id": graph_id, "args": {}, "jobs": jobs}, handler_types=handlers.keys())
+    started = time.monotonic()
+    services["submission"].store.create_graph(spec, max_attempts={})
+    invocations = records_total = largest = 0
+    wall_total = cpu_total = billed = 0.0
+    status = "running"
+    idle_rounds = 0
+    while True:
+        records = reader.poll()
+        for start in range(0, len(records), LAMBDA_BATCH):
+            batch = records[start : start + LAMBDA_BATCH]
+            sent = sum(meters["scheduler"].requests.values())
+            t0, c0 = time.perf_counter(), time.process_time()
+            scheduler.process_stream_event({"Records": batch})
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            sent = sum(meters["scheduler"].requests.values()) - sent
+            invocations += 1
+            records_total += len(batch)
+            largest = max(largest, len(batch))
+            wall_total += wall
+            cpu_total += cpu
+            billed += lambda_seconds(sent, cpu)
+        done = 0
+        while True:
+            deliveries = queue.receive(max_messages=1, wait_seconds=0, visibility_seconds=120)
+            if not deliveries:
+                break
+            for delivery in deliveries:
+                worker.process(delivery)
+                done += 1
+        graph = harness.get_graph(graph_id)
+        assert graph is not None
+        if graph.status.terminal:
+            status = graph.status.value
+            break
+        idle_rounds = idle_rounds + 1 if not records and not done else 0
+        if idle_rounds > 200:
+            raise RuntimeError(f"{name}: no progress; graph {graph}")
+        if not records and not done:
+            time.sleep(0.01)
+    seconds = time.monotonic() - started
+    edges = sum(len(j["deps"]) for j in jobs.values())
+    log(f"  {name}: {len(jobs)} jobs {status} in {seconds:.1f} s, {invocations} scheduler invocations")
+    return ShapeRun(
+        name=name,
+        jobs=len(jobs),
+        edges=edges,
+        seconds=seconds,
+        status=status,
+        meters=meters,
+        invocations=invocations,
+        records=records_total,
+        lambda_wall=wall_total,
+        lambda_cpu=cpu_total,
+        lambda_billed_seconds=billed,
+        largest_batch=largest,
+        minimum=minimum(jobs),
+        sfn=step_functions(jobs, name),
+    )
+
+
+BILLED = ("submission", "scheduler", "worker")
+
+
+def summarize(run: ShapeRun) -> dict[str, Any]:
+    n = run.jobs
+    per_million = 1e6 / n
+    billed_requests: Counter[str] = Counter()
+    by_component: dict[str, dict[str, float]] = {}
+    usd: dict[str, float] = defaultdict(float)
+    wcu = rcu = sqs_units = 0.0
+    for component in BILLED:
+        meter = run.meters[component]
+        counts = Counter(meter.requests)
+        if meter.empty_receives:
+            counts["sqs.ReceiveMessage"] -= meter.empty_receives
+        counts = +counts
+        billed_requests.update(counts)
+        by_component[component] = {op: round(c / n, 3) for op, c in sorted(counts.items())}
+        for service, dollars in meter.usd().items():
+            usd[service] += dollars
+        wcu += meter.wcu
+        rcu += meter.rcu
+        sqs_units += meter.sqs_units - meter.empty_receives
+    gb_seconds = run.lambda_billed_seconds * SCHEDULER_MEMORY_MB / 1024
+    usd["lambda_requests"] = run.invocations * USD_PER_LAMBDA_REQUEST
+    usd["lambda_duration"] = gb_seconds * USD_PER_LAMBDA_GB_SECOND
+    total_usd = sum(usd.values())
+    harness = run.meters["harness"]
+    excluded = Counter(harness.requests)
+    excluded["sqs.ReceiveMessage (empty, worker idle)"] = run.meters["worker"].empty_receives
+    total_requests = sum(billed_requests.values())
+    out = {
+        "jobs": n,
+        "edges": run.edges,
+        "status": run.status,
+        "seconds": round(run.seconds, 2),
+        "requests_per_job": round(total_requests / n, 3),
+        "usd_per_million_jobs": round(total_usd * per_million, 3),
+        "min_usd_per_million_jobs": round(run.minimum["usd"] * per_million, 3),
+        "step_functions_usd_per_million_jobs": round(
+            run.sfn["lower_bound"] * USD_PER_SFN_TRANSITION * per_million, 2
+        ),
+        "step_functions_typical_usd_per_million_jobs": round(
+            run.sfn["typical"] * USD_PER_SFN_TRANSITION * per_million, 2
+        ),
+        "ratio_to_minimum": round(total_usd / run.minimum["usd"], 3),
+        "usd_per_million_jobs_by_service": {k: round(v * per_million, 3) for k, v in sorted(usd.items())},
+        "units_per_job": {
+            "dynamodb_write_units": round(wcu / n, 3),
+            "dynamodb_read_units": round(rcu / n, 3),
+            "sqs_requests_64kb": round(sqs_units / n, 3),
+            "lambda_invocations": round(run.invocations / n, 3),
+            "lambda_gb_seconds": round(gb_seconds / n, 6),
+            "s3_put": round(sum(run.meters[c].s3_put for c in BILLED) / n, 3),
+            "s3_get_head": round(sum(run.meters[c].s3_get for c in BILLED) / n, 3),
+        },
+        "min_units_per_job": {
+            "dynamodb_write_units": round(run.minimum["wcu"] / n, 3),
+            "dynamodb_read_units": 0.0,
+            "sqs_requests_64kb": round(run.minimum["sqs_requests"] / n, 3),
+            "lambda_invocations": round(run.minimum["lambda_invocations"] / n, 3),
+        },
+        "min_requests_per_job": round(run.minimum["requests"] / n, 3),
+        "by_operation": {
+            op: round(c / n, 3) for op, c in sorted(billed_requests.items(), key=lambda kv: -kv[1])
+        },
+        "by_component": by_component,
+        "excluded_harness_requests_per_job": {op: round(c / n, 3) for op, c in sorted(excluded.items()) if c},
+        "lambda": {
+            "invocations": run.invocations,
+            "records": run.records,
+            "largest_batch": run.largest_batch,
+            "measured_wall_ms_per_invocation": round(1000 * run.lambda_wall / max(1, run.invocations), 2),
+            "measured_cpu_ms_per_invocation": round(1000 * run.lambda_cpu / max(1, run.invocations), 2),
+            "billed_ms_per_invocation": round(1000 * run.lambda_billed_seconds / max(1, run.invocations), 2),
+            "memory_mb": SCHEDULER_MEMORY_MB,
+            "assumed_aws_request_ms": AWS_REQUEST_SECONDS * 1000,
+        },
+        "step_functions_transitions": run.sfn,
+        "largest_item_written_bytes": max(run.meters[c].largest_write for c in BILLED),
+    }
+    return out
+
+
+def shapes(big: int) -> dict[str, Callable[[], dict[str, Any]]]:
+    layers = max(1, big // 100)
+    return {
+        "chain-50": lambda: chain(50),
+        "fanout-200-join": lambda: fanout_join(200),
+        "layered-10x10-full": lambda: layered_full(10, 10),
+        f"layered-{layers}x100": lambda: layered_single(layers, 100),
+    }
+
+
+def layered_single(layers: int, width: int) -> dict[str, Any]:
+    """``layers`` layers of ``width``: job i of layer k depends on job i of layer k-1."""
+    return {
+        f"l{k:03d}-{i:03d}": {"type": "noop", "deps": [f"l{k - 1:03d}-{i:03d}"] if k else []}
+        for k in range(layers)
+        for i in range(width)
+    }
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    print()
+    header = (
+        f"{'shape':<22}{'jobs':>7}{'edges':>7}{'req/job':>9}{'min req':>9}{'WCU/job':>9}"
+        f"{'$/M jobs':>10}{'min $/M':>9}{'ratio':>7}{'SFN $/M':>9}{'SFN typ':>9}"
+    )
+    print(header)
+    for name, s in results.items():
+        print(
+            f"{name:<22}{s['jobs']:>7}{s['edges']:>7}{s['requests_per_job']:>9.2f}"
+            f"{s['min_requests_per_job']:>9.2f}{s['units_per_job']['dynamodb_write_units']:>9.2f}"
+            f"{s['usd_per_million_jobs']:>10.2f}{s['min_usd_per_million_jobs']:>9.2f}"
+            f"{s['ratio_to_minimum']:>7.2f}{s['step_functions_usd_per_million_jobs']:>9.2f}"
+            f"{s['step_functions_typical_usd_per_million_jobs']:>9.2f}"
+        )
+    for name, s in results.items():
+        print(f"\n{name}: $/M jobs by service {s['usd_per_million_jobs_by_service']}")
+        print(f"  units/job {s['units_per_job']}")
+        print(f"  minimum units/job {s['min_units_per_job']}")
+        for component, ops in s["by_component"].items():
+            print(f"  {component:<11} " + ", ".join(f"{op} {v:.3f}" for op, v in ops.items()))
+        print(f"  excluded (harness) {s['excluded_harness_requests_per_job']}")
+        print(f"  lambda {s['lambda']}")
+    goal = all(s["ratio_to_minimum"] <= 1.3 for s in results.values()) and all(
+        s["usd_per_million_jobs"] <= 5 for n, s in results.items() if n.startswith(("chain", "fanout"))
+    )
+    print(
+        f"\ngoal (<= 1.3x minimum everywhere, <= $5/M for chain and fan-out): {'met' if goal else 'NOT met'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    parser.add_argument(
+        "--big", type=int, default=10_000, help="jobs in the big layered graph (default 10000)"
+    )
+    parser.add_argument("--only", action="append", help="run only these shapes (repeatable)")
+    args = parser.parse_args(argv)
+
+    from overseer.aws.emulator import emulator, environment
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    available = shapes(args.big)
+    names = args.only or list(available)
+    unknown = set(names) - set(available)
+    if unknown:
+        parser.error(f"unknown shape(s) {sorted(unknown)}; choose from {sorted(available)}")
+    results: dict[str, dict[str, Any]] = {}
+    with emulator() as env, environment(env):
+        for name in names:
+            log(f"running {name} ...")
+            results[name] = summarize(run_shape(name, available[name](), log))
+    if args.json:
+        print(json.dumps({"shapes": results}))
+    else:
+        print_table(results)
+    return 0 if all(s["status"] == "finished" for s in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

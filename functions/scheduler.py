@@ -3,7 +3,10 @@
 Accepts the DynamoDB stream event Lambda delivers (``{"Records": [...]}``, NEW_AND_OLD
 images, filtered by ``overseer.scheduler.STREAM_FILTER_PATTERN``). Returns the report,
 e.g. ``{"records": 3, "changes": 3, "enqueued": 2, "released": 2, "aborted": 0,
-"graphs_done": []}``, and emits the EMF metrics Enqueued, Released, Aborted, GraphsDone.
+"graphs_done": []}``, and emits the EMF metrics Enqueued, Released, Aborted, GraphsDone,
+GraphsFinished / GraphsFailed / GraphsAborted, and JobsFinished / JobsFailed / JobsAborted
+in total and, with a ``JobType`` dimension, per job type together with JobDuration
+(seconds from a job's start to its end; the dashboard shows its percentiles).
 A store error is raised, so Lambda retries the batch (every step is idempotent).
 """
 
@@ -30,8 +33,47 @@ tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Overseer")
 
 
+JOB_METRICS = {"finished": "JobsFinished", "failed": "JobsFailed", "aborted": "JobsAborted"}
+# Most job types given their own metrics per batch (each is one EMF document).
+MAX_JOB_TYPES_PER_BATCH = 50
+
+
+def _count_graph(record: GraphRecord) -> None:
+    metrics.add_metric(name=f"Graphs{str(record.status).title()}", unit=MetricUnit.Count, value=1)
+
+
+def emit_job_metrics(terminal: list[tuple[str, str, float | None]], namespace: str | None = None) -> None:
+    """Per job type: JobsFinished / JobsFailed / JobsAborted and JobDuration, with a
+    ``JobType`` dimension (one EMF document per type); totals without it."""
+    from aws_lambda_powertools.metrics import EphemeralMetrics
+
+    by_type: dict[str, list[tuple[str, float | None]]] = {}
+    for job_type, status, seconds in terminal:
+        by_type.setdefault(job_type, []).append((status, seconds))
+    totals = {name: 0 for name in JOB_METRICS.values()}
+    for status, _seconds in (item for items in by_type.values() for item in items):
+        if status in JOB_METRICS:
+            totals[JOB_METRICS[status]] += 1
+    for name, value in totals.items():
+        if value:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    for job_type in sorted(by_type)[:MAX_JOB_TYPES_PER_BATCH]:
+        per_type = EphemeralMetrics(namespace=namespace or metrics.namespace)
+        per_type.add_dimension(name="JobType", value=job_type[:250] or "-")
+        counts = {name: 0 for name in JOB_METRICS.values()}
+        for status, seconds in by_type[job_type]:
+            if status in JOB_METRICS:
+                counts[JOB_METRICS[status]] += 1
+            if seconds is not None and status == "finished":
+                per_type.add_metric(name="JobDuration", unit=MetricUnit.Seconds, value=max(0.0, seconds))
+        for name, value in counts.items():
+            per_type.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        per_type.flush_metrics()
+
+
 def _announce(publisher: EventBridgePublisher) -> Callable[[GraphRecord], None]:
     def graph_done(record: GraphRecord) -> None:
+        _count_graph(record)
         # The graph's outcome is already stored: failing the batch would not publish the
         # event again (the retry finds the graph ended), so log it and count it instead.
         try:
@@ -46,7 +88,7 @@ def _announce(publisher: EventBridgePublisher) -> Callable[[GraphRecord], None]:
 def _build_scheduler() -> Scheduler:
     services = Services.from_env()
     bus = services.settings.event_bus
-    on_graph_done = _announce(EventBridgePublisher(clients.client("events"), bus)) if bus else None
+    on_graph_done = _announce(EventBridgePublisher(clients.client("events"), bus)) if bus else _count_graph
     return Scheduler(services.store, services.queue, on_graph_done=on_graph_done)
 
 
@@ -67,6 +109,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="Released", unit=MetricUnit.Count, value=report.released)
     metrics.add_metric(name="Aborted", unit=MetricUnit.Count, value=report.aborted)
     metrics.add_metric(name="GraphsDone", unit=MetricUnit.Count, value=len(report.graphs_done))
+    emit_job_metrics(report.terminal)
     summary = dataclasses.asdict(report)
     logger.info("stream batch applied", extra=summary)
     return summary

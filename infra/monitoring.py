@@ -1,4 +1,11 @@
-"""Monitoring: one CloudWatch dashboard and the alarms that say something is stuck."""
+"""Monitoring: one CloudWatch dashboard and the alarms that say something is stuck.
+
+The engine's own metrics come from the scheduler Lambda as EMF (namespace ``Overseer``,
+dimension ``service=overseer-scheduler``): GraphsFinished / GraphsFailed / GraphsAborted,
+JobsFinished / JobsFailed / JobsAborted, and per job type (dimension ``JobType``, read with
+SEARCH expressions since the types are the user's) JobDuration and the job counts; the
+sweep Lambda adds QueueDepth and WorkersStarted (``service=overseer-sweep``).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,51 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.functions import METRICS_NAMESPACE
+
+SCHEDULER_SERVICE = "overseer-scheduler"
+SWEEP_SERVICE = "overseer-sweep"
+# The failed-jobs alarm: more than this many job failures in 5 minutes.
+FAILED_JOBS_THRESHOLD = 0
+# The oldest ready job alarm: a message older than this (seconds) for 5 minutes.
+OLDEST_MESSAGE_SECONDS = 3600
+# A dynamic label: the series' job type.
+TYPE_LABEL = "${PROP('Dim.JobType')}"
+
+
+def engine_metric(
+    name: str, *, service: str = SCHEDULER_SERVICE, statistic: str = "Sum", label: str | None = None
+) -> cw.Metric:
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": service},
+        statistic=statistic,
+        period=Duration.minutes(5),
+        label=label,
+    )
+
+
+def by_job_type(name: str, statistic: str, label: str) -> cw.MathExpression:
+    """One line per job type: a SEARCH over the JobType dimension."""
+    return cw.MathExpression(
+        expression=(
+            f"SEARCH('{{{METRICS_NAMESPACE},JobType,service}} MetricName=\"{name}\"', '{statistic}', 300)"
+        ),
+        using_metrics={},
+        label=label,
+        period=Duration.minutes(5),
+    )
+
 
 class Monitoring(Construct):
-    """Dashboard: queue depth, age of the oldest ready job, dead-letter and delivery-failure
-    depth, Lambda invocations / errors / duration, the scheduler's stream iterator age.
-    Alarms: anything in the dead-letter queue or the delivery-failure queue, scheduler
-    errors, a scheduler falling behind the stream, ready jobs waiting over an hour.
+    """Dashboard: graphs and jobs by status, queue depth and age of the oldest message, jobs
+    running (messages in flight: one per busy worker) and workers started, job duration
+    percentiles (p50 / p90 / p99) and failures by job type, dead-letter and
+    delivery-failure depth, Lambda invocations / errors / duration, the scheduler's stream
+    iterator age. Alarms: anything in the dead-letter queue or the delivery-failure queue,
+    failed jobs, scheduler errors, a scheduler falling behind the stream, ready jobs
+    waiting over an hour.
 
     Attributes
     ----------
@@ -68,6 +114,15 @@ class Monitoring(Construct):
                 evaluation_periods=1,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),
+            "FailedJobs": engine_metric("JobsFailed").create_alarm(
+                self,
+                "FailedJobs",
+                alarm_description="Jobs failed: the failed-jobs index or `overseer jobs ID --status failed`",
+                threshold=FAILED_JOBS_THRESHOLD,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
             "SchedulerErrors": scheduler.metric_errors(period=Duration.minutes(5)).create_alarm(
                 self,
                 "SchedulerErrors",
@@ -89,13 +144,60 @@ class Monitoring(Construct):
                 self,
                 "OldestReadyJob",
                 alarm_description="A ready job has waited over an hour for a worker",
-                threshold=3600,
+                threshold=OLDEST_MESSAGE_SECONDS,
                 evaluation_periods=5,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),
         }
 
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
+        self.dashboard.add_widgets(
+            cw.TextWidget(
+                markdown=(
+                    "## Overseer\n"
+                    "Graphs and jobs by status, the dispatch queue, workers, and job durations and "
+                    "failures by job type. A graph's jobs: the jobs table, `graph_id` = the id, "
+                    "`entry` begins with `job#`; every failed job: its `failed-jobs` index "
+                    "(`failed_on` = the day). CLI: `overseer status ID --api URL`."
+                ),
+                width=24,
+                height=2,
+            )
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Graphs ended, by status",
+                left=[
+                    engine_metric(f"Graphs{s}", label=s.lower()) for s in ("Finished", "Failed", "Aborted")
+                ],
+                stacked=True,
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Jobs ended, by status",
+                left=[engine_metric(f"Jobs{s}", label=s.lower()) for s in ("Finished", "Failed", "Aborted")],
+                stacked=True,
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Jobs running (in flight) / workers started",
+                left=[in_flight],
+                right=[engine_metric("WorkersStarted", service=SWEEP_SERVICE)],
+                width=8,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Job duration by type: p50 / p90 / p99 (s)",
+                left=[by_job_type("JobDuration", p, f"{TYPE_LABEL} {p}") for p in ("p50", "p90", "p99")],
+                width=12,
+            ),
+            cw.GraphWidget(
+                title="Failed jobs by type",
+                left=[by_job_type("JobsFailed", "Sum", TYPE_LABEL)],
+                width=12,
+            ),
+        )
         self.dashboard.add_widgets(
             cw.GraphWidget(title="Ready jobs (queue depth)", left=[depth, in_flight], width=8),
             cw.GraphWidget(title="Age of oldest ready job (s)", left=[oldest], width=8),

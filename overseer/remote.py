@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -63,7 +64,13 @@ class RemoteApi:
 
         self.base_url = base_url.rstrip("/")
         self.session = session or boto3.Session()
-        self.region = region or region_from_url(base_url) or self.session.region_name or "us-east-1"
+        self.region = (
+            region
+            or region_from_url(base_url)
+            or os.environ.get("AWS_REGION")
+            or self.session.region_name
+            or "us-east-1"
+        )
         self.timeout = timeout
 
     # -- transport ----------------------------------------------------------------------

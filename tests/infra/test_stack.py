@@ -8,7 +8,6 @@ time, when the Lambda dependencies are downloaded into .cache/, ~10 s after).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,16 +93,7 @@ def _synthesise(outdir: Path, context: dict[str, Any]) -> Synthesis:
     )
 
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
-    """The stack as cdk.json configures it."""
-    yield _synthesise(tmp_path_factory.mktemp("cdk.out"), CONTEXT)
-
-
-@pytest.fixture(scope="session")
-def variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
-    """The stack with VARIANT_CONTEXT."""
-    yield _synthesise(tmp_path_factory.mktemp("cdk.out.variant"), VARIANT_CONTEXT)
+# The session fixtures ``synth`` and ``variant`` (one synth each) are in conftest.py.
 
 
 def _statements(synth: Synthesis, role_logical_id: str) -> list[dict[str, Any]]:

@@ -106,6 +106,11 @@ class ChaosStack:
             alive=in_time,
         )
 
+    def store_graph(self, graph_id: str) -> GraphRecord:
+        graph = self.services.store.get_graph(graph_id)
+        assert graph is not None
+        return graph
+
     def jobs(self, graph_id: str) -> dict[str, JobRecord]:
         return {job.name: job for job in self.services.store.list_jobs(graph_id)}
 

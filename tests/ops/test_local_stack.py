@@ -20,7 +20,8 @@ def test_local_stack_restarts_workers_stops_cleanly_and_keeps_state(tmp_path) ->
     state = tmp_path / "state"
     stack = start_stack(tmp_path, state, handlers, workers=2)
     try:
-        (tmp_path / "g.yaml").write_text("id: ops-kept\njobs:\n  one: {type: make}\n  two: {type: make, deps: [one]}\n")
+        graph = "id: ops-kept\njobs:\n  one: {type: make}\n  two: {type: make, deps: [one]}\n"
+        (tmp_path / "g.yaml").write_text(graph)
         stack.cli("submit", str(tmp_path / "g.yaml"))
         stack.cli("status", "ops-kept", "--watch", "--interval", "0.2")
 
@@ -33,10 +34,10 @@ def test_local_stack_restarts_workers_stops_cleanly_and_keeps_state(tmp_path) ->
         assert stack.info()["worker_restarts"] == 1
 
         # One stack per state directory.
+        command = [sys.executable, "-m", "overseer", "local", "up", "--state-dir", str(state)]
         second = subprocess.run(
-            [sys.executable, "-m", "overseer", "local", "up", "--state-dir", str(state), "--handlers", str(handlers)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [*command, "--handlers", str(handlers)], capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 1 and "already runs" in second.stderr
     finally:
         assert stop_stack(stack) == 0

@@ -11,7 +11,12 @@ from functions import scheduler
 
 def test_job_metrics_by_type(capsys: pytest.CaptureFixture[str]) -> None:
     scheduler.emit_job_metrics(
-        [("fetch", "finished", 1.5), ("fetch", "finished", 2.5), ("fetch", "failed", 0.3), ("report", "aborted", None)],
+        [
+            ("fetch", "finished", 1.5),
+            ("fetch", "finished", 2.5),
+            ("fetch", "failed", 0.3),
+            ("report", "aborted", None),
+        ],
         namespace="OverseerTest",
     )
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]

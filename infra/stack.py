@@ -200,6 +200,8 @@ class OverseerStack(Stack):
             "BatchJobDefinition": self.workers.job_definition.job_definition_arn,
             "EventBus": self.events.bus_name,
             "Dashboard": self.monitoring.dashboard.dashboard_name,
+            # `overseer logs --api URL --log-group <this>` reads the workers' job logs.
+            "WorkerLogGroup": self.workers.log_group.log_group_name,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

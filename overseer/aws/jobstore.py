@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
@@ -41,6 +42,10 @@ def _condition_failed(exc: PynamoDBException) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
+_PARALLEL_WRITERS = 8
+_ITEMS_PER_WRITER = 1000
+
+
 class DynamoJobStore:
     """Graphs and jobs in two DynamoDB tables. See ``overseer.store.JobStore``."""
 
@@ -70,12 +75,13 @@ class DynamoJobStore:
             raise StoreError(f"cannot create graph {spec.id!r}: {exc}") from exc
 
         dependents = spec.dependents()
+        items: list[JobItemBase] = []
         roots: list[str] = []
-        with self.Job.batch_write() as batch:
-            for name in spec.order:
-                job = spec.jobs[name]
-                out = [[d[0], d[1], d[2]] for d in dependents[name]]
-                item = self.Job(
+        for name in spec.order:
+            job = spec.jobs[name]
+            out = [[d[0], d[1], d[2]] for d in dependents[name]]
+            items.append(
+                self.Job(
                     spec.id,
                     job_entry(name),
                     job_name=name,
@@ -91,33 +97,45 @@ class DynamoJobStore:
                     created_at=stamp,
                     updated_at=stamp,
                 )
-                batch.save(item)
-                if len(job.deps) > INLINE_EDGES:
-                    for chunk, start in enumerate(range(0, len(job.deps), EDGE_CHUNK)):
-                        batch.save(
-                            self.Job(
-                                spec.id,
-                                chunk_entry("in", name, chunk),
-                                deps=list(job.deps[start : start + EDGE_CHUNK]),
-                            )
-                        )
-                if len(out) > INLINE_EDGES:
-                    for chunk, start in enumerate(range(0, len(out), EDGE_CHUNK)):
-                        batch.save(
-                            self.Job(
-                                spec.id,
-                                chunk_entry("out", name, chunk),
-                                dependents=out[start : start + EDGE_CHUNK],
-                            )
-                        )
-                if not job.deps:
-                    roots.append(name)
+            )
+            if len(job.deps) > INLINE_EDGES:
+                for chunk, start in enumerate(range(0, len(job.deps), EDGE_CHUNK)):
+                    deps = list(job.deps[start : start + EDGE_CHUNK])
+                    items.append(self.Job(spec.id, chunk_entry("in", name, chunk), deps=deps))
+            if len(out) > INLINE_EDGES:
+                for chunk, start in enumerate(range(0, len(out), EDGE_CHUNK)):
+                    part = out[start : start + EDGE_CHUNK]
+                    items.append(self.Job(spec.id, chunk_entry("out", name, chunk), dependents=part))
+            if not job.deps:
+                roots.append(name)
+        self._write_all(items)
         self.set_graph_status(spec.id, GraphStatus.RUNNING, sources=[GraphStatus.CREATING])
-        for name in roots:
-            self.transition(spec.id, name, RELEASE)
+        self._parallel(lambda name: self.transition(spec.id, name, RELEASE), roots)
         record = self.get_graph(spec.id)
         assert record is not None
         return record, True
+
+    def _write_all(self, items: list[JobItemBase]) -> None:
+        """Batch-write ``items`` (25 per request), several batches in parallel for big graphs."""
+
+        def write(part: list[JobItemBase]) -> None:
+            with self.Job.batch_write() as batch:
+                for item in part:
+                    batch.save(item)
+
+        self._parallel(
+            write, [items[i : i + _ITEMS_PER_WRITER] for i in range(0, len(items), _ITEMS_PER_WRITER)]
+        )
+
+    @staticmethod
+    def _parallel(act: Callable[[Any], Any], work: Sequence[Any]) -> None:
+        """Run ``act`` on every element, in a few threads when there is much to do."""
+        if len(work) <= 1:
+            for element in work:
+                act(element)
+            return
+        with ThreadPoolExecutor(_PARALLEL_WRITERS) as pool:
+            list(pool.map(act, work))
 
     # -- reading ----------------------------------------------------------------------
     def get_graph(self, graph_id: str) -> GraphRecord | None:

@@ -192,17 +192,23 @@ class Meter:
     s3_put: int = 0
     s3_get: int = 0
     largest_write: int = 0
+    # Sum over calls of the time from before-call to after-call (overlaps when threaded).
+    busy_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def attach(self, client: Any) -> Any:
         events = client.meta.events
         events.register("before-parameter-build", self._remember_params)
+        events.register("before-call", self._started)
         events.register("before-send", self._on_send)
         events.register("after-call", self._after_call)
         return client
 
     def _remember_params(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         context["bench_params"] = params
+
+    def _started(self, context: dict[str, Any], **_: Any) -> None:
+        context["bench_started"] = time.perf_counter()
 
     def _on_send(self, event_name: str, **_: Any) -> None:
         _, service, operation = event_name.split(".", 2)
@@ -212,7 +218,10 @@ class Meter:
     def _after_call(self, event_name: str, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         _, service, operation = event_name.split(".", 2)
         params = context.get("bench_params") or {}
+        started = context.get("bench_started")
         with self._lock:
+            if started is not None:
+                self.busy_seconds += time.perf_counter() - started
             if service == "dynamodb":
                 self._dynamodb(operation, params, parsed)
             elif service == "sqs":
@@ -318,17 +327,20 @@ def attach_services(meter: Meter, services: Any) -> None:
 AWS_REQUEST_SECONDS = 0.006
 
 
-def lambda_seconds(requests: int, cpu: float, memory_mb: int = SCHEDULER_MEMORY_MB) -> float:
+def lambda_seconds(
+    requests: int, cpu: float, concurrency: float = 1.0, memory_mb: int = SCHEDULER_MEMORY_MB
+) -> float:
     """Modelled duration of one scheduler invocation on AWS, billed in whole milliseconds.
 
     The CPU time measured here (one fast core) is stretched by the share of a vCPU the
     function gets (memory / 1,769 MB), plus ``AWS_REQUEST_SECONDS`` per request it made,
-    as if every request were sequential (the scheduler releases a job's dependents 8 at a
-    time, so this overstates wide releases). The measured wall time on the emulator is
-    reported too, but not billed: moto on a loaded 2-core machine answers in 10-100 ms.
+    divided by the concurrency measured in this invocation (the sum of the requests' times
+    over the wall time: the scheduler releases a job's dependents 8 at a time). The
+    measured wall time on the emulator is reported too, but not billed: moto on a loaded
+    2-core machine answers in 10-100 ms.
     """
     share = min(1.0, memory_mb / FULL_VCPU_MB)
-    seconds = cpu / share + requests * AWS_REQUEST_SECONDS
+    seconds = cpu / share + requests * AWS_REQUEST_SECONDS / max(1.0, concurrency)
     return math.ceil(seconds * 1000) / 1000
 
 
@@ -468,17 +480,18 @@ def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> Sh
         records = reader.poll()
         for start in range(0, len(records), LAMBDA_BATCH):
             batch = records[start : start + LAMBDA_BATCH]
-            sent = sum(meters["scheduler"].requests.values())
+            sent, busy = sum(meters["scheduler"].requests.values()), meters["scheduler"].busy_seconds
             t0, c0 = time.perf_counter(), time.process_time()
             scheduler.process_stream_event({"Records": batch})
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             sent = sum(meters["scheduler"].requests.values()) - sent
+            concurrency = (meters["scheduler"].busy_seconds - busy) / max(wall, 1e-9)
             invocations += 1
             records_total += len(batch)
             largest = max(largest, len(batch))
             wall_total += wall
             cpu_total += cpu
-            billed += lambda_seconds(sent, cpu)
+            billed += lambda_seconds(sent, cpu, concurrency)
         done = 0
         while True:
             deliveries = queue.receive(max_messages=1, wait_seconds=0, visibility_seconds=120)

@@ -74,8 +74,19 @@ def fresh_stack(label: str) -> tuple[Any, dict[str, Any], dict[str, Meter], Any]
     for component in meters:
         services[component] = Services.from_settings(settings)
         attach_services(meters[component], services[component])
-    reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(settings))
+    raw = clients.client("dynamodbstreams")
+    raw.meta.events.register("after-call.dynamodbstreams.GetRecords", _count_raw_records)
+    reader = StreamReader(raw, stream_arn(settings))
     return settings, services, meters, reader
+
+
+# Records the last GetRecords returned before the scheduler's filter: the reader returns
+# only records that pass it, so an empty poll does not mean the stream is drained.
+RAW = {"last": 0}
+
+
+def _count_raw_records(parsed: dict[str, Any], **_: Any) -> None:
+    RAW["last"] = len(parsed.get("Records") or [])
 
 
 def snapshot(meter: Meter) -> tuple[int, float, float]:
@@ -153,7 +164,7 @@ def pump(reader: Any, scheduler: Any, meter: Meter, once: bool = False) -> dict[
     t0 = time.perf_counter()
     while True:
         batch_records = reader.poll()
-        if not batch_records:
+        if not batch_records and not RAW["last"]:
             break
         for start in range(0, len(batch_records), LAMBDA_BATCH):
             event = {"Records": batch_records[start : start + LAMBDA_BATCH]}

@@ -90,7 +90,7 @@ def run(
         if injector is not None:
             injector.write()
 
-        records = clean.store.list_jobs("chaos-bench")
+        records = list(clean.store.list_jobs("chaos-bench"))
         stream = chaos.stream_records(clients.client("dynamodbstreams"), stream_arn(configured))
         into, after = chaos.finished_transitions(stream, "chaos-bench")
         missing = chaos.check_artifacts(clean, records)

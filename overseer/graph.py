@@ -33,6 +33,7 @@ from .errors import InvalidGraph, UnknownHandler
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_ARGS_BYTES = 32 * 1024
+MAX_DOCUMENT_VALUES = 2_000_000
 MAX_JOBS = 200_000
 MAX_DEPS_PER_JOB = 20_000
 MAX_NAME_LENGTH = 128
@@ -102,6 +103,27 @@ _StrictLoader.yaml_implicit_resolvers = {
 }
 
 
+def _check_expansion(document: Any, limit: int | None = None) -> None:
+    """Reject a document whose YAML aliases expand it beyond ``limit`` values ("billion
+    laughs"): the walk stops at the limit, so it costs at most ``limit`` steps."""
+    limit = limit or MAX_DOCUMENT_VALUES
+    seen = 0
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise InvalidGraph(
+                f"graph document expands to more than {limit} values; "
+                "do its YAML anchors and aliases refer to each other?"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -136,9 +158,10 @@ def load_document(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         if text.lstrip().startswith("{"):
             document = json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
         else:
-            document = yaml.load(text, Loader=_StrictLoader)
+            document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InvalidGraph(f"graph document is not valid YAML or JSON: {exc}") from exc
+    _check_expansion(document)
     if not isinstance(document, dict):
         raise InvalidGraph(
             f"graph document must be a mapping with a 'jobs' key, got {type(document).__name__}"

@@ -73,6 +73,8 @@ def _limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+# How long a fresh handler process may take to start (import the handlers) and take a job.
+STARTUP_LIMIT_SECONDS = 300
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Most source files looked at when deciding whether the handlers changed.
 _MAX_SOURCE_FILES = 2000
@@ -222,6 +224,9 @@ def _child_main(
         except (EOFError, OSError):
             return
         job = request.job
+        # The job's timeout runs from here, not from the hand-off: a fresh process's
+        # start-up (spawn, importing the handlers) is not the job's time.
+        conn.send(("started",))
         if inputs_factory is not None:
             job.inputs_loader = inputs_factory(job)
         try:
@@ -355,7 +360,8 @@ class IsolatedRunner:
             raise HandlerCrashed(f"cannot hand the job to the handler process: {exc}") from exc
         finally:
             job.inputs_loader = loader
-        started = time.monotonic()
+        handed_over = time.monotonic()
+        started: float | None = None
         while True:
             try:
                 ready = conn.poll(0.05)
@@ -364,6 +370,9 @@ class IsolatedRunner:
             if ready:
                 try:
                     outcome = conn.recv()
+                    if outcome == ("started",):
+                        started = time.monotonic()
+                        continue
                     break
                 except (EOFError, OSError):
                     pass  # the child died mid-answer: reported below
@@ -373,7 +382,12 @@ class IsolatedRunner:
                 self._process = None
                 self.close()
                 raise HandlerCrashed(describe_exit(code, self.memory_limit_mb))
-            if timeout and time.monotonic() - started > timeout:
+            if started is None and time.monotonic() - handed_over > STARTUP_LIMIT_SECONDS:
+                self.close()
+                raise HandlerCrashed(
+                    f"the handler process did not start the job within {STARTUP_LIMIT_SECONDS} s"
+                )
+            if timeout and started is not None and time.monotonic() - started > timeout:
                 self.close()
                 raise HandlerCrashed(
                     f"the handler ran longer than its timeout of {timeout:g} s and was killed"

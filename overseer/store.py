@@ -238,7 +238,9 @@ class JobStore(Protocol):
         ...
 
     def add_graph_progress(self, graph_id: str, deltas: Mapping[str, int]) -> GraphRecord | None:
-        """Add ``deltas`` (status -> n) to the graph's counters in one write; returns the record."""
+        """Add ``deltas`` (status -> n) to a *running* graph's counters in one write; returns the
+        record, or None when the graph is not running (a replayed record of a finished graph
+        changes nothing: its counts were set exactly when it finished)."""
         ...
 
     def set_graph_status(

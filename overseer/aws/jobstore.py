@@ -258,7 +258,7 @@ class DynamoJobStore:
         actions.append(G.updated_at.set(timeutil.iso()))
         item = G(graph_id)
         try:
-            item.update(actions=actions, condition=G.graph_id.exists())
+            item.update(actions=actions, condition=G.status == GraphStatus.RUNNING.value)
         except UpdateError as exc:
             if _condition_failed(exc):
                 return None

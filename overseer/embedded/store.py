@@ -314,7 +314,7 @@ class SqliteJobStore:
             return self.get_graph(graph_id)
         with self.db.write() as conn:
             item = self._get_graph(conn, graph_id)
-            if item is None:
+            if item is None or item.get("status") != GraphStatus.RUNNING.value:
                 return None
             for status, n in deltas.items():
                 if n:

@@ -62,13 +62,6 @@ def test_crashing_handlers_fail_their_jobs_and_the_workers_go_on(chaos_stack):
     assert ran["crash-hang"] >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: overseer/isolation.py IsolatedRunner.__call__ starts the handler's timeout "
-    "clock when it hands the job to the child, so the start-up of a fresh handler process "
-    "(spawn, import of the handlers module) counts against timeout_seconds: a job is faulted "
-    "with 'ran longer than its timeout' before its handler ran, burning an attempt",
-)
 def test_a_handler_timeout_does_not_count_the_handler_process_start_up(tmp_path):
     from overseer.isolation import HandlerCrashed, IsolatedRunner  # noqa: F401
 

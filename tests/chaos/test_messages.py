@@ -87,12 +87,6 @@ def test_replaying_the_whole_stream_changes_no_job(chaos_stack):
     assert chaos_stack.store_graph("replay").status == GraphStatus.FINISHED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Scheduler.apply -> DynamoJobStore.add_graph_progress adds replayed terminal "
-    "records to the counters of a graph that is already finished (condition is only "
-    "graph_id exists), so a replayed stream changes count_finished and updated_at",
-)
 def test_replaying_the_whole_stream_changes_no_graph_record(chaos_stack):
     run_graph(chaos_stack, "replay-graph")
     before = chaos_stack.store_graph("replay-graph")

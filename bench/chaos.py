@@ -33,7 +33,7 @@ from overseer.states import JobStatus
 
 
 def run(
-    jobs: int, workers: int, kill_every: float, faults: float, seed: int, timeout: float
+    jobs: int, workers: int, kill_every: float, faults: float, seed: int, timeout: float, max_attempts: int
 ) -> dict[str, Any]:
     width = 50 if jobs >= 500 else 30
     layers = max(1, jobs // width)
@@ -49,6 +49,8 @@ def run(
         fault_backoff_seconds=0.1,
         fault_backoff_max_seconds=1.0,
         handlers="overseer.chaos",
+        # A kill every second is far beyond a real fleet's: give each job room for them.
+        default_max_attempts=max_attempts,
     )
     with (
         tempfile.TemporaryDirectory(prefix="overseer-chaos-") as tmp,
@@ -108,6 +110,7 @@ def run(
         for key, n in injected.items():
             by_kind[key.split(" ", 1)[0]] += n
         not_finished = sum(1 for j in records if j.status != JobStatus.FINISHED)
+        errors = Counter((j.error_text() or "")[:160] for j in records if j.status == JobStatus.FAILED)
         return {
             "graph": graph.status.value,
             "jobs": len(records),
@@ -120,6 +123,8 @@ def run(
             "injected_faults": sum(injected.values()),
             "injected_by_kind": dict(sorted(by_kind.items())),
             "retried_attempts": sum(max(0, j.attempts - 1) for j in records),
+            "max_attempts_used": max((j.attempts for j in records), default=0),
+            "failed_errors": dict(errors.most_common(3)),
             "lost": {
                 "jobs_not_finished": not_finished,
                 "jobs_not_finished_exactly_once": sum(1 for j in records if into.get(j.name) != 1),
@@ -140,9 +145,12 @@ def main() -> int:
     parser.add_argument("--faults", type=float, default=0.1, help="share of AWS calls that fail")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--max-attempts", type=int, default=20, help="per job (kills count as attempts)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    result = run(args.jobs, args.workers, args.kill_every, args.faults, args.seed, args.timeout)
+    result = run(
+        args.jobs, args.workers, args.kill_every, args.faults, args.seed, args.timeout, args.max_attempts
+    )
     lost = sum(result["lost"].values())
     if args.json:
         print(json.dumps(result))
@@ -157,7 +165,10 @@ def main() -> int:
             f"{result['aws_requests_seen_by_injectors']} requests {result['injected_by_kind']}"
         )
         print(f"          {result['retried_attempts']} attempts retried after a kill or a lost claim")
+        print(f"          (the most attempts one job took: {result['max_attempts_used']})")
         print(f"lost:     {lost} {result['lost']}")
+        if result["failed_errors"]:
+            print(f"failed:   {result['failed_errors']}")
     return 0 if lost == 0 and result["graph"] == "finished" else 1
 
 

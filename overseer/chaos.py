@@ -321,6 +321,7 @@ class WorkerPool:
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.born: dict[int, float] = {}  # pid -> when it was started (monotonic)
         self.started = 0
         self.kills = 0
         self.restarts = 0
@@ -329,13 +330,15 @@ class WorkerPool:
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.started += 1
         with (self.log_dir / f"worker-{self.started}.log").open("wb") as log_file:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "overseer", "worker"],
                 env=self.env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self.born[process.pid] = time.monotonic()
+        return process
 
     def start(self) -> WorkerPool:
         with self._lock:
@@ -345,10 +348,17 @@ class WorkerPool:
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.processes if p.poll() is None]
 
-    def kill_one(self, rng: random.Random) -> int | None:
-        """SIGKILL a random live worker (and its handler process), start a replacement."""
+    def kill_one(self, rng: random.Random, min_age: float = 0.0) -> int | None:
+        """SIGKILL a random live worker at least ``min_age`` seconds old (and its handler
+        process), start a replacement. On a slow machine the age keeps replacements, which
+        take a while to start, from being killed before they do any work."""
         with self._lock:
-            live = [i for i, p in enumerate(self.processes) if p.poll() is None]
+            now = time.monotonic()
+            live = [
+                i
+                for i, p in enumerate(self.processes)
+                if p.poll() is None and now - self.born.get(p.pid, 0.0) >= min_age
+            ]
             if not live:
                 return None
             index = rng.choice(live)
@@ -387,11 +397,15 @@ class WorkerPool:
 
 
 class Killer:
-    """A thread that kills a random worker of ``pool`` every ``interval`` seconds."""
+    """A thread that kills a random worker of ``pool`` every ``interval`` seconds (one that
+    has lived at least ``min_age``, by default ``interval``)."""
 
-    def __init__(self, pool: WorkerPool, interval: float, seed: int = 0) -> None:
+    def __init__(
+        self, pool: WorkerPool, interval: float, seed: int = 0, min_age: float | None = None
+    ) -> None:
         self.pool = pool
         self.interval = interval
+        self.min_age = interval if min_age is None else min_age
         self.rng = random.Random(seed)
         self.killed: list[int] = []
         self._stop = threading.Event()
@@ -399,7 +413,7 @@ class Killer:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval * self.rng.uniform(0.75, 1.25)):
-            pid = self.pool.kill_one(self.rng)
+            pid = self.pool.kill_one(self.rng, self.min_age)
             if pid is not None:
                 self.killed.append(pid)
 

@@ -16,7 +16,7 @@ def test_killing_workers_loses_nothing_and_finishes_every_job_once(chaos_stack):
     pool = chaos_stack.pool(4).start()
     try:
         with chaos.Killer(pool, interval=2.0, seed=11) as killer:
-            graph = chaos_stack.drive("kills", timeout=150)
+            graph = chaos_stack.drive("kills", timeout=360)
     finally:
         pool.stop()
 

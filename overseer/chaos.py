@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from .job import Artifact, Job, job_seed
@@ -142,7 +142,7 @@ def error_response(protocol: str, service: str, url: str, kind: str) -> AWSRespo
         ).encode()
         headers["content-type"] = "text/xml"
     headers["content-length"] = str(len(body))
-    return AWSResponse(url, status, headers, _Body(body))
+    return AWSResponse(url, status, HTTPHeaders.from_dict(headers), _Body(body))
 
 
 class FaultInjector:
@@ -579,7 +579,7 @@ def read_runs(path: str | Path) -> list[tuple[str, str, int, int]]:
     file = Path(path)
     if not file.exists():
         return []
-    return [tuple(json.loads(line)) for line in file.read_text().splitlines() if line]  # type: ignore[misc]
+    return [tuple(json.loads(line)) for line in file.read_text().splitlines() if line]
 
 
 def layered_graph(graph_id: str, layers: int, width: int, **job_args: Any) -> dict[str, Any]:

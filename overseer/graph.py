@@ -158,7 +158,7 @@ def load_document(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         if text.lstrip().startswith("{"):
             document = json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
         else:
-            document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+            document = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InvalidGraph(f"graph document is not valid YAML or JSON: {exc}") from exc
     _check_expansion(document)

@@ -99,6 +99,15 @@ def worker_processes(
                 process.kill()
 
 
+def _current(store: Any, graph_id: str, known: GraphRecord) -> GraphRecord:
+    """The graph's record, or the last one known when the store cannot be read right now."""
+    try:
+        return store.get_graph(graph_id) or known
+    except Exception:
+        log.warning("cannot read graph %s; retrying", graph_id, exc_info=True)
+        return known
+
+
 def pump_until_done(
     services: Services,
     scheduler: Scheduler,
@@ -135,14 +144,14 @@ def pump_until_done(
                     if attempt == 5:
                         raise
                     time.sleep(0.2 * attempt)
-            graph = store.get_graph(graph_id) or graph
+            graph = _current(store, graph_id, graph)
             if progress:
                 progress(graph)
         else:
             if not alive():
                 raise RuntimeError("every worker process exited before the graph finished")
             time.sleep(poll_seconds)
-            graph = store.get_graph(graph_id) or graph
+            graph = _current(store, graph_id, graph)
     return graph
 
 

@@ -82,8 +82,20 @@ class JobItemBase(Model):
     finished_at = UnicodeAttribute(null=True)
 
 
+# PynamoDB retries throttling and 5xx itself; as many tries as the boto3 clients get.
+MAX_RETRY_ATTEMPTS = 8
+
+
 def graph_model(table_name: str) -> type[GraphItemBase]:
-    meta = type("Meta", (), {"table_name": table_name, "billing_mode": "PAY_PER_REQUEST"})
+    meta = type(
+        "Meta",
+        (),
+        {
+            "table_name": table_name,
+            "billing_mode": "PAY_PER_REQUEST",
+            "max_retry_attempts": MAX_RETRY_ATTEMPTS,
+        },
+    )
     return type("GraphItem", (GraphItemBase,), {"Meta": meta})
 
 
@@ -95,6 +107,7 @@ def job_model(table_name: str) -> type[JobItemBase]:
             "table_name": table_name,
             "billing_mode": "PAY_PER_REQUEST",
             "stream_view_type": "NEW_AND_OLD_IMAGES",
+            "max_retry_attempts": MAX_RETRY_ATTEMPTS,
         },
     )
     return type("JobItem", (JobItemBase,), {"Meta": meta})

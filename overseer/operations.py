@@ -15,6 +15,7 @@ Example
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,13 +184,18 @@ def cancel_graph(
     job stays aborted. Every job gets the reason "graph cancelled". Finished, failed and
     aborted jobs are left as they are. The graph goes from running to aborted
     (``on_graph_done`` is called with it); a graph that already ended keeps its status.
-    The counters catch up as the scheduler sees the aborts. Raises ``GraphNotFound``.
+    Its counters are set from the jobs as they are then (the scheduler counts only running
+    graphs). Raises ``GraphNotFound``.
     """
     store = services.store
     get_graph(services, graph_id)
     open_jobs = [job for job in store.list_jobs(graph_id) if not job.status.terminal]
     changed = _in_parallel(lambda job: _stop_job(store, job), open_jobs)
-    done = store.set_graph_status(graph_id, GraphStatus.ABORTED, sources=[GraphStatus.RUNNING])
+    counts = Counter(job.status.value for job in store.list_jobs(graph_id))
+    exact = {
+        s.value: counts.get(s.value, 0) for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED)
+    }
+    done = store.set_graph_status(graph_id, GraphStatus.ABORTED, sources=[GraphStatus.RUNNING], counts=exact)
     if done is not None and on_graph_done is not None:
         on_graph_done(done)
     return GraphChange(done or get_graph(services, graph_id), changed)

@@ -123,7 +123,9 @@ def test_commands_through_the_api_are_signed(api_url: tuple[str, list[str]], tmp
     assert all("/eu-west-1/execute-api/aws4_request" in s for s in signatures)
 
 
-def test_api_errors_and_region() -> None:
+def test_api_errors_and_region(monkeypatch) -> None:
+    # The session's region wins over the environment's (other tests set AWS_REGION).
+    monkeypatch.delenv("AWS_REGION", raising=False)
     assert region_from_url("https://abc.execute-api.ap-south-1.amazonaws.com/v1") == "ap-south-1"
     assert region_from_url("http://localhost:3000") is None
     api = RemoteApi("http://127.0.0.1:9/v1", session=boto3.Session(region_name="eu-west-1"), timeout=2)

@@ -67,7 +67,7 @@ class RemoteApi:
         self.region = (
             region
             or region_from_url(base_url)
-            or os.environ.get("AWS_REGION")  # the SDKs' standard variable; botocore reads only AWS_DEFAULT_REGION
+            or os.environ.get("AWS_REGION")  # botocore itself reads only AWS_DEFAULT_REGION
             or self.session.region_name
             or "us-east-1"
         )

@@ -34,6 +34,10 @@ from .store import Delivery, Fence, JobRecord
 
 log = logging.getLogger("overseer.worker")
 TRACEBACK_LINES = 12
+# The run loop deletes handled messages in batches of up to 10 (one SQS request), at the
+# latest this long after the first one, or as soon as the queue is empty.
+DELETE_BATCH = 10
+DELETE_DELAY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,8 @@ class Worker:
         self.run_handler = run_handler
         self._stopping = threading.Event()
         self._stop_requested_at: float | None = None
+        self._deletes: list[str] = []
+        self._deletes_since = 0.0
         self.processed = 0
 
     def stop(self) -> None:
@@ -168,7 +174,16 @@ class Worker:
     def run(self) -> int:
         """Work until stopped, or idle for ``idle_exit_seconds``. Returns jobs processed."""
         idle_since = time.monotonic()
+        try:
+            self._run_loop(idle_since)
+        finally:
+            self.flush_deletes()
+        return self.processed
+
+    def _run_loop(self, idle_since: float) -> None:
         while not self._stopping.is_set():
+            if self._deletes and time.monotonic() - self._deletes_since > DELETE_DELAY_SECONDS:
+                self.flush_deletes()
             try:
                 deliveries = self.services.queue.receive(
                     max_messages=1,
@@ -180,6 +195,7 @@ class Worker:
                 self._stopping.wait(1.0)
                 continue
             if not deliveries:
+                self.flush_deletes()
                 idle = self.settings.idle_exit_seconds
                 if idle and time.monotonic() - idle_since >= idle:
                     log.info("idle for %ss: exiting", idle)
@@ -187,17 +203,39 @@ class Worker:
                 continue
             for delivery in deliveries:
                 try:
-                    outcome = self.process(delivery)
+                    outcome = self.process(delivery, defer_delete=True)
                     log.info("%s/%s %s", outcome.graph_id, outcome.job_name, outcome.kind)
                 except Exception:
                     # The message becomes visible again; the job is retried or swept.
                     log.exception("could not process %s", delivery.message)
                 self.processed += 1
             idle_since = time.monotonic()
-        return self.processed
+
+    def flush_deletes(self) -> None:
+        """Delete the messages of the jobs already recorded, in one batch."""
+        receipts, self._deletes = self._deletes, []
+        if receipts:
+            try:
+                self.services.queue.delete(receipts)
+            except Exception:
+                # They become visible again; their claims are refused and they are deleted then.
+                log.warning("could not delete %d messages", len(receipts), exc_info=True)
+
+    def _delete(self, receipt: str, defer: bool) -> None:
+        if not defer:
+            self.services.queue.delete([receipt])
+            return
+        if not self._deletes:
+            self._deletes_since = time.monotonic()
+        self._deletes.append(receipt)
+        if len(self._deletes) >= DELETE_BATCH:
+            self.flush_deletes()
 
     # -- one job ----------------------------------------------------------------------
-    def process(self, delivery: Delivery) -> Outcome:
+    def process(self, delivery: Delivery, *, defer_delete: bool = False) -> Outcome:
+        """Claim, run and record one delivered job. With ``defer_delete`` its message is
+        deleted later in a batch (``flush_deletes``): the outcome is already recorded, and a
+        message seen again meanwhile claims nothing."""
         message = delivery.message
         store, queue = self.services.store, self.services.queue
         lease = self.settings.lease_seconds
@@ -219,7 +257,7 @@ class Worker:
         )
         if record is None:
             # Duplicate or stale message: the job is someone else's, or already done.
-            queue.delete([delivery.receipt])
+            self._delete(delivery.receipt, defer_delete)
             return Outcome("skipped", message.graph_id, message.job_name)
         fence = Fence(attempt, self.worker_id)
         with _Heartbeat(self.services, record, fence, delivery.receipt) as heartbeat:
@@ -228,7 +266,7 @@ class Worker:
             # Visible again at once, for another worker.
             queue.extend_visibility(delivery.receipt, 0)
         else:
-            queue.delete([delivery.receipt])
+            self._delete(delivery.receipt, defer_delete)
         return outcome
 
     def _max_attempts(self, record: JobRecord, spec: HandlerSpec | None) -> int:

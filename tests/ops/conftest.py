@@ -49,8 +49,11 @@ def join(job):
 
 def slow(job):
     beat = pathlib.Path(job.args["beat"])
+    partial = beat.with_name(beat.name + ".partial")
     for i in range(3000):
-        beat.write_text(repr(time.time()))
+        # Written aside and renamed, so a kill never leaves the beat file empty.
+        partial.write_text(repr(time.time()))
+        partial.replace(beat)
         print("tick", i, flush=True)
         time.sleep(0.05)
 

@@ -432,34 +432,45 @@ class ShapeRun:
     sfn: dict[str, int]
 
 
-def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> ShapeRun:
-    from overseer.aws import clients
-    from overseer.aws.resources import provision, stream_arn
-    from overseer.aws.stream import StreamReader
+def metered_stack(
+    prefix: str, components: tuple[str, ...], *, lease_seconds: int
+) -> tuple[Any, dict[str, Any], dict[str, Meter]]:
+    """A fresh stack on the emulator, and per component its own services and request meter."""
+    from overseer.aws.resources import provision
     from overseer.config import Settings
-    from overseer.graph import parse_graph
-    from overseer.handlers import to_spec
-    from overseer.scheduler import Scheduler
     from overseer.services import Services
-    from overseer.worker import Worker
 
-    prefix = f"c{uuid.uuid4().hex[:8]}"
     settings = provision(
         Settings(
             graphs_table=f"{prefix}-graphs",
             jobs_table=f"{prefix}-jobs",
             artifact_bucket=f"{prefix}-artifacts",
             receive_wait_seconds=0,
-            lease_seconds=120,
+            lease_seconds=lease_seconds,
             isolation="none",
         )
     )
     sizes = ItemSizes()
-    meters = {c: Meter(c, sizes) for c in ("submission", "scheduler", "worker", "harness")}
+    meters = {c: Meter(c, sizes) for c in components}
     services = {}
-    for component in ("submission", "scheduler", "worker", "harness"):
+    for component in components:
         services[component] = Services.from_settings(settings)
         attach_services(meters[component], services[component])
+    return settings, services, meters
+
+
+def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> ShapeRun:
+    from overseer.aws import clients
+    from overseer.aws.resources import stream_arn
+    from overseer.aws.stream import StreamReader
+    from overseer.graph import parse_graph
+    from overseer.handlers import to_spec
+    from overseer.scheduler import Scheduler
+    from overseer.worker import Worker
+
+    settings, services, meters = metered_stack(
+        f"c{uuid.uuid4().hex[:8]}", ("submission", "scheduler", "worker", "harness"), lease_seconds=120
+    )
     reader = StreamReader(meters["harness"].attach(clients.client("dynamodbstreams")), stream_arn(settings))
 
     scheduler = Scheduler(services["scheduler"].store, services["scheduler"].queue)

@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cost import LAMBDA_BATCH, ItemSizes, Meter, attach_services, item_size
+from cost import LAMBDA_BATCH, Meter, item_size, metered_stack
 
 ITEM_BOUND = 100 * 1024  # docs/architecture.md
 
@@ -52,28 +52,12 @@ def rss_mb() -> float:
 
 def fresh_stack(label: str) -> tuple[Any, dict[str, Any], dict[str, Meter], Any]:
     from overseer.aws import clients
-    from overseer.aws.resources import provision, stream_arn
+    from overseer.aws.resources import stream_arn
     from overseer.aws.stream import StreamReader
-    from overseer.config import Settings
-    from overseer.services import Services
 
-    prefix = f"s{uuid.uuid4().hex[:8]}-{label}"
-    settings = provision(
-        Settings(
-            graphs_table=f"{prefix}-graphs",
-            jobs_table=f"{prefix}-jobs",
-            artifact_bucket=f"{prefix}-artifacts",
-            receive_wait_seconds=0,
-            lease_seconds=300,
-            isolation="none",
-        )
+    settings, services, meters = metered_stack(
+        f"s{uuid.uuid4().hex[:8]}-{label}", ("submission", "scheduler", "worker", "setup"), lease_seconds=300
     )
-    sizes = ItemSizes()
-    meters = {c: Meter(c, sizes) for c in ("submission", "scheduler", "worker", "setup")}
-    services = {}
-    for component in meters:
-        services[component] = Services.from_settings(settings)
-        attach_services(meters[component], services[component])
     raw = clients.client("dynamodbstreams")
     raw.meta.events.register("after-call.dynamodbstreams.GetRecords", _count_raw_records)
     reader = StreamReader(raw, stream_arn(settings))

@@ -184,8 +184,8 @@ def list_jobs(graph_id: str) -> Response:
     jobs = operations.list_jobs(_services.get(), graph_id, status, after=after, limit=limit + 1)
     page = jobs[:limit]
     next_after = page[-1].name if len(jobs) > limit else None
-    store = _services.get().store
-    jobs = {j.name: {**j.summary(), "deps": store.dependencies(j)} for j in page}
+    services = _services.get()
+    jobs = {j.name: operations.job_view(services, j) for j in page}
     return _json(200, {"graph_id": graph_id, "jobs": jobs, "next": next_after})
 
 

@@ -295,6 +295,7 @@ class IsolatedRunner:
         # since it started, so a fixed handler is picked up by a rerun.
         self._sources = handlers_source_files(handlers_path) if reload_on_change else []
         self._stamp = source_stamp(self._sources)
+        self._changed: bool | None = None  # this job's answer, until the child is next used
         self.memory_limit_mb = memory_limit_mb
         self.default_timeout = default_timeout_seconds
         self.inputs_factory = inputs_factory
@@ -303,11 +304,15 @@ class IsolatedRunner:
         self.started = 0
 
     def handlers_changed(self) -> bool:
-        """Whether the handlers' source files changed since the child started."""
-        return bool(self._sources) and source_stamp(self._sources) != self._stamp
+        """Whether the handlers' source files changed since the child started (the files are
+        looked at once per job: the worker asks before the child is used)."""
+        if self._changed is None:
+            self._changed = bool(self._sources) and source_stamp(self._sources) != self._stamp
+        return self._changed
 
     def _ensure_child(self) -> multiprocessing.connection.Connection:
-        if self._process is not None and self.handlers_changed():
+        changed, self._changed = self.handlers_changed(), None
+        if self._process is not None and changed:
             log.info("handlers in %s changed: restarting the handler process", self.handlers_path)
             self.close()
         if self._process is not None and self._process.is_alive() and self._conn is not None:

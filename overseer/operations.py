@@ -174,6 +174,11 @@ def _stop_job(store: JobStore, job: JobRecord) -> bool:
     return False
 
 
+def job_view(services: Services, job: JobRecord) -> dict[str, Any]:
+    """A job as the CLI and the API show it: its summary and its deps, in declared order."""
+    return {**job.summary(), "deps": services.store.dependencies(job)}
+
+
 def cancel_graph(
     services: Services, graph_id: str, *, on_graph_done: GraphEvents | None = None
 ) -> GraphChange:

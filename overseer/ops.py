@@ -118,11 +118,9 @@ class LocalClient:
     def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
         from . import operations
 
-        store = self.services.store
         jobs = {}
         for job in operations.list_jobs(self.services, graph_id, status):
-            summary = job.summary()
-            summary["deps"] = store.dependencies(job)
+            summary = operations.job_view(self.services, job)
             if job.reason and job.error:
                 summary["reason"] = job.reason
             jobs[job.name] = summary

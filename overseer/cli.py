@@ -146,11 +146,18 @@ def run(
     console.print(_jobs_table(result.jobs))
     style = STATUS_STYLE.get(result.status, "")
     requests = f", {sum(result.requests.values())} AWS requests" if backend == "aws" else ""
+    artifacts = sum(len(job["artifacts"]) for job in result.jobs.values())
     console.print(
         f"graph [bold]{result.graph_id}[/] [{style}]{result.status}[/] in {result.seconds:.1f}s{requests}"
-        + ("" if result.created else " (resumed an existing graph)")
-        + (f"; artifacts in {out}" if out else "")
+        + (f"; {artifacts} artifacts written under {out}/<bucket>/<key>" if out else "")
     )
+    if not result.created:
+        where = str(state_dir) if backend == "embedded" else "the configured tables"
+        console.print(
+            f"this graph id was already in {where}: it was resumed, or shown as stored if it had "
+            f"ended; to run it afresh, give the graph another id"
+            + (f" or remove {state_dir}" if backend == "embedded" else "")
+        )
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     sys.exit(result.exit_code)

@@ -29,10 +29,10 @@ def free_port() -> int:
 
 @contextmanager
 def emulator(timeout: float = 30.0) -> Iterator[dict[str, str]]:
-    """Start moto server; yields the environment that points boto3 at it."""
+    """Start moto server (DynamoDB writes serialised); yields the environment that points boto3 at it."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "overseer.aws.emulator_server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

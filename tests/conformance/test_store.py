@@ -311,3 +311,27 @@ def test_running_graphs_lists_exactly_the_running_ones(backend: Backend) -> None
     backend.store.set_graph_status(b, GraphStatus.FINISHED, sources=[GraphStatus.RUNNING])
     running = {g.graph_id for g in backend.store.running_graphs()}
     assert a in running and b not in running
+
+
+def test_racing_claims_of_one_job_have_exactly_one_winner(backend: Backend) -> None:
+    # The fence is only as good as the conditional write under concurrency: a duplicated
+    # message taken by several workers at once must give the job to exactly one of them.
+    g = backend.gid("racing")
+    store = backend.store
+    names = [f"j{i}" for i in range(25)]
+    waiting_jobs(backend, g, names)
+    for name in names:
+        store.transition(g, name, RELEASE)
+    contenders = [(name, f"worker-{k}") for name in names for k in range(4)]
+
+    def claim(name: str, owner: str) -> str | None:
+        job = store.transition(g, name, CLAIM, fence=Fence(0), changes={"attempts": 1, "lease_owner": owner})
+        return owner if job is not None else None
+
+    with ThreadPoolExecutor(8) as pool:
+        winners = list(pool.map(claim, [n for n, _ in contenders], [o for _, o in contenders]))
+    for name in names:
+        won = [w for (n, _), w in zip(contenders, winners, strict=True) if n == name and w]
+        assert len(won) == 1, (name, won)
+        job = store.get_job(g, name)
+        assert (job.status, job.attempts, job.lease_owner) == (JobStatus.RUNNING, 1, won[0])

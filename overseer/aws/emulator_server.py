@@ -1,0 +1,29 @@
+"""moto's server with DynamoDB requests taken one at a time.
+
+DynamoDB applies conditional writes to an item one after another; moto's server runs
+requests on threads and checks a condition and applies the write without a lock, so two
+racing writes can both pass. The engine's fencing relies on the real behaviour, so the
+emulator it starts must have it too.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from moto.dynamodb.responses import DynamoHandler
+from moto.server import main
+
+_one_at_a_time = threading.Lock()
+_call_action = DynamoHandler.call_action
+
+
+def _serialised_call_action(self: DynamoHandler) -> Any:
+    with _one_at_a_time:
+        return _call_action(self)
+
+
+DynamoHandler.call_action = _serialised_call_action  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    main()

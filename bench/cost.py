@@ -18,12 +18,14 @@ shape, and the engine's own code driven in this process (the ``tests/support.Loc
 way): the stream's new records are handed to ``Scheduler.process_stream_event`` in
 Lambda-sized events of at most 100 records (one event = one Lambda invocation), then a
 ``Worker`` (``isolation="none"``) takes jobs one ``ReceiveMessage`` (max 1 message) at a
-time until the queue is empty, as ``overseer worker`` does; repeat until the graph is done.
+time until the queue is empty, as ``overseer worker`` does, deleting handled messages in
+batches as its run loop does (10 at a time, or after its delete delay, counted in rounds of
+the Lambda batching window); repeat until the graph is done.
 Each component has its own clients (its own ``Services``), so every request is attributed:
 
 * ``submission``: ``create_graph`` (graph item, batched job items, root releases);
 * ``scheduler``: everything ``process_stream_event`` sends (the Lambda's requests);
-* ``worker``: receive, claim, outcome, delete;
+* ``worker``: receive, claim, outcome, batched deletes;
 * ``harness`` (not billed to the job): the stream's GetRecords (on AWS, Lambda's event
   source mapping reads the stream at no request charge), the driver's graph-status
   GetItem polling, and the worker's empty receives (on AWS an idle worker long-polls:
@@ -76,6 +78,10 @@ SCHEDULER_MEMORY_MB = 1024
 FULL_VCPU_MB = 1769
 
 LAMBDA_BATCH = 100  # infra/scheduler.py BATCH_SIZE
+# infra/scheduler.py max_batching_window: on AWS, scheduler invocations of a busy graph are
+# about this far apart. The driver's rounds stand for that much time (the worker's deferred
+# deletes are flushed on this clock, not on the emulator's).
+LAMBDA_BATCHING_WINDOW_SECONDS = 1.0
 SQS_BATCH = 10
 SQS_CHUNK = 64 * 1024
 KEY_NAMES = ("graph_id", "entry")
@@ -487,6 +493,7 @@ def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> Sh
     wall_total = cpu_total = billed = 0.0
     status = "running"
     idle_rounds = 0
+    aws_seconds = first_deferred_at = 0.0
     while True:
         records = reader.poll()
         for start in range(0, len(records), LAMBDA_BATCH):
@@ -509,12 +516,20 @@ def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> Sh
             if not deliveries:
                 break
             for delivery in deliveries:
-                worker.process(delivery)
+                if not worker.pending_deletes:
+                    first_deferred_at = aws_seconds
+                # As the run loop does: delete in batches of 10, or after the delete delay.
+                worker.process(delivery, defer_delete=True)
                 done += 1
+        if records:
+            aws_seconds += LAMBDA_BATCHING_WINDOW_SECONDS
+        if worker.pending_deletes and aws_seconds - first_deferred_at >= worker.delete_delay:
+            worker.flush_deletes()
         graph = harness.get_graph(graph_id)
         assert graph is not None
         if graph.status.terminal:
             status = graph.status.value
+            worker.flush_deletes()  # the worker's next long poll comes back empty
             break
         idle_rounds = idle_rounds + 1 if not records and not done else 0
         if idle_rounds > 200:

@@ -13,17 +13,18 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.functions import FunctionFactory
-from overseer.scheduler import STREAM_FILTER_PATTERN
+from overseer.scheduler import STREAM_FILTER_PATTERNS
 
 
-def stream_filter() -> dict:
-    """The event source mapping filter: job items (entry ``job#...``), inserted or modified,
-    whose new status is one the scheduler acts on (ready, finished, failed, aborted).
+def stream_filters() -> list[dict]:
+    """The event source mapping filters (a record passing any one is delivered): job items
+    (entry ``job#...``), inserted or modified, that ended (finished, failed, aborted) or
+    became ready other than by the scheduler's own release (it enqueues those itself).
 
-    The pattern is the engine's own ``STREAM_FILTER_PATTERN``, so the filter and the
-    scheduler code cannot drift apart.
+    They are the engine's own ``STREAM_FILTER_PATTERNS``, so the filters and the scheduler
+    code cannot drift apart.
     """
-    return {"pattern": json.dumps(STREAM_FILTER_PATTERN)}
+    return [{"pattern": json.dumps(pattern)} for pattern in STREAM_FILTER_PATTERNS]
 
 
 class Scheduler(Construct):
@@ -72,6 +73,6 @@ class Scheduler(Construct):
                 retry_attempts=self.RETRY_ATTEMPTS,
                 max_record_age=Duration.hours(6),
                 on_failure=sources.SqsDlq(on_failure_queue),
-                filters=[stream_filter()],
+                filters=stream_filters(),
             )
         )

@@ -25,7 +25,7 @@ from typing import Any
 from .errors import GraphNotFound
 from .graph import parse_graph
 from .services import Services
-from .states import CANCEL_RUNNING, CASCADE_ABORT, RELEASE, RERUN, GraphStatus, JobStatus
+from .states import CANCEL_RUNNING, CASCADE_ABORT, RELEASE, RELEASED_BY_RERUN, RERUN, GraphStatus, JobStatus
 from .store import GraphRecord, JobRecord, JobStore
 from .templates import fan_out, render_template
 
@@ -206,6 +206,12 @@ def cancel_graph(
     return GraphChange(done or get_graph(services, graph_id), changed)
 
 
+# What a rerun job forgets of its previous run.
+_CLEARED_ON_RERUN = [
+    "error", "reason", "finished_at", "not_before", "lease_owner", "lease_expires_at", "released_by",
+]  # fmt: skip
+
+
 def rerun_graph(services: Services, graph_id: str) -> GraphChange:
     """Run the graph's failed and aborted jobs again; finished jobs are kept.
 
@@ -230,7 +236,7 @@ def rerun_graph(services: Services, graph_id: str) -> GraphChange:
             job.name,
             RERUN,
             changes={"attempts": 0},
-            remove=["error", "reason", "finished_at", "not_before", "lease_owner", "lease_expires_at"],
+            remove=_CLEARED_ON_RERUN,
         )
 
     with ThreadPoolExecutor(_PARALLEL_WRITES) as pool:
@@ -269,7 +275,8 @@ def rerun_graph(services: Services, graph_id: str) -> GraphChange:
                 counted = store.record_finished_dependency(graph_id, job.name, index) or 0
         if counted < len(deps):
             return False
-        return store.transition(graph_id, job.name, RELEASE) is not None
+        released = store.transition(graph_id, job.name, RELEASE, changes={"released_by": RELEASED_BY_RERUN})
+        return released is not None
 
     _in_parallel(release_if_ready, [new for _, new in moved])
     return GraphChange(get_graph(services, graph_id), len(moved))

@@ -4,10 +4,12 @@ It is the only component that moves jobs from waiting to ready and puts them on 
 queue. Stream records arrive at least once and, between shards, out of order, so every
 step is idempotent and conditional:
 
-* a job that became ready is enqueued (a duplicate message is harmless: the claim is
-  fenced by the attempt number);
 * a job that finished marks itself finished in each dependent (a set of indices, so
-  duplicates count once) and releases the dependents whose deps are all finished;
+  duplicates count once), releases the dependents whose deps are all finished, and
+  enqueues them in the same invocation (their "ready" records are filtered out);
+* a job that became ready some other way (released by its graph's submission or a
+  rerun, or ready again after a retry or an expired lease) is enqueued (a duplicate
+  message is harmless: the claim is fenced by the attempt number);
 * a job that failed or aborted aborts its waiting dependents with the reason, and the
   abort travels down the graph the same way;
 * terminal transitions are added to the graph's counters, one write per graph per batch;
@@ -22,8 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
@@ -32,25 +33,51 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 from . import timeutil
 from .items import JOB_PREFIX, record_from_item
-from .states import CASCADE_ABORT, RELEASE, GraphStatus, JobStatus, graph_outcome
+from .states import (
+    CASCADE_ABORT,
+    RELEASE,
+    RELEASED_BY_RERUN,
+    RELEASED_BY_SCHEDULER,
+    RELEASED_BY_SUBMISSION,
+    GraphStatus,
+    JobStatus,
+    graph_outcome,
+)
 from .store import Dependent, DispatchQueue, GraphRecord, JobMessage, JobRecord, JobStore
 
 log = logging.getLogger("overseer.scheduler")
 
-# The records the scheduler acts on, as a Lambda event source mapping filter. Every other
-# change (claims, heartbeats, dependency counts) never invokes it.
-ACTED_ON = ("ready", "finished", "failed", "aborted")
-STREAM_FILTER_PATTERN: dict[str, Any] = {
-    "eventName": ["INSERT", "MODIFY"],
-    "dynamodb": {
-        "Keys": {"entry": {"S": [{"prefix": JOB_PREFIX}]}},
-        "NewImage": {"status": {"S": list(ACTED_ON)}},
-    },
-}
+
+def _job_records(images: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "eventName": ["INSERT", "MODIFY"],
+        "dynamodb": {"Keys": {"entry": {"S": [{"prefix": JOB_PREFIX}]}}, **images},
+    }
+
+
+# The records the scheduler acts on, as Lambda event source mapping filters (a record
+# passing any of them is delivered). Every other change (claims, heartbeats, dependency
+# counts, the scheduler's own releases) never invokes it.
+STREAM_FILTER_PATTERNS: list[dict[str, Any]] = [
+    # A job ended: release or abort its dependents, count it.
+    _job_records({"NewImage": {"status": {"S": ["finished", "failed", "aborted"]}}}),
+    # Ready again after running (a retry, an expired lease, a worker shutting down).
+    _job_records({"NewImage": {"status": {"S": ["ready"]}}, "OldImage": {"status": {"S": ["running"]}}}),
+    # Released by the graph's submission (its roots) or by a rerun.
+    _job_records(
+        {
+            "NewImage": {
+                "status": {"S": ["ready"]},
+                "released_by": {"S": [RELEASED_BY_SUBMISSION, RELEASED_BY_RERUN]},
+            }
+        }
+    ),
+]
 _PARALLEL_RELEASES = 8
 MAX_SQS_DELAY = 900
 
 GraphEvents = Callable[[GraphRecord], None]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -117,21 +144,22 @@ class Scheduler:
 
     def apply(self, changes: Iterable[StatusChange]) -> SchedulerReport:
         report = SchedulerReport()
-        ready: list[JobMessage] = []
+        messages: list[JobMessage] = []
         deltas: dict[str, Counter[str]] = defaultdict(Counter)
-        follow_ups: list[Callable[[], int]] = []
+        finished: list[JobRecord] = []
+        ended_badly: list[JobRecord] = []
         for change in changes:
             report.changes += 1
             job = change.job
-            if job.status == JobStatus.READY:
+            if job.status == JobStatus.READY and not self._sent_when_released(change):
                 delay = int(max(0.0, timeutil.seconds_until(job.not_before)))
                 # Beyond SQS's 15-minute delay the sweep sends the message when it is due.
                 if delay <= MAX_SQS_DELAY:
-                    ready.append(JobMessage(job.graph_id, job.name, job.attempts, delay))
+                    messages.append(JobMessage(job.graph_id, job.name, job.attempts, delay))
             elif job.status == JobStatus.FINISHED:
-                follow_ups.append(partial(self.release_dependents, job))
+                finished.append(job)
             elif job.status in (JobStatus.FAILED, JobStatus.ABORTED):
-                follow_ups.append(partial(self._abort_dependents_negated, job))
+                ended_badly.append(job)
             if job.status.terminal:
                 deltas[job.graph_id][job.status.value] += 1
                 seconds = None
@@ -142,15 +170,15 @@ class Scheduler:
                 report.terminal.append((job.type, job.status.value, seconds))
             if change.previous is not None and change.previous.terminal and not job.status.terminal:
                 deltas[job.graph_id][change.previous.value] -= 1
-        if ready:
-            self.queue.send(ready)
-            report.enqueued = len(ready)
-        for follow_up in follow_ups:
-            n = follow_up()
-            if n >= 0:
-                report.released += n
-            else:
-                report.aborted -= n
+        for job in finished:
+            for message, fresh in self.release_dependents(job):
+                report.released += fresh
+                messages.append(message)
+        for job in ended_badly:
+            report.aborted += self.abort_dependents(job)
+        if messages:
+            self.queue.send(messages)
+            report.enqueued = len(messages)
         for graph_id, delta in deltas.items():
             graph = self.store.add_graph_progress(graph_id, delta)
             if (
@@ -163,27 +191,43 @@ class Scheduler:
                     report.graphs_done.append(graph_id)
         return report
 
-    def _each_dependent(self, job: JobRecord, act: Callable[[Dependent], bool]) -> int:
+    @staticmethod
+    def _sent_when_released(change: StatusChange) -> bool:
+        """Whether the scheduler enqueued this job when it released it (so its "ready"
+        record, delivered where the stream filter is not applied, needs nothing)."""
+        return change.previous == JobStatus.WAITING and change.job.released_by == RELEASED_BY_SCHEDULER
+
+    def _each_dependent(self, job: JobRecord, act: Callable[[Dependent], _T]) -> list[_T]:
         dependents = self.store.dependents(job)
         if len(dependents) <= 2:
-            return sum(act(d) for d in dependents)
+            return [act(d) for d in dependents]
         with ThreadPoolExecutor(_PARALLEL_RELEASES) as pool:
-            return sum(pool.map(act, dependents))
+            return list(pool.map(act, dependents))
 
-    def release_dependents(self, job: JobRecord) -> int:
-        """Count ``job`` as finished in each dependent; release those now complete."""
+    def release_dependents(self, job: JobRecord) -> list[tuple[JobMessage, bool]]:
+        """Count ``job`` as finished in each dependent; release those now complete. Returns
+        the message to send for each released one, and whether this call released it."""
 
-        def release(dep: Dependent) -> bool:
+        def release(dep: Dependent) -> tuple[JobMessage, bool] | None:
             if dep.count > 1:
                 finished = self.store.record_finished_dependency(job.graph_id, dep.child, dep.index)
                 if finished is None or finished < dep.count:
-                    return False
-            return self.store.transition(job.graph_id, dep.child, RELEASE) is not None
+                    return None
+            return self._release(job.graph_id, dep.child)
 
-        return self._each_dependent(job, release)
+        return [m for m in self._each_dependent(job, release) if m is not None]
 
-    def _abort_dependents_negated(self, job: JobRecord) -> int:
-        return -self.abort_dependents(job)
+    def _release(self, graph_id: str, name: str) -> tuple[JobMessage, bool] | None:
+        job = self.store.transition(graph_id, name, RELEASE, changes={"released_by": RELEASED_BY_SCHEDULER})
+        fresh = job is not None
+        if job is None:
+            # Released already: by a duplicate of this record, or by this very batch before
+            # the invocation died without sending. Send (again) while it is still ready: a
+            # second message is harmless, the claim is fenced by the attempt number.
+            job = self.store.get_job(graph_id, name)
+            if job is None or job.status != JobStatus.READY:
+                return None
+        return JobMessage(graph_id, name, job.attempts, 0), fresh
 
     def abort_dependents(self, job: JobRecord) -> int:
         # A stale record (the job was rerun since) must not abort the rerun's jobs.
@@ -198,7 +242,7 @@ class Scheduler:
             )
             return changed is not None
 
-        return self._each_dependent(job, abort)
+        return sum(self._each_dependent(job, abort))
 
     def finalize_graph(self, graph_id: str) -> GraphRecord | None:
         """Read every job once; if all are terminal, record the graph's outcome."""

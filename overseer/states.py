@@ -64,6 +64,11 @@ def _t(name: str, sources: set[JobStatus], target: JobStatus, fenced: bool = Fal
 
 S = JobStatus
 RELEASE = _t("release", {S.WAITING}, S.READY)
+# Who released a job (its ``released_by``). The scheduler sends the jobs it releases
+# itself; the others are enqueued from their "ready" stream record.
+RELEASED_BY_SCHEDULER = "scheduler"
+RELEASED_BY_SUBMISSION = "submission"
+RELEASED_BY_RERUN = "rerun"
 CLAIM = _t("claim", {S.READY}, S.RUNNING)
 FINISH = _t("finish", {S.RUNNING}, S.FINISHED, fenced=True)
 FAIL = _t("fail", {S.RUNNING}, S.FAILED, fenced=True)

@@ -66,6 +66,7 @@ class JobRecord:
     heartbeat_at: str | None = None
     not_before: str | None = None
     dispatched_at: str | None = None
+    released_by: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
     started_at: str | None = None

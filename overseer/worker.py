@@ -35,9 +35,17 @@ from .store import Delivery, Fence, JobRecord
 log = logging.getLogger("overseer.worker")
 TRACEBACK_LINES = 12
 # The run loop deletes handled messages in batches of up to 10 (one SQS request), at the
-# latest this long after the first one, or as soon as the queue is empty.
+# latest a quarter of the lease after the first one (at most 30 s; the message stays
+# invisible for at least two thirds of a lease after its job's last heartbeat), or as soon
+# as the queue is empty. A message not deleted in time is received again and its claim is
+# refused by the fence: one receive and one failed write, only when a worker dies.
 DELETE_BATCH = 10
-DELETE_DELAY_SECONDS = 2.0
+DELETE_DELAY_MAX_SECONDS = 30.0
+
+
+def delete_delay_seconds(lease_seconds: float) -> float:
+    """How long the run loop may hold a handled message before deleting it."""
+    return min(DELETE_DELAY_MAX_SECONDS, lease_seconds / 4)
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ class Worker:
 
     def _run_loop(self, idle_since: float) -> None:
         while not self._stopping.is_set():
-            if self._deletes and time.monotonic() - self._deletes_since > DELETE_DELAY_SECONDS:
+            if self._deletes and time.monotonic() - self._deletes_since > self.delete_delay:
                 self.flush_deletes()
             try:
                 deliveries = self.services.queue.receive(
@@ -210,6 +218,15 @@ class Worker:
                     log.exception("could not process %s", delivery.message)
                 self.processed += 1
             idle_since = time.monotonic()
+
+    @property
+    def delete_delay(self) -> float:
+        return delete_delay_seconds(self.settings.lease_seconds)
+
+    @property
+    def pending_deletes(self) -> int:
+        """Handled messages not deleted yet."""
+        return len(self._deletes)
 
     def flush_deletes(self) -> None:
         """Delete the messages of the jobs already recorded, in one batch."""

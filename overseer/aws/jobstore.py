@@ -15,7 +15,7 @@ from .. import timeutil
 from ..errors import StoreError
 from ..graph import GraphSpec, definition_digest
 from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
-from ..states import RELEASE, GraphStatus, JobStatus, Transition
+from ..states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
 from .models import GraphItemBase, JobItemBase, graph_model, job_model
 
@@ -110,7 +110,8 @@ class DynamoJobStore:
                 roots.append(name)
         self._write_all(items)
         self.set_graph_status(spec.id, GraphStatus.RUNNING, sources=[GraphStatus.CREATING])
-        self._parallel(lambda name: self.transition(spec.id, name, RELEASE), roots)
+        released = {"released_by": RELEASED_BY_SUBMISSION}
+        self._parallel(lambda name: self.transition(spec.id, name, RELEASE, changes=released), roots)
         record = self.get_graph(spec.id)
         assert record is not None
         return record, True

@@ -76,6 +76,9 @@ class JobItemBase(Model):
     failed_on = UnicodeAttribute(null=True)
     failed_jobs = FailedJobsIndex()
     dispatched_at = UnicodeAttribute(null=True)
+    # Who moved the job from waiting to ready: "submission", "rerun" or "scheduler" (which
+    # enqueues what it releases itself; the stream filter leaves its releases out).
+    released_by = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..scheduler import STREAM_FILTER_PATTERN
+from ..scheduler import STREAM_FILTER_PATTERNS
 
 
 def matches(pattern: Any, value: Any) -> bool:
@@ -21,6 +21,11 @@ def matches(pattern: Any, value: Any) -> bool:
                 return True
         return False
     return bool(pattern == value)
+
+
+def passes_stream_filters(record: dict[str, Any]) -> bool:
+    """Whether Lambda would deliver ``record`` to the scheduler (it passes any filter)."""
+    return any(matches(pattern, record) for pattern in STREAM_FILTER_PATTERNS)
 
 
 def lambda_record(raw: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
@@ -71,6 +76,6 @@ class StreamReader:
             self.iterators[shard] = response.get("NextShardIterator")
             for raw in response.get("Records", []):
                 record = lambda_record(raw, self.stream_arn, self.region)
-                if matches(STREAM_FILTER_PATTERN, record):
+                if passes_stream_filters(record):
                     records.append(record)
         return records

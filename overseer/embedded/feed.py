@@ -26,8 +26,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from ..aws.stream import matches
-from ..scheduler import STREAM_FILTER_PATTERN
+from ..aws.stream import passes_stream_filters
 from .db import Database, database
 
 REGION = "local"
@@ -91,7 +90,7 @@ def append(
     # The SequenceNumber is the row's own increasing id, added when the record is read.
     conn.execute(
         "INSERT INTO feed (acted, record) VALUES (?, ?)",
-        (int(matches(STREAM_FILTER_PATTERN, record)), json.dumps(record, separators=(",", ":"))),
+        (int(passes_stream_filters(record)), json.dumps(record, separators=(",", ":"))),
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from .. import timeutil
 from ..graph import GraphSpec, definition_digest
 from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
-from ..states import RELEASE, GraphStatus, JobStatus, Transition
+from ..states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
 from . import feed
 from .db import Database, database
@@ -159,9 +159,13 @@ class SqliteJobStore:
                     roots.append(item)
             graph.update(status=GraphStatus.RUNNING.value, updated_at=timeutil.iso())
             self._put_graph(conn, graph)
-            release_stamp = timeutil.iso()
+            released = {
+                "status": RELEASE.target.value,
+                "released_by": RELEASED_BY_SUBMISSION,
+                "updated_at": timeutil.iso(),
+            }
             for old in roots:
-                self._put(conn, {**old, "status": RELEASE.target.value, "updated_at": release_stamp}, old)
+                self._put(conn, {**old, **released}, old)
         return graph_record(graph), True
 
     @staticmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import overseer
-from overseer.states import CLAIM, FINISH, GraphStatus, JobStatus
+from overseer.states import CLAIM, FINISH, RETRY, GraphStatus, JobStatus
 from overseer.store import Fence
 
 from .conftest import plain
@@ -157,6 +157,24 @@ def test_feed_records_are_lambda_shaped_and_filtered(backend: Backend) -> None:
     )
     assert "lease_owner" not in new and new["finished_at"]
     assert backend.reader.poll() == []
+
+    # The scheduler sends the job it releases itself: that "ready" record is left out.
+    report = backend.scheduler.process_stream_event({"Records": records})
+    assert (report.released, report.enqueued) == (1, 2)
+    taken = backend.queue.receive(max_messages=10, wait_seconds=0)
+    assert sorted((d.message.job_name, d.message.attempts) for d in taken if d.message.graph_id == g) == [
+        ("a", 0),
+        ("b", 0),
+    ]
+    backend.queue.delete([d.receipt for d in taken])
+    assert store.get_job(g, "b").released_by == "scheduler"
+    assert backend.reader.poll() == []
+    # Ready again after running (a retry): that record is delivered.
+    store.transition(g, "b", CLAIM, fence=Fence(0), changes={"attempts": 1, "lease_owner": "w"})
+    store.transition(g, "b", RETRY, fence=Fence(1, "w"))
+    (retried,) = backend.reader.poll()
+    assert plain(retried["dynamodb"]["NewImage"])["status"] == "ready"
+    assert plain(retried["dynamodb"]["OldImage"])["status"] == "running"
 
 
 def _scripted(backend: Backend) -> list[tuple[str, str, str, dict]]:

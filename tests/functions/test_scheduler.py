@@ -8,6 +8,8 @@ import pytest
 
 from functions import scheduler
 from overseer import operations
+from overseer.states import CLAIM
+from overseer.store import Fence
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
 
 pytestmark = pytest.mark.integration
@@ -31,12 +33,21 @@ def test_ready_job_is_put_on_the_queue(quiet: Deployed, context: FakeLambdaConte
 def test_finished_job_releases_its_dependent(quiet: Deployed, context: FakeLambdaContext) -> None:
     operations.submit_graph(quiet.services, {"id": "stream-graph", "jobs": {"start": [], "fetch": ["start"]}})
     report = scheduler.handler(load_event("dynamodb_stream_job_finished"), context)
-    assert report["released"] == 1
+    assert (report["released"], report["enqueued"]) == (1, 1)
     fetch = quiet.services.store.get_job("stream-graph", "fetch")
     assert fetch is not None and fetch.status == "ready"
-    # Stream records arrive at least once: the same event again changes nothing.
+    # The scheduler sends what it releases (its "ready" record is filtered out).
+    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "fetch", "a": 0}]
+    # Stream records arrive at least once: the same event again releases nothing, and sends
+    # the message again only while the job is ready (the first invocation may have died
+    # before sending); the claim is fenced, so a second message is harmless.
     again = scheduler.handler(load_event("dynamodb_stream_job_finished"), context)
-    assert again["released"] == 0
+    assert (again["released"], again["enqueued"]) == (0, 1)
+    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "fetch", "a": 0}]
+    quiet.services.store.transition("stream-graph", "fetch", CLAIM, fence=Fence(0), changes={"attempts": 1})
+    late = scheduler.handler(load_event("dynamodb_stream_job_finished"), context)
+    assert (late["released"], late["enqueued"]) == (0, 0)
+    assert quiet.drain_queue() == []
 
 
 def test_submitted_graph_runs_to_the_end(quiet: Deployed, context: FakeLambdaContext) -> None:

@@ -183,11 +183,18 @@ def test_scheduler_stream_filter_passes_only_job_records_it_acts_on(synth: Synth
     assert props["EventSourceArn"] == {
         "Fn::GetAtt": [synth.logical_id(synth.stack.tables.jobs_table), "StreamArn"]
     }
-    (pattern,) = [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]]
-    assert sorted(pattern["eventName"]) == ["INSERT", "MODIFY"]
-    assert pattern["dynamodb"]["Keys"] == {"entry": {"S": [{"prefix": "job#"}]}}
-    statuses = pattern["dynamodb"]["NewImage"]["status"]["S"]
-    assert sorted(statuses) == ["aborted", "failed", "finished", "ready"]
+    ended, ready_again, released = [json.loads(f["Pattern"]) for f in props["FilterCriteria"]["Filters"]]
+    for pattern in (ended, ready_again, released):
+        assert sorted(pattern["eventName"]) == ["INSERT", "MODIFY"]
+        assert pattern["dynamodb"]["Keys"] == {"entry": {"S": [{"prefix": "job#"}]}}
+    assert sorted(ended["dynamodb"]["NewImage"]["status"]["S"]) == ["aborted", "failed", "finished"]
+    # Ready records only when the scheduler did not release the job itself (it sends those).
+    assert ready_again["dynamodb"]["NewImage"] == {"status": {"S": ["ready"]}}
+    assert ready_again["dynamodb"]["OldImage"] == {"status": {"S": ["running"]}}
+    assert released["dynamodb"]["NewImage"] == {
+        "status": {"S": ["ready"]},
+        "released_by": {"S": ["submission", "rerun"]},
+    }
     assert props["BatchSize"] == 100
     assert props["BisectBatchOnFunctionError"] is True
     assert props["MaximumRetryAttempts"] == 5

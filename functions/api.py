@@ -12,7 +12,9 @@ Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``)
     graph with that id exists (nothing written); 400 for malformed JSON, an invalid graph
     (the validation message) or an unknown template (the known names).
 ``GET /graphs/{graph_id}``
-    200 with the graph; 404 when unknown.
+    200 with the graph; 404 when unknown. Its ``counts`` are the scheduler's counters:
+    exact once the graph has ended; while it runs, a chain's finished jobs are counted
+    when the chain ends (the jobs route has every job's current status).
 ``GET /graphs/{graph_id}/jobs?status=&after=&limit=``
     200 with ``{"graph_id", "jobs": {name: {"type", "status", "attempts", "error",
     "artifacts", ...}}, "next": NAME | null}`` in name order, at most ``limit`` (default

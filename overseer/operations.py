@@ -209,6 +209,7 @@ def cancel_graph(
 # What a rerun job forgets of its previous run.
 _CLEARED_ON_RERUN = [
     "error", "reason", "finished_at", "not_before", "lease_owner", "lease_expires_at", "released_by",
+    "carried_finished",
 ]  # fmt: skip
 
 

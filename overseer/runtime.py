@@ -8,6 +8,7 @@ table's stream into the scheduler as Lambda-shaped events until the graph is don
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import subprocess
@@ -25,10 +26,12 @@ from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .scheduler import Scheduler
 from .services import Services
-from .states import GraphStatus
+from .states import GraphStatus, JobStatus
 from .store import GraphRecord
 
 log = logging.getLogger("overseer.runtime")
+# How often a run's progress is shown (counted from the jobs: a read of the whole graph).
+PROGRESS_SECONDS = 0.5
 
 
 @dataclass
@@ -108,6 +111,18 @@ def _current(store: Any, graph_id: str, known: GraphRecord) -> GraphRecord:
         return known
 
 
+def _with_live_counts(store: Any, graph: GraphRecord) -> GraphRecord:
+    """The graph with its counts taken from the jobs while it runs (the graph's counters
+    count a chain's jobs when it ends; see ``overseer.scheduler``)."""
+    if graph.status.terminal:
+        return graph
+    counts = dict.fromkeys((s.value for s in JobStatus if s.terminal), 0)
+    for job in store.list_jobs(graph.graph_id):
+        if job.status.terminal:
+            counts[job.status.value] += 1
+    return dataclasses.replace(graph, counts=counts)
+
+
 def pump_until_done(
     services: Services,
     scheduler: Scheduler,
@@ -125,6 +140,7 @@ def pump_until_done(
     graph = store.get_graph(graph_id)
     assert graph is not None
     last_sweep = time.monotonic()
+    shown = 0.0
     while not graph.status.terminal:
         if time.monotonic() - last_sweep > services.settings.sweep_interval_seconds:
             last_sweep = time.monotonic()
@@ -145,8 +161,9 @@ def pump_until_done(
                         raise
                     time.sleep(0.2 * attempt)
             graph = _current(store, graph_id, graph)
-            if progress:
-                progress(graph)
+            if progress and (graph.status.terminal or time.monotonic() - shown > PROGRESS_SECONDS):
+                shown = time.monotonic()
+                progress(_with_live_counts(store, graph))
         else:
             if not alive():
                 raise RuntimeError("every worker process exited before the graph finished")

@@ -15,13 +15,22 @@ step is idempotent and conditional:
 * terminal transitions are added to the graph's counters, one write per graph per batch;
   when the counters say every job is terminal, the jobs are read once to decide the
   graph's outcome (so an over-count from a duplicated record is harmless).
+
+Counting is deferred along chains: a finished job whose first dependent has only this one
+dependency hands its count to that dependent in the write that releases it (the job's
+``carried_finished``), and the dependent counts it with its own end. A chain of jobs
+therefore writes the graph's counters once, at its end, instead of once per job. No count
+is lost: a job is left uncounted only when that release wrote the hand-over, and the
+dependent is counted (or hands over again) when it ends; so every job is counted by the
+time the last one ends. The counters lag behind the jobs while chains run; ``overseer
+status`` and the runners count from the jobs.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -78,6 +87,7 @@ MAX_SQS_DELAY = 900
 
 GraphEvents = Callable[[GraphRecord], None]
 _T = TypeVar("_T")
+_W = TypeVar("_W")
 
 
 @dataclass
@@ -90,6 +100,15 @@ class SchedulerReport:
     graphs_done: list[str] = field(default_factory=list)
     # (job type, terminal status, seconds from start to end or None) for metrics by job type.
     terminal: list[tuple[str, str, float | None]] = field(default_factory=list)
+
+
+@dataclass
+class Releases:
+    """What one finished job released: a message per released dependent (and whether this
+    call released it), and whether its count was handed over to its first dependent."""
+
+    messages: list[tuple[JobMessage, bool]] = field(default_factory=list)
+    handed_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,10 @@ def status_changes(event: Mapping[str, Any]) -> tuple[int, list[StatusChange]]:
         previous = JobStatus(old["status"]) if old.get("status") else None
         changes.append(StatusChange(previous, record_from_item(new)))
     return count, changes
+
+
+def _message(job: JobRecord) -> JobMessage:
+    return JobMessage(job.graph_id, job.name, job.attempts, 0)
 
 
 def upstream_reason(job: JobRecord) -> str:
@@ -160,8 +183,9 @@ class Scheduler:
                 finished.append(job)
             elif job.status in (JobStatus.FAILED, JobStatus.ABORTED):
                 ended_badly.append(job)
-            if job.status.terminal:
                 deltas[job.graph_id][job.status.value] += 1
+                deltas[job.graph_id][JobStatus.FINISHED.value] += job.carried_finished
+            if job.status.terminal:
                 seconds = None
                 if job.started_at and job.finished_at:
                     seconds = (
@@ -170,10 +194,12 @@ class Scheduler:
                 report.terminal.append((job.type, job.status.value, seconds))
             if change.previous is not None and change.previous.terminal and not job.status.terminal:
                 deltas[job.graph_id][change.previous.value] -= 1
-        for job in finished:
-            for message, fresh in self.release_dependents(job):
+        for job, releases in zip(finished, self.release_dependents(finished), strict=True):
+            for message, fresh in releases.messages:
                 report.released += fresh
                 messages.append(message)
+            if not releases.handed_over:
+                deltas[job.graph_id][JobStatus.FINISHED.value] += 1 + job.carried_finished
         for job in ended_badly:
             report.aborted += self.abort_dependents(job)
         if messages:
@@ -197,37 +223,58 @@ class Scheduler:
         record, delivered where the stream filter is not applied, needs nothing)."""
         return change.previous == JobStatus.WAITING and change.job.released_by == RELEASED_BY_SCHEDULER
 
-    def _each_dependent(self, job: JobRecord, act: Callable[[Dependent], _T]) -> list[_T]:
-        dependents = self.store.dependents(job)
-        if len(dependents) <= 2:
-            return [act(d) for d in dependents]
+    @staticmethod
+    def _in_parallel(act: Callable[[_W], _T], work: Sequence[_W]) -> list[_T]:
+        if len(work) <= 2:
+            return [act(w) for w in work]
         with ThreadPoolExecutor(_PARALLEL_RELEASES) as pool:
-            return list(pool.map(act, dependents))
+            return list(pool.map(act, work))
 
-    def release_dependents(self, job: JobRecord) -> list[tuple[JobMessage, bool]]:
-        """Count ``job`` as finished in each dependent; release those now complete. Returns
-        the message to send for each released one, and whether this call released it."""
+    def release_dependents(self, finished: Sequence[JobRecord]) -> list[Releases]:
+        """Count each finished job as finished in each of its dependents and release those
+        now complete, all of an invocation's writes in one pool. A job's first dependent,
+        when it depends on that job only, is released with the job's count handed over."""
+        work: list[tuple[int, JobRecord, Dependent, int]] = []
+        for i, job in enumerate(finished):
+            for k, dep in enumerate(self.store.dependents(job)):
+                carry = 1 + job.carried_finished if k == 0 and dep.count == 1 else 0
+                work.append((i, job, dep, carry))
 
-        def release(dep: Dependent) -> tuple[JobMessage, bool] | None:
+        def release(task: tuple[int, JobRecord, Dependent, int]) -> tuple[JobRecord | None, bool]:
+            _, job, dep, carry = task
             if dep.count > 1:
-                finished = self.store.record_finished_dependency(job.graph_id, dep.child, dep.index)
-                if finished is None or finished < dep.count:
-                    return None
-            return self._release(job.graph_id, dep.child)
+                counted = self.store.record_finished_dependency(job.graph_id, dep.child, dep.index)
+                if counted is None or counted < dep.count:
+                    return None, False
+            return self._release(job.graph_id, dep.child, carry)
 
-        return [m for m in self._each_dependent(job, release) if m is not None]
+        releases = [Releases() for _ in finished]
+        for (i, _, _, carry), (child, fresh) in zip(work, self._in_parallel(release, work), strict=True):
+            if child is None:
+                continue
+            # Released before (a duplicate record, or this batch retried after the write):
+            # the count went with that write if the child still holds it.
+            if carry and (
+                fresh or (child.released_by == RELEASED_BY_SCHEDULER and child.carried_finished == carry)
+            ):
+                releases[i].handed_over = True
+            if child.status == JobStatus.READY:
+                releases[i].messages.append((_message(child), fresh))
+        return releases
 
-    def _release(self, graph_id: str, name: str) -> tuple[JobMessage, bool] | None:
-        job = self.store.transition(graph_id, name, RELEASE, changes={"released_by": RELEASED_BY_SCHEDULER})
-        fresh = job is not None
-        if job is None:
-            # Released already: by a duplicate of this record, or by this very batch before
-            # the invocation died without sending. Send (again) while it is still ready: a
-            # second message is harmless, the claim is fenced by the attempt number.
-            job = self.store.get_job(graph_id, name)
-            if job is None or job.status != JobStatus.READY:
-                return None
-        return JobMessage(graph_id, name, job.attempts, 0), fresh
+    def _release(self, graph_id: str, name: str, carry: int = 0) -> tuple[JobRecord | None, bool]:
+        """Release a waiting job: (its record after the release, True), or when it was not
+        waiting (its record as it is, False). A job released already, by a duplicate of
+        this record or by this very batch before the invocation died without sending, is
+        sent again while it is still ready: a second message is harmless, the claim is
+        fenced by the attempt number."""
+        changes: dict[str, Any] = {"released_by": RELEASED_BY_SCHEDULER}
+        if carry:
+            changes["carried_finished"] = carry
+        job = self.store.transition(graph_id, name, RELEASE, changes=changes)
+        if job is not None:
+            return job, True
+        return self.store.get_job(graph_id, name), False
 
     def abort_dependents(self, job: JobRecord) -> int:
         # A stale record (the job was rerun since) must not abort the rerun's jobs.
@@ -242,7 +289,7 @@ class Scheduler:
             )
             return changed is not None
 
-        return sum(self._each_dependent(job, abort))
+        return sum(self._in_parallel(abort, self.store.dependents(job)))
 
     def finalize_graph(self, graph_id: str) -> GraphRecord | None:
         """Read every job once; if all are terminal, record the graph's outcome."""

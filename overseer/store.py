@@ -67,6 +67,9 @@ class JobRecord:
     not_before: str | None = None
     dispatched_at: str | None = None
     released_by: str | None = None
+    # Finished jobs upstream that the graph's counters have not counted yet: they are
+    # counted with this job's own end (see ``overseer.scheduler``).
+    carried_finished: int = 0
     created_at: str | None = None
     updated_at: str | None = None
     started_at: str | None = None

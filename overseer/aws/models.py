@@ -79,6 +79,8 @@ class JobItemBase(Model):
     # Who moved the job from waiting to ready: "submission", "rerun" or "scheduler" (which
     # enqueues what it releases itself; the stream filter leaves its releases out).
     released_by = UnicodeAttribute(null=True)
+    # Finished jobs upstream not yet in the graph's counters, counted when this job ends.
+    carried_finished = NumberAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)

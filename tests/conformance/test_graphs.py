@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import overseer
+from overseer import operations
 from overseer.states import CLAIM, FINISH, RETRY, GraphStatus, JobStatus
 from overseer.store import Fence
+from overseer.worker import Worker
 
 from .conftest import plain
 from .driver import Backend
@@ -218,3 +222,55 @@ def test_both_backends_write_the_same_records_for_the_same_operations(tmp_path, 
         ]
     )
     assert embedded == aws  # the same attributes, the same values (timestamps aside)
+
+
+def chain_of_three(middle: str = "write") -> dict[str, Any]:
+    return {
+        "a": {"type": "write"},
+        "b": {"type": middle, "deps": ["a"]},
+        "c": {"type": "write", "deps": ["b"]},
+    }
+
+
+def _step(backend: Backend, worker: Worker) -> None:
+    """Take the queued jobs, then hand their records to the scheduler (one invocation)."""
+    while backend.work_once(worker):
+        pass
+    backend.pump()
+
+
+def test_a_chain_hands_its_count_down_and_is_counted_once_at_its_end(backend: Backend) -> None:
+    g = backend.gid("carry")
+    handlers = {"write": write}
+    backend.submit({"id": g, "jobs": chain_of_three()}, handlers)
+    worker = backend.worker(handlers)
+    backend.pump()  # a's "ready" record: a is queued
+    _step(backend, worker)  # a finished: b released with a's count
+    assert backend.store.get_graph(g).counts == {"finished": 0, "failed": 0, "aborted": 0}
+    assert backend.store.get_job(g, "b").carried_finished == 1
+    # The same record again (at-least-once delivery) releases nothing and counts nothing.
+    report = backend.scheduler.process_stream_event(backend.events[-1])
+    assert report.released == 0
+    assert backend.store.get_graph(g).counts["finished"] == 0
+    _step(backend, worker)  # b finished: c released with a's and b's counts
+    assert backend.store.get_job(g, "c").carried_finished == 2
+    assert backend.store.get_graph(g).counts["finished"] == 0
+    _step(backend, worker)  # c, the end of the chain, counts all three
+    graph = backend.store.get_graph(g)
+    assert (graph.status, graph.counts) == (GraphStatus.FINISHED, {"finished": 3, "failed": 0, "aborted": 0})
+
+
+def test_a_chain_failing_midway_counts_what_it_carried(backend: Backend) -> None:
+    def broken(job: overseer.Job) -> None:
+        raise RuntimeError("bad input")
+
+    g = backend.gid("carry-fail")
+    handlers = {"write": write, "broken": broken}
+    graph = backend.run({"id": g, "jobs": chain_of_three(middle="broken")}, handlers)
+    assert (graph.status, graph.counts) == (GraphStatus.FAILED, {"finished": 1, "failed": 1, "aborted": 1})
+    # Rerun with the handler fixed: b forgets what it carried, and the counts stay exact.
+    assert backend.store.get_job(g, "b").carried_finished == 1
+    operations.rerun_graph(backend.services, g)
+    assert backend.store.get_job(g, "b").carried_finished == 0
+    graph = backend.drive(g, {"write": write, "broken": write})
+    assert (graph.status, graph.counts) == (GraphStatus.FINISHED, {"finished": 3, "failed": 0, "aborted": 0})

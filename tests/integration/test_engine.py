@@ -283,11 +283,14 @@ def test_requests_per_job_of_a_chain_stay_within_budget(stack):
     stack.run({"id": "chain", "jobs": jobs}, handlers)
     counts = counter.counts
     per_job = {op: n / 20 for op, n in counts.items()}
-    # Writes a job costs: creation (batched), release, claim, outcome.
-    # release, claim, outcome, and the graph's progress counter once per stream batch
-    # (a chain's batches hold one record each; wider graphs share that write).
-    assert per_job["dynamodb.UpdateItem"] <= 4.2
+    # Updates a job costs: its release (which carries the graph's count down the chain:
+    # the counters are written once, at the end), claim and outcome; plus, per graph, the
+    # roots' release, its status and the final count.
+    assert per_job["dynamodb.UpdateItem"] <= 3.3
+    # One send per released job, by the scheduler that released it (one invocation).
     assert per_job["sqs.SendMessageBatch"] <= 1.0
+    # Here the queue is empty between two links, so the worker's deferred deletes are
+    # flushed one by one; on AWS a worker's 20 s long poll batches them (bench/cost.py).
     assert per_job["sqs.DeleteMessageBatch"] <= 1.0
     # The harness polls the stream and the graph item; Lambda and the runner pay for those.
     engine_ops = {
@@ -295,4 +298,4 @@ def test_requests_per_job_of_a_chain_stay_within_budget(stack):
         for k, v in counts.items()
         if not k.startswith("dynamodb-streams.") and k not in ("sqs.ReceiveMessage", "dynamodb.GetItem")
     }
-    assert sum(engine_ops.values()) / 20 <= 6.5, counts
+    assert sum(engine_ops.values()) / 20 <= 5.5, counts

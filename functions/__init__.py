@@ -9,9 +9,10 @@ module forgets them (tests point the modules at a fresh emulator).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -34,3 +35,16 @@ class Lazy(Generic[T]):
     def reset(self) -> None:
         with self._lock:
             self._value = None
+
+
+def publish_graph_done(events_client: Any, bus: str, record: Any, logger: logging.Logger | Any) -> None:
+    """Put the graph's end on ``bus`` (nothing when no bus is configured). The outcome is
+    already stored when this is called: a lost event is logged, never turned into an error."""
+    if not bus:
+        return
+    from overseer.aws.events import EventBridgePublisher
+
+    try:
+        EventBridgePublisher(events_client, bus).graph_done(record)
+    except Exception:
+        logger.exception("could not publish the end of graph %s", record.graph_id)

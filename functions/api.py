@@ -37,10 +37,9 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions import Lazy
+from functions import Lazy, publish_graph_done
 from overseer import operations
 from overseer.aws import clients
-from overseer.aws.events import EventBridgePublisher
 from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, StoreError
 from overseer.services import Services
 from overseer.store import GraphRecord
@@ -117,14 +116,7 @@ def _json_body() -> dict[str, Any]:
 
 
 def _announce(record: GraphRecord) -> None:
-    bus = _services.get().settings.event_bus
-    if not bus:
-        return
-    # The cancel is already stored; a lost event must not turn it into an error.
-    try:
-        EventBridgePublisher(_events.get(), bus).graph_done(record)
-    except Exception:
-        logger.exception("could not publish the end of graph %s", record.graph_id)
+    publish_graph_done(_events.get(), _services.get().settings.event_bus, record, logger)
 
 
 @app.post("/graphs")

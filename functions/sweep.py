@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions import Lazy
+from functions import Lazy, publish_graph_done
 from overseer.aws import clients
 from overseer.aws.scaling import scale_batch_workers
 from overseer.services import Services
@@ -28,12 +28,14 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "O
 
 _services = Lazy(Services.from_env)
 _batch = Lazy(lambda: clients.client("batch"))
+_events = Lazy(lambda: clients.client("events"))
 
 
 def reset() -> None:
     """Forget the clients built at cold start (tests use a fresh environment)."""
     _services.reset()
     _batch.reset()
+    _events.reset()
 
 
 @logger.inject_lambda_context
@@ -42,7 +44,10 @@ def reset() -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     services = _services.get()
     settings = services.settings
-    repaired = sweep(services)
+    repaired = sweep(
+        services,
+        on_graph_done=lambda record: publish_graph_done(_events.get(), settings.event_bus, record, logger),
+    )
     depth = repaired.queue_depth
     started = 0
     if settings.batch_job_queue and settings.batch_job_definition:
@@ -55,6 +60,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "late_retries_sent",
         "lost_messages_resent",
         "dead_letters",
+        "graphs_ended",
     ):
         metrics.add_metric(
             name=name.title().replace("_", ""), unit=MetricUnit.Count, value=getattr(repaired, name)

@@ -167,6 +167,8 @@ class OverseerStack(Stack):
         graphs.grant_read_write_data(sweep)
         queue.grant_send_messages(sweep)
         queue.grant(sweep, "sqs:GetQueueAttributes")
+        # It ends a graph whose last stream record was lost, and announces it.
+        self.events.bus.grant_put_events_to(sweep)
         dlq.grant(sweep, "sqs:GetQueueAttributes")
         sweep.add_to_role_policy(
             iam.PolicyStatement(

@@ -13,6 +13,10 @@ running graph it reads the jobs once and:
 * **lost messages**: when the queue is empty (nothing waiting, delayed or in flight)
   yet a job has been ready and due for longer than ``stale_ready_seconds``, its message
   was lost and is sent again (a duplicate would be harmless: claims are fenced);
+* **unfinished graphs whose jobs have all ended**: the scheduler ends a graph when its
+  counters say every job is terminal; if a stream record was never processed (Lambda
+  gave up on it after its retries), the sweep sees the ended jobs and records the
+  graph's outcome (``on_graph_done`` is called as the scheduler would);
 
 and it turns messages that reached the dead-letter queue into failed jobs with a clear
 error. Clocks: the only comparison of a worker's clock with the sweep's is the lease
@@ -27,6 +31,7 @@ import logging
 from dataclasses import dataclass
 
 from . import timeutil
+from .scheduler import GraphEvents, Scheduler
 from .services import Services
 from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, JobStatus
 from .store import DispatchQueue, Fence, JobMessage, JobRecord
@@ -38,6 +43,7 @@ MAX_SQS_DELAY = 900
 @dataclass
 class SweepReport:
     graphs: int = 0
+    graphs_ended: int = 0
     leases_expired: int = 0
     jobs_failed: int = 0
     late_retries_sent: int = 0
@@ -56,6 +62,7 @@ def sweep(
     dead_letters: DispatchQueue | None = None,
     clock_skew_seconds: float | None = None,
     stale_ready_seconds: float | None = None,
+    on_graph_done: GraphEvents | None = None,
 ) -> SweepReport:
     settings = services.settings
     skew = settings.clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
@@ -67,8 +74,11 @@ def sweep(
 
     for graph in store.running_graphs():
         report.graphs += 1
+        ended = 0
         for job in store.list_jobs(graph.graph_id):
-            if job.status == JobStatus.RUNNING:
+            if job.status.terminal:
+                ended += 1
+            elif job.status == JobStatus.RUNNING:
                 expired = job.lease_expires_at and _age(job.lease_expires_at, now) > skew
                 if expired:
                     _expire(services, job, report)
@@ -90,6 +100,11 @@ def sweep(
                         report.late_retries_sent += 1
                     else:
                         report.lost_messages_resent += 1
+        if ended == graph.jobs_total:
+            done = Scheduler(store, queue, on_graph_done).finalize_graph(graph.graph_id)
+            if done is not None:
+                log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
+                report.graphs_ended += 1
     if to_send:
         queue.send(to_send)
     dead_letters = dead_letters or services.dead_letters

@@ -141,3 +141,25 @@ def test_sigterm_releases_the_running_job_without_counting_the_attempt(stack, tm
     job = stack.store.get_job("shutdown", "a")
     assert (job.status, job.attempts) == (JobStatus.READY, 0)
     assert [d.message.attempts for d in services.queue.receive(max_messages=10, wait_seconds=0)] == [0]
+
+
+def test_a_graph_whose_last_record_was_lost_is_ended_by_the_sweep(stack):
+    # Lambda gave up on a record after its retries (it went to the delivery-failures
+    # queue), so the graph's counters never reach its size. The sweep sees every job ended.
+    document = {"id": "lost-end", "jobs": {"a": {"type": "write"}, "b": {"type": "write", "deps": ["a"]}}}
+    stack.submit(document, HANDLERS)
+    stack.pump()
+    for name in ("a", "b"):
+        stack.store.transition("lost-end", name, CLAIM, fence=Fence(0), changes={"attempts": 1})
+        stack.store.transition("lost-end", name, FINISH, fence=Fence(1))
+        if name == "a":
+            stack.pump()  # a's record releases b
+    stack.reader.poll()  # b's "finished" record is lost: the scheduler never sees it
+    assert stack.store.get_graph("lost-end").status == GraphStatus.RUNNING
+
+    ended: list[str] = []
+    report = sweep(stack.services, on_graph_done=lambda graph: ended.append(graph.status))
+    graph = stack.store.get_graph("lost-end")
+    assert (report.graphs_ended, ended) == (1, [GraphStatus.FINISHED])
+    assert (graph.status, graph.counts) == (GraphStatus.FINISHED, {"finished": 2, "failed": 0, "aborted": 0})
+    assert sweep(stack.services).graphs_ended == 0  # once ended, the sweep leaves it alone

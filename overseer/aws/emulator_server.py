@@ -1,9 +1,10 @@
-"""moto's server with DynamoDB requests taken one at a time.
+"""moto's server with DynamoDB writes taken one at a time.
 
 DynamoDB applies conditional writes to an item one after another; moto's server runs
 requests on threads and checks a condition and applies the write without a lock, so two
 racing writes can both pass. The engine's fencing relies on the real behaviour, so the
-emulator it starts must have it too.
+emulator it starts must have it too. Reads are left to run beside the writes: a long
+Query (the sweep reads whole graphs) must not stall every claim and release.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 
-_one_at_a_time = threading.Lock()
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+_one_write_at_a_time = threading.Lock()
 _call_action = DynamoHandler.call_action
 
 
 def _serialised_call_action(self: DynamoHandler) -> Any:
-    with _one_at_a_time:
+    if self._get_action() not in WRITES:
+        return _call_action(self)
+    with _one_write_at_a_time:
         return _call_action(self)
 
 

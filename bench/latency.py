@@ -50,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from shapes import SHAPES
+from tables import load_cell, print_table
 from throughput import NOOP_HANDLERS, run_shape
 
 from overseer import timeutil
@@ -281,34 +282,46 @@ def overhead(backend: str, isolation: str, jobs: int, warmup: int) -> dict[str, 
 def print_tables(handoffs: list[dict[str, Any]], overheads: list[dict[str, Any]]) -> None:
     if handoffs:
         print("hand-off latency: dependency's finished_at -> dependent's started_at")
-        header = f"{'backend':<9}{'shape':<18}{'workers':>8}{'samples':>8}{'p50 ms':>9}{'p95 ms':>9}"
-        header += f"{'max ms':>9}{'disp p50':>9}{'disp p95':>9}{'load':>12}"
-        print(header)
-        print("-" * len(header))
-        for r in handoffs:
-            print(
-                f"{r['backend']:<9}{r['shape']:<18}{r['workers']:>8}{r['samples']:>8}{r['p50_ms']:>9.1f}"
-                f"{r['p95_ms']:>9.1f}{r['max_ms']:>9.1f}{r['dispatch_p50_ms']:>9.1f}{r['dispatch_p95_ms']:>9.1f}"
-                f"{r['load_before']:>6.1f}->{r['load_after']:<4.1f}"
-            )
+        print_table(
+            [
+                ("backend", "<9", lambda r: r["backend"]),
+                ("shape", "<18", lambda r: r["shape"]),
+                ("workers", ">8", lambda r: str(r["workers"])),
+                ("samples", ">8", lambda r: str(r["samples"])),
+                *(
+                    (title, ">9", lambda r, key=key: f"{r[key]:.1f}")
+                    for title, key in (
+                        ("p50 ms", "p50_ms"),
+                        ("p95 ms", "p95_ms"),
+                        ("max ms", "max_ms"),
+                        ("disp p50", "dispatch_p50_ms"),
+                        ("disp p95", "dispatch_p95_ms"),
+                    )
+                ),
+                ("load", ">12", load_cell),
+            ],
+            handoffs,
+        )
         print("  p50/p95/max: all deps finished -> started (includes waiting behind siblings for a worker)")
         print("  disp p50/p95: all deps finished and a worker free -> started (see dispatch_samples)")
         print()
     if overheads:
         print("per-job overhead of one warm in-process worker, no-op handler")
-        header = (
-            f"{'backend':<9}{'isolation':<10}{'jobs':>5}{'wall ms':>9}{'p50':>7}{'p95':>7}"
-            f"{'cpu ms':>8}{'child ms':>9}{'trips':>7}{'load':>12}"
+        print_table(
+            [
+                ("backend", "<9", lambda r: r["backend"]),
+                ("isolation", "<10", lambda r: r["isolation"]),
+                ("jobs", ">5", lambda r: str(r["jobs"])),
+                ("wall ms", ">9", lambda r: f"{r['wall_ms_per_job']:.2f}"),
+                ("p50", ">7", lambda r: f"{r['wall_ms_p50']:.1f}"),
+                ("p95", ">7", lambda r: f"{r['wall_ms_p95']:.1f}"),
+                ("cpu ms", ">8", lambda r: f"{r['cpu_ms_per_job']:.2f}"),
+                ("child ms", ">9", lambda r: f"{r['child_cpu_ms_per_job']:.2f}"),
+                ("trips", ">7", lambda r: f"{r['round_trips_per_job']:.2f}"),
+                ("load", ">12", load_cell),
+            ],
+            overheads,
         )
-        print(header)
-        print("-" * len(header))
-        for r in overheads:
-            print(
-                f"{r['backend']:<9}{r['isolation']:<10}{r['jobs']:>5}{r['wall_ms_per_job']:>9.2f}"
-                f"{r['wall_ms_p50']:>7.1f}{r['wall_ms_p95']:>7.1f}{r['cpu_ms_per_job']:>8.2f}"
-                f"{r['child_cpu_ms_per_job']:>9.2f}{r['round_trips_per_job']:>7.2f}"
-                f"{r['load_before']:>6.1f}->{r['load_after']:<4.1f}"
-            )
         print("  cpu ms: this process (engine + SQLite, or engine + boto3 client; not the moto server)")
         print("  child ms: the handler process (isolation=process); trips: AWS requests or SQLite statements")
         for r in overheads:

@@ -43,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from shapes import SHAPES
+from tables import load_cell, print_table
 from throughput import NOOP_HANDLERS, run_shape
 
 from overseer import timeutil
@@ -180,21 +181,25 @@ def _svg(series: dict[tuple[str, str], list[tuple[int, float]]], note: str) -> s
     return "\n".join(out)
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (
-        f"{'backend':<9}{'shape':<20}{'workers':>8}{'jobs':>6}{'wall s':>9}{'run s':>8}"
-        f"{'jobs/s e2e':>11}{'jobs/s run':>11}{'load':>12}  status"
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    def running_rate(r: dict[str, Any]) -> str:
+        return f"{r['jobs_per_second_running'] or float('nan'):.1f}"
+
+    print_table(
+        [
+            ("backend", "<9", lambda r: r["backend"]),
+            ("shape", "<20", lambda r: r["shape"]),
+            ("workers", ">8", lambda r: str(r["workers"])),
+            ("jobs", ">6", lambda r: str(r["jobs"])),
+            ("wall s", ">9", lambda r: f"{r['seconds']:.2f}"),
+            ("run s", ">8", lambda r: f"{r['running_seconds']:.2f}"),
+            ("jobs/s e2e", ">11", lambda r: f"{r['jobs_per_second_end_to_end']:.1f}"),
+            ("jobs/s run", ">11", running_rate),
+            ("load", ">12", load_cell),
+            ("  status", "<10", lambda r: f"  {r['status']}"),
+        ],
+        rows,
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        rate = r["jobs_per_second_running"]
-        print(
-            f"{r['backend']:<9}{r['shape']:<20}{r['workers']:>8}{r['jobs']:>6}{r['seconds']:>9.2f}"
-            f"{r['running_seconds']:>8.2f}{r['jobs_per_second_end_to_end']:>11.1f}"
-            f"{(rate if rate else float('nan')):>11.1f}"
-            f"{r['load_before']:>6.1f}->{r['load_after']:<4.1f}  {r['status']}"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cpus": os.cpu_count(), "plot": written, "runs": rows}))
     else:
         print(f"machine: {os.cpu_count()} CPUs, shared with other work: see the load column (1-min avg)")
-        print_table(rows)
+        print_rows(rows)
         if written:
             print(f"plot: {written}")
     return 0 if all(r["status"] == "finished" for r in rows) else 1

@@ -9,10 +9,12 @@ module forgets them (tests point the modules at a fresh emulator).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from overseer.store import GraphRecord
 
 T = TypeVar("T")
 
@@ -37,7 +39,7 @@ class Lazy(Generic[T]):
             self._value = None
 
 
-def publish_graph_done(events_client: Any, bus: str, record: Any, logger: logging.Logger | Any) -> None:
+def publish_graph_done(events_client: Any, bus: str, record: GraphRecord, logger: Any) -> None:
     """Put the graph's end on ``bus`` (nothing when no bus is configured). The outcome is
     already stored when this is called: a lost event is logged, never turned into an error."""
     if not bus:

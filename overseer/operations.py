@@ -15,23 +15,30 @@ Example
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import GraphNotFound
 from .graph import parse_graph
+from .parallel import in_parallel
 from .services import Services
-from .states import CANCEL_RUNNING, CASCADE_ABORT, RELEASE, RELEASED_BY_RERUN, RERUN, GraphStatus, JobStatus
+from .states import (
+    CANCEL_RUNNING,
+    CASCADE_ABORT,
+    RELEASE,
+    RELEASED_BY_RERUN,
+    RERUN,
+    GraphStatus,
+    JobStatus,
+    terminal_counts,
+)
 from .store import GraphRecord, JobRecord, JobStore
 from .templates import fan_out, render_template
 
 CANCEL_REASON = "graph cancelled"
 # Conditional writes in flight at once when cancelling or rerunning many jobs.
-_PARALLEL_WRITES = 8
 # A job that keeps moving while it is being cancelled is re-read this many times.
 _CANCEL_TRIES = 5
 _TERMINAL_GRAPH = (GraphStatus.FINISHED, GraphStatus.FAILED, GraphStatus.ABORTED)
@@ -152,14 +159,6 @@ def list_jobs(
     return jobs
 
 
-def _in_parallel(act: Callable[[JobRecord], bool], jobs: Iterable[JobRecord]) -> int:
-    jobs = list(jobs)
-    if len(jobs) <= 2:
-        return sum(act(job) for job in jobs)
-    with ThreadPoolExecutor(_PARALLEL_WRITES) as pool:
-        return sum(pool.map(act, jobs))
-
-
 def _stop_job(store: JobStore, job: JobRecord) -> bool:
     """Move one job to aborted, following it if it moves meanwhile. True if this call moved it."""
     current: JobRecord | None = job
@@ -195,11 +194,8 @@ def cancel_graph(
     store = services.store
     get_graph(services, graph_id)
     open_jobs = [job for job in store.list_jobs(graph_id) if not job.status.terminal]
-    changed = _in_parallel(lambda job: _stop_job(store, job), open_jobs)
-    counts = Counter(job.status.value for job in store.list_jobs(graph_id))
-    exact = {
-        s.value: counts.get(s.value, 0) for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED)
-    }
+    changed = sum(in_parallel(lambda job: _stop_job(store, job), open_jobs))
+    exact = terminal_counts(job.status for job in store.list_jobs(graph_id))
     done = store.set_graph_status(graph_id, GraphStatus.ABORTED, sources=[GraphStatus.RUNNING], counts=exact)
     if done is not None and on_graph_done is not None:
         on_graph_done(done)
@@ -240,8 +236,7 @@ def rerun_graph(services: Services, graph_id: str) -> GraphChange:
             remove=_CLEARED_ON_RERUN,
         )
 
-    with ThreadPoolExecutor(_PARALLEL_WRITES) as pool:
-        moved = [(old, new) for old, new in zip(targets, pool.map(rerun, targets), strict=True) if new]
+    moved = [(old, new) for old, new in zip(targets, in_parallel(rerun, targets), strict=True) if new]
     if not moved:
         return GraphChange(get_graph(services, graph_id), 0)
 
@@ -249,10 +244,7 @@ def rerun_graph(services: Services, graph_id: str) -> GraphChange:
     for old, _ in moved:
         taken_back[old.status.value] = taken_back.get(old.status.value, 0) - 1
     if graph.status.terminal:
-        counts = {s.value: 0 for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED)}
-        for job in jobs.values():
-            if job.status.terminal:
-                counts[job.status.value] += 1
+        counts = terminal_counts(job.status for job in jobs.values())
         for status, n in taken_back.items():
             counts[status] += n
         reopened = store.set_graph_status(
@@ -279,5 +271,5 @@ def rerun_graph(services: Services, graph_id: str) -> GraphChange:
         released = store.transition(graph_id, job.name, RELEASE, changes={"released_by": RELEASED_BY_RERUN})
         return released is not None
 
-    _in_parallel(release_if_ready, [new for _, new in moved])
+    in_parallel(release_if_ready, [new for _, new in moved])
     return GraphChange(get_graph(services, graph_id), len(moved))

@@ -26,7 +26,7 @@ from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .scheduler import Scheduler
 from .services import Services
-from .states import GraphStatus, JobStatus
+from .states import GraphStatus, terminal_counts
 from .store import GraphRecord
 
 log = logging.getLogger("overseer.runtime")
@@ -116,10 +116,7 @@ def _with_live_counts(store: Any, graph: GraphRecord) -> GraphRecord:
     count a chain's jobs when it ends; see ``overseer.scheduler``)."""
     if graph.status.terminal:
         return graph
-    counts = dict.fromkeys((s.value for s in JobStatus if s.terminal), 0)
-    for job in store.list_jobs(graph.graph_id):
-        if job.status.terminal:
-            counts[job.status.value] += 1
+    counts = terminal_counts(job.status for job in store.list_jobs(graph.graph_id))
     return dataclasses.replace(graph, counts=counts)
 
 

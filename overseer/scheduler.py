@@ -31,9 +31,8 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
@@ -42,6 +41,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 from . import timeutil
 from .items import JOB_PREFIX, record_from_item
+from .parallel import in_parallel
 from .states import (
     CASCADE_ABORT,
     RELEASE,
@@ -51,6 +51,7 @@ from .states import (
     GraphStatus,
     JobStatus,
     graph_outcome,
+    terminal_counts,
 )
 from .store import Dependent, DispatchQueue, GraphRecord, JobMessage, JobRecord, JobStore
 
@@ -82,12 +83,9 @@ STREAM_FILTER_PATTERNS: list[dict[str, Any]] = [
         }
     ),
 ]
-_PARALLEL_RELEASES = 8
 MAX_SQS_DELAY = 900
 
 GraphEvents = Callable[[GraphRecord], None]
-_T = TypeVar("_T")
-_W = TypeVar("_W")
 
 
 @dataclass
@@ -223,13 +221,6 @@ class Scheduler:
         record, delivered where the stream filter is not applied, needs nothing)."""
         return change.previous == JobStatus.WAITING and change.job.released_by == RELEASED_BY_SCHEDULER
 
-    @staticmethod
-    def _in_parallel(act: Callable[[_W], _T], work: Sequence[_W]) -> list[_T]:
-        if len(work) <= 2:
-            return [act(w) for w in work]
-        with ThreadPoolExecutor(_PARALLEL_RELEASES) as pool:
-            return list(pool.map(act, work))
-
     def release_dependents(self, finished: Sequence[JobRecord]) -> list[Releases]:
         """Count each finished job as finished in each of its dependents and release those
         now complete, all of an invocation's writes in one pool. A job's first dependent,
@@ -249,7 +240,7 @@ class Scheduler:
             return self._release(job.graph_id, dep.child, carry)
 
         releases = [Releases() for _ in finished]
-        for (i, _, _, carry), (child, fresh) in zip(work, self._in_parallel(release, work), strict=True):
+        for (i, _, _, carry), (child, fresh) in zip(work, in_parallel(release, work), strict=True):
             if child is None:
                 continue
             # Released before (a duplicate record, or this batch retried after the write):
@@ -289,24 +280,27 @@ class Scheduler:
             )
             return changed is not None
 
-        return sum(self._in_parallel(abort, self.store.dependents(job)))
+        return sum(in_parallel(abort, self.store.dependents(job)))
 
     def finalize_graph(self, graph_id: str) -> GraphRecord | None:
-        """Read every job once; if all are terminal, record the graph's outcome."""
-        counts = Counter(job.status for job in self.store.list_jobs(graph_id))
-        outcome = graph_outcome(counts)
-        if outcome is None:
-            return None
-        graph = self.store.set_graph_status(
-            graph_id,
-            outcome,
-            sources=[GraphStatus.RUNNING],
-            counts={
-                s.value: counts.get(s, 0) for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED)
-            },
-        )
-        if graph is not None:
-            log.info("graph %s %s", graph_id, outcome.value)
-            if self.on_graph_done is not None:
-                self.on_graph_done(graph)
-        return graph
+        return finalize_graph(self.store, graph_id, self.on_graph_done)
+
+
+def finalize_graph(
+    store: JobStore, graph_id: str, on_graph_done: GraphEvents | None = None
+) -> GraphRecord | None:
+    """Read every job once; if all are terminal, record the graph's outcome (from running
+    only, so of the scheduler and the sweep one records it and ``on_graph_done`` is
+    called once)."""
+    statuses = [job.status for job in store.list_jobs(graph_id)]
+    outcome = graph_outcome(Counter(statuses))
+    if outcome is None:
+        return None
+    graph = store.set_graph_status(
+        graph_id, outcome, sources=[GraphStatus.RUNNING], counts=terminal_counts(statuses)
+    )
+    if graph is not None:
+        log.info("graph %s %s", graph_id, outcome.value)
+        if on_graph_done is not None:
+            on_graph_done(graph)
+    return graph

@@ -17,6 +17,7 @@ backwards or overwrite another owner's outcome.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -102,7 +103,17 @@ def allowed(source: JobStatus, target: JobStatus) -> bool:
     return any(source in t.sources and t.target == target for t in TRANSITIONS.values())
 
 
-def graph_outcome(counts: dict[JobStatus, int]) -> GraphStatus | None:
+def terminal_counts(statuses: Iterable[JobStatus]) -> dict[str, int]:
+    """A graph's counters as they are stored: how many of ``statuses`` are finished,
+    failed and aborted."""
+    counts = {s.value: 0 for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED)}
+    for status in statuses:
+        if status.terminal:
+            counts[status.value] += 1
+    return counts
+
+
+def graph_outcome(counts: Mapping[JobStatus, int]) -> GraphStatus | None:
     """The graph's status once every job is terminal, else None.
 
     finished when every job finished; failed when a job failed; aborted otherwise.

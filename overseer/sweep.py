@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass
 
 from . import timeutil
-from .scheduler import GraphEvents, Scheduler
+from .scheduler import GraphEvents, finalize_graph
 from .services import Services
 from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, JobStatus
 from .store import DispatchQueue, Fence, JobMessage, JobRecord
@@ -101,7 +101,7 @@ def sweep(
                     else:
                         report.lost_messages_resent += 1
         if ended == graph.jobs_total:
-            done = Scheduler(store, queue, on_graph_done).finalize_graph(graph.graph_id)
+            done = finalize_graph(store, graph.graph_id, on_graph_done)
             if done is not None:
                 log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
                 report.graphs_ended += 1

@@ -43,11 +43,6 @@ DELETE_BATCH = 10
 DELETE_DELAY_MAX_SECONDS = 30.0
 
 
-def delete_delay_seconds(lease_seconds: float) -> float:
-    """How long the run loop may hold a handled message before deleting it."""
-    return min(DELETE_DELAY_MAX_SECONDS, lease_seconds / 4)
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one delivery: finished, failed, aborted, retry, or skipped."""
@@ -221,7 +216,8 @@ class Worker:
 
     @property
     def delete_delay(self) -> float:
-        return delete_delay_seconds(self.settings.lease_seconds)
+        """How long the run loop may hold a handled message before deleting it."""
+        return min(DELETE_DELAY_MAX_SECONDS, self.settings.lease_seconds / 4)
 
     @property
     def pending_deletes(self) -> int:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
@@ -15,6 +14,7 @@ from .. import timeutil
 from ..errors import StoreError
 from ..graph import GraphSpec, definition_digest
 from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
+from ..parallel import in_parallel
 from ..states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
 from .models import GraphItemBase, JobItemBase, graph_model, job_model
@@ -42,7 +42,6 @@ def _condition_failed(exc: PynamoDBException) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
-_PARALLEL_WRITERS = 8
 _ITEMS_PER_WRITER = 1000
 
 
@@ -111,7 +110,11 @@ class DynamoJobStore:
         self._write_all(items)
         self.set_graph_status(spec.id, GraphStatus.RUNNING, sources=[GraphStatus.CREATING])
         released = {"released_by": RELEASED_BY_SUBMISSION}
-        self._parallel(lambda name: self.transition(spec.id, name, RELEASE, changes=released), roots)
+
+        def release(name: str) -> JobRecord | None:
+            return self.transition(spec.id, name, RELEASE, changes=released)
+
+        in_parallel(release, roots, inline_up_to=1)
         record = self.get_graph(spec.id)
         assert record is not None
         return record, True
@@ -124,19 +127,8 @@ class DynamoJobStore:
                 for item in part:
                     batch.save(item)
 
-        self._parallel(
-            write, [items[i : i + _ITEMS_PER_WRITER] for i in range(0, len(items), _ITEMS_PER_WRITER)]
-        )
-
-    @staticmethod
-    def _parallel(act: Callable[[Any], Any], work: Sequence[Any]) -> None:
-        """Run ``act`` on every element, in a few threads when there is much to do."""
-        if len(work) <= 1:
-            for element in work:
-                act(element)
-            return
-        with ThreadPoolExecutor(_PARALLEL_WRITERS) as pool:
-            list(pool.map(act, work))
+        parts = [items[i : i + _ITEMS_PER_WRITER] for i in range(0, len(items), _ITEMS_PER_WRITER)]
+        in_parallel(write, parts, inline_up_to=1)
 
     # -- reading ----------------------------------------------------------------------
     def get_graph(self, graph_id: str) -> GraphRecord | None:

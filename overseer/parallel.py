@@ -1,0 +1,24 @@
+"""Independent store writes, a few at a time: the one thread pool the engine uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+W = TypeVar("W")
+
+# Conditional writes to different items in flight at once (DynamoDB serves them side by
+# side; boto3's connection pool has 32 connections, see overseer.aws.clients).
+WRITERS = 8
+
+
+def in_parallel(act: Callable[[W], T], work: Iterable[W], *, inline_up_to: int = 2) -> list[T]:
+    """``[act(w) for w in work]``, in ``WRITERS`` threads unless there are at most
+    ``inline_up_to`` elements (a pool costs more than it saves for one or two writes)."""
+    work = list(work)
+    if len(work) <= inline_up_to:
+        return [act(w) for w in work]
+    with ThreadPoolExecutor(WRITERS) as pool:
+        return list(pool.map(act, work))

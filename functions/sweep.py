@@ -1,24 +1,34 @@
 """``functions.sweep.handler``: runs on an EventBridge schedule (every minute).
 
-Accepts any event (the scheduled event's content is not used). Starts Batch workers
-for the queued work (``overseer.aws.scaling``) when ``OVERSEER_BATCH_JOB_QUEUE`` and
-``OVERSEER_BATCH_JOB_DEFINITION`` are set, and returns
-``{"queue_depth": n, "workers_started": m}`` (also the EMF metrics QueueDepth and
-WorkersStarted).
+Accepts any event (the scheduled event's content is not used). Runs the engine's sweep
+(``overseer.sweep``), whose steps go in this order, each isolated from the others:
+read the queue depth, start Batch workers for it (``overseer.aws.scaling``, when
+``OVERSEER_BATCH_JOB_QUEUE`` and ``OVERSEER_BATCH_JOB_DEFINITION`` are set), repair
+every running graph (expired leases, where a worker whose Batch job lost its host to a
+Spot reclaim keeps the job's attempt; lost and late messages; graphs whose jobs all
+ended), then fail the dead-lettered jobs.
+
+Every counter of the report is an EMF metric (QueueDepth, WorkersStarted, LeasesExpired,
+HostsReclaimed, ...). A step that raised is logged with its name and counted as
+``SweepStepFailed`` (dimension ``Step``); once every step has run, the invocation fails
+with ``SweepFailed`` naming the failed steps, so the function's Errors metric and alarm
+see it (the schedule's invocations are not retried). Otherwise it returns the counters,
+e.g. ``{"queue_depth": n, "workers_started": m, ...}``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy, publish_graph_done
 from overseer.aws import clients
-from overseer.aws.scaling import scale_batch_workers
+from overseer.aws.scaling import host_terminations, scale_batch_workers
 from overseer.services import Services
 from overseer.sweep import sweep
 
@@ -44,27 +54,30 @@ def reset() -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     services = _services.get()
     settings = services.settings
-    repaired = sweep(
+    on_batch = bool(settings.batch_job_queue and settings.batch_job_definition)
+
+    def scale(depth: int) -> int:
+        return scale_batch_workers(_batch.get(), services.queue, settings, queue_depth=depth)
+
+    def hosts_lost(job_ids: Sequence[str]) -> dict[str, str]:
+        return host_terminations(_batch.get(), job_ids)
+
+    report = sweep(
         services,
         on_graph_done=lambda record: publish_graph_done(_events.get(), settings.event_bus, record, logger),
+        scale=scale if on_batch else None,
+        host_terminations=hosts_lost if on_batch else None,
     )
-    depth = repaired.queue_depth
-    started = 0
-    if settings.batch_job_queue and settings.batch_job_definition:
-        started = scale_batch_workers(_batch.get(), services.queue, settings, queue_depth=depth)
-    metrics.add_metric(name="QueueDepth", unit=MetricUnit.Count, value=depth)
-    metrics.add_metric(name="WorkersStarted", unit=MetricUnit.Count, value=started)
-    for name in (
-        "leases_expired",
-        "jobs_failed",
-        "late_retries_sent",
-        "lost_messages_resent",
-        "dead_letters",
-        "graphs_ended",
-    ):
-        metrics.add_metric(
-            name=name.title().replace("_", ""), unit=MetricUnit.Count, value=getattr(repaired, name)
-        )
-    summary = {**vars(repaired), "workers_started": started}
+    counts = report.counts()
+    for name, value in counts.items():
+        metrics.add_metric(name=name.title().replace("_", ""), unit=MetricUnit.Count, value=value)
+    for step, exc in report.failures.items():
+        logger.error("sweep step %s failed", step, exc_info=exc, extra={"step": step})
+        with single_metric(
+            name="SweepStepFailed", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
+        ) as metric:
+            metric.add_dimension(name="Step", value=step)
+    summary = {**counts, "failed_steps": list(report.failures)}
     logger.info("sweep done", extra=summary)
+    report.raise_if_failed()
     return summary

@@ -1,43 +1,77 @@
 """The sweep: repairs what at-least-once delivery and dying workers can lose.
 
-Run on a schedule (a Lambda every minute in AWS, a loop in ``overseer run``). For every
-running graph it reads the jobs once and:
+Run on a schedule (a Lambda every minute in AWS, a loop in ``overseer run``). Its steps
+run in this order, each isolated: a step that raises is logged with its name and kept in
+``SweepReport.failures``, and the next step still runs (``SweepReport.raise_if_failed``
+lets a caller fail loudly at the end, as the sweep Lambda does):
 
-* **expired leases**: a running job whose lease expired more than ``clock_skew_seconds``
-  ago (its worker died: SIGKILL, lost host) goes back to ready for its next attempt, or
-  fails past its max attempts. The write is fenced by the job's attempt and lease owner,
-  so a worker that was only slow can never have its outcome overwritten, nor overwrite
-  the new owner's;
-* **late retries**: a faulted job whose backoff is longer than SQS's 15-minute delay got
-  no message from the scheduler; it is sent once the remaining delay fits;
-* **lost messages**: when the queue is empty (nothing waiting, delayed or in flight)
-  yet a job has been ready and due for longer than ``stale_ready_seconds``, its message
-  was lost and is sent again (a duplicate would be harmless: claims are fenced);
-* **unfinished graphs whose jobs have all ended**: the scheduler ends a graph when its
-  counters say every job is terminal; if a stream record was never processed (Lambda
-  gave up on it after its retries), the sweep sees the ended jobs and records the
-  graph's outcome (``on_graph_done`` is called as the scheduler would);
+1. ``queue_depth``: the dispatch queue's depth (messages waiting, delayed or in flight);
+2. ``scale_workers``: when the caller passes ``scale`` (the sweep Lambda starts Batch
+   workers), it gets that depth before any repair runs, so no repair can keep the
+   queued work from getting workers;
+3. ``repairs``: for every running graph (each graph apart) it reads the jobs once and
+   handles
 
-and it turns messages that reached the dead-letter queue into failed jobs with a clear
-error. Clocks: the only comparison of a worker's clock with the sweep's is the lease
-expiry, which is given ``clock_skew_seconds`` of slack; keep hosts' clocks within that
-bound (NTP keeps them within milliseconds).
+   * **expired leases**: a running job whose lease expired more than
+     ``clock_skew_seconds`` ago (its worker died: SIGKILL, lost host) goes back to ready
+     for its next attempt, or fails past its max attempts. The write is fenced by the
+     job's attempt and lease owner, so a worker that was only slow can never have its
+     outcome overwritten, nor overwrite the new owner's;
+   * **lost hosts keep the attempt** (step ``host_lookup``): a worker on AWS Batch
+     leases as ``batch:<Batch job id>:<pid>:<nonce>`` (``overseer.worker.
+     default_worker_id``). A Spot reclaim kills the instance without a word to the
+     container, so the job's lease just expires. With ``host_terminations``, the Batch
+     jobs behind the sweep's expired leases are looked up in one call, and a job whose
+     Batch job ended with ``Host EC2 ...`` (its instance was terminated) goes back to
+     ready without counting the attempt, as a worker stopped by SIGTERM releases it.
+     Any other reason, no Batch job, or a failed lookup: the attempt counts;
+   * **late retries**: a faulted job whose backoff is longer than SQS's 15-minute delay
+     got no message from the scheduler; it is sent once the remaining delay fits;
+   * **lost messages**: when the queue is empty (nothing waiting, delayed or in flight)
+     yet a job has been ready and due for longer than ``stale_ready_seconds``, its
+     message was lost and is sent again (a duplicate would be harmless: claims are
+     fenced; an unknown depth never passes for an empty queue);
+   * **unfinished graphs whose jobs have all ended**: the scheduler ends a graph when its
+     counters say every job is terminal; if a stream record was never processed (Lambda
+     gave up on it after its retries), the sweep sees the ended jobs and records the
+     graph's outcome (``on_graph_done`` is called as the scheduler would);
+
+4. ``dead_letters``: messages that reached the dead-letter queue become failed jobs with
+   a clear error.
+
+Clocks: the only comparison of a worker's clock with the sweep's is the lease expiry,
+which is given ``clock_skew_seconds`` of slack; keep hosts' clocks within that bound (NTP
+keeps them within milliseconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from . import timeutil
+from .errors import OverseerError
 from .scheduler import GraphEvents, finalize_graph
 from .services import Services
-from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, JobStatus
+from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus
 from .store import DispatchQueue, Fence, JobMessage, JobRecord
 
 log = logging.getLogger("overseer.sweep")
 MAX_SQS_DELAY = 900
+BATCH_OWNER_PREFIX = "batch:"
+
+# Starts workers for a queue depth; returns how many it started.
+ScaleWorkers = Callable[[int], int]
+# Given Batch job ids, the ones whose instance was terminated under them, with Batch's
+# reason (``overseer.aws.scaling.host_terminations``).
+HostTerminations = Callable[[Sequence[str]], Mapping[str, str]]
+
+
+class SweepFailed(OverseerError):
+    """One or more sweep steps raised (the others ran); the log has each traceback."""
 
 
 @dataclass
@@ -45,11 +79,52 @@ class SweepReport:
     graphs: int = 0
     graphs_ended: int = 0
     leases_expired: int = 0
+    hosts_reclaimed: int = 0
     jobs_failed: int = 0
     late_retries_sent: int = 0
     lost_messages_resent: int = 0
     dead_letters: int = 0
     queue_depth: int = 0
+    workers_started: int = 0
+    # The steps that raised, by name, with the first exception each raised.
+    failures: dict[str, Exception] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """The report's counters by name (what the sweep Lambda turns into metrics)."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, int)}
+
+    def raise_if_failed(self) -> None:
+        """Raise ``SweepFailed`` naming the failed steps, if any (chained to the first error)."""
+        if self.failures:
+            names = ", ".join(self.failures)
+            first = next(iter(self.failures.values()))
+            raise SweepFailed(
+                f"sweep steps failed: {names} (first: {type(first).__name__}: {first}); the other "
+                "steps ran; see the log for each traceback"
+            ) from first
+
+
+@contextlib.contextmanager
+def _step(report: SweepReport, name: str, detail: str = "") -> Iterator[None]:
+    """Run one step: an exception is logged and recorded, and the sweep goes on."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("sweep step %s failed%s; the other steps go on", name, detail)
+        report.failures.setdefault(name, exc)
+
+
+def batch_job_of(owner: str | None) -> str | None:
+    """The Batch job id in a lease owner ``batch:<job id>:<pid>:<nonce>``, else None.
+
+    >>> batch_job_of("batch:4c1d-77:12:a1b2c3"), batch_job_of("host:12:a1b2c3")
+    ('4c1d-77', None)
+    """
+    if not owner or not owner.startswith(BATCH_OWNER_PREFIX):
+        return None
+    # rsplit: an array child's job id has a colon of its own ("<id>:<index>").
+    parts = owner[len(BATCH_OWNER_PREFIX) :].rsplit(":", 2)
+    return parts[0] if len(parts) == 3 and parts[0] else None
 
 
 def _age(text: str | None, now: dt.datetime) -> float:
@@ -63,54 +138,100 @@ def sweep(
     clock_skew_seconds: float | None = None,
     stale_ready_seconds: float | None = None,
     on_graph_done: GraphEvents | None = None,
+    scale: ScaleWorkers | None = None,
+    host_terminations: HostTerminations | None = None,
 ) -> SweepReport:
+    """One sweep (the steps are in the module docstring). Never raises for a step: check
+    ``report.failures`` or call ``report.raise_if_failed()``."""
     settings = services.settings
     skew = settings.clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
     stale = settings.lease_seconds if stale_ready_seconds is None else stale_ready_seconds
-    store, queue = services.store, services.queue
-    now = timeutil.now()
-    report = SweepReport(queue_depth=queue.depth())
-    to_send: list[JobMessage] = []
-
-    for graph in store.running_graphs():
-        report.graphs += 1
-        ended = 0
-        for job in store.list_jobs(graph.graph_id):
-            if job.status.terminal:
-                ended += 1
-            elif job.status == JobStatus.RUNNING:
-                expired = job.lease_expires_at and _age(job.lease_expires_at, now) > skew
-                if expired:
-                    _expire(services, job, report)
-            elif job.status == JobStatus.READY:
-                due = _due_message(job, now, report.queue_depth == 0, stale)
-                if due is None:
-                    continue
-                message, late = due
-                marked = store.transition(
-                    job.graph_id,
-                    job.name,
-                    REDISPATCH,
-                    fence=Fence(job.attempts),
-                    changes={"dispatched_at": timeutil.iso()},
-                )
-                if marked is not None:
-                    to_send.append(message)
-                    if late:
-                        report.late_retries_sent += 1
-                    else:
-                        report.lost_messages_resent += 1
-        if ended == graph.jobs_total:
-            done = finalize_graph(store, graph.graph_id, on_graph_done)
-            if done is not None:
-                log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
-                report.graphs_ended += 1
-    if to_send:
-        queue.send(to_send)
+    report = SweepReport()
+    depth: int | None = None
+    with _step(report, "queue_depth"):
+        depth = report.queue_depth = services.queue.depth()
+    if scale is not None and depth is not None:
+        with _step(report, "scale_workers"):
+            report.workers_started = scale(depth)
+    with _step(report, "repairs"):
+        _repair_graphs(services, report, skew, stale, depth == 0, on_graph_done, host_terminations)
     dead_letters = dead_letters or services.dead_letters
     if dead_letters is not None:
-        report.dead_letters = _fail_dead_letters(services, dead_letters)
+        with _step(report, "dead_letters"):
+            report.dead_letters = _fail_dead_letters(services, dead_letters)
     return report
+
+
+def _repair_graphs(
+    services: Services,
+    report: SweepReport,
+    skew: float,
+    stale: float,
+    queue_empty: bool,
+    on_graph_done: GraphEvents | None,
+    host_terminations: HostTerminations | None,
+) -> None:
+    store = services.store
+    now = timeutil.now()
+    to_send: list[JobMessage] = []
+    expired: list[JobRecord] = []
+    for graph in store.running_graphs():
+        report.graphs += 1
+        with _step(report, "repairs", f" on graph {graph.graph_id}"):
+            ended = 0
+            for job in store.list_jobs(graph.graph_id):
+                if job.status.terminal:
+                    ended += 1
+                elif job.status == JobStatus.RUNNING:
+                    if job.lease_expires_at and _age(job.lease_expires_at, now) > skew:
+                        expired.append(job)
+                elif job.status == JobStatus.READY:
+                    due = _due_message(job, now, queue_empty, stale)
+                    if due is None:
+                        continue
+                    message, late = due
+                    marked = store.transition(
+                        job.graph_id,
+                        job.name,
+                        REDISPATCH,
+                        fence=Fence(job.attempts),
+                        changes={"dispatched_at": timeutil.iso()},
+                    )
+                    if marked is not None:
+                        to_send.append(message)
+                        if late:
+                            report.late_retries_sent += 1
+                        else:
+                            report.lost_messages_resent += 1
+            if ended == graph.jobs_total:
+                done = finalize_graph(store, graph.graph_id, on_graph_done)
+                if done is not None:
+                    log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
+                    report.graphs_ended += 1
+    if to_send:
+        with _step(report, "repairs", " sending messages"):
+            services.queue.send(to_send)
+    lost_hosts = _lost_hosts(expired, host_terminations, report)
+    for job in expired:
+        with _step(report, "repairs", f" on job {job.id}"):
+            lost_host = lost_hosts.get(batch_job_of(job.lease_owner) or "")
+            if lost_host:
+                _release_lost_host(services, job, lost_host, report)
+            else:
+                _expire(services, job, report)
+
+
+def _lost_hosts(
+    expired: Sequence[JobRecord], host_terminations: HostTerminations | None, report: SweepReport
+) -> Mapping[str, str]:
+    """The Batch jobs behind ``expired`` whose instance was terminated, with the reason
+    (one lookup for all; a failed lookup counts every attempt, as without Batch)."""
+    batch_jobs = sorted({b for b in map(batch_job_of, (job.lease_owner for job in expired)) if b})
+    if host_terminations is None or not batch_jobs:
+        return {}
+    with _step(report, "host_lookup"):
+        return host_terminations(batch_jobs)
+    return {}
 
 
 def _due_message(
@@ -129,6 +250,25 @@ def _due_message(
     if queue_empty and due_in <= 0 and _age(job.updated_at, now) > stale:
         return JobMessage(job.graph_id, job.name, job.attempts, 0), False
     return None
+
+
+def _release_lost_host(services: Services, job: JobRecord, reason: str, report: SweepReport) -> None:
+    """Back to ready without counting the attempt: the worker's instance was terminated
+    (a Spot reclaim), the handler did not fail. Fenced as an expiry is."""
+    done = services.store.transition(
+        job.graph_id,
+        job.name,
+        SHUTDOWN_RELEASE,
+        fence=Fence(job.attempts, job.lease_owner),
+        changes={
+            "attempts": job.attempts - 1,
+            "reason": f"worker {job.lease_owner} lost its host ({reason}); the attempt is not counted",
+        },
+        remove=["lease_owner", "lease_expires_at", "not_before"],
+    )
+    if done is not None:
+        report.hosts_reclaimed += 1
+        log.warning("%s: %s", job.id, done.reason)
 
 
 def _expire(services: Services, job: JobRecord, report: SweepReport) -> None:

@@ -124,6 +124,15 @@ class _Heartbeat:
                 log.warning("heartbeat of %s failed", self.job.id, exc_info=True)
 
 
+def default_worker_id() -> str:
+    """A lease owner unique to this process: ``<host>:<pid>:<nonce>``, or on AWS Batch
+    ``batch:<Batch job id>:<pid>:<nonce>``, so the sweep can ask Batch whether an expired
+    lease's worker lost its host (``overseer.sweep.batch_job_of`` reads it back)."""
+    unique = f"{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    batch_job = os.environ.get("AWS_BATCH_JOB_ID")  # set by Batch in every job's container
+    return f"batch:{batch_job}:{unique}" if batch_job else f"{socket.gethostname()}:{unique}"
+
+
 class Worker:
     def __init__(
         self,
@@ -136,7 +145,7 @@ class Worker:
         self.services = services
         self.settings = services.settings
         self.handlers = handlers
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or default_worker_id()
         if run_handler is None:
             if self.settings.isolation == "process" and self.settings.handlers:
                 from .isolation import IsolatedRunner

@@ -1,8 +1,11 @@
-"""Scaling Batch workers from the dispatch queue's depth (called by the sweep).
+"""The sweep's Batch calls: scaling workers from the dispatch queue's depth, and asking
+whether lost workers lost their host.
 
 Workers exit after an idle period (``Settings.idle_exit_seconds``), so scaling in is
 their own business; the sweep only starts workers when the queue holds more work than
-the active ones are expected to drain.
+the active ones are expected to drain. ``host_terminations`` is the sweep's
+``HostTerminations`` lookup: a job whose worker's instance was terminated (a Spot
+reclaim) goes back to ready without counting the attempt (see ``overseer.sweep``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from ..config import Settings
@@ -19,6 +23,10 @@ log = logging.getLogger("overseer.scaling")
 
 # Batch job states of a worker that is, or soon will be, taking jobs from the queue.
 ACTIVE_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+# How Batch's reason begins when a job's instance was terminated under it, Spot reclaims
+# included: "Host EC2 (instance i-0abc...) terminated."
+HOST_TERMINATED = "Host EC2"
+DESCRIBE_JOBS_MAX = 100  # job ids per DescribeJobs request
 
 
 def workers_wanted(queue_depth: int, running: int, settings: Settings) -> int:
@@ -69,3 +77,25 @@ def scale_batch_workers(
     if wanted:
         log.info("queue depth %d, %d workers active: started %d", depth, running, wanted)
     return wanted
+
+
+def host_terminations(batch_client: Any, job_ids: Sequence[str]) -> dict[str, str]:
+    """The Batch jobs among ``job_ids`` whose instance was terminated under them, with
+    Batch's reason (the job's ``statusReason`` or its last attempt's); one DescribeJobs
+    request per 100 ids. Jobs Batch no longer knows are left out.
+
+    Example
+    -------
+    >>> host_terminations(boto3.client("batch"), ["4c1d..."])  # doctest: +SKIP
+    {'4c1d...': 'Host EC2 (instance i-0abc) terminated.'}
+    """
+    lost: dict[str, str] = {}
+    ids = list(job_ids)
+    for start in range(0, len(ids), DESCRIBE_JOBS_MAX):
+        for job in batch_client.describe_jobs(jobs=ids[start : start + DESCRIBE_JOBS_MAX]).get("jobs", []):
+            attempts = job.get("attempts") or [{}]
+            reasons = (job.get("statusReason") or "", attempts[-1].get("statusReason") or "")
+            reason = next((r for r in reasons if r.startswith(HOST_TERMINATED)), None)
+            if reason:
+                lost[job["jobId"]] = reason
+    return lost

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from functions import sweep
-from overseer.aws.scaling import scale_batch_workers, workers_wanted
+from functions import Lazy, sweep
+from overseer import timeutil
+from overseer.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
 from overseer.config import Settings
-from overseer.store import JobMessage
+from overseer.graph import parse_graph
+from overseer.services import Services
+from overseer.states import CLAIM, JobStatus
+from overseer.store import Fence, JobMessage
+from overseer.sweep import SweepFailed
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
+
+HOST_LOST = "Host EC2 (instance i-0abc1234) terminated."
 
 
 @pytest.mark.integration
@@ -33,11 +42,25 @@ def test_workers_wanted(depth: int, running: int, wanted: int) -> None:
 
 
 class FakeBatch:
-    """Records submitted jobs; lists ``active`` jobs in the RUNNING state."""
+    """Records submitted jobs; lists ``active`` jobs in the RUNNING state; describes jobs
+    with the ``reasons`` given (as a job's last attempt's statusReason)."""
 
-    def __init__(self, active: int) -> None:
+    def __init__(self, active: int = 0, reasons: dict[str, str] | None = None) -> None:
         self.active = active
+        self.reasons = reasons or {}
         self.submitted: list[dict[str, Any]] = []
+        self.described: list[list[str]] = []
+
+    def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
+        assert len(jobs) <= 100, "DescribeJobs takes at most 100 ids"
+        self.described.append(jobs)
+        return {
+            "jobs": [
+                {"jobId": j, "status": "FAILED", "attempts": [{"statusReason": self.reasons[j]}]}
+                for j in jobs
+                if j in self.reasons
+            ]
+        }
 
     def get_paginator(self, name: str) -> FakeBatch:
         assert name == "list_jobs"
@@ -74,3 +97,122 @@ def test_scale_batch_workers_needs_batch_settings() -> None:
     batch = FakeBatch(active=0)
     assert scale_batch_workers(batch, FakeQueue(100), Settings()) == 0
     assert batch.submitted == []
+
+
+def test_host_terminations_reads_the_job_or_its_last_attempt_in_one_call_per_100_ids() -> None:
+    class Described(FakeBatch):
+        def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
+            self.described.append(jobs)
+            return {
+                "jobs": [
+                    {"jobId": "spot", "statusReason": HOST_LOST},
+                    {"jobId": "retried", "statusReason": "", "attempts": [{"statusReason": HOST_LOST}, {}]},
+                    {"jobId": "reclaimed", "attempts": [{}, {"statusReason": HOST_LOST}]},
+                    {"jobId": "crashed", "statusReason": "Essential container in task exited"},
+                    {"jobId": "running", "status": "RUNNING"},
+                ]
+            }
+
+    batch = Described()
+    ids = [f"job-{n}" for n in range(101)]
+    lost = host_terminations(batch, ids)
+    assert lost == {"spot": HOST_LOST, "reclaimed": HOST_LOST}  # "retried": its last attempt is alive
+    assert batch.described == [ids[:100], ids[100:]]
+
+
+# -- the handler: steps isolated, workers first, lost hosts -----------------------------
+
+
+def refuse(client: Any, operation: str) -> None:
+    """``client`` answers ``operation`` with AccessDenied, as AWS does to a role without the grant."""
+
+    def denied(**_: Any) -> tuple[Any, dict[str, Any]]:
+        error = {"Code": "AccessDenied", "Message": f"not authorized to perform: sqs:{operation}"}
+        return SimpleNamespace(status_code=403, headers={}), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+
+    client.meta.events.register(f"before-call.sqs.{operation}", denied)
+
+
+@pytest.fixture
+def on_batch(deployed: Deployed, monkeypatch: pytest.MonkeyPatch) -> Services:
+    """The handler's services configured for Batch workers (one per queued job, at most 4)."""
+    settings = deployed.settings.with_(
+        batch_job_queue="workers", batch_job_definition="worker:1", jobs_per_worker=1, max_workers=4
+    )
+    services = Services.from_settings(settings)
+    monkeypatch.setattr(sweep, "_services", Lazy(lambda: services))
+    deployed.drain_queue()
+    return services
+
+
+def running_job(deployed: Deployed, graph_id: str, owner: str, *, max_attempts: int = 3) -> None:
+    """A one-job graph whose job was claimed by ``owner``, then lost: its lease expired a minute ago."""
+    store = deployed.services.store
+    spec = parse_graph({"id": graph_id, "jobs": {"a": {"type": "t", "max_attempts": max_attempts}}})
+    store.create_graph(spec, max_attempts={})
+    claimed = store.transition(
+        graph_id,
+        "a",
+        CLAIM,
+        fence=Fence(0),
+        changes={"attempts": 1, "lease_owner": owner, "lease_expires_at": timeutil.iso_in(-60)},
+    )
+    assert claimed is not None
+
+
+def emf_metrics(out: str) -> list[dict[str, Any]]:
+    """The EMF blobs the handler printed."""
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+
+
+@pytest.mark.integration
+def test_a_failing_dead_letter_queue_stops_neither_scaling_nor_lease_repairs(
+    deployed: Deployed,
+    on_batch: Services,
+    context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert on_batch.dead_letters is not None
+    refuse(on_batch.dead_letters.client, "ReceiveMessage")  # the role lacks sqs:ReceiveMessage on it
+    batch = FakeBatch()
+    monkeypatch.setattr(sweep, "_batch", Lazy(lambda: batch))
+    running_job(deployed, "dlq-denied", owner="dead-worker")
+    on_batch.queue.send([JobMessage("dlq-denied", f"queued-{n}", 0) for n in range(3)])
+
+    with pytest.raises(SweepFailed, match="dead_letters") as failed:
+        sweep.handler(load_event("eventbridge_sweep_schedule"), context)
+
+    assert "AccessDenied" in str(failed.value)
+    assert len(batch.submitted) == 3  # one worker per queued job
+    job = deployed.services.store.get_job("dlq-denied", "a")
+    assert (job.status, job.attempts, job.error["type"]) == (JobStatus.READY, 1, "LeaseExpired")
+    blobs = emf_metrics(capsys.readouterr().out)
+    assert [b["Step"] for b in blobs if "SweepStepFailed" in b] == ["dead_letters"]
+    assert [b["WorkersStarted"] for b in blobs if "WorkersStarted" in b] == [[3]]
+    deployed.drain_queue()
+
+
+@pytest.mark.integration
+def test_a_worker_whose_host_was_reclaimed_keeps_its_attempt(
+    deployed: Deployed, on_batch: Services, context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reclaimed, crashed = "8a3f0e2c-reclaimed", "5b9d1c44-crashed"
+    batch = FakeBatch(reasons={reclaimed: HOST_LOST, crashed: "Essential container in task exited"})
+    monkeypatch.setattr(sweep, "_batch", Lazy(lambda: batch))
+    running_job(deployed, "spot-reclaimed", owner=f"batch:{reclaimed}:7:a1b2c3", max_attempts=1)
+    running_job(deployed, "spot-crashed", owner=f"batch:{crashed}:7:d4e5f6")
+
+    result = sweep.handler(load_event("eventbridge_sweep_schedule"), context)
+
+    assert (result["hosts_reclaimed"], result["leases_expired"], result["failed_steps"]) == (1, 1, [])
+    assert [sorted(ids) for ids in batch.described] == [sorted([reclaimed, crashed])]  # one call
+    job = deployed.services.store.get_job("spot-reclaimed", "a")
+    assert (job.status, job.attempts, job.lease_owner) == (JobStatus.READY, 0, None)
+    assert HOST_LOST in job.reason
+    job = deployed.services.store.get_job("spot-crashed", "a")
+    assert (job.status, job.attempts, job.error["type"]) == (JobStatus.READY, 1, "LeaseExpired")
+    deployed.drain_queue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from pathlib import Path
@@ -12,16 +13,17 @@ import pytest
 import overseer
 from overseer import timeutil
 from overseer.aws.queue import SqsDispatchQueue
+from overseer.aws.scaling import host_terminations
 from overseer.states import CLAIM, FINISH, RETRY, GraphStatus, JobStatus
 from overseer.store import Fence, JobMessage
-from overseer.sweep import sweep
+from overseer.sweep import SweepFailed, batch_job_of, sweep
 from overseer.worker import Worker
 
 pytestmark = pytest.mark.integration
 HANDLERS = {"write": lambda job: [overseer.Artifact(key=f"{job.name}.txt", data=b"x")]}
 
 
-def claim_and_die(stack, graph_id: str, name: str, attempts: int = 0) -> None:
+def claim_and_die(stack, graph_id: str, name: str, attempts: int = 0, owner: str = "dead-worker") -> None:
     """A worker claims the job, then vanishes (SIGKILL): its lease is already over."""
     stack.pump()
     deliveries = stack.services.queue.receive(max_messages=10, wait_seconds=0, visibility_seconds=1)
@@ -33,10 +35,16 @@ def claim_and_die(stack, graph_id: str, name: str, attempts: int = 0) -> None:
         fence=Fence(attempts),
         changes={
             "attempts": attempts + 1,
-            "lease_owner": "dead-worker",
+            "lease_owner": owner,
             "lease_expires_at": timeutil.iso_in(-5),
         },
     )
+
+
+def lose_lease(stack, graph_id: str, name: str, owner: str = "dead-worker") -> None:
+    """A worker claims the ready job (its message is not on the queue) and vanishes."""
+    changes = {"attempts": 1, "lease_owner": owner, "lease_expires_at": timeutil.iso_in(-5)}
+    assert stack.store.transition(graph_id, name, CLAIM, fence=Fence(0), changes=changes) is not None
 
 
 def test_an_expired_lease_puts_the_job_back_and_the_next_attempt_finishes(stack):
@@ -163,3 +171,122 @@ def test_a_graph_whose_last_record_was_lost_is_ended_by_the_sweep(stack):
     assert (report.graphs_ended, ended) == (1, [GraphStatus.FINISHED])
     assert (graph.status, graph.counts) == (GraphStatus.FINISHED, {"finished": 2, "failed": 0, "aborted": 0})
     assert sweep(stack.services).graphs_ended == 0  # once ended, the sweep leaves it alone
+
+
+# -- Spot reclaims: a worker whose Batch job lost its host keeps the job's attempt --------
+
+HOST_LOST = "Host EC2 (instance i-0abc1234) terminated."
+
+
+class StandInBatch:
+    """Batch's DescribeJobs as the sweep sees it: each job's last attempt ended for ``reasons[id]``."""
+
+    def __init__(self, reasons: dict[str, str] | None = None, error: Exception | None = None) -> None:
+        self.reasons = reasons or {}
+        self.error = error
+        self.calls: list[list[str]] = []
+
+    def describe_jobs(self, jobs: list[str]) -> dict:
+        self.calls.append(jobs)
+        if self.error:
+            raise self.error
+        return {"jobs": [{"jobId": j, "attempts": [{"statusReason": self.reasons[j]}]} for j in jobs]}
+
+    def lookup(self, job_ids):
+        return host_terminations(self, job_ids)
+
+
+def batch_worker_id(stack, monkeypatch, batch_job: str) -> str:
+    """The lease owner of a worker process started by Batch as job ``batch_job``."""
+    monkeypatch.setenv("AWS_BATCH_JOB_ID", batch_job)  # Batch sets it in every job's container
+    return Worker(stack.services, {}).worker_id
+
+
+def test_a_worker_knows_its_batch_job_and_the_sweep_reads_it_back(stack, monkeypatch):
+    first, second = (batch_worker_id(stack, monkeypatch, "8a3f0e2c-77b1:3") for _ in range(2))
+    assert first != second  # unique per worker process
+    assert batch_job_of(first) == batch_job_of(second) == "8a3f0e2c-77b1:3"  # an array child's id
+    monkeypatch.delenv("AWS_BATCH_JOB_ID")
+    assert batch_job_of(Worker(stack.services, {}).worker_id) is None
+
+
+def test_a_job_whose_worker_lost_its_host_is_ready_again_without_counting_the_attempt(stack, monkeypatch):
+    # max_attempts 1: were the reclaim counted, the job would fail.
+    stack.submit({"id": "spot", "jobs": {"a": {"type": "write", "max_attempts": 1}}}, HANDLERS)
+    claim_and_die(stack, "spot", "a", owner=batch_worker_id(stack, monkeypatch, "8a3f0e2c"))
+    batch = StandInBatch({"8a3f0e2c": HOST_LOST})
+
+    report = sweep(stack.services, clock_skew_seconds=0, host_terminations=batch.lookup)
+
+    assert (report.hosts_reclaimed, report.leases_expired, report.jobs_failed) == (1, 0, 0)
+    job = stack.store.get_job("spot", "a")
+    assert (job.status, job.attempts, job.lease_owner) == (JobStatus.READY, 0, None)
+    assert HOST_LOST in job.reason
+    assert stack.drive("spot", HANDLERS).status == GraphStatus.FINISHED
+    assert stack.store.get_job("spot", "a").attempts == 1
+
+
+def test_a_batch_worker_lost_for_another_reason_counts_the_attempt(stack, monkeypatch):
+    stack.submit({"id": "oom", "jobs": {"a": {"type": "write", "max_attempts": 1}}}, HANDLERS)
+    claim_and_die(stack, "oom", "a", owner=batch_worker_id(stack, monkeypatch, "5b9d1c44"))
+    batch = StandInBatch({"5b9d1c44": "Essential container in task exited"})
+
+    report = sweep(stack.services, clock_skew_seconds=0, host_terminations=batch.lookup)
+
+    assert (report.hosts_reclaimed, report.jobs_failed, report.failures) == (0, 1, {})
+    assert stack.store.get_job("oom", "a").status == JobStatus.FAILED
+
+
+def test_a_failed_batch_lookup_counts_the_attempt_and_the_sweep_goes_on(stack, monkeypatch):
+    stack.submit({"id": "no-lookup", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    claim_and_die(stack, "no-lookup", "a", owner=batch_worker_id(stack, monkeypatch, "0c7e9a11"))
+    stack.submit({"id": "no-lookup-poison", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    dlq = SqsDispatchQueue(stack.services.queue.client, stack.settings.dead_letter_queue_url)
+    dlq.send([JobMessage("no-lookup-poison", "a", 0)])
+    batch = StandInBatch(error=RuntimeError("AccessDeniedException: batch:DescribeJobs"))
+
+    report = sweep(stack.services, clock_skew_seconds=0, host_terminations=batch.lookup)
+
+    assert list(report.failures) == ["host_lookup"]
+    assert (report.leases_expired, report.hosts_reclaimed, report.dead_letters) == (1, 0, 1)
+    job = stack.store.get_job("no-lookup", "a")
+    assert (job.status, job.attempts, job.error["type"]) == (JobStatus.READY, 1, "LeaseExpired")
+    with pytest.raises(SweepFailed, match="host_lookup"):
+        report.raise_if_failed()
+
+
+def test_one_batch_lookup_per_sweep_for_100_lost_workers(stack):
+    for graph_id, size in (("many-1", 60), ("many-2", 40)):
+        stack.submit({"id": graph_id, "jobs": {f"j{n}": {"type": "write"} for n in range(size)}}, HANDLERS)
+        for n in range(size):
+            lose_lease(stack, graph_id, f"j{n}", owner=f"batch:{graph_id}-{n}:1:abc")
+    batch = StandInBatch(
+        {f"many-1-{n}": HOST_LOST for n in range(60)} | {f"many-2-{n}": "" for n in range(40)}
+    )
+
+    report = sweep(stack.services, clock_skew_seconds=0, host_terminations=batch.lookup)
+
+    assert len(batch.calls) == 1 and len(batch.calls[0]) == 100
+    assert (report.hosts_reclaimed, report.leases_expired) == (60, 40)
+
+
+def test_a_failing_step_does_not_stop_the_others(stack):
+    class Unreadable(SqsDispatchQueue):
+        def depth(self) -> int:
+            raise RuntimeError("GetQueueAttributes throttled")
+
+    stack.submit({"id": "isolated", "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    lose_lease(stack, "isolated", "a")
+    stack.submit({"id": "isolated-ready", "jobs": {"a": {"type": "write"}}}, HANDLERS)  # no message sent
+    services = dataclasses.replace(
+        stack.services, queue=Unreadable(stack.services.queue.client, stack.settings.queue_url)
+    )
+    started: list[int] = []
+
+    report = sweep(services, clock_skew_seconds=0, stale_ready_seconds=0, scale=started.append)
+
+    assert list(report.failures) == ["queue_depth"]
+    assert started == []  # no depth, no scaling decision
+    assert report.leases_expired == 1
+    assert report.lost_messages_resent == 0  # an unknown depth never passes for an empty queue
+    assert sweep(stack.services, stale_ready_seconds=0).lost_messages_resent == 2  # a known empty one: both

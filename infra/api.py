@@ -50,6 +50,10 @@ class Api(Construct):
     SigV4-signed request (``AWS_IAM``). Requests are validated (path parameters; the
     submit body against ``SUBMIT_SCHEMA``), throttled, traced and access-logged.
 
+    With ``manage_account`` the stack also sets the region's API Gateway logging role
+    (``AWS::ApiGateway::Account``, retained when the stack is deleted); without it the
+    account must have one already, or the stage's logging fails to deploy.
+
     Attributes
     ----------
     function, rest_api, access_logs:
@@ -63,6 +67,7 @@ class Api(Construct):
         *,
         factory: FunctionFactory,
         log_retention: logs.RetentionDays,
+        manage_account: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         self.function = factory.build(
@@ -81,8 +86,11 @@ class Api(Construct):
             "RestApi",
             description="Overseer for AWS: job graphs",
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            cloud_watch_role=True,
-            cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
+            # The logging role is account-wide (AWS::ApiGateway::Account, one per region):
+            # other APIs rely on it, so it outlives the stack. Off when the account sets it
+            # up elsewhere (apiGatewayAccount=false).
+            cloud_watch_role=manage_account,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN if manage_account else None,
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             deploy_options=apigw.StageOptions(
                 stage_name="v1",

@@ -7,7 +7,9 @@ overrides one. docs/deploy.md documents each key.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +78,86 @@ class Trigger:
         )
 
 
+@dataclass(frozen=True)
+class WorkerPolicy:
+    """An extra IAM statement for the worker role (``workerPolicies``): Allow ``actions`` on
+    ``resources``."""
+
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+
+    @classmethod
+    def from_context(cls, raw: Any) -> WorkerPolicy:
+        if not isinstance(raw, Mapping) or set(raw) != {"actions", "resources"}:
+            raise ConfigError(
+                f'workerPolicies: every entry is {{"actions": [...], "resources": [...]}}, got {raw!r}'
+            )
+        actions, resources = raw["actions"], raw["resources"]
+        if not _strings(actions) or not all(re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9*]+", a) for a in actions):
+            raise ConfigError(
+                f"workerPolicies: 'actions' must be IAM actions such as 's3:GetObject', got {actions!r}"
+            )
+        if not _strings(resources) or not all(r == "*" or r.startswith("arn:") for r in resources):
+            raise ConfigError(f"workerPolicies: 'resources' must be ARNs (or '*'), got {resources!r}")
+        return cls(tuple(actions), tuple(resources))
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    """Outbound traffic the workers' security group allows besides HTTPS (``workerEgress``)."""
+
+    cidr: str
+    port: int
+
+    @classmethod
+    def from_context(cls, raw: Any) -> EgressRule:
+        if not isinstance(raw, Mapping) or set(raw) != {"cidr", "port"}:
+            raise ConfigError(
+                f'workerEgress: every entry is {{"cidr": "10.0.0.0/8", "port": 5432}}, got {raw!r}'
+            )
+        try:
+            cidr = str(ipaddress.ip_network(str(raw["cidr"])))
+        except ValueError:
+            raise ConfigError(f"workerEgress: 'cidr' must be a CIDR block, got {raw['cidr']!r}") from None
+        port = raw["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ConfigError(f"workerEgress: 'port' must be a TCP port (1-65535), got {port!r}")
+        return cls(cidr, port)
+
+
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+
+
+def _worker_secrets(value: Any) -> dict[str, str]:
+    if isinstance(value, str):  # -c workerSecrets='{"DB_PASSWORD": "arn:..."}'
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"context 'workerSecrets' must be a JSON object, got {value!r}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"context 'workerSecrets' must be an object {{ENV_NAME: secret ARN}}, got {value!r}"
+        )
+    for name, arn in value.items():
+        if not _ENV_NAME.fullmatch(name) or name.startswith(("OVERSEER_", "AWS_")):
+            raise ConfigError(
+                f"workerSecrets: {name!r} must be an environment variable name not starting with "
+                "OVERSEER_ or AWS_"
+            )
+        if not isinstance(arn, str) or not _SECRET_ARN.fullmatch(arn):
+            raise ConfigError(
+                f"workerSecrets[{name}]: give the secret's full ARN, with the 6-character suffix the "
+                f"console shows (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-AbCdEf), got {arn!r}"
+            )
+    return dict(value)
+
+
 # context key -> (attribute, default). The defaults are repeated in cdk.json.
 _KEYS: dict[str, tuple[str, Any]] = {
     "instanceTypes": ("instance_types", ["m6i.large", "m6i.xlarge", "m6i.2xlarge"]),
@@ -98,6 +180,12 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "sweepSchedule": ("sweep_schedule", "rate(1 minute)"),
     "logRetentionDays": ("log_retention_days", 30),
     "noncurrentVersionDays": ("noncurrent_version_days", 30),
+    "rowsTables": ("rows_tables", []),
+    "workerPolicies": ("worker_policies", []),
+    "workerManagedPolicies": ("worker_managed_policies", []),
+    "workerSecrets": ("worker_secrets", {}),
+    "workerEgress": ("worker_egress", []),
+    "apiGatewayAccount": ("api_gateway_account", True),
 }
 
 
@@ -156,6 +244,12 @@ class DeploymentConfig:
     sweep_schedule: str
     log_retention_days: int
     noncurrent_version_days: int
+    rows_tables: tuple[str, ...]
+    worker_policies: tuple[WorkerPolicy, ...]
+    worker_managed_policies: tuple[str, ...]
+    worker_secrets: Mapping[str, str]
+    worker_egress: tuple[EgressRule, ...]
+    api_gateway_account: bool
 
     @classmethod
     def from_mapping(cls, context: Mapping[str, Any]) -> DeploymentConfig:
@@ -175,6 +269,24 @@ class DeploymentConfig:
         names = [t.name for t in values["triggers"]]
         if len(names) != len(set(names)):
             raise ConfigError(f"context 'triggers': names must be unique, got {names}")
+        values["rows_tables"] = tuple(str(t) for t in _as_list("rowsTables", values["rows_tables"]))
+        for table in values["rows_tables"]:
+            if not _TABLE_NAME.fullmatch(table):
+                raise ConfigError(f"context 'rowsTables': {table!r} is not a DynamoDB table name")
+        values["worker_policies"] = tuple(
+            WorkerPolicy.from_context(p) for p in _as_list("workerPolicies", values["worker_policies"])
+        )
+        values["worker_managed_policies"] = tuple(
+            str(p) for p in _as_list("workerManagedPolicies", values["worker_managed_policies"])
+        )
+        for arn in values["worker_managed_policies"]:
+            if not re.fullmatch(r"arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]+", arn):
+                raise ConfigError(f"context 'workerManagedPolicies': {arn!r} is not a managed policy ARN")
+        values["worker_secrets"] = _worker_secrets(values["worker_secrets"])
+        values["worker_egress"] = tuple(
+            EgressRule.from_context(r) for r in _as_list("workerEgress", values["worker_egress"])
+        )
+        values["api_gateway_account"] = _as_bool("apiGatewayAccount", values["api_gateway_account"])
         values["spot"] = _as_bool("spot", values["spot"])
         for key, minimum in (
             ("maxVcpus", 1),

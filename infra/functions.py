@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -16,7 +17,8 @@ METRICS_NAMESPACE = "Overseer"
 
 class FunctionFactory:
     """Builds the project's Lambdas: Python 3.12, x86_64, tracing active, Powertools settings,
-    a log group with the configured retention, and the engine's OVERSEER_* environment.
+    a log group with the configured retention, a role that may write to that log group
+    only, and the engine's OVERSEER_* environment.
 
     Example
     -------
@@ -54,6 +56,21 @@ class FunctionFactory:
             retention=self.log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        # Its own role instead of AWSLambdaBasicExecutionRole (logs on every group): write
+        # to this function's log group only. Tracing adds the X-Ray statement by itself.
+        role = iam.Role(
+            scope,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Overseer {service} Lambda",
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                # The log group's Arn attribute ends in ":*": it covers the group's streams.
+                resources=[log_group.log_group_arn],
+            )
+        )
         function = lambda_.Function(
             scope,
             construct_id,
@@ -66,6 +83,7 @@ class FunctionFactory:
             memory_size=memory_size,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
+            role=role,
             environment={
                 **self.environment,
                 "POWERTOOLS_SERVICE_NAME": f"overseer-{service}",

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aws_cdk import Duration
+from aws_cdk import aws_batch as batch
 from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -25,6 +28,8 @@ SWEEP_SERVICE = "overseer-sweep"
 FAILED_JOBS_THRESHOLD = 0
 # The oldest ready job alarm: a message older than this (seconds) for 5 minutes.
 OLDEST_MESSAGE_SECONDS = 3600
+# Functions with an error alarm of their own (the scheduler's is SchedulerErrors).
+ERROR_ALARMS = {"sweep": "SweepErrors", "api": "ApiErrors", "trigger": "TriggerErrors"}
 # A dynamic label: the series' job type.
 TYPE_LABEL = "${PROP('Dim.JobType')}"
 
@@ -60,8 +65,15 @@ class Monitoring(Construct):
     percentiles (p50 / p90 / p99) and failures by job type, dead-letter and
     delivery-failure depth, Lambda invocations / errors / duration, the scheduler's stream
     iterator age. Alarms: anything in the dead-letter queue or the delivery-failure queue,
-    failed jobs, scheduler errors, a scheduler falling behind the stream, ready jobs
-    waiting over an hour.
+    failed jobs, errors of the scheduler, sweep, API and trigger functions, a scheduler
+    falling behind the stream, ready jobs waiting over an hour, and a worker job blocked in
+    RUNNABLE.
+
+    Blocked workers: Batch sends "Batch Job Queue Blocked" when the job at the head of the
+    queue cannot be placed (vCPU limit of the compute environment, a job larger than any
+    instance type, no capacity, invalid compute environments), with the reason. A rule
+    puts each such event for the workers' queue, reason first, into ``blocked_queue``;
+    the WorkersBlocked alarm fires on its depth. Read the reason in that queue's messages.
 
     Attributes
     ----------
@@ -69,6 +81,8 @@ class Monitoring(Construct):
         The dashboard.
     alarms:
         Name -> alarm (no actions: attach an SNS topic with ``alarm.add_alarm_action``).
+    blocked_queue, blocked_rule:
+        The blocked-workers events and the rule that collects them.
     """
 
     def __init__(
@@ -81,8 +95,39 @@ class Monitoring(Construct):
         delivery_failures: sqs.IQueue,
         functions: Mapping[str, lambda_.IFunction],
         scheduler: lambda_.Function,
+        job_queue: batch.IJobQueue,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.blocked_queue = sqs.Queue(
+            self,
+            "WorkersBlocked",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.blocked_rule = events.Rule(
+            self,
+            "WorkersBlockedRule",
+            description="Overseer worker jobs blocked in RUNNABLE, with Batch's reason",
+            event_pattern=events.EventPattern(
+                source=["aws.batch"],
+                detail_type=["Batch Job Queue Blocked"],
+                detail={"jobQueue": [job_queue.job_queue_arn]},
+            ),
+            targets=[
+                targets.SqsQueue(
+                    self.blocked_queue,
+                    message=events.RuleTargetInput.from_object(
+                        {
+                            "statusReason": events.EventField.from_path("$.detail.statusReason"),
+                            "jobId": events.EventField.from_path("$.detail.jobId"),
+                            "jobQueue": events.EventField.from_path("$.detail.jobQueue"),
+                            "time": events.EventField.time,
+                        }
+                    ),
+                )
+            ],
+        )
         period = Duration.minutes(1)
         depth = queue.metric_approximate_number_of_messages_visible(period=period)
         in_flight = queue.metric_approximate_number_of_messages_not_visible(period=period)
@@ -108,7 +153,8 @@ class Monitoring(Construct):
             "DeliveryFailures": failures_depth.create_alarm(
                 self,
                 "DeliveryFailuresAlarm",
-                alarm_description="Stream batches or trigger events could not be delivered",
+                alarm_description="Stream batches or trigger events could not be delivered, or the "
+                "trigger function failed on an event (the message holds the event and the error)",
                 threshold=0,
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 evaluation_periods=1,
@@ -148,7 +194,33 @@ class Monitoring(Construct):
                 evaluation_periods=5,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),
+            "WorkersBlocked": self.blocked_queue.metric_approximate_number_of_messages_visible(
+                period=period, statistic="Maximum"
+            ).create_alarm(
+                self,
+                "WorkersBlockedAlarm",
+                alarm_description="A worker job is stuck in RUNNABLE: Batch's reason (statusReason) is in "
+                "the messages of the WorkersBlocked queue; purge it once fixed",
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
         }
+        for service, name in ERROR_ALARMS.items():
+            self.alarms[name] = (
+                functions[service]
+                .metric_errors(period=Duration.minutes(5), statistic="Sum")
+                .create_alarm(
+                    self,
+                    name,
+                    alarm_description=f"The {service} Lambda failed (see its log group)",
+                    threshold=1,
+                    comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    evaluation_periods=1,
+                    treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                )
+            )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
         self.dashboard.add_widgets(

@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     from infra.stack import OverseerStack
 
 PACK = "AwsSolutions::"
-LAMBDA_BASIC = (
-    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]"
-)
 
 
 def _ack(construct: IConstruct, rule: str, reason: str) -> None:
@@ -37,14 +34,9 @@ def acknowledge_findings(stack: Stack) -> None:
             "Pinned to Python 3.12: the bundled wheels (pip --python-version 3.12) and the "
             "worker image (python:3.12-slim) use the same version; bump all three together.",
         )
+        assert function.role is not None
         _ack(
-            function,
-            LAMBDA_BASIC,
-            "AWSLambdaBasicExecutionRole only allows writing the function's own CloudWatch "
-            "logs; it is the AWS-recommended baseline for Lambda.",
-        )
-        _ack(
-            function,
+            function.role,  # its own role, beside the function (infra/functions.py)
             "AwsSolutions-IAM5[Resource::*]",
             "xray:PutTraceSegments / PutTelemetryRecords (active tracing) support no "
             "resource-level permissions"
@@ -53,7 +45,11 @@ def acknowledge_findings(stack: Stack) -> None:
                 if function is s.scheduler.function
                 else ""
             )
-            + ("; batch:ListJobs (counting workers) neither" if function is s.sweep.function else "")
+            + (
+                "; batch:ListJobs (counting workers) and batch:DescribeJobs (a lost worker's host) neither"
+                if function is s.sweep.function
+                else ""
+            )
             + ".",
         )
 
@@ -71,8 +67,17 @@ def acknowledge_findings(stack: Stack) -> None:
         _ack(
             s.workers.job_role,
             f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]",
-            f"allowedBuckets: handlers may write artifacts anywhere in {name} (Put only).",
+            f"allowedBuckets: handlers may write artifacts anywhere in {name} (Get before Put "
+            "to skip identical objects, Put, AbortMultipartUpload; no delete).",
         )
+    # What the user configured for the worker role is the user's decision.
+    for policy in s.config.worker_policies:
+        for wildcard in [f"Action::{a}" for a in policy.actions if "*" in a] + [
+            f"Resource::{r}" for r in policy.resources if "*" in r
+        ]:
+            _ack(s.workers.job_role, f"AwsSolutions-IAM5[{wildcard}]", "Configured in workerPolicies.")
+    for arn in s.config.worker_managed_policies:
+        _ack(s.workers.job_role, f"AwsSolutions-IAM4[Policy::{arn}]", "Configured in workerManagedPolicies.")
     _ack(
         s.workers.compute_environment,
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
@@ -92,7 +97,14 @@ def acknowledge_findings(stack: Stack) -> None:
         s.dispatch.delivery_failures,
         "AwsSolutions-SQS3",
         "This queue is itself a dead-letter destination (the scheduler stream mapping's "
-        "on-failure destination and the trigger rules' DLQ); it has no DLQ of its own.",
+        "on-failure destination, the trigger rules' DLQ and the trigger function's "
+        "on-failure destination); it has no DLQ of its own.",
+    )
+    _ack(
+        s.monitoring.blocked_queue,
+        "AwsSolutions-SQS3",
+        "It collects Batch's blocked-queue events for people to read (the WorkersBlocked "
+        "alarm); nothing consumes it, so there is nothing to dead-letter.",
     )
     if s.artifacts.created:
         _ack(
@@ -105,13 +117,14 @@ def acknowledge_findings(stack: Stack) -> None:
 
     # --- API -----------------------------------------------------------------------------
     api = s.api.rest_api
-    _ack(
-        api,
-        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-        "AmazonAPIGatewayPushToCloudWatchLogs]",
-        "The account-level API Gateway logging role; this AWS-managed policy is the "
-        "documented way to let API Gateway write execution and access logs.",
-    )
+    if s.config.api_gateway_account:
+        _ack(
+            api,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "The account-level API Gateway logging role; this AWS-managed policy is the "
+            "documented way to let API Gateway write execution and access logs.",
+        )
     _ack(
         api,
         "AwsSolutions-COG4",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -81,6 +82,8 @@ class OverseerStack(Stack):
             },
             log_retention=retention,
             existing_vpc_id=config.existing_vpc_id,
+            secrets=config.worker_secrets,
+            egress=config.worker_egress,
         )
 
         factory = FunctionFactory(
@@ -102,7 +105,9 @@ class OverseerStack(Stack):
             on_failure_queue=self.dispatch.delivery_failures,
         )
         self.sweep = Sweep(self, "Sweep", factory=factory, schedule=config.sweep_schedule)
-        self.api = Api(self, "Api", factory=factory, log_retention=retention)
+        self.api = Api(
+            self, "Api", factory=factory, log_retention=retention, manage_account=config.api_gateway_account
+        )
         self.triggers = Triggers(
             self,
             "Triggers",
@@ -118,6 +123,7 @@ class OverseerStack(Stack):
             delivery_failures=self.dispatch.delivery_failures,
             functions=factory.functions,
             scheduler=self.scheduler.function,
+            job_queue=self.workers.job_queue,
         )
 
         self._grant()
@@ -125,51 +131,85 @@ class OverseerStack(Stack):
         acknowledge_findings(self)
 
     def _grant(self) -> None:
+        """Each role gets exactly the calls its code makes; the comments name the code path.
+
+        Table grants name the table ARN only: nothing but people in the console reads the
+        failed-jobs index. The store's calls: ``create_graph`` PutItem (graph),
+        BatchWriteItem (jobs), UpdateItem; ``get_graph`` / ``get_job`` GetItem;
+        ``running_graphs`` Scan (graphs); ``list_jobs`` / ``dependencies`` /
+        ``dependents`` Query (jobs); ``manifests`` BatchGetItem (jobs); ``transition``,
+        ``renew_lease``, ``record_finished_dependency`` (GetItem after a no-op),
+        ``add_graph_progress`` (GetItem when empty), ``set_graph_status`` UpdateItem.
+        """
         graphs, jobs = self.tables.graphs_table, self.tables.jobs_table
         queue, dlq = self.dispatch.queue, self.dispatch.dead_letter_queue
         bucket = self.artifacts.bucket
 
-        # Worker: claims and finishes jobs, reads its graph, takes messages, stores artifacts.
+        # Worker (runs user code: no delete, no scan, nothing on the graphs table). Jobs:
+        # claim / heartbeat / outcome (UpdateItem), inputs: dependencies (Query) and their
+        # manifests (BatchGetItem), the handler process re-reading its job (GetItem).
         worker = self.workers.job_role
-        jobs.grant_read_write_data(worker)
-        graphs.grant_read_data(worker)
-        queue.grant_consume_messages(worker)
-        # Objects only: read job inputs, write (and abort multipart uploads of) artifacts,
-        # list to tell "absent" from "forbidden" when skipping identical objects. No delete.
-        worker.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects("*")],
-            )
-        )
-        worker.add_to_principal_policy(
-            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
-        )
-        for index, name in enumerate(self.config.allowed_buckets):
-            allowed = s3.Bucket.from_bucket_name(self, f"AllowedBucket{index}", name)
+        _allow(worker, jobs, "GetItem", "Query", "BatchGetItem", "UpdateItem")
+        # Receive, delete (DeleteMessageBatch) and extend / release (ChangeMessageVisibility).
+        queue.grant(worker, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
+        # Objects only: read job inputs, write (and abort multipart uploads of) artifacts;
+        # HeadObject before each put skips identical objects: it needs GetObject, and
+        # ListBucket to answer 404 rather than 403 for a new key. No delete.
+        buckets = [bucket] + [
+            s3.Bucket.from_bucket_name(self, f"AllowedBucket{index}", name)
+            for index, name in enumerate(self.config.allowed_buckets)
+        ]
+        for each in buckets:
             worker.add_to_principal_policy(
                 iam.PolicyStatement(
-                    actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                    resources=[allowed.arn_for_objects("*")],
+                    actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[each.arn_for_objects("*")],
                 )
             )
+            worker.add_to_principal_policy(
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[each.bucket_arn])
+            )
+        # overseer.Rows: boto3's batch_writer sends BatchWriteItem, to these tables only.
+        if self.config.rows_tables:
+            worker.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["dynamodb:BatchWriteItem"],
+                    resources=[
+                        self.format_arn(service="dynamodb", resource="table", resource_name=name)
+                        for name in self.config.rows_tables
+                    ],
+                )
+            )
+        # The user's own additions (workerPolicies / workerManagedPolicies in cdk.json).
+        for extra in self.config.worker_policies:
+            worker.add_to_principal_policy(
+                iam.PolicyStatement(actions=list(extra.actions), resources=list(extra.resources))
+            )
+        for index, arn in enumerate(self.config.worker_managed_policies):
+            worker.add_managed_policy(
+                iam.ManagedPolicy.from_managed_policy_arn(self, f"WorkerPolicy{index}", arn)
+            )
 
-        # Scheduler: moves jobs waiting -> ready, enqueues, cascades, counts graph progress.
+        # Scheduler (overseer.scheduler): releases dependents (Query for edge chunks,
+        # UpdateItem, GetItem of a job not released by this call), aborts dependents
+        # (GetItem, UpdateItem), counts graph progress and ends graphs (UpdateItem, Query
+        # in finalize_graph; GetItem when there is nothing to count).
         scheduler = self.scheduler.function
-        jobs.grant_read_write_data(scheduler)
-        graphs.grant_read_write_data(scheduler)
-        queue.grant_send_messages(scheduler)
-        self.events.bus.grant_put_events_to(scheduler)
+        _allow(scheduler, jobs, "GetItem", "Query", "UpdateItem")
+        _allow(scheduler, graphs, "GetItem", "UpdateItem")
+        queue.grant(scheduler, "sqs:SendMessage")  # SendMessageBatch of released jobs
+        self.events.bus.grant_put_events_to(scheduler)  # Graph Finished / Failed / Aborted
 
-        # Sweep: repairs jobs, re-enqueues, and submits Batch workers for the queue depth.
+        # Sweep (overseer.sweep): running graphs (Scan), their jobs (Query), expired leases,
+        # re-sent messages, dead letters (UpdateItem), a graph whose last record was lost
+        # (set_graph_status: UpdateItem, announced with PutEvents).
         sweep = self.sweep.function
-        jobs.grant_read_write_data(sweep)
-        graphs.grant_read_write_data(sweep)
-        queue.grant_send_messages(sweep)
-        queue.grant(sweep, "sqs:GetQueueAttributes")
-        # It ends a graph whose last stream record was lost, and announces it.
+        _allow(sweep, jobs, "Query", "UpdateItem")
+        _allow(sweep, graphs, "Scan", "UpdateItem")
+        queue.grant(sweep, "sqs:SendMessage", "sqs:GetQueueAttributes")  # re-send; queue depth
+        # _fail_dead_letters: receive, fail the job, delete (DeleteMessageBatch).
+        dlq.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
         self.events.bus.grant_put_events_to(sweep)
-        dlq.grant(sweep, "sqs:GetQueueAttributes")
         sweep.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["batch:SubmitJob"],
@@ -179,16 +219,26 @@ class OverseerStack(Stack):
                 ],
             )
         )
-        # Counting the workers already queued or running: ListJobs has no resource-level
-        # permissions, so its resource is "*".
-        sweep.add_to_role_policy(iam.PolicyStatement(actions=["batch:ListJobs"], resources=["*"]))
+        # Counting active workers (ListJobs) and telling a Spot reclaim of a lease owner's
+        # Batch job from a crash (DescribeJobs): neither has resource-level permissions.
+        sweep.add_to_role_policy(
+            iam.PolicyStatement(actions=["batch:ListJobs", "batch:DescribeJobs"], resources=["*"])
+        )
 
-        # API and triggers: submit graphs (idempotent), read state, cancel, rerun. A cancel
-        # that ends a graph announces it, so the API may publish graph events too.
-        for function in (self.api.function, self.triggers.function):
-            graphs.grant_read_write_data(function)
-            jobs.grant_read_write_data(function)
-        self.events.bus.grant_put_events_to(self.api.function)
+        # API (overseer.operations): submit (create_graph), status (GetItem), jobs (Query),
+        # cancel (Query, UpdateItem, GetItem of a job that moved, set_graph_status), rerun
+        # (Query, UpdateItem, add_graph_progress / set_graph_status). A cancel that ends a
+        # graph announces it.
+        api = self.api.function
+        _allow(api, graphs, "PutItem", "GetItem", "UpdateItem")
+        _allow(api, jobs, "BatchWriteItem", "GetItem", "Query", "UpdateItem")
+        self.events.bus.grant_put_events_to(api)
+
+        # Trigger (operations.trigger_template): create_graph only; GetItem of the graph
+        # (after writing it, or when a redelivered event finds it there already).
+        trigger = self.triggers.function
+        _allow(trigger, graphs, "PutItem", "GetItem", "UpdateItem")
+        _allow(trigger, jobs, "BatchWriteItem", "UpdateItem")
 
     def _outputs(self) -> None:
         outputs = {
@@ -207,6 +257,13 @@ class OverseerStack(Stack):
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+
+
+def _allow(principal: iam.IGrantable, table: dynamodb.ITable, *operations: str) -> None:
+    """Allow ``dynamodb:<operation>`` on ``table`` itself (not its indexes)."""
+    principal.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(actions=[f"dynamodb:{op}" for op in operations], resources=[table.table_arn])
+    )
 
 
 # CloudWatch Logs retention values, in the order of logs.RetentionDays (INFINITE excluded).

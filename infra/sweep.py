@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from constructs import Construct
@@ -37,6 +38,9 @@ class Sweep(Construct):
             "Batch workers for the queue depth",
             timeout_seconds=55,
         )
+        # A failed or throttled sweep is not retried: a late sweep is worth nothing, the
+        # next one comes on schedule.
+        self.function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.minutes(2))
         self.rule = events.Rule(
             self,
             "Schedule",

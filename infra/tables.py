@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Stack, Validations
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
@@ -55,16 +55,4 @@ class Tables(Construct):
             partition_key=dynamodb.Attribute(name="failed_on", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="finished_at", type=dynamodb.AttributeType.STRING),
             projection_type=dynamodb.ProjectionType.ALL,
-        )
-        # With an index, every grant on the jobs table also covers "<table>/index/*". The
-        # only index is failed-jobs (read by people in the console, and by nothing that
-        # writes); the roles' access to the table itself is unchanged. (Belongs with the
-        # other acknowledgments in infra/nag.py, on each role.)
-        stack = Stack.of(self)
-        table_id = stack.resolve(stack.get_logical_id(self.jobs_table.node.default_child))  # type: ignore[arg-type]
-        Validations.of(stack).acknowledge(
-            Acknowledgment(
-                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{table_id}.Arn>/index/*]",
-                reason="Grants on the jobs table include its indexes (only the failed-jobs index).",
-            )
         )

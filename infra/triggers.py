@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -49,8 +50,8 @@ def _construct_name(name: str) -> str:
 class Triggers(Construct):
     """``functions.trigger.handler`` and one rule per configured trigger (or per 5 argument
     sets). A cron trigger fires on its schedule; an event-pattern trigger on matching events
-    of the account's default bus. Events that cannot be delivered after retries go to
-    ``dead_letter_queue``.
+    of the account's default bus. Events that cannot be delivered after retries, and those
+    the function failed on three times, go to ``dead_letter_queue``.
 
     Attributes
     ----------
@@ -76,6 +77,14 @@ class Triggers(Construct):
             handler="functions.trigger.handler",
             service="trigger",
             description="Overseer trigger: starts a graph template from an EventBridge rule",
+        )
+        # EventBridge invokes asynchronously: its retries and DLQ cover failed deliveries,
+        # these cover the function failing (Lambda retries twice, then the event with the
+        # error goes to the same queue).
+        self.function.configure_async_invoke(
+            retry_attempts=2,
+            max_event_age=Duration.hours(6),
+            on_failure=destinations.SqsDestination(dead_letter_queue),
         )
         self.rules: dict[str, list[events.Rule]] = {}
         for trigger in triggers:

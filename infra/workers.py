@@ -11,8 +11,11 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from infra.config import EgressRule
+from infra.instance_store import instance_store_suffices
 from infra.lambda_code import REPO_ROOT
 
 SCRATCH_HOST_PATH = "/scratch"
@@ -53,8 +56,9 @@ class Workers(Construct):
     """Batch workers that scale from zero.
 
     A managed EC2 compute environment (minimum 0 vCPUs, On-Demand or Spot) whose launch
-    template gives every instance a 1 TB gp3 volume and a boot script that mounts NVMe
-    instance store (when the instance type has it) or that volume at ``/scratch``; a job
+    template gives every instance a 1 TB gp3 volume (unless every instance type's NVMe
+    instance store is that large) and a boot script that mounts NVMe instance store (when
+    the instance type has it) or that volume at ``/scratch``; a job
     queue; and a job definition running the worker image (``overseer worker``) with
     ``/scratch`` bind-mounted as ``OVERSEER_SCRATCH_DIR``. Host failures (a Spot reclaim
     or a lost instance: status reason ``Host EC2*``) are retried; any other exit ends the
@@ -65,9 +69,12 @@ class Workers(Construct):
     vpc, security_group, launch_template, compute_environment, job_queue, container,
     job_definition, image:
         The resources.
+    ebs_scratch:
+        Whether instances get the EBS scratch volume (False when every instance type's
+        NVMe instance store is at least the scratch size).
     job_role:
         The role the worker containers run as; the stack grants it table, queue and
-        bucket access, nothing more.
+        bucket access, and what ``rowsTables`` / ``workerPolicies`` add, nothing more.
     log_group:
         Worker logs (one stream per Batch job).
     """
@@ -87,23 +94,36 @@ class Workers(Construct):
         environment: Mapping[str, str],
         log_retention: logs.RetentionDays,
         existing_vpc_id: str = "",
+        secrets: Mapping[str, str] | None = None,
+        egress: Sequence[EgressRule] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = self._vpc(existing_vpc_id, log_retention)
+        # Security groups do not filter the VPC's DNS resolver, instance metadata or the
+        # Time Sync Service: HTTPS (AWS APIs, ECR, handlers' own calls) is all that is needed.
         self.security_group = ec2.SecurityGroup(
             self,
             "InstanceSecurityGroup",
             vpc=self.vpc,
-            description="Overseer Batch workers: no inbound traffic, outbound HTTPS to AWS APIs",
-            allow_all_outbound=True,
+            description="Overseer Batch workers: no inbound traffic, outbound HTTPS (and workerEgress)",
+            allow_all_outbound=False,
         )
+        self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS")
+        for rule in egress:
+            peer = ec2.Peer.ipv6(rule.cidr) if ":" in rule.cidr else ec2.Peer.ipv4(rule.cidr)
+            self.security_group.add_egress_rule(peer, ec2.Port.tcp(rule.port), "workerEgress")
 
         user_data = ec2.MultipartUserData()
         shell = ec2.UserData.for_linux()
         user_data.add_user_data_part(shell, ec2.MultipartBody.SHELL_SCRIPT, True)
         user_data.add_commands(MOUNT_SCRIPT.read_text())
         block_devices = []
-        if scratch_volume_gib > 0:
+        # The boot script prefers NVMe instance store; the EBS volume is only for instance
+        # types whose store is missing or too small (or unknown to infra/instance_store.py).
+        self.ebs_scratch = scratch_volume_gib > 0 and not instance_store_suffices(
+            instance_types, scratch_volume_gib
+        )
+        if self.ebs_scratch:
             block_devices.append(
                 ec2.BlockDevice(
                     device_name=SCRATCH_DEVICE,
@@ -145,6 +165,14 @@ class Workers(Construct):
             ),
             launch_template=self.launch_template,
             update_to_latest_image_version=True,
+        )
+        # Pin the launch template version: with none (the template's default version) a
+        # changed template never reaches Batch; a new version number is a change that
+        # CloudFormation applies as an infrastructure update (see docs/deploy.md).
+        compute = self.compute_environment.node.default_child
+        assert isinstance(compute, batch.CfnComputeEnvironment)
+        compute.add_property_override(
+            "ComputeResources.LaunchTemplate.Version", self.launch_template.latest_version_number
         )
         self.job_queue = batch.JobQueue(
             self,
@@ -190,6 +218,15 @@ class Workers(Construct):
                 "AWS_DEFAULT_REGION": Stack.of(self).region,
             },
             job_role=self.job_role,
+            # Injected by the ECS agent with the execution role (which CDK grants
+            # GetSecretValue / DescribeSecret on each), never visible in the job definition.
+            secrets={
+                name: batch.Secret.from_secrets_manager(
+                    secretsmanager.Secret.from_secret_complete_arn(self, f"Secret{name}", arn)
+                )
+                for name, arn in (secrets or {}).items()
+            }
+            or None,
             volumes=[scratch],
             logging=ecs.LogDriver.aws_logs(stream_prefix="worker", log_group=self.log_group),
         )

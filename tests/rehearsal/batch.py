@@ -1,0 +1,248 @@
+"""A stand-in for AWS Batch: each SubmitJob starts a worker container as the job definition says.
+
+Only what the stack uses is modelled: SubmitJob (the queue and the job definition must be
+the template's), ListJobs and DescribeJobs with statuses taken from the containers, and a
+host loss (``reclaim``) that fails the attempt with Batch's ``Host EC2 ...`` reason and
+retries it as the job definition's retry strategy says. The container gets the job
+definition's environment, user, volumes and memory; Batch's own variables; credentials
+from the container credentials endpoint (never static keys); and one deviation:
+``AWS_ENDPOINT_URL`` pointing at the rehearsal's gateway.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.rehearsal import docker_env
+from tests.rehearsal.gateway import Gateway, Principal
+from tests.rehearsal.template import ACCOUNT, REGION, Template
+
+
+@dataclass
+class Attempt:
+    container: docker_env.Container
+    started_at: int
+    status_reason: str = ""
+    exit_code: int | None = None
+    stopped_at: int | None = None
+
+
+@dataclass
+class BatchJob:
+    job_id: str
+    name: str
+    queue: str
+    definition: str
+    created_at: int
+    attempts: list[Attempt] = field(default_factory=list)
+    status: str = "SUBMITTED"
+    status_reason: str = ""
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:batch:{REGION}:{ACCOUNT}:job/{self.job_id}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class BatchStandIn:
+    """Runs the worker image for each submitted job; answers the Batch API the stack calls."""
+
+    def __init__(
+        self,
+        *,
+        template: Template,
+        image: str,
+        gateway: Gateway,
+        worker: Principal,
+        execution: Principal,
+        scratch_dir: Path,
+    ) -> None:
+        self.template = template
+        self.image = image
+        self.gateway = gateway
+        self.worker = worker
+        self.execution = execution
+        self.scratch_dir = scratch_dir
+        self.jobs: dict[str, BatchJob] = {}
+        self._lock = threading.Lock()
+        queue_id = next(iter(template.of_type("AWS::Batch::JobQueue")))
+        self.definition_id = next(iter(template.of_type("AWS::Batch::JobDefinition")))
+        self.queue_arn = template.get_att(queue_id, "JobQueueArn")
+        self.definition_arn = template.ref(self.definition_id)
+        self.definition = template.resolve(template.props(self.definition_id))
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def __call__(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        operation = path.rstrip("/").rsplit("/", 1)[-1].lower()
+        handler = {"submitjob": self._submit, "listjobs": self._list, "describejobs": self._describe}.get(
+            operation
+        )
+        if handler is None:
+            return 400, {"__type": "ClientException", "message": f"not modelled: {method} {path}"}
+        return handler(body)
+
+    def _submit(self, body: dict[str, Any]) -> tuple[int, Any]:
+        if body.get("jobQueue") not in (self.queue_arn, self.queue_arn.rsplit("/", 1)[-1]):
+            return 400, {
+                "__type": "ClientException",
+                "message": f"job queue {body.get('jobQueue')} not found",
+            }
+        if body.get("jobDefinition") not in (self.definition_arn, self.definition_arn.rsplit("/", 1)[-1]):
+            return 400, {
+                "__type": "ClientException",
+                "message": f"job definition {body.get('jobDefinition')} not found",
+            }
+        job = BatchJob(str(uuid.uuid4()), body["jobName"], self.queue_arn, self.definition_arn, _now_ms())
+        with self._lock:
+            self.jobs[job.job_id] = job
+        self._start_attempt(job)
+        return 200, {"jobArn": job.arn, "jobName": job.name, "jobId": job.job_id}
+
+    def _list(self, body: dict[str, Any]) -> tuple[int, Any]:
+        wanted = body.get("jobStatus", "RUNNING")
+        summaries = [self._summary(j) for j in self._refreshed() if j.status == wanted]
+        return 200, {"jobSummaryList": summaries}
+
+    def _describe(self, body: dict[str, Any]) -> tuple[int, Any]:
+        known = {j.job_id: j for j in self._refreshed()}
+        return 200, {"jobs": [self._detail(known[i]) for i in body.get("jobs", []) if i in known]}
+
+    # -- jobs and their containers ---------------------------------------------------------
+
+    def _start_attempt(self, job: BatchJob) -> None:
+        container = self.definition["ContainerProperties"]
+        environment = {e["Name"]: e["Value"] for e in container.get("Environment", [])}
+        environment.update(self._secrets(container.get("Secrets", [])))
+        environment.update(
+            {
+                "AWS_BATCH_JOB_ID": job.job_id,
+                "AWS_BATCH_JOB_ATTEMPT": str(len(job.attempts) + 1),
+                "AWS_BATCH_JQ_NAME": job.queue.rsplit("/", 1)[-1],
+                "AWS_BATCH_CE_NAME": "rehearsal",
+                "AWS_EXECUTION_ENV": "AWS_ECS_EC2",
+                # ECS gives RELATIVE_URI on 169.254.170.2; here the same protocol on loopback.
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.gateway.credentials_uri(self.worker),
+                # The one deviation from the job definition: calls reach the emulator.
+                "AWS_ENDPOINT_URL": self.gateway.url,
+            }
+        )
+        volumes = {v["Name"]: v.get("Host", {}).get("SourcePath") for v in container.get("Volumes", [])}
+        mounts = []
+        for mount in container.get("MountPoints", []):
+            source = volumes[mount["SourceVolume"]]
+            # The instance's /scratch (made by the boot script, mode 1777) is a directory here.
+            host = self.scratch_dir if source == "/scratch" else Path(str(source))
+            mounts.append((str(host), mount["ContainerPath"], bool(mount.get("ReadOnly"))))
+        memory = next(
+            (int(r["Value"]) for r in container.get("ResourceRequirements", []) if r["Type"] == "MEMORY"),
+            container.get("Memory"),
+        )
+        started = docker_env.run_container(
+            self.image,
+            name=docker_env.unique_name("worker"),
+            env=environment,
+            user=container.get("User"),
+            mounts=mounts,
+            memory_mib=int(memory) if memory else None,
+            command=container.get("Command", []),
+        )
+        with self._lock:
+            job.attempts.append(Attempt(started, _now_ms()))
+            job.status = "RUNNING"
+
+    def _secrets(self, secrets: list[dict[str, str]]) -> dict[str, str]:
+        """ECS fetches the job's secrets with the execution role before the container starts."""
+        values = {}
+        for secret in secrets:
+            from tests.rehearsal.permissions import Permission
+
+            check = self.gateway.check(
+                self.execution, Permission("secretsmanager:GetSecretValue", secret["ValueFrom"])
+            )
+            if not check.allowed:
+                raise AssertionError(f"execution role cannot read secret {secret['ValueFrom']}")
+            values[secret["Name"]] = f"rehearsal-secret-of-{secret['Name']}"
+        return values
+
+    def _refreshed(self) -> list[BatchJob]:
+        with self._lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            attempt = job.attempts[-1] if job.attempts else None
+            if job.status != "RUNNING" or attempt is None or attempt.container.status() == "running":
+                continue
+            code = attempt.container.exit_code()
+            attempt.exit_code, attempt.stopped_at = code, _now_ms()
+            attempt.status_reason = attempt.status_reason or "Essential container in task exited"
+            job.status = "SUCCEEDED" if code == 0 else "FAILED"
+            job.status_reason = attempt.status_reason
+        return jobs
+
+    def reclaim(self, job_id: str) -> None:
+        """The instance under a job is lost (a Spot reclaim): the container dies at once, the
+        attempt fails with Batch's reason, and the retry strategy decides what comes next."""
+        job = self.jobs[job_id]
+        attempt = job.attempts[-1]
+        attempt.container.kill()
+        attempt.status_reason = f"Host EC2 (instance i-{uuid.uuid4().hex[:17]}) terminated."
+        attempt.exit_code, attempt.stopped_at = None, _now_ms()
+        if self._retries(job, attempt.status_reason):
+            self._start_attempt(job)
+        else:
+            job.status, job.status_reason = "FAILED", attempt.status_reason
+
+    def _retries(self, job: BatchJob, reason: str) -> bool:
+        strategy = self.definition.get("RetryStrategy", {})
+        if len(job.attempts) >= int(strategy.get("Attempts", 1)):
+            return False
+        for rule in strategy.get("EvaluateOnExit", []):
+            if fnmatch.fnmatchcase(reason, rule.get("OnStatusReason", "*")):
+                return str(rule["Action"]).upper() == "RETRY"
+        return False
+
+    def containers(self) -> list[docker_env.Container]:
+        with self._lock:
+            return [a.container for j in self.jobs.values() for a in j.attempts]
+
+    def running(self) -> list[BatchJob]:
+        return [j for j in self._refreshed() if j.status == "RUNNING"]
+
+    def _summary(self, job: BatchJob) -> dict[str, Any]:
+        return {
+            "jobArn": job.arn,
+            "jobId": job.job_id,
+            "jobName": job.name,
+            "createdAt": job.created_at,
+            "status": job.status,
+            "statusReason": job.status_reason,
+        }
+
+    def _detail(self, job: BatchJob) -> dict[str, Any]:
+        attempts = [
+            {
+                "container": {"exitCode": a.exit_code, "taskArn": f"task/{job.job_id}"},
+                "startedAt": a.started_at,
+                "stoppedAt": a.stopped_at,
+                "statusReason": a.status_reason,
+            }
+            for a in job.attempts
+            if a.stopped_at is not None
+        ]
+        return {
+            **self._summary(job),
+            "jobQueue": job.queue,
+            "jobDefinition": job.definition,
+            "attempts": attempts,
+            "dependsOn": [],
+            "container": {},
+        }

@@ -1,0 +1,68 @@
+"""The rehearsal's synthesis: a fresh ``cdk synth`` of the real app, as a user runs it.
+
+The context is cdk.json's with the settings a rehearsal needs on top, each one a setting a
+user may choose: a short lease and idle exit (so a lost worker is recovered in seconds,
+not minutes), the deployment-check handlers (the daily report plus one job per permission
+a pipeline needs), one allowed bucket and one rows table.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ALLOWED_BUCKET = "rehearsal-partner-drop"
+ROWS_TABLE = "rehearsal-user-rows"
+CONTEXT = {
+    "leaseSeconds": 30,
+    "idleExitSeconds": 60,
+    "handlersModule": "examples.deployment_check.handlers",
+    "allowedBuckets": json.dumps([ALLOWED_BUCKET]),
+    "rowsTables": json.dumps([ROWS_TABLE]),
+}
+
+
+def synthesize(outdir: Path, context: dict[str, object] = CONTEXT) -> Path:
+    """``npx aws-cdk synth`` into ``outdir``; returns it. Fails with the CLI's output."""
+    command = ["npx", "--no-install", "aws-cdk", "synth", "--quiet", "--output", str(outdir)]
+    for key, value in context.items():
+        command += ["-c", f"{key}={value}"]
+    env = {**os.environ, "CDK_DISABLE_VERSION_CHECK": "1", "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"cdk synth failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return outdir
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256(json.dumps(CONTEXT, sort_keys=True).encode())
+    for root in ("cdk.json", "infra", "functions", "overseer", "worker_batch", "examples", "templates"):
+        for path in (
+            sorted((REPO_ROOT / root).rglob("*")) if (REPO_ROOT / root).is_dir() else [REPO_ROOT / root]
+        ):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(REPO_ROOT)).encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def synthesized() -> Path:
+    """One fresh synth of the current sources per run, shared by the pytest-xdist workers."""
+    outdir = Path(tempfile.gettempdir()) / f"overseer-rehearsal-synth-{_sources_digest()}"
+    with (Path(tempfile.gettempdir()) / "overseer-rehearsal-synth.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (outdir / "manifest.json").exists():
+            shutil.rmtree(outdir, ignore_errors=True)
+            synthesize(outdir)
+    return outdir

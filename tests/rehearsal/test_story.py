@@ -1,0 +1,379 @@
+"""The rehearsal's story: the synthesized stack, as deployed, runs graphs end to end.
+
+One stack per module (tests run in order): a dead-lettered job failed by the sweep; a graph
+submitted through API Gateway and the API function; the nightly rule starting one report
+per company; a worker container killed mid-job, and one lost to a Spot reclaim. Every AWS
+call of every component is checked against its synthesized role as it happens; the last
+tests read the record of those calls: nothing was denied, and every statement of every
+role is needed by some call (or says why the rehearsal cannot exercise it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rehearsal.conftest import ALLOWED_BUCKET, ROWS_TABLE
+from tests.rehearsal.iam import evaluate
+from tests.rehearsal.world import Rehearsal
+
+pytestmark = pytest.mark.rehearsal
+
+GRAPH_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def rehearsal(synthesized: Path) -> Iterator[Rehearsal]:
+    world = Rehearsal.start(synthesized)
+    # The user's own resources that the stack is configured to write to.
+    world.client("s3").create_bucket(Bucket=ALLOWED_BUCKET)
+    world.client("dynamodb").create_table(
+        TableName=ROWS_TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def api(world: Rehearsal, method: str, path: str, body: Any = None) -> Any:
+    status, answer = world.api.request(method, path, body, caller=world.operator)
+    assert status < 300, f"{method} {path}: {status} {answer}"
+    return answer
+
+
+def graph_status(world: Rehearsal, graph_id: str) -> str:
+    return str(api(world, "GET", f"/graphs/{graph_id}")["status"])
+
+
+def jobs(world: Rehearsal, graph_id: str) -> dict[str, dict[str, Any]]:
+    return dict(api(world, "GET", f"/graphs/{graph_id}/jobs")["jobs"])
+
+
+def wait_until_ended(world: Rehearsal, graph_id: str) -> str:
+    return str(
+        world.wait_for(
+            lambda: (s := graph_status(world, graph_id)) in ("finished", "failed", "aborted") and s,
+            timeout=GRAPH_TIMEOUT,
+            what=f"graph {graph_id} to end",
+        )
+    )
+
+
+def objects(world: Rehearsal, bucket: str, prefix: str) -> list[str]:
+    listing = world.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_a_dead_lettered_job_is_failed_by_the_sweep(rehearsal: Rehearsal) -> None:
+    # No worker runs yet: the job's message is received ten times without an outcome (as
+    # when a worker crashes on it each time); the queue's redrive policy moves it to the
+    # dead-letter queue, and the sweep fails the job with the reason.
+    answer = api(
+        rehearsal, "POST", "/graphs", {"graph": {"id": "dead-letter", "jobs": {"write_artifact": []}}}
+    )
+    assert answer["graph_id"] == "dead-letter"
+    sqs = rehearsal.client("sqs")
+    queue_url = rehearsal.template.ref(
+        rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p)
+    )
+    max_receives = rehearsal.template.resolve(
+        rehearsal.template.props(rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p))
+    )["RedrivePolicy"]["maxReceiveCount"]
+    received = 0
+
+    def receive_once() -> bool:
+        nonlocal received
+        got = sqs.receive_message(QueueUrl=queue_url, VisibilityTimeout=0, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
+        received += len(got)
+        return received >= int(max_receives)
+
+    rehearsal.wait_for(receive_once, timeout=60, what="the job's message", every=0.1)
+    assert sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", []) == []
+
+    (sweep,) = rehearsal.fire_rule(rehearsal.rule_targeting(rehearsal.functions["sweep"])[0])
+
+    assert sweep.error is None, sweep.error
+    assert sweep.payload["dead_letters"] == 1
+    assert wait_until_ended(rehearsal, "dead-letter") == "failed"
+    job = jobs(rehearsal, "dead-letter")["write_artifact"]
+    assert job["status"] == "failed"
+    assert "received" in str(job["error"]) and "times" in str(job["error"])
+    assert rehearsal.functions["sweep"].errors == []
+
+
+def test_a_graph_submitted_through_the_api_runs_to_the_end(rehearsal: Rehearsal) -> None:
+    rehearsal.start_sweep_schedule()
+    graph = {
+        "id": "deployment-check",
+        "args": {"bucket": ALLOWED_BUCKET, "table": ROWS_TABLE},
+        "jobs": {
+            "write_artifact": [],
+            "read_inputs": ["write_artifact"],
+            "write_elsewhere": [],
+            "write_rows": [],
+        },
+    }
+    answer = api(rehearsal, "POST", "/graphs", {"graph": graph})
+    assert answer["graph_id"] == "deployment-check"
+
+    assert wait_until_ended(rehearsal, "deployment-check") == "finished", jobs(rehearsal, "deployment-check")
+
+    bucket = rehearsal.template.ref(next(iter(rehearsal.template.of_type("AWS::S3::Bucket"))))
+    assert objects(rehearsal, bucket, "deployment-check/") == [
+        "deployment-check/read_inputs.txt",
+        "deployment-check/write_artifact.bin",
+    ]
+    assert objects(rehearsal, ALLOWED_BUCKET, "deployment-check/") == ["deployment-check/write_elsewhere.txt"]
+    row = rehearsal.client("dynamodb").get_item(
+        TableName=ROWS_TABLE, Key={"id": {"S": "deployment-check/write_rows"}}
+    )
+    assert row["Item"]["attempt"] == {"N": "1"}
+    assert rehearsal.batch.jobs, "the sweep started no Batch worker"
+
+
+def test_the_nightly_rule_starts_one_report_per_company(rehearsal: Rehearsal) -> None:
+    rule_id, _ = rehearsal.rule_targeting(rehearsal.functions["trigger"])
+    now = dt.datetime.now(dt.UTC)
+
+    (result,) = rehearsal.fire_rule(rule_id)
+
+    assert result.error is None, result.error
+    date = now.strftime("%Y-%m-%d")
+    graph_ids = [f"daily-report-{date}-company-{company}" for company in (1, 2, 3)]
+    for graph_id in graph_ids:
+        assert wait_until_ended(rehearsal, graph_id) == "finished", jobs(rehearsal, graph_id)
+    bucket = rehearsal.template.ref(next(iter(rehearsal.template.of_type("AWS::S3::Bucket"))))
+    reports = [key for key in objects(rehearsal, bucket, "") if key.endswith(".html")]
+    assert len(reports) >= 3, reports
+
+
+def _running_worker_of(rehearsal: Rehearsal, graph_id: str, name: str) -> str:
+    """The Batch job id of the worker holding the job's lease."""
+
+    table = rehearsal.template.ref(
+        rehearsal.template.find("AWS::DynamoDB::Table", lambda p: "StreamSpecification" in p)
+    )
+
+    def holder() -> str | None:
+        # As an operator would, in the console: the job's item names its lease owner.
+        item = (
+            rehearsal.client("dynamodb")
+            .get_item(
+                TableName=table,
+                Key={"graph_id": {"S": graph_id}, "entry": {"S": f"job#{name}"}},
+                ConsistentRead=True,
+            )
+            .get("Item", {})
+        )
+        owner = item.get("lease_owner", {}).get("S", "")
+        if item.get("status", {}).get("S") != "running" or not owner:
+            return None
+        return next((j.job_id for j in rehearsal.batch.running() if j.job_id in owner), None)
+
+    return str(
+        rehearsal.wait_for(holder, timeout=120, what=f"{graph_id}/{name} to run on a Batch worker", every=0.3)
+    )
+
+
+def test_a_worker_killed_mid_job_is_recovered(rehearsal: Rehearsal) -> None:
+    graph = {"id": "killed-worker", "jobs": {"slow": {"type": "wait", "args": {"seconds": 8}}}}
+    api(rehearsal, "POST", "/graphs", {"graph": graph})
+    batch_job = _running_worker_of(rehearsal, "killed-worker", "slow")
+
+    rehearsal.batch.jobs[batch_job].attempts[-1].container.kill()
+
+    assert wait_until_ended(rehearsal, "killed-worker") == "finished"
+    job = jobs(rehearsal, "killed-worker")["slow"]
+    assert job["attempts"] == 2  # a crash counts
+
+
+def test_a_job_whose_worker_was_lost_to_a_spot_reclaim_keeps_its_attempt(rehearsal: Rehearsal) -> None:
+    graph = {"id": "spot-reclaim", "jobs": {"slow": {"type": "wait", "args": {"seconds": 8}}}}
+    api(rehearsal, "POST", "/graphs", {"graph": graph})
+    batch_job = _running_worker_of(rehearsal, "spot-reclaim", "slow")
+
+    rehearsal.batch.reclaim(batch_job)
+
+    assert wait_until_ended(rehearsal, "spot-reclaim") == "finished"
+    assert jobs(rehearsal, "spot-reclaim")["slow"]["attempts"] == 1
+
+
+def test_a_graph_cancelled_through_the_api_stops_and_ends_aborted(rehearsal: Rehearsal) -> None:
+    graph = {
+        "id": "cancelled",
+        "jobs": {"slow": {"type": "wait", "args": {"seconds": 20}}, "after": ["slow"]},
+    }
+    api(rehearsal, "POST", "/graphs", {"graph": graph})
+    _running_worker_of(rehearsal, "cancelled", "slow")
+
+    answer = api(rehearsal, "POST", "/graphs/cancelled/cancel")
+
+    assert answer["status"] == "aborted"
+    assert {name: job["status"] for name, job in jobs(rehearsal, "cancelled").items()} == {
+        "slow": "aborted",
+        "after": "aborted",
+    }
+
+
+def test_every_call_of_every_component_was_allowed(rehearsal: Rehearsal) -> None:
+    time.sleep(0.5)
+    denied = [call.describe_denial() for call in rehearsal.gateway.denied()]
+    assert denied == []
+    made = {call.principal for call in rehearsal.gateway.calls}
+    assert {"api", "scheduler", "sweep", "trigger", "worker"} <= made
+
+
+# Grants no call of the story needs, each with the reason the rehearsal cannot exercise it.
+# Keyed by (role fragment, action prefix, resource fragment); anything else no call needs fails.
+NOT_EXERCISED = {
+    ("", "logs:", ""): "Lambda and the awslogs driver write the logs, not the code "
+    "(test_static_permissions checks each role writes only to its own log group)",
+    ("", "xray:", ""): "X-Ray segments go to the daemon over UDP, not through the SDK",
+    ("", "ecr:", ""): "the ECS agent pulls the image with the execution role (checked statically)",
+    (
+        "Scheduler",
+        "dynamodb:ListStreams",
+        "",
+    ): "Lambda's poller may list streams; the rehearsal's knows its stream",
+    ("", "sqs:", "DeliveryFailures"): "the on-failure destinations are written only when a stream batch or "
+    "a trigger invocation fails for good; the story's do not",
+    ("", "s3:AbortMultipartUpload", ""): "only an upload that fails half-way aborts its parts",
+    ("Scheduler", "dynamodb:GetItem", "TablesGraphs"): "read only when a record brings nothing to count",
+    ("Sweep", "dynamodb:UpdateItem", "TablesGraphs"): "ends a graph whose last stream record was lost; "
+    "the story loses none",
+    ("Sweep", "events:PutEvents", ""): "announces a graph the sweep ended (as above)",
+    ("Sweep", "sqs:SendMessage", "DispatchQueue"): "re-sends a lost message or a retry later than SQS's "
+    "15-minute delay; the story has neither",
+    ("Api", "dynamodb:GetItem", "TablesJobs"): "a cancel or rerun re-reads a job that moved under it",
+    ("Workers", "dynamodb:Query", "TablesJobs"): "inputs of a job with more dependencies than one read holds",
+    ("Workers", "sqs:ChangeMessageVisibility", ""): "extends the message of a job running longer than the "
+    "lease, or releases it on SIGTERM; the story's jobs are shorter and workers end idle",
+}
+
+
+def _exempt(role: str, action: str, resource: str) -> str | None:
+    for (role_fragment, prefix, fragment), reason in NOT_EXERCISED.items():
+        if role_fragment in role and action.startswith(prefix) and fragment in resource:
+            return reason
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _without_grant(
+    documents: list[dict[str, Any]], doc: int, index: int, action: str, resource: str
+) -> list[Any]:
+    """The documents with one (action, resource) pair taken out of one statement."""
+    copy = json.loads(json.dumps(documents))
+    statements = _as_list(copy[doc]["Statement"])
+    statement = statements.pop(index)
+    actions, resources = _as_list(statement["Action"]), _as_list(statement["Resource"])
+    rest_actions = [a for a in actions if a != action]
+    rest_resources = [r for r in resources if r != resource]
+    if rest_actions:
+        statements.append({**statement, "Action": rest_actions, "Resource": resources})
+    if rest_resources:
+        statements.append({**statement, "Action": [action], "Resource": rest_resources})
+    copy[doc]["Statement"] = statements
+    return copy
+
+
+def _grants(documents: list[dict[str, Any]]) -> Iterator[tuple[int, int, str, str]]:
+    """(document, statement, action, resource) of every allowed pair of every statement."""
+    for doc, document in enumerate(documents):
+        for index, statement in enumerate(_as_list(document["Statement"])):
+            if statement.get("Effect") == "Allow":
+                for action in _as_list(statement["Action"]):
+                    for resource in _as_list(statement["Resource"]):
+                        yield doc, index, action, resource
+
+
+def _allows(documents: list[Any], permission: Any) -> bool:
+    return evaluate(documents, permission.action, permission.resource).allowed
+
+
+def removal_report(rehearsal: Rehearsal) -> tuple[dict[str, str], list[str]]:
+    """Every (role, statement, action, resource) grant -> the first call that removing it
+    alone would deny, replayed in the order the story made them; and the grants no call
+    needs that are not exempt."""
+    needed: dict[str, str] = {}
+    unneeded: list[str] = []
+    for principal in rehearsal.gateway.principals.values():
+        if principal.name == "operator":
+            continue
+        checks = [
+            (call, check) for call in rehearsal.gateway.calls_of(principal.name) for check in call.checks
+        ]
+        for doc, index, action, resource in _grants(principal.documents):
+            label = f"{principal.role} [{principal.document_names[doc]}#{index}] {action} on {resource}"
+            reduced = _without_grant(principal.documents, doc, index, action, resource)
+            lost = (
+                call for call, check in checks if check.allowed and not _allows(reduced, check.permission)
+            )
+            denied = next(lost, None)
+            if denied is not None:
+                needed[label] = f"{denied.principal} {denied.operation}"
+            elif _exempt(principal.role, action, resource) is None:
+                unneeded.append(label)
+    return needed, unneeded
+
+
+def test_every_granted_permission_is_needed_by_a_call_or_says_why_not(rehearsal: Rehearsal) -> None:
+    needed, unneeded = removal_report(rehearsal)
+    print("\n".join(f"{grant}\n    -> denies {call}" for grant, call in sorted(needed.items())))
+    assert unneeded == [], "granted but used by no call of the rehearsal:\n" + "\n".join(unneeded)
+    assert len(needed) >= 20
+
+
+def test_without_its_dead_letter_grant_the_sweep_is_denied_receiving_from_the_dead_letter_queue(
+    rehearsal: Rehearsal,
+) -> None:
+    # The defect found by reading the stack: the sweep could only GetQueueAttributes on the DLQ.
+    sweep = next(p for p in rehearsal.gateway.principals.values() if p.name == "sweep")
+    queue_id = next(k for k in rehearsal.template.of_type("AWS::SQS::Queue") if "DeadLetter" in k)
+    dead_letter_arn = rehearsal.template.get_att(queue_id, "Arn")
+    before_fix = [
+        {
+            "Statement": [
+                {
+                    **s,
+                    "Action": [
+                        a
+                        for a in _as_list(s["Action"])
+                        if not (a.startswith("sqs:") and a != "sqs:GetQueueAttributes")
+                    ],
+                }
+                if dead_letter_arn in _as_list(s["Resource"])
+                else s
+                for s in _as_list(d["Statement"])
+            ]
+        }
+        for d in sweep.documents
+    ]
+    first = next(
+        call
+        for call in rehearsal.gateway.calls_of("sweep")
+        for check in call.checks
+        if not evaluate(before_fix, check.permission.action, check.permission.resource).allowed
+    )
+    message = f"{first.principal} (role {sweep.role}) would be denied " + ", ".join(
+        f"{c.permission.action} on {c.permission.resource}"
+        for c in first.checks
+        if not evaluate(before_fix, c.permission.action, c.permission.resource).allowed
+    )
+    print(message)
+    assert "SweepFunctionRole" in message and "sqs:ReceiveMessage" in message and dead_letter_arn in message

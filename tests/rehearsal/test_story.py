@@ -213,7 +213,10 @@ def test_a_job_whose_worker_was_lost_to_a_spot_reclaim_keeps_its_attempt(rehears
 def test_a_graph_cancelled_through_the_api_stops_and_ends_aborted(rehearsal: Rehearsal) -> None:
     graph = {
         "id": "cancelled",
-        "jobs": {"slow": {"type": "wait", "args": {"seconds": 20}}, "after": ["slow"]},
+        "jobs": {
+            "slow": {"type": "wait", "args": {"seconds": 20}},
+            "after": {"type": "write_artifact", "deps": ["slow"]},
+        },
     }
     api(rehearsal, "POST", "/graphs", {"graph": graph})
     _running_worker_of(rehearsal, "cancelled", "slow")

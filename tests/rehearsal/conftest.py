@@ -36,7 +36,11 @@ def synthesize(outdir: Path, context: dict[str, object] = CONTEXT) -> Path:
     command = ["npx", "--no-install", "aws-cdk", "synth", "--quiet", "--output", str(outdir)]
     for key, value in context.items():
         command += ["-c", f"{key}={value}"]
-    env = {**os.environ, "CDK_DISABLE_VERSION_CHECK": "1", "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1"}
+    # A plain synth, as on a machine without credentials: the emulator settings other tests
+    # put in the environment would make the CLI look up the account (and write
+    # cdk.context.json into the repository).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_DEFAULT_"))}
+    env.update(CDK_DISABLE_VERSION_CHECK="1", JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION="1")
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
     if result.returncode != 0:
         raise AssertionError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,13 @@ def rehearsal(synthesized: Path) -> Iterator[Rehearsal]:
     try:
         yield world
     finally:
+        record = os.environ.get("OVERSEER_REHEARSAL_RECORD")
+        if record:  # every call and the permissions it needed, for reading after the run
+            Path(record).write_text(json.dumps([
+                {"principal": c.principal, "role": c.role, "operation": c.operation,
+                 "permissions": [[k.permission.action, k.permission.resource] for k in c.checks]}
+                for c in world.gateway.calls
+            ], indent=1))  # fmt: skip
         world.close()
 
 
@@ -74,33 +82,49 @@ def objects(world: Rehearsal, bucket: str, prefix: str) -> list[str]:
     return sorted(o["Key"] for o in listing.get("Contents", []))
 
 
-def test_a_dead_lettered_job_is_failed_by_the_sweep(rehearsal: Rehearsal) -> None:
-    # No worker runs yet: the job's message is received ten times without an outcome (as
-    # when a worker crashes on it each time); the queue's redrive policy moves it to the
-    # dead-letter queue, and the sweep fails the job with the reason.
-    answer = api(
-        rehearsal, "POST", "/graphs", {"graph": {"id": "dead-letter", "jobs": {"write_artifact": []}}}
+def _dispatch_queue_url(rehearsal: Rehearsal) -> str:
+    return str(
+        rehearsal.template.ref(rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p))
     )
-    assert answer["graph_id"] == "dead-letter"
-    sqs = rehearsal.client("sqs")
-    queue_url = rehearsal.template.ref(
-        rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p)
-    )
-    max_receives = rehearsal.template.resolve(
-        rehearsal.template.props(rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p))
-    )["RedrivePolicy"]["maxReceiveCount"]
+
+
+def _receive(rehearsal: Rehearsal, count: int, *, delete: bool) -> None:
+    """Take ``count`` deliveries off the dispatch queue, as a worker that dies would."""
+    sqs, url = rehearsal.client("sqs"), _dispatch_queue_url(rehearsal)
     received = 0
 
     def receive_once() -> bool:
         nonlocal received
-        got = sqs.receive_message(QueueUrl=queue_url, VisibilityTimeout=0, WaitTimeSeconds=1).get(
-            "Messages", []
-        )
+        got = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=1).get("Messages", [])
+        for message in got if delete else []:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         received += len(got)
-        return received >= int(max_receives)
+        return received >= count
 
-    rehearsal.wait_for(receive_once, timeout=60, what="the job's message", every=0.1)
-    assert sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", []) == []
+    rehearsal.wait_for(receive_once, timeout=60, what=f"{count} deliveries", every=0.1)
+
+
+def test_a_dead_lettered_job_is_failed_by_the_sweep(rehearsal: Rehearsal) -> None:
+    # No worker runs yet. First a message is lost (deleted without an outcome); the sweep
+    # sends it again later (test_a_lost_message_is_sent_again_by_the_sweep).
+    api(rehearsal, "POST", "/graphs", {"graph": {"id": "lost-message", "jobs": {"write_artifact": []}}})
+    _receive(rehearsal, 1, delete=True)
+    # Then a job's message is received ten times without an outcome (as when a worker
+    # crashes on it each time); the queue's redrive policy moves it to the dead-letter
+    # queue, and the sweep fails the job with the reason.
+    answer = api(
+        rehearsal, "POST", "/graphs", {"graph": {"id": "dead-letter", "jobs": {"write_artifact": []}}}
+    )
+    assert answer["graph_id"] == "dead-letter"
+    redrive = rehearsal.template.resolve(
+        rehearsal.template.props(rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p))
+    )["RedrivePolicy"]
+    _receive(rehearsal, int(redrive["maxReceiveCount"]), delete=False)
+    sqs = rehearsal.client("sqs")
+    assert (
+        sqs.receive_message(QueueUrl=_dispatch_queue_url(rehearsal), WaitTimeSeconds=1).get("Messages", [])
+        == []
+    )
 
     (sweep,) = rehearsal.fire_rule(rehearsal.rule_targeting(rehearsal.functions["sweep"])[0])
 
@@ -141,6 +165,13 @@ def test_a_graph_submitted_through_the_api_runs_to_the_end(rehearsal: Rehearsal)
     )
     assert row["Item"]["attempt"] == {"N": "1"}
     assert rehearsal.batch.jobs, "the sweep started no Batch worker"
+
+
+def test_a_lost_message_is_sent_again_by_the_sweep(rehearsal: Rehearsal) -> None:
+    # Its job stayed ready with no message for longer than a lease, the queue empty.
+    assert wait_until_ended(rehearsal, "lost-message") == "finished"
+    sweep_sends = [c for c in rehearsal.gateway.calls_of("sweep") if "SendMessage" in c.operation]
+    assert sweep_sends and all(c.allowed for c in sweep_sends)
 
 
 def test_the_nightly_rule_starts_one_report_per_company(rehearsal: Rehearsal) -> None:
@@ -257,8 +288,6 @@ NOT_EXERCISED = {
     ("Sweep", "dynamodb:UpdateItem", "TablesGraphs"): "ends a graph whose last stream record was lost; "
     "the story loses none",
     ("Sweep", "events:PutEvents", ""): "announces a graph the sweep ended (as above)",
-    ("Sweep", "sqs:SendMessage", "DispatchQueue"): "re-sends a lost message or a retry later than SQS's "
-    "15-minute delay; the story has neither",
     ("Api", "dynamodb:GetItem", "TablesJobs"): "a cancel or rerun re-reads a job that moved under it",
     ("Workers", "dynamodb:Query", "TablesJobs"): "inputs of a job with more dependencies than one read holds",
     ("Workers", "sqs:ChangeMessageVisibility", ""): "extends the message of a job running longer than the "

@@ -9,7 +9,6 @@ architecture is used).
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,20 +24,8 @@ REQUIREMENTS = REPO / "worker_batch" / "requirements.txt"
 
 
 @pytest.fixture(scope="module")
-def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cdk.out")
-    started = time.monotonic()
-    result = subprocess.run(
-        ["npx", "aws-cdk", "synth", "--output", str(out), "--quiet"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, f"cdk synth failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    print(f"cdk synth: {time.monotonic() - started:.0f} s")
-    return out
+def cdk_out(synthesized: Path) -> Path:
+    return synthesized
 
 
 @pytest.fixture(scope="module")

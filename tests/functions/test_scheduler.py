@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from functions import scheduler
 from overseer import operations
+from overseer.aws import clients
 from overseer.states import CLAIM
 from overseer.store import Fence
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
@@ -90,15 +94,46 @@ def test_failed_job_aborts_descendants_and_fails_the_graph(
     assert json.dumps(events[0]["detail"]["counts"]) == json.dumps({"finished": 0, "failed": 1, "aborted": 2})
 
 
-class RefusingPublisher:
-    def graph_done(self, record: object) -> None:
-        raise RuntimeError("AccessDenied")
+@pytest.fixture
+def refused_events(quiet: Deployed, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The scheduler's EventBridge client refuses every PutEvents (as with a missing permission);
+    yields the graphs whose events it refused."""
+    refused: list[str] = []
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        refused.extend(json.loads(e["Detail"])["graph_id"] for e in params["Entries"])
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutEvents")
+
+    build = clients.client
+
+    def client(service: str, *args: Any, **kwargs: Any) -> Any:
+        made = build(service, *args, **kwargs)
+        if service == "events":
+            made.meta.events.register("before-parameter-build.events.PutEvents", refuse)
+        return made
+
+    monkeypatch.setattr(clients, "client", client)
+    scheduler.reset()  # the next invocation is a cold start with the refusing client
+    yield refused
+    scheduler.reset()
 
 
-def test_a_lost_graph_event_does_not_fail_the_batch() -> None:
+def test_a_lost_graph_event_does_not_fail_the_batch(
+    quiet: Deployed, refused_events: list[str], context: FakeLambdaContext
+) -> None:
     """The outcome is stored before the event; a retried batch could not publish it again."""
-    from overseer.states import GraphStatus
-    from overseer.store import GraphRecord
+    operations.submit_graph(quiet.services, {"id": "sched-unannounced", "jobs": {"a": []}})
+    quiet.pump(context)
+    quiet.drain_queue()
+    quiet.finish("sched-unannounced", "a")
 
-    announce = scheduler._announce(RefusingPublisher())  # type: ignore[arg-type]
-    announce(GraphRecord("g", GraphStatus.FINISHED, 1))
+    reports = quiet.pump(context)  # raises if the refused event failed the batch
+
+    assert refused_events == ["sched-unannounced"]
+    assert ["sched-unannounced"] in [r["graphs_done"] for r in reports]
+    assert not any(r.get("batchItemFailures") for r in reports)
+    graph = operations.get_graph(quiet.services, "sched-unannounced")
+    assert (graph.status, graph.counts) == ("finished", {"finished": 1, "failed": 0, "aborted": 0})
+    assert [
+        e for e in quiet.drain_queue(quiet.events_queue_url) if e["detail"]["graph_id"] == "sched-unannounced"
+    ] == []

@@ -42,11 +42,11 @@ def test_workers_wanted(depth: int, running: int, wanted: int) -> None:
 
 
 class FakeBatch:
-    """Records submitted jobs; lists ``active`` jobs in the RUNNING state; describes jobs
-    with the ``reasons`` given (as a job's last attempt's statusReason)."""
+    """Records submitted jobs; lists ``jobs[status]`` worker jobs per Batch status, two per
+    page; describes jobs with the ``reasons`` given (as a job's last attempt's statusReason)."""
 
-    def __init__(self, active: int = 0, reasons: dict[str, str] | None = None) -> None:
-        self.active = active
+    def __init__(self, jobs: dict[str, int] | None = None, reasons: dict[str, str] | None = None) -> None:
+        self.jobs = jobs or {}
         self.reasons = reasons or {}
         self.submitted: list[dict[str, Any]] = []
         self.described: list[list[str]] = []
@@ -67,8 +67,8 @@ class FakeBatch:
         return self
 
     def paginate(self, jobQueue: str, jobStatus: str) -> list[dict[str, Any]]:
-        count = self.active if jobStatus == "RUNNING" else 0
-        return [{"jobSummaryList": [{"jobId": str(n)} for n in range(count)]}]
+        ids = [f"{jobStatus}-{n}" for n in range(self.jobs.get(jobStatus, 0))]
+        return [{"jobSummaryList": [{"jobId": i} for i in ids[n : n + 2]]} for n in range(0, len(ids), 2)]
 
     def submit_job(self, **kwargs: Any) -> dict[str, Any]:
         self.submitted.append(kwargs)
@@ -85,16 +85,18 @@ class FakeQueue:
 
 def test_scale_batch_workers_submits_the_missing_workers() -> None:
     settings = Settings(
-        batch_job_queue="workers", batch_job_definition="worker:3", jobs_per_worker=10, max_workers=4
+        batch_job_queue="workers", batch_job_definition="worker:3", jobs_per_worker=10, max_workers=20
     )
-    batch = FakeBatch(active=1)
-    assert scale_batch_workers(batch, FakeQueue(35), settings) == 3
+    # A worker counts from its submission until it ends: 15 active, the ended ones not.
+    active = {"SUBMITTED": 1, "PENDING": 2, "RUNNABLE": 3, "STARTING": 4, "RUNNING": 5}
+    batch = FakeBatch(jobs={**active, "SUCCEEDED": 7, "FAILED": 6})
+    assert scale_batch_workers(batch, FakeQueue(195), settings) == 20 - 15
     assert {(j["jobQueue"], j["jobDefinition"]) for j in batch.submitted} == {("workers", "worker:3")}
-    assert len({j["jobName"] for j in batch.submitted}) == 3
+    assert len({j["jobName"] for j in batch.submitted}) == 5
 
 
 def test_scale_batch_workers_needs_batch_settings() -> None:
-    batch = FakeBatch(active=0)
+    batch = FakeBatch()
     assert scale_batch_workers(batch, FakeQueue(100), Settings()) == 0
     assert batch.submitted == []
 

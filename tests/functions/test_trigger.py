@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
 from functions import trigger
+from overseer.aws import clients
 from overseer.templates import TemplateError
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
 
 pytestmark = pytest.mark.integration
+
+
+def stored_items(deployed: Deployed) -> dict[str, set[str]]:
+    """Every item of the graphs and jobs tables, as JSON, by table: equal before and after
+    a call when it wrote, updated and deleted nothing."""
+    scan = clients.client("dynamodb").get_paginator("scan")
+    return {
+        table: {
+            json.dumps(item, sort_keys=True)
+            for page in scan.paginate(TableName=table)
+            for item in page["Items"]
+        }
+        for table in (deployed.settings.graphs_table, deployed.settings.jobs_table)
+    }
 
 
 def test_scheduled_rule_starts_one_graph_per_company_once(
@@ -59,12 +75,16 @@ def test_constant_input_dates_the_graph(deployed: Deployed, context: FakeLambdaC
 def test_bad_events_raise_and_write_nothing(
     deployed: Deployed, context: FakeLambdaContext, event: dict, error: type[Exception], words: str
 ) -> None:
+    before = stored_items(deployed)
     with pytest.raises(error, match=words.replace("(", r"\(").replace("[", r"\[")):
         trigger.handler(event, context)
+    assert stored_items(deployed) == before
 
 
 def test_one_bad_company_writes_no_graph(deployed: Deployed, context: FakeLambdaContext) -> None:
     event = {"template": "daily-report", "args": {"company_ids": [10, "bad id!"], "date": "2026-12-01"}}
+    before = stored_items(deployed)
     with pytest.raises(Exception, match="graph id"):
         trigger.handler(event, context)
     assert deployed.services.store.get_graph("daily-report-2026-12-01-company-10") is None
+    assert stored_items(deployed) == before  # no graph item, no job item of company 10 either

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -91,6 +96,26 @@ def test_a_lost_message_is_sent_again_when_the_queue_is_empty(stack):
     assert stack.drive("lost", HANDLERS).status == GraphStatus.FINISHED
 
 
+@pytest.mark.parametrize("other_message", ["in flight", "waiting"])
+def test_a_stale_ready_job_is_not_sent_again_while_the_queue_holds_other_messages(stack, other_message):
+    # A job can look stale only because the workers are busy: its message may be among those
+    # still queued, so the sweep sends nothing until the queue is empty.
+    for graph_id in ("lost", "busy"):
+        stack.submit({"id": graph_id, "jobs": {"a": {"type": "write"}}}, HANDLERS)
+    stack.pump()
+    queue = stack.services.queue
+    deliveries = {d.message.graph_id: d for d in queue.receive(max_messages=10, wait_seconds=0)}
+    queue.delete([deliveries["lost"].receipt])  # lost; "busy" is being worked on
+    if other_message == "waiting":
+        queue.extend_visibility(deliveries["busy"].receipt, 0)  # its worker gave it back
+
+    report = sweep(stack.services, stale_ready_seconds=0)
+
+    assert (report.queue_depth, report.lost_messages_resent) == (1, 0)
+    assert stack.store.get_job("lost", "a").dispatched_at is None
+    assert queue.depth() == 1  # nothing was sent
+
+
 def test_a_retry_beyond_the_sqs_delay_is_sent_by_the_sweep_when_due(stack, monkeypatch):
     stack.submit({"id": "late", "jobs": {"a": {"type": "write"}}}, HANDLERS)
     claim_and_die(stack, "late", "a")
@@ -122,33 +147,53 @@ def test_dead_lettered_messages_fail_their_jobs_with_a_clear_error(stack):
     assert "without an outcome" in job.error["message"]
 
 
-def test_sigterm_releases_the_running_job_without_counting_the_attempt(stack, tmp_path: Path):
+def wait_for(condition, timeout: float = 20.0):
+    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return value
+
+
+def test_sigterm_releases_the_running_job_without_counting_the_attempt(stack, aws_env, tmp_path: Path):
+    # A real `overseer worker` process, stopped as Batch (`docker stop`) stops a container.
+    started = tmp_path / "started"
     handlers_file = tmp_path / "slow_handlers.py"
     handlers_file.write_text(
-        "import time\n\ndef slow(job):\n    time.sleep(60)\n\nHANDLERS = {'slow': slow}\n"
+        "import pathlib, time\n\n"
+        f"def slow(job):\n    pathlib.Path({str(started)!r}).touch()\n    time.sleep(60)\n\n"
+        "HANDLERS = {'slow': slow}\n"
     )
-    settings = stack.settings.with_(
-        handlers=str(handlers_file), isolation="process", shutdown_grace_seconds=1
-    )
-    services = stack.services
-    services.settings = settings
     stack.submit({"id": "shutdown", "jobs": {"a": {"type": "slow"}}}, {"slow": None})
     stack.pump()
-    from overseer.handlers import load_handlers
-
-    worker = Worker(services, load_handlers(str(handlers_file)), worker_id="spot-instance")
-    (delivery,) = services.queue.receive(max_messages=1, wait_seconds=0)
-    import threading
-
-    threading.Timer(1.0, worker.stop).start()
-    started = time.monotonic()
-    outcome = worker.process(delivery)
-    worker.close()
-    assert outcome.kind == "released"
-    assert time.monotonic() - started < 10
+    settings = stack.settings.with_(
+        handlers=str(handlers_file), isolation="process", shutdown_grace_seconds=1, idle_exit_seconds=0
+    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "overseer", "worker"],
+            env={**os.environ, **aws_env, **settings.to_env()},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, with the handler's child process
+        )
+    try:
+        wait_for(started.exists)  # the handler runs
+        assert stack.store.get_job("shutdown", "a").status == JobStatus.RUNNING
+        worker.send_signal(signal.SIGTERM)  # to the worker only, not to its handler process
+        returncode = worker.wait(timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)  # whatever is left when the test failed
+    assert returncode == 0, log.read_text()
     job = stack.store.get_job("shutdown", "a")
-    assert (job.status, job.attempts) == (JobStatus.READY, 0)
-    assert [d.message.attempts for d in services.queue.receive(max_messages=10, wait_seconds=0)] == [0]
+    assert (job.status, job.attempts, job.lease_owner) == (JobStatus.READY, 0, None)
+    assert "worker shutting down" in job.reason
+    # Its message is visible again at once, for another worker, with the attempt not counted.
+    deliveries = stack.services.queue.receive(max_messages=10, wait_seconds=0)
+    assert [(d.message.job_name, d.message.attempts) for d in deliveries] == [("a", 0)]
 
 
 def test_a_graph_whose_last_record_was_lost_is_ended_by_the_sweep(stack):

@@ -1,15 +1,16 @@
 """``--api``: the commands through the deployed API's code, SigV4-signed; CloudWatch job logs.
 
-A small HTTP server turns each request into the API Gateway REST proxy event the real
-``functions.api.handler`` receives, with its services on the embedded backend, and
-records the Authorization header the client signed.
+A small HTTP server checks each request's SigV4 signature as API Gateway's IAM
+authorization does (403 when it does not match), then turns it into the REST proxy event
+the real ``functions.api.handler`` receives, with its services on the embedded backend.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,35 @@ from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.stub import Stubber
 from click.testing import CliRunner
 
 from overseer.cli import main
-from overseer.remote import RemoteApi, job_log_lines, log_filter_pattern, region_from_url
+from overseer.remote import ApiError, RemoteApi, job_log_lines, log_filter_pattern, region_from_url
 
 STAGE = "/v1"
+ACCESS_KEY, SECRET_KEY, REGION = "AKIDEXAMPLE", "secret", "eu-west-1"
+
+
+def expected_authorization(method: str, url: str, headers: Mapping[str, str], body: bytes) -> str:
+    """The Authorization header API Gateway computes for the received request: SigV4 over its
+    method, URL (query string included), the headers the client says it signed, the body
+    and the X-Amz-Date it carried."""
+    signed = re.search(r"SignedHeaders=([^,\s]+)", headers.get("Authorization", ""))
+    names = signed.group(1).split(";") if signed else []
+    request = AWSRequest(
+        method=method, url=url, data=body, headers={n: headers[n] for n in names if n in headers}
+    )
+    request.context["timestamp"] = headers.get("X-Amz-Date", "")
+    signer = SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "execute-api", REGION)
+    signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    return (
+        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, "
+        f"SignedHeaders={signer.signed_headers(signer.headers_to_sign(request))}, Signature={signature}"
+    )
 
 
 class _Context:
@@ -41,9 +64,9 @@ def api_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
         "OVERSEER_BACKEND": "embedded",
         "OVERSEER_STATE_DIR": str(tmp_path / "remote-state"),
         "OVERSEER_EVENT_BUS": "",
-        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "AWS_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": REGION,
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }.items():
@@ -56,8 +79,16 @@ def api_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
         def _serve(self) -> None:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode() if length else None
-            signatures.append(self.headers.get("Authorization", ""))
+            raw = self.rfile.read(length)
+            body = raw.decode() if length else None
+            received = self.headers.get("Authorization", "")
+            url = f"http://{self.headers['Host']}{self.path}"
+            signatures.append(received)
+            if received != expected_authorization(self.command, url, self.headers, raw):
+                self._reply(
+                    403, json.dumps({"message": "The request signature we calculated does not match"})
+                )
+                return
             query = dict(parse_qsl(parts.query)) or None
             event: dict[str, Any] = {
                 "resource": "/{proxy+}",
@@ -75,8 +106,11 @@ def api_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
                 "isBase64Encoded": False,
             }  # fmt: skip
             response = api.handler(event, _Context())  # type: ignore[arg-type]
-            payload = response["body"].encode()
-            self.send_response(response["statusCode"])
+            self._reply(response["statusCode"], response["body"])
+
+        def _reply(self, status: int, body: str) -> None:
+            payload = body.encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -128,8 +162,12 @@ def test_api_errors_and_region(monkeypatch) -> None:
     monkeypatch.delenv("AWS_REGION", raising=False)
     assert region_from_url("https://abc.execute-api.ap-south-1.amazonaws.com/v1") == "ap-south-1"
     assert region_from_url("http://localhost:3000") is None
-    api = RemoteApi("http://127.0.0.1:9/v1", session=boto3.Session(region_name="eu-west-1"), timeout=2)
+    session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="y", region_name="eu-west-1")
+    api = RemoteApi("http://127.0.0.1:9/v1", session=session, timeout=2)  # nothing listens on port 9
     assert api.region == "eu-west-1"
+    with pytest.raises(ApiError, match=r"^cannot reach http://127\.0\.0\.1:9/v1: .*refused") as raised:
+        api.get_graph("g1")
+    assert raised.value.status == 0
 
 
 def test_job_logs_from_cloudwatch_with_a_stubbed_client() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from tests.rehearsal import docker_env
 from tests.rehearsal.gateway import Gateway, Principal
+from tests.rehearsal.permissions import Permission
 from tests.rehearsal.template import ACCOUNT, REGION, Template
 
 
@@ -164,8 +165,6 @@ class BatchStandIn:
         """ECS fetches the job's secrets with the execution role before the container starts."""
         values = {}
         for secret in secrets:
-            from tests.rehearsal.permissions import Permission
-
             check = self.gateway.check(
                 self.execution, Permission("secretsmanager:GetSecretValue", secret["ValueFrom"])
             )

@@ -86,6 +86,13 @@ def test_runs_as_uid_1000(worker_image: str) -> None:
     assert (code, output.strip()) == (0, "1000")
 
 
+def test_the_final_stage_ends_as_the_worker_user(worker_image: str) -> None:
+    # The user Batch starts the container as is the last USER of the final stage (the build
+    # stage's does not count): the unprivileged one the Dockerfile creates with uid 1000.
+    inspected = docker_env.docker("image", "inspect", "--format", "{{.Config.User}}", worker_image)
+    assert inspected.stdout.strip() == "overseer"
+
+
 def test_scratch_is_writable_when_the_host_volume_is_mounted(worker_image: str, tmp_path: Path) -> None:
     host_scratch = tmp_path / "scratch"
     host_scratch.mkdir()

@@ -113,13 +113,52 @@ def test_identical_objects_are_skipped():
     assert (first.uploaded, second.uploaded, second.skipped, changed.uploaded) == (1, 0, 1, 1)
 
 
+# The diagram in overseer/states.py (and DESIGN.md "Job states"), written out by hand: every
+# (source, target) pair a job may take. Anything else (finished -> anything, failed -> ready,
+# waiting -> running, ...) must be refused by every store.
+W, R, RUN, FIN, FAIL, AB = (
+    JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING,
+    JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED,
+)  # fmt: skip
+DRAWN_MOVES = {
+    (W, R),  # all deps finished
+    (R, RUN),  # a worker claims
+    (RUN, FIN),  # returns
+    (RUN, FAIL),  # exception after max attempts, lease expired too often, dead letter
+    (RUN, R),  # fault, shutdown, lease expired
+    (RUN, AB),  # abort, graph cancelled
+    (W, AB),  # upstream failed or aborted, graph cancelled
+    (R, AB),
+    (R, R),  # the sweep re-sends a lost message: the job stays ready
+    (R, FAIL),  # its message was dead-lettered before any worker took it
+    (FAIL, W),  # rerun (then released as any waiting job)
+    (AB, W),
+}
+# Each named transition: the statuses it accepts, the one it writes, and whether it is fenced.
+NAMED_TRANSITIONS = {
+    "release": ({W}, R, False),
+    "claim": ({R}, RUN, False),
+    "finish": ({RUN}, FIN, True),
+    "fail": ({RUN}, FAIL, True),
+    "abort": ({RUN}, AB, True),
+    "retry": ({RUN}, R, True),
+    "shutdown_release": ({RUN}, R, True),
+    "redispatch": ({R}, R, False),
+    "dead_letter": ({R, RUN}, FAIL, False),
+    "expire": ({RUN}, R, False),
+    "expire_fail": ({RUN}, FAIL, False),
+    "cascade_abort": ({W, R}, AB, False),
+    "cancel_running": ({RUN}, AB, False),
+    "rerun": ({FAIL, AB}, W, False),
+}
+
+
 def test_the_state_machine_allows_only_the_drawn_transitions():
-    assert allowed(JobStatus.WAITING, JobStatus.READY)
-    assert allowed(JobStatus.RUNNING, JobStatus.READY)  # fault, lease expiry
-    assert not allowed(JobStatus.FINISHED, JobStatus.RUNNING)
-    assert not allowed(JobStatus.WAITING, JobStatus.RUNNING)
-    assert not allowed(JobStatus.FINISHED, JobStatus.WAITING)  # finished jobs are never rerun
-    assert all(t.target in JobStatus for t in TRANSITIONS.values())
+    every_pair = [(source, target) for source in JobStatus for target in JobStatus]
+    assert {pair for pair in every_pair if allowed(*pair)} == DRAWN_MOVES
+    assert {
+        name: (set(t.sources), t.target, t.fenced) for name, t in TRANSITIONS.items()
+    } == NAMED_TRANSITIONS
 
 
 def test_backoff_doubles_up_to_the_cap():

@@ -18,7 +18,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from overseer import chaos
 from overseer.aws import clients
 from overseer.aws.emulator import emulator, environment
 from overseer.aws.resources import provision, stream_arn
@@ -30,6 +29,11 @@ from overseer.runtime import pump_until_done
 from overseer.scheduler import Scheduler
 from overseer.services import Services
 from overseer.states import JobStatus
+
+# The chaos tooling is test code (tests/chaos), importable from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.chaos import faults as chaos_faults
+from tests.chaos import toolkit
 
 
 def run(
@@ -48,7 +52,7 @@ def run(
         sweep_interval_seconds=1,
         fault_backoff_seconds=0.1,
         fault_backoff_max_seconds=1.0,
-        handlers="overseer.chaos",
+        handlers=toolkit.HANDLERS_MODULE,
         # A kill every second is far beyond a real fleet's: give each job room for them.
         default_max_attempts=max_attempts,
     )
@@ -61,17 +65,17 @@ def run(
         (work / "faults").mkdir()
         configured = provision(settings)
         clean = Services.from_settings(configured)  # for the audit: no faults
-        fault_env = {chaos.ENV_SPEC: f"faults={faults},seed={seed}", chaos.ENV_LOG: str(work / "faults")}
+        fault_env = chaos_faults.fault_env(f"faults={faults},seed={seed}", work / "faults")
         with environment(fault_env if faults > 0 else {}):
             services = Services.from_settings(configured)
             reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
-        handlers = load_handlers("overseer.chaos")
-        spec = parse_graph(chaos.layered_graph("chaos-bench", layers, width), handler_types=handlers.keys())
+        handlers = load_handlers(toolkit.HANDLERS_MODULE)
+        spec = parse_graph(toolkit.layered_graph("chaos-bench", layers, width), handler_types=handlers.keys())
         clean.store.create_graph(spec, max_attempts={})
-        queue = chaos.DuplicatingQueue(services.queue)
+        queue = toolkit.DuplicatingQueue(services.queue)
         scheduler = Scheduler(services.store, queue)
         env = {**aws_env, **configured.to_env(), **(fault_env if faults > 0 else {})}
-        pool = chaos.WorkerPool(workers, env, work).start()
+        pool = toolkit.WorkerPool(workers, env, work).start()
         started = time.monotonic()
         deadline = started + timeout
 
@@ -81,31 +85,31 @@ def run(
             return True
 
         try:
-            with chaos.Killer(pool, kill_every, seed=seed) as killer:
+            with toolkit.Killer(pool, kill_every, seed=seed) as killer:
                 graph = pump_until_done(
                     services, scheduler, reader, "chaos-bench", progress=in_time, alive=in_time
                 )
         finally:
             pool.stop()
         seconds = time.monotonic() - started
-        injector = chaos.process_injector.__globals__["_injector"]
+        injector = chaos_faults.current_injector()
         if injector is not None:
             injector.write()
 
         records = list(clean.store.list_jobs("chaos-bench"))
-        stream = chaos.stream_records(clients.client("dynamodbstreams"), stream_arn(configured))
-        into, after = chaos.finished_transitions(stream, "chaos-bench")
-        missing = chaos.check_artifacts(clean, records)
+        stream = toolkit.stream_records(clients.client("dynamodbstreams"), stream_arn(configured))
+        into, after = toolkit.finished_transitions(stream, "chaos-bench")
+        missing = toolkit.check_artifacts(clean, records)
         ddb = clean.store.Job._get_connection().connection.client
-        before = chaos.table_items(ddb, configured.jobs_table)
+        before = toolkit.table_items(ddb, configured.jobs_table)
         replayer = Scheduler(clean.store, clean.queue)
         shaped = [lambda_record(r, reader.stream_arn, "us-east-1") for r in stream]
         for order in (shaped, shaped[::-1]):
             for start in range(0, len(order), 100):
                 replayer.process_stream_event({"Records": order[start : start + 100]})
-        after_replay = chaos.table_items(ddb, configured.jobs_table)
+        after_replay = toolkit.table_items(ddb, configured.jobs_table)
         changed = sum(1 for k in before.keys() | after_replay.keys() if before.get(k) != after_replay.get(k))
-        requests, injected = chaos.read_fault_logs(work / "faults")
+        requests, injected = chaos_faults.read_fault_logs(work / "faults")
         by_kind: Counter[str] = Counter()
         for key, n in injected.items():
             by_kind[key.split(" ", 1)[0]] += n

@@ -67,6 +67,9 @@ class Settings:
     max_workers: int = 16
     # Jobs (queued messages) one worker is expected to drain per sweep interval.
     jobs_per_worker: int = 50
+    # "package.module:function" called with every botocore client the engine builds ("" = none):
+    # the one place where test tooling (e.g. fault injection) attaches to the engine.
+    client_hook: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

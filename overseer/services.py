@@ -33,14 +33,8 @@ class Services:
         from .aws.s3 import DynamoRowSink, S3ArtifactStore
 
         store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
-        from . import chaos
-
-        for model in (store.Graph, store.Job):  # fault injection when OVERSEER_CHAOS is set
-            chaos.attach_from_env(model._get_connection().connection.client)
-        counter = clients.process_counter()
-        if counter is not None:
-            for model in (store.Graph, store.Job):
-                counter.attach(model._get_connection().connection.client)
+        for model in (store.Graph, store.Job):  # PynamoDB builds its own botocore clients
+            clients.instrument(model._get_connection().connection.client)
         return cls(
             settings=settings,
             store=store,

@@ -1,17 +1,24 @@
-"""Building boto3 clients, and counting every AWS request they send."""
+"""Building boto3 clients: the retry configuration, the request counter and the client hook
+every client the engine makes goes through (``instrument``)."""
 
 from __future__ import annotations
 
 import atexit
+import functools
+import importlib
 import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from ..config import Settings
+from ..errors import OverseerError
 
 # botocore's standard retry mode: exponential backoff with jitter on throttling and 5xx.
 CLIENT_CONFIG = Config(
@@ -90,21 +97,48 @@ def _session() -> boto3.Session:
     return _sessions[key]
 
 
-def client(service: str, session: boto3.Session | None = None) -> Any:
-    made = (session or _session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
-    from .. import chaos
+_HOOK_FORM = "set it to 'package.module:function'"
 
-    chaos.attach_from_env(made)  # fault injection when OVERSEER_CHAOS is set (chaos suite)
+
+@functools.cache
+def _load_hook(path: str) -> Callable[[Any], object]:
+    module_name, _, function_name = path.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise OverseerError(f"OVERSEER_CLIENT_HOOK={path!r} cannot be loaded ({exc}): {_HOOK_FORM}") from exc
+    if not callable(hook):
+        raise OverseerError(f"OVERSEER_CLIENT_HOOK={path!r} is not a function: {_HOOK_FORM}")
+    return hook
+
+
+def client_hook() -> Callable[[Any], object] | None:
+    """The function ``Settings.client_hook`` names (imported once), or None when it is unset.
+
+    It is read when a client is built, as boto3 reads its own configuration, so a process
+    (or a test) that sets ``OVERSEER_CLIENT_HOOK`` hooks every client it builds from then on.
+    """
+    path = Settings.from_env().client_hook
+    return _load_hook(path) if path else None
+
+
+def instrument(botocore_client: Any) -> Any:
+    """Pass a client the engine built (boto3's or PynamoDB's) to the client hook and the
+    request counter, when they are set; returns the client."""
+    hook = client_hook()
+    if hook is not None:
+        hook(botocore_client)
     counter = process_counter()
-    return counter.attach(made) if counter else made
+    if counter is not None:
+        counter.attach(botocore_client)
+    return botocore_client
+
+
+def client(service: str, session: boto3.Session | None = None) -> Any:
+    return instrument((session or _session()).client(service, config=CLIENT_CONFIG))  # type: ignore[call-overload]
 
 
 def resource(service: str, session: boto3.Session | None = None) -> Any:
     made = (session or _session()).resource(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
-    from .. import chaos
-
-    chaos.attach_from_env(made.meta.client)  # fault injection when OVERSEER_CHAOS is set
-    counter = process_counter()
-    if counter:
-        counter.attach(made.meta.client)
+    instrument(made.meta.client)
     return made

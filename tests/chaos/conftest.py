@@ -4,7 +4,6 @@ from the jobs stream, sweep every second), as ``overseer run`` does."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from overseer import chaos
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
@@ -21,9 +19,9 @@ from overseer.runtime import pump_until_done
 from overseer.scheduler import Scheduler
 from overseer.services import Services
 from overseer.store import GraphRecord, JobRecord
+from tests.chaos import toolkit
 from tests.support import LocalStack
 
-HANDLERS_MODULE = "overseer.chaos"
 CHAOS_SETTINGS = {
     "receive_wait_seconds": 1,
     "lease_seconds": 3,
@@ -33,7 +31,7 @@ CHAOS_SETTINGS = {
     "fault_backoff_max_seconds": 1.0,
     "shutdown_grace_seconds": 2,
     "isolation": "process",
-    "handlers": HANDLERS_MODULE,
+    "handlers": toolkit.HANDLERS_MODULE,
 }
 
 
@@ -63,17 +61,17 @@ class ChaosStack:
         return self.stack.settings
 
     def submit(self, document: Mapping[str, Any]) -> GraphRecord:
-        handlers = load_handlers(HANDLERS_MODULE)
+        handlers = load_handlers(toolkit.HANDLERS_MODULE)
         spec = parse_graph(document, handler_types=handlers.keys())
         defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
         graph, created = self.services.store.create_graph(spec, max_attempts=defaults)
         assert created
         return graph
 
-    def pool(self, count: int, **env: str) -> chaos.WorkerPool:
+    def pool(self, count: int, **env: str) -> toolkit.WorkerPool:
         log_dir = self.tmp / f"workers-{uuid.uuid4().hex[:6]}"
         log_dir.mkdir()
-        return chaos.WorkerPool(count, {**self.worker_env, **env}, log_dir)
+        return toolkit.WorkerPool(count, {**self.worker_env, **env}, log_dir)
 
     def drive(
         self,
@@ -115,10 +113,10 @@ class ChaosStack:
         return {job.name: job for job in self.services.store.list_jobs(graph_id)}
 
     def stream(self) -> list[dict[str, Any]]:
-        return chaos.stream_records(self.stack.reader.client, self.stack.reader.stream_arn)
+        return toolkit.stream_records(self.stack.reader.client, self.stack.reader.stream_arn)
 
     def runs(self) -> list[tuple[str, str, int, int]]:
-        return chaos.read_runs(self.runs_path)
+        return toolkit.read_runs(self.runs_path)
 
 
 @pytest.fixture
@@ -133,11 +131,6 @@ def chaos_stack(aws_env: dict[str, str], tmp_path: Path) -> Iterator[ChaosStack]
     )
     stack = LocalStack.provisioned(settings)
     runs = tmp_path / "runs.log"
-    env = {
-        **aws_env,
-        **stack.settings.to_env(),
-        chaos.ENV_RUNS: str(runs),
-        "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    env.pop(chaos.ENV_SPEC, None)
+    # The settings' empty client hook keeps the workers free of faults unless a test asks.
+    env = {**aws_env, **stack.settings.to_env(), toolkit.ENV_RUNS: str(runs)}
     yield ChaosStack(stack, env, tmp_path, runs)

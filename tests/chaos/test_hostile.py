@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from overseer import chaos
-from overseer.graph import parse_graph
+from overseer.graph import MAX_DOCUMENT_VALUES, parse_graph
 from overseer.states import JobStatus
+from tests.chaos import toolkit as chaos
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 WIDE = [f"p{i}" for i in range(20001)]
@@ -28,7 +28,7 @@ def overseer(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complete
         text=True,
         timeout=timeout,  # a stuck graph fails the test here
         cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", "PYTHONIOENCODING": "utf-8"},
+        env={**os.environ, "COLUMNS": "200", "PYTHONIOENCODING": "utf-8", "PYTHONPATH": str(chaos.REPO_ROOT)},
     )
     assert time.monotonic() - started < timeout
     return done
@@ -46,7 +46,9 @@ def last_json(done: subprocess.CompletedProcess[str]) -> dict:
 def test_a_200_deep_chain_runs_to_the_end(tmp_path):
     jobs = {f"c{i:03d}": {"type": "write", "deps": [f"c{i - 1:03d}"] if i else []} for i in range(200)}
     graph = write(tmp_path / "chain.json", {"id": "deep-chain", "jobs": jobs})
-    done = overseer("run", graph, "--handlers", "overseer.chaos", "--workers", "2", "--json", cwd=tmp_path)
+    done = overseer(
+        "run", graph, "--handlers", chaos.HANDLERS_MODULE, "--workers", "2", "--json", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = last_json(done)
     assert result["status"] == "finished"
@@ -59,7 +61,7 @@ def test_hostile_names_run_on_the_aws_backend_and_stay_inside_out(tmp_path):
     graph = write(tmp_path / "names.json", {"id": "hostile-names", "jobs": jobs})
     out = tmp_path / "out"
     done = overseer(
-        "run", graph, "--handlers", "overseer.chaos", "--backend", "aws", "--workers", "2",
+        "run", graph, "--handlers", chaos.HANDLERS_MODULE, "--backend", "aws", "--workers", "2",
         "--json", "--out", str(out), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -96,7 +98,7 @@ def test_hostile_names_run_on_the_aws_backend_and_stay_inside_out(tmp_path):
 )  # fmt: skip
 def test_invalid_hostile_graphs_exit_2_with_a_clear_message(tmp_path, document, message):
     graph = write(tmp_path / "bad.json", document)
-    done = overseer("run", graph, "--handlers", "overseer.chaos", "--json", cwd=tmp_path, timeout=60)
+    done = overseer("run", graph, "--handlers", chaos.HANDLERS_MODULE, "--json", cwd=tmp_path, timeout=60)
     assert done.returncode == 2, (done.returncode, done.stderr[-1000:])
     assert message in " ".join(done.stderr.split())
     assert done.stdout == ""
@@ -106,8 +108,12 @@ def test_a_yaml_alias_bomb_is_refused_in_time(tmp_path):
     lines = ["jobs:", "  a:", "    type: write", "    args:", "      l0: &l0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
-    done = overseer("run", "bomb.yaml", "--handlers", "overseer.chaos", cwd=tmp_path, timeout=60)
+    done = overseer("run", "bomb.yaml", "--handlers", chaos.HANDLERS_MODULE, cwd=tmp_path, timeout=60)
     assert done.returncode == 2, (done.returncode, done.stderr[-1000:])
+    message = " ".join(done.stderr.split())
+    assert f"expands to more than {MAX_DOCUMENT_VALUES} values" in message, message
+    assert "YAML anchors and aliases" in message, message
+    assert done.stdout == ""
 
 
 def test_a_10000_wide_fan_in_is_accepted_and_its_join_waits(tmp_path):
@@ -119,7 +125,7 @@ def test_a_10000_wide_fan_in_is_accepted_and_its_join_waits(tmp_path):
         "join": {"type": "noop", "deps": [f"p{i:05d}" for i in range(width)]},
     }
     graph = write(tmp_path / "fanin.json", {"id": "fan-in", "jobs": jobs})
-    done = overseer("validate", graph, "--handlers", "overseer.chaos", cwd=tmp_path, timeout=60)
+    done = overseer("validate", graph, "--handlers", chaos.HANDLERS_MODULE, cwd=tmp_path, timeout=60)
     assert done.returncode == 0 and "10001 jobs, valid" in done.stdout, done.stderr
     # Submitted (running 10,000 jobs here is too slow): the graph is whole and the join waits.
     services = embedded_services(tmp_path / "state")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from overseer import chaos
 from overseer.states import GraphStatus, JobStatus
+from tests.chaos import toolkit
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 
 def test_killing_workers_loses_nothing_and_finishes_every_job_once(chaos_stack):
-    document = chaos.layered_graph("kills", layers=10, width=30, sleep=0.1)
+    document = toolkit.layered_graph("kills", layers=10, width=30, sleep=0.1)
     chaos_stack.submit(document)
     pool = chaos_stack.pool(4).start()
     try:
-        with chaos.Killer(pool, interval=2.0, seed=11) as killer:
+        with toolkit.Killer(pool, interval=2.0, seed=11) as killer:
             graph = chaos_stack.drive("kills", timeout=360)
     finally:
         pool.stop()
@@ -25,12 +25,12 @@ def test_killing_workers_loses_nothing_and_finishes_every_job_once(chaos_stack):
     assert len(jobs) == 300
     assert {n for n, j in jobs.items() if j.status != JobStatus.FINISHED} == set()
     # Every job was recorded finished exactly once, and never changed after.
-    into, after = chaos.finished_transitions(chaos_stack.stream(), "kills")
+    into, after = toolkit.finished_transitions(chaos_stack.stream(), "kills")
     assert {n: c for n, c in into.items() if c != 1} == {}
     assert set(into) == set(jobs)
     assert after == 0
     # Every artifact is in S3 with the bytes job.random gives and the recorded SHA-256.
-    assert chaos.check_artifacts(chaos_stack.services, list(jobs.values())) == []
+    assert toolkit.check_artifacts(chaos_stack.services, list(jobs.values())) == []
     # The kills happened, and some of them took a job down mid-run (retried after its lease).
     assert len(killer.killed) >= 5
     assert any(j.attempts > 1 for j in jobs.values()), "no kill hit a running job"

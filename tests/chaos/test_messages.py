@@ -6,18 +6,18 @@ from collections import Counter
 
 import pytest
 
-from overseer import chaos
 from overseer.aws.stream import lambda_record
 from overseer.handlers import to_spec
 from overseer.scheduler import Scheduler
 from overseer.states import GraphStatus, JobStatus
 from overseer.worker import Worker
+from tests.chaos import toolkit
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 
 def run_graph(chaos_stack, graph_id: str, scheduler: Scheduler | None = None) -> None:
-    chaos_stack.submit(chaos.layered_graph(graph_id, layers=4, width=15))
+    chaos_stack.submit(toolkit.layered_graph(graph_id, layers=4, width=15))
     pool = chaos_stack.pool(3).start()
     try:
         graph = chaos_stack.drive(graph_id, timeout=90, scheduler=scheduler)
@@ -28,7 +28,7 @@ def run_graph(chaos_stack, graph_id: str, scheduler: Scheduler | None = None) ->
 
 def test_every_message_delivered_twice_runs_each_job_once(chaos_stack):
     services = chaos_stack.services
-    queue = chaos.DuplicatingQueue(services.queue)
+    queue = toolkit.DuplicatingQueue(services.queue)
     run_graph(chaos_stack, "twice", Scheduler(services.store, queue))
 
     jobs = chaos_stack.jobs("twice")
@@ -38,9 +38,9 @@ def test_every_message_delivered_twice_runs_each_job_once(chaos_stack):
     )
     runs = Counter(name for graph_id, name, _, _ in chaos_stack.runs() if graph_id == "twice")
     assert runs == Counter(dict.fromkeys(jobs, 1))
-    into, after = chaos.finished_transitions(chaos_stack.stream(), "twice")
+    into, after = toolkit.finished_transitions(chaos_stack.stream(), "twice")
     assert into == Counter(dict.fromkeys(jobs, 1)) and after == 0
-    assert chaos.check_artifacts(services, list(jobs.values())) == []
+    assert toolkit.check_artifacts(services, list(jobs.values())) == []
 
 
 def replay(chaos_stack, records: list[dict], batch: int = 100) -> None:
@@ -72,18 +72,18 @@ def test_replaying_the_whole_stream_changes_no_job(chaos_stack):
     run_graph(chaos_stack, "replay")
     ddb = chaos_stack.services.store.Job._get_connection().connection.client
     table = chaos_stack.settings.jobs_table
-    before = chaos.table_items(ddb, table)
+    before = toolkit.table_items(ddb, table)
     records = chaos_stack.stream()
     assert len(records) > 4 * 60
 
     replay(chaos_stack, records)
 
-    after = chaos.table_items(ddb, table)
+    after = toolkit.table_items(ddb, table)
     changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
     assert changed == set()
     outcomes = drain_without_running(chaos_stack)
     assert set(outcomes) <= {"skipped"}
-    assert chaos.table_items(ddb, table) == before
+    assert toolkit.table_items(ddb, table) == before
     assert chaos_stack.store_graph("replay").status == GraphStatus.FINISHED
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,26 @@ else:
         from tests.infra.test_stack import CONTEXT, _synthesise
 
         yield _synthesise(tmp_path_factory.mktemp("cdk.out"), CONTEXT)
+
+    @pytest.fixture(scope="session")
+    def lambda_asset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        """The Lambda asset directory as ``cdk synth`` bundles it (without a whole synth)."""
+        from infra.lambda_code import REPO_ROOT as ROOT
+        from infra.lambda_code import (
+            LocalPythonBundling,
+            install_dependencies,
+            lambda_modules,
+            locked_requirements,
+        )
+
+        out = tmp_path_factory.mktemp("lambda-asset")
+        bundling = LocalPythonBundling(
+            templates_dir=ROOT / "templates",
+            dependencies=install_dependencies(locked_requirements()),
+            modules=lambda_modules(),
+        )
+        assert bundling.try_bundle(str(out))
+        return out
 
     @pytest.fixture(scope="session")
     def variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:

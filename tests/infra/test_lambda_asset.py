@@ -26,9 +26,7 @@ from infra.lambda_code import (
     CLI_ONLY,
     REPO_ROOT,
     BundlingError,
-    LocalPythonBundling,
     install_dependencies,
-    lambda_modules,
     lambda_requirements,
     locked_requirements,
     requirement_name,
@@ -80,15 +78,8 @@ print(json.dumps({"version": list(sys.version_info[:2]), "loaded": loaded, "dist
 
 
 @pytest.fixture(scope="module")
-def asset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("asset")
-    bundling = LocalPythonBundling(
-        templates_dir=REPO_ROOT / "templates",
-        dependencies=install_dependencies(locked_requirements()),
-        modules=lambda_modules(),
-    )
-    assert bundling.try_bundle(str(out))
-    return out
+def asset(lambda_asset_dir: Path) -> Path:
+    return lambda_asset_dir
 
 
 def _shipped_modules(asset: Path) -> list[str]:

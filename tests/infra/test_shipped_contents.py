@@ -21,10 +21,6 @@ pytest.importorskip("aws_cdk", reason="the infra tests need the infra extra (aws
 
 from infra.lambda_code import (
     REPO_ROOT,
-    LocalPythonBundling,
-    install_dependencies,
-    lambda_modules,
-    locked_requirements,
 )
 from infra.workers import IMAGE_EXCLUDES
 from tests.chaos import faults, toolkit
@@ -69,15 +65,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def asset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def asset(lambda_asset_dir: Path) -> dict[str, bytes]:
     """The Lambda asset as ``cdk synth`` bundles it."""
-    out = tmp_path_factory.mktemp("asset")
-    bundling = LocalPythonBundling(
-        templates_dir=REPO_ROOT / "templates",
-        dependencies=install_dependencies(locked_requirements()),
-        modules=lambda_modules(),
-    )
-    assert bundling.try_bundle(str(out))
+    out = lambda_asset_dir
     return {str(path.relative_to(out)): path.read_bytes() for path in out.rglob("*") if path.is_file()}
 
 

@@ -444,7 +444,7 @@ def metered_stack(
     """A fresh stack on the emulator, and per component its own services and request meter."""
     from overseer.aws.resources import provision
     from overseer.config import Settings
-    from overseer.services import Services
+    from overseer.services import build_services
 
     settings = provision(
         Settings(
@@ -460,7 +460,7 @@ def metered_stack(
     meters = {c: Meter(c, sizes) for c in components}
     services = {}
     for component in components:
-        services[component] = Services.from_settings(settings)
+        services[component] = build_services(settings)
         attach_services(meters[component], services[component])
     return settings, services, meters
 

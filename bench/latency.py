@@ -57,8 +57,8 @@ from overseer import timeutil
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
-from overseer.services import Services
-from overseer.store import JobMessage
+from overseer.services import build_services
+from overseer.store import JobMessage, Services
 from overseer.worker import Worker
 
 HANDOFF_SHAPES = ("chain-50", "fanout-200-join")
@@ -214,7 +214,7 @@ def aws_stack(isolation: str) -> Iterator[tuple[Services, Counter[str]]]:
         settings = Settings.from_env(
             handlers=NOOP_HANDLERS, isolation=isolation, receive_wait_seconds=1, lease_seconds=60
         )
-        services = Services.from_settings(provision(settings))
+        services = build_services(provision(settings))
         counter = clients.process_counter()
         assert counter is not None
         yield services, counter.counts

@@ -25,7 +25,7 @@ from functions import Lazy
 from overseer.aws import clients
 from overseer.aws.events import EventBridgePublisher
 from overseer.scheduler import Scheduler
-from overseer.services import Services
+from overseer.services import build_services
 from overseer.store import GraphRecord
 
 logger = Logger()
@@ -86,7 +86,7 @@ def _announce(publisher: EventBridgePublisher) -> Callable[[GraphRecord], None]:
 
 
 def _build_scheduler() -> Scheduler:
-    services = Services.from_env()
+    services = build_services()
     bus = services.settings.event_bus
     on_graph_done = _announce(EventBridgePublisher(clients.client("events"), bus)) if bus else _count_graph
     return Scheduler(services.store, services.queue, on_graph_done=on_graph_done)

@@ -29,14 +29,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions import Lazy, publish_graph_done
 from overseer.aws import clients
 from overseer.aws.scaling import host_terminations, scale_batch_workers
-from overseer.services import Services
+from overseer.services import build_services
 from overseer.sweep import sweep
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Overseer")
 
-_services = Lazy(Services.from_env)
+_services = Lazy(build_services)
 _batch = Lazy(lambda: clients.client("batch"))
 _events = Lazy(lambda: clients.client("events"))
 

@@ -38,12 +38,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions import Lazy
 from overseer import operations
 from overseer.errors import InvalidTriggerEvent
-from overseer.services import Services
+from overseer.services import build_services
 
 logger = Logger()
 tracer = Tracer()
 
-_services = Lazy(Services.from_env)
+_services = Lazy(build_services)
 
 
 def reset() -> None:

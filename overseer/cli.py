@@ -19,17 +19,8 @@ from .config import Settings
 from .errors import HandlersModuleError, InvalidGraph, OverseerError
 from .graph import parse_graph
 from .handlers import load_handlers
+from .ops import COMMANDS, DEFAULT_STATE_DIR, EXIT_INVALID, STATUS_STYLE
 from .store import GraphRecord
-
-EXIT_INVALID = 2
-STATUS_STYLE = {
-    "finished": "green",
-    "failed": "red",
-    "aborted": "yellow",
-    "running": "cyan",
-    "ready": "blue",
-    "waiting": "dim",
-}
 
 
 @click.group()
@@ -84,7 +75,7 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".overseer"),
+    default=DEFAULT_STATE_DIR,
     show_default=True,
     help="Where the embedded backend keeps its state; running a graph id again resumes it.",
 )
@@ -182,7 +173,7 @@ def validate(graph: str, handlers_path: str | None) -> None:
 @click.option("--idle-exit", type=int, help="Exit after this many idle seconds (0 = never).")
 def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     """Run the worker loop against the configured AWS endpoint."""
-    from .services import Services
+    from .services import build_services
     from .worker import Worker
 
     logging.getLogger().setLevel(logging.INFO)
@@ -195,7 +186,7 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     if not settings.queue_url and settings.backend != "embedded":
         Console(stderr=True).print("[red]error:[/] OVERSEER_QUEUE_URL is not set")
         sys.exit(EXIT_INVALID)
-    loop = Worker(Services.from_settings(settings), handlers)
+    loop = Worker(build_services(settings), handlers, services_factory=partial(build_services, settings))
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     signal.signal(signal.SIGINT, lambda *_: loop.stop())
     try:
@@ -204,4 +195,5 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
         loop.close()
 
 
-from . import ops as _ops  # noqa: E402, F401  (registers submit, status, jobs, logs, cancel, rerun, graph, local)
+for command in COMMANDS:
+    main.add_command(command)

@@ -34,11 +34,18 @@ from rich.table import Table
 from rich.text import Text
 
 from . import timeutil
-from .cli import STATUS_STYLE, main
 from .errors import GraphNotFound, HandlersModuleError, InvalidGraph, OverseerError, TemplateError
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+STATUS_STYLE = {
+    "finished": "green",
+    "failed": "red",
+    "aborted": "yellow",
+    "running": "cyan",
+    "ready": "blue",
+    "waiting": "dim",
+}
 STATUS_ORDER = ("waiting", "ready", "running", "finished", "failed", "aborted")
 DEFAULT_STATE_DIR = Path(".overseer")
 # Rows the status table shows before it summarises the rest (failed/running first).
@@ -340,7 +347,7 @@ def _parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 # -- the commands ----------------------------------------------------------------------------
-@main.command()
+@click.command()
 @click.argument("graph", required=False, type=click.Path(dir_okay=False, exists=True))
 @click.option("--template", help="Start this graph template instead of a graph file.")
 @click.option("--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE", help="Template argument (repeat).")
@@ -388,7 +395,7 @@ def submit(
     out.print(f"  follow it: overseer status {view['graph_id']} --watch")
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @click.option(
     "--watch", is_flag=True, help="Refresh until the graph ends: exit 0 finished, 1 failed/aborted."
@@ -443,7 +450,7 @@ def status(
     sys.exit(0 if graph["status"] == "finished" else EXIT_FAILED)
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @click.option("--status", "wanted", type=click.Choice(STATUS_ORDER), help="Only the jobs in this status.")
 @click.option("--json", "as_json", is_flag=True, help="Print {name: job} as JSON.")
@@ -459,7 +466,7 @@ def jobs(graph_id: str, wanted: str | None, as_json: bool, state_dir: Path, api:
     out.print(jobs_table(found, title=title))
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @click.argument("job")
 @click.option("--attempt", type=click.IntRange(1), help="Only this attempt (default: every attempt).")
@@ -484,7 +491,7 @@ def logs(
             click.echo(line)
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @_target_options
 def cancel(graph_id: str, state_dir: Path, api: str | None) -> None:
@@ -497,7 +504,7 @@ def cancel(graph_id: str, state_dir: Path, api: str | None) -> None:
     )
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @_target_options
 def rerun(graph_id: str, state_dir: Path, api: str | None) -> None:
@@ -514,7 +521,7 @@ def rerun(graph_id: str, state_dir: Path, api: str | None) -> None:
     )
 
 
-@main.command(name="graph")
+@click.command(name="graph")
 @click.argument("graph_or_id")
 @click.option(
     "--format", "fmt", type=click.Choice(["mermaid", "dot", "png"]), default="mermaid", show_default=True
@@ -551,7 +558,7 @@ def graph_command(graph_or_id: str, fmt: str, output: Path | None, state_dir: Pa
 
 
 # -- the local stack -------------------------------------------------------------------------
-@main.group()
+@click.group()
 def local() -> None:
     """A long-running local stack (embedded backend): scheduler, sweep and workers."""
 
@@ -611,3 +618,7 @@ def down(state_dir: Path) -> None:
         out.print(f"no local stack runs on {state_dir}")
     else:
         out.print(f"stopped the local stack on {state_dir} (pid {pid})")
+
+
+# Registered on the ``overseer`` group by overseer.cli.
+COMMANDS = (submit, status, jobs, logs, cancel, rerun, graph_command, local)

@@ -25,9 +25,9 @@ from .config import Settings
 from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .scheduler import Scheduler
-from .services import Services
+from .services import build_services
 from .states import GraphStatus, terminal_counts
-from .store import GraphRecord
+from .store import GraphRecord, Services
 
 log = logging.getLogger("overseer.runtime")
 # How often a run's progress is shown (counted from the jobs: a read of the whole graph).
@@ -210,7 +210,7 @@ def run_on_emulator(
         with environment(env):
             base = settings or Settings.from_env(receive_wait_seconds=2, lease_seconds=60)
             configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"]))
-            services = Services.from_settings(configured)
+            services = build_services(configured)
             scheduler = Scheduler(services.store, services.queue)
             reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
             defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}

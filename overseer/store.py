@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .config import Settings
 from .graph import GraphSpec
 from .states import GraphStatus, JobStatus, Transition
 
@@ -325,3 +326,15 @@ class RowSink(Protocol):
     def put_rows(self, table: str, items: Sequence[Mapping[str, Any]]) -> None:
         """Put every item (overwriting same-key items), batched."""
         ...
+
+
+@dataclass
+class Services:
+    """The ports one process runs on, built once at start-up by ``overseer.backends``."""
+
+    settings: Settings
+    store: JobStore
+    queue: DispatchQueue
+    artifacts: ArtifactStore
+    rows: RowSink | None = None
+    dead_letters: DispatchQueue | None = None

@@ -55,9 +55,8 @@ from dataclasses import dataclass, field
 from . import timeutil
 from .errors import OverseerError
 from .scheduler import GraphEvents, finalize_graph
-from .services import Services
 from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus
-from .store import DispatchQueue, Fence, JobMessage, JobRecord
+from .store import DispatchQueue, Fence, JobMessage, JobRecord, Services
 
 log = logging.getLogger("overseer.sweep")
 MAX_SQS_DELAY = 900

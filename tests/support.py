@@ -15,8 +15,8 @@ from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import HandlerSpec, to_spec
 from overseer.scheduler import Scheduler
-from overseer.services import Services
-from overseer.store import GraphRecord, JobRecord
+from overseer.services import build_services
+from overseer.store import GraphRecord, JobRecord, Services
 from overseer.worker import Outcome, Worker
 
 
@@ -32,7 +32,7 @@ class LocalStack:
     @classmethod
     def provisioned(cls, settings: Settings) -> LocalStack:
         configured = provision(settings)
-        services = Services.from_settings(configured)
+        services = build_services(configured)
         reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
         return cls(configured, services, Scheduler(services.store, services.queue), reader)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Settings
-from ..services import Services
+from ..store import Services
 from .artifacts import DirectoryArtifactStore, SqliteRowSink
 from .db import Database, database
 from .feed import FeedReader

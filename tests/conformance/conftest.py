@@ -74,7 +74,7 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
     settings = shared.settings
     from overseer.aws.queue import SqsDispatchQueue
     from overseer.aws.resources import MAX_RECEIVE_COUNT
-    from overseer.services import Services
+    from overseer.store import Services
 
     # A fresh queue and dead-letter queue per test (cheap), with the stack's redrive policy.
     sqs = shared.sqs
@@ -129,7 +129,7 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
 @pytest.fixture(scope="session")
 def aws_shared(aws_env: dict[str, str]) -> SharedAwsStack:
     from overseer.aws.resources import provision
-    from overseer.services import Services
+    from overseer.services import build_services
 
     name = f"c{uuid.uuid4().hex[:10]}"
     settings = Settings(
@@ -142,7 +142,7 @@ def aws_shared(aws_env: dict[str, str]) -> SharedAwsStack:
     configured = provision(settings)
     from overseer.aws import clients
 
-    services = Services.from_settings(configured)
+    services = build_services(configured)
     return SharedAwsStack(configured, services, clients.client("sqs"), clients.client("dynamodbstreams"))
 
 

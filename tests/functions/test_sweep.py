@@ -13,9 +13,9 @@ from overseer import timeutil
 from overseer.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
 from overseer.config import Settings
 from overseer.graph import parse_graph
-from overseer.services import Services
+from overseer.services import build_services
 from overseer.states import CLAIM, JobStatus
-from overseer.store import Fence, JobMessage
+from overseer.store import Fence, JobMessage, Services
 from overseer.sweep import SweepFailed
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
 
@@ -144,7 +144,7 @@ def on_batch(deployed: Deployed, monkeypatch: pytest.MonkeyPatch) -> Services:
     settings = deployed.settings.with_(
         batch_job_queue="workers", batch_job_definition="worker:1", jobs_per_worker=1, max_workers=4
     )
-    services = Services.from_settings(settings)
+    services = build_services(settings)
     monkeypatch.setattr(sweep, "_services", Lazy(lambda: services))
     deployed.drain_queue()
     return services

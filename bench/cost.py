@@ -442,9 +442,9 @@ def metered_stack(
     prefix: str, components: tuple[str, ...], *, lease_seconds: int
 ) -> tuple[Any, dict[str, Any], dict[str, Meter]]:
     """A fresh stack on the emulator, and per component its own services and request meter."""
-    from overseer.aws.resources import provision
+    from overseer.backends import build_services
+    from overseer.backends.aws.resources import provision
     from overseer.config import Settings
-    from overseer.services import build_services
 
     settings = provision(
         Settings(
@@ -466,9 +466,9 @@ def metered_stack(
 
 
 def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> ShapeRun:
-    from overseer.aws import clients
-    from overseer.aws.resources import stream_arn
-    from overseer.aws.stream import StreamReader
+    from overseer.backends.aws import clients
+    from overseer.backends.aws.resources import stream_arn
+    from overseer.backends.aws.stream import StreamReader
     from overseer.graph import parse_graph
     from overseer.handlers import to_spec
     from overseer.scheduler import Scheduler
@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="run only these shapes (repeatable)")
     args = parser.parse_args(argv)
 
-    from overseer.aws.emulator import emulator, environment
+    from overseer.backends.aws.emulator import emulator, environment
 
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)

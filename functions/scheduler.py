@@ -22,10 +22,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy
-from overseer.aws import clients
-from overseer.aws.events import EventBridgePublisher
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.events import EventBridgePublisher
 from overseer.scheduler import Scheduler
-from overseer.services import build_services
 from overseer.store import GraphRecord
 
 logger = Logger()

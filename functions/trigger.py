@@ -37,8 +37,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy
 from overseer import operations
+from overseer.backends import build_services
 from overseer.errors import InvalidTriggerEvent
-from overseer.services import build_services
 
 logger = Logger()
 tracer = Tracer()

@@ -96,8 +96,7 @@ def run(
     emulator: bool,
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
-    from .embedded.runtime import run_embedded
-    from .runtime import run_on_emulator
+    from .runtime import run_embedded, run_on_emulator
 
     console = Console(stderr=as_json)
     errors = Console(stderr=True)
@@ -173,7 +172,7 @@ def validate(graph: str, handlers_path: str | None) -> None:
 @click.option("--idle-exit", type=int, help="Exit after this many idle seconds (0 = never).")
 def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     """Run the worker loop against the configured AWS endpoint."""
-    from .services import build_services
+    from .backends import build_services
     from .worker import Worker
 
     logging.getLogger().setLevel(logging.INFO)

@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import timeutil
+from .backends.embedded import embedded_services, feed_reader
 from .config import Settings
-from .embedded import embedded_services, feed_reader
-from .embedded.runtime import LOCAL_LEASE_SECONDS, embedded_settings
 from .errors import OverseerError
-from .runtime import _handlers_env
+from .runtime import LOCAL_LEASE_SECONDS, _handlers_env, embedded_settings
 from .scheduler import Scheduler
 
 log = logging.getLogger("overseer.local")

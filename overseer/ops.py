@@ -91,7 +91,7 @@ class LocalClient:
     """The embedded backend in ``state_dir`` (what ``overseer local up`` runs on)."""
 
     def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
-        from .embedded import embedded_services
+        from .backends.embedded import embedded_services
         from .local import local_settings
 
         self.state_dir = Path(state_dir)

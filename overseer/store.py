@@ -1,7 +1,8 @@
 """The three small interfaces the engine runs on, and the plain records they exchange.
 
-Backends: ``overseer.aws`` (DynamoDB + stream, SQS, S3). The scheduler, worker and
-runtime only ever see these interfaces, so an embedded backend can stand in.
+The backends implement them (``overseer.backends``: ``aws`` on DynamoDB + its stream, SQS
+and S3; ``embedded`` on SQLite and a directory), and ``overseer.backends.build_services``
+picks one; the scheduler, sweep and worker only ever see these interfaces.
 
 Item layout of the jobs store (one partition per graph)::
 

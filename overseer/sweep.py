@@ -65,7 +65,7 @@ BATCH_OWNER_PREFIX = "batch:"
 # Starts workers for a queue depth; returns how many it started.
 ScaleWorkers = Callable[[int], int]
 # Given Batch job ids, the ones whose instance was terminated under them, with Batch's
-# reason (``overseer.aws.scaling.host_terminations``).
+# reason (``overseer.backends.aws.scaling.host_terminations``).
 HostTerminations = Callable[[Sequence[str]], Mapping[str, str]]
 
 

@@ -122,7 +122,7 @@ class Worker:
         services_factory: Callable[[], Services] | None = None,
     ) -> None:
         """``services_factory`` builds this worker's services again (picklable, e.g.
-        ``partial(overseer.services.build_services, settings)``): the handler process
+        ``partial(overseer.backends.build_services, settings)``): the handler process
         reads a job's inputs through services of its own."""
         self.services = services
         self.settings = services.settings

@@ -7,15 +7,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from overseer.aws import clients
-from overseer.aws.clients import RequestCounter
-from overseer.aws.resources import provision, stream_arn
-from overseer.aws.stream import StreamReader
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.clients import RequestCounter
+from overseer.backends.aws.resources import provision, stream_arn
+from overseer.backends.aws.stream import StreamReader
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import HandlerSpec, to_spec
 from overseer.scheduler import Scheduler
-from overseer.services import build_services
 from overseer.store import GraphRecord, JobRecord, Services
 from overseer.worker import Outcome, Worker
 

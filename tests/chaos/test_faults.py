@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from overseer.aws import clients
-from overseer.aws.emulator import environment
-from overseer.aws.resources import stream_arn
-from overseer.aws.stream import StreamReader
-from overseer.services import build_services
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.emulator import environment
+from overseer.backends.aws.resources import stream_arn
+from overseer.backends.aws.stream import StreamReader
 from overseer.states import GraphStatus, JobStatus
 from tests.chaos import faults, toolkit
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from overseer.aws import clients
-from overseer.aws.emulator import emulator, environment
-from overseer.aws.resources import provision, stream_arn
-from overseer.aws.stream import StreamReader
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.emulator import emulator, environment
+from overseer.backends.aws.resources import provision, stream_arn
+from overseer.backends.aws.stream import StreamReader
 from overseer.config import Settings
-from overseer.services import build_services
 from overseer.states import CLAIM, FAIL, FINISH
 from overseer.store import Fence, JobRecord, Services
 

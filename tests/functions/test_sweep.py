@@ -10,10 +10,10 @@ import pytest
 
 from functions import Lazy, sweep
 from overseer import timeutil
-from overseer.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
+from overseer.backends import build_services
+from overseer.backends.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
 from overseer.config import Settings
 from overseer.graph import parse_graph
-from overseer.services import build_services
 from overseer.states import CLAIM, JobStatus
 from overseer.store import Fence, JobMessage, Services
 from overseer.sweep import SweepFailed

@@ -163,7 +163,6 @@ def test_no_import_cycle(package: str) -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-@pytest.mark.xfail(strict=True, reason="the backends move under overseer/backends/ next")
 def test_the_core_imports_no_backend_and_no_cli_and_backends_import_no_cli() -> None:
     graph = import_graph("overseer")
     assert any(_is_backend(module) for module in graph), "no backend package found"

@@ -5,7 +5,7 @@ shaped exactly like a record of a DynamoDB stream with ``NEW_AND_OLD_IMAGES`` as
 delivers it, images in DynamoDB JSON. So ``Scheduler.process_stream_event`` runs on
 either backend unchanged, and a record is in the feed if and only if its write committed.
 
-``FeedReader.poll()`` has the contract of ``overseer.aws.stream.StreamReader.poll``: the
+``FeedReader.poll()`` has the contract of ``overseer.backends.aws.stream.StreamReader.poll``: the
 records after the last one it returned, filtered with the scheduler's filter pattern.
 Its position is also kept in the SQLite file, under the reader's name, so a restarted
 runner resumes where the last one stopped. The position is saved **on the next poll**

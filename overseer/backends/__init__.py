@@ -1,11 +1,16 @@
-"""The composition root: the store, queue and artifact store a process uses, built once at start-up."""
+"""The backends, and the composition root: the one place that builds the store, queue and
+artifact store a process runs on (``build_services``), once at start-up.
+
+``aws``: DynamoDB (+ its stream), SQS, S3. ``embedded``: SQLite and a directory. The core
+(scheduler, sweep, worker, operations) sees only the ports of ``overseer.store``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .config import Settings
-from .store import Services
+from ..config import DEFAULT_STATE_DIR, Settings
+from ..store import Services
 
 
 def build_services(settings: Settings | None = None) -> Services:
@@ -16,7 +21,7 @@ def build_services(settings: Settings | None = None) -> Services:
     if settings.backend == "embedded":
         from .embedded import embedded_services
 
-        return embedded_services(Path(settings.state_dir or ".overseer"), settings)
+        return embedded_services(Path(settings.state_dir or DEFAULT_STATE_DIR), settings)
     from .aws import clients
     from .aws.jobstore import DynamoJobStore
     from .aws.queue import SqsDispatchQueue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..scheduler import STREAM_FILTER_PATTERNS
+from ...scheduler import STREAM_FILTER_PATTERNS
 
 
 def matches(pattern: Any, value: Any) -> bool:

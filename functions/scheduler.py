@@ -1,7 +1,7 @@
 """``functions.scheduler.handler``: the jobs table's stream -> ``Scheduler.process_stream_event``.
 
 Accepts the DynamoDB stream event Lambda delivers (``{"Records": [...]}``, NEW_AND_OLD
-images, filtered by ``overseer.scheduler.STREAM_FILTER_PATTERNS``). Returns the report,
+images, filtered by ``overseer.stream.STREAM_FILTER_PATTERNS``). Returns the report,
 e.g. ``{"records": 3, "changes": 3, "enqueued": 2, "released": 2, "aborted": 0,
 "graphs_done": []}``, and emits the EMF metrics Enqueued, Released, Aborted, GraphsDone,
 GraphsFinished / GraphsFailed / GraphsAborted, and JobsFinished / JobsFailed / JobsAborted

@@ -179,3 +179,16 @@ def test_a_core_module_importing_a_backend_is_reported() -> None:
         "overseer.backends.embedded imports the command-line module overseer.cli",
         "the core module overseer.scheduler imports the backend overseer.backends.aws.clients",
     ]
+
+
+def test_the_core_reads_stream_records_without_powertools() -> None:
+    """Powertools is for the Lambda edge (``functions/``); the engine reads plain records."""
+    users = set()
+    for name, path in module_names("overseer").items():
+        if _is_backend(name) or name in CLI_MODULES:
+            continue
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
+            if any((module or "").startswith("aws_lambda_powertools") for module in modules):
+                users.add(name)
+    assert users == set()

@@ -6,7 +6,7 @@ delivers it, images in DynamoDB JSON. So ``Scheduler.process_stream_event`` runs
 either backend unchanged, and a record is in the feed if and only if its write committed.
 
 ``FeedReader.poll()`` has the contract of ``overseer.backends.aws.stream.StreamReader.poll``: the
-records after the last one it returned, filtered with the scheduler's filter pattern.
+records after the last one it returned, filtered with the scheduler's filter patterns (``overseer.stream``).
 Its position is also kept in the SQLite file, under the reader's name, so a restarted
 runner resumes where the last one stopped. The position is saved **on the next poll**
 (or by ``commit()``): calling ``poll()`` again says "the previous batch was handled", as
@@ -26,7 +26,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from ..aws.stream import passes_stream_filters
+from ...stream import passes_stream_filters
 from .db import Database, database
 
 REGION = "local"

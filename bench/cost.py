@@ -54,7 +54,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -136,20 +135,6 @@ def value_size(value: dict[str, Any]) -> int:
 def item_size(item: dict[str, Any]) -> int:
     """Bytes of an item in DynamoDB's wire format, as DynamoDB bills it."""
     return sum(len(name.encode()) + value_size(value) for name, value in item.items())
-
-
-def plain_item_size(item: dict[str, Any]) -> int:
-    """The same for a deserialized item (boto3 resource / TypeDeserializer output)."""
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-
-    def norm(v: Any) -> Any:
-        if isinstance(v, float):
-            return Decimal(str(v))
-        return v
-
-    return item_size({k: serializer.serialize(norm(v)) for k, v in item.items()})
 
 
 def _key(table: str, item: dict[str, Any]) -> tuple[str, str]:

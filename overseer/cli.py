@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import Settings
-from .errors import HandlersModuleError, InvalidGraph, OverseerError
+from .config import DEFAULT_STATE_DIR, Settings
+from .errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph, OverseerError
 from .graph import parse_graph
 from .handlers import load_handlers
-from .ops import COMMANDS, DEFAULT_STATE_DIR, EXIT_INVALID, STATUS_STYLE
+from .ops import COMMANDS, STATUS_STYLE
 from .store import GraphRecord
 
 
@@ -132,7 +132,7 @@ def run(
             result = runner(spec, handlers_path, handlers, workers=workers, out=out, progress=show)
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")
-            sys.exit(1)
+            sys.exit(EXIT_FAILED)
     console.print(_jobs_table(result.jobs))
     style = STATUS_STYLE.get(result.status, "")
     requests = f", {sum(result.requests.values())} AWS requests" if backend == "aws" else ""

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from . import timeutil
 from .artifacts import load_inputs
-from .errors import AbortJob, FaultJob, OverseerError
+from .errors import AbortJob, FaultJob, HandlerCrashed, RemoteHandlerError
 from .handlers import HandlerSpec, load_handlers
 from .job import Artifact, Job, Rows
 from .store import Services
@@ -36,10 +36,6 @@ from .store import Services
 log = logging.getLogger("overseer.isolation")
 TRACEBACK_LINES = 12
 _SPAWN = multiprocessing.get_context("spawn")
-
-
-class HandlerCrashed(OverseerError):
-    """The handler's process died or overran its time: the job is faulted (tried again)."""
 
 
 @dataclass(frozen=True)
@@ -352,10 +348,6 @@ class IsolatedRunner:
             self._process.join(timeout=5)
             self._process = None
 
-    def kill(self) -> None:
-        """Stop the running handler now (cancellation, shutdown)."""
-        self.close()
-
     def __call__(
         self,
         spec: HandlerSpec,
@@ -421,24 +413,8 @@ class IsolatedRunner:
         raise RemoteHandlerError(outcome[1], outcome[2], outcome[3])
 
 
-class RemoteHandlerError(Exception):
-    """An exception raised by the handler in the child process (type name kept for the job)."""
-
-    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.message = message
-        self.traceback_text = traceback_text
-
-
-def child_pid(runner: IsolatedRunner) -> int | None:
-    return runner._process.pid if runner._process is not None else None
-
-
 __all__ = [
-    "HandlerCrashed",
     "IsolatedRunner",
-    "RemoteHandlerError",
     "capture_job_output",
     "describe_exit",
     "handlers_source_files",

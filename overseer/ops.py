@@ -34,10 +34,18 @@ from rich.table import Table
 from rich.text import Text
 
 from . import timeutil
-from .errors import GraphNotFound, HandlersModuleError, InvalidGraph, OverseerError, TemplateError
+from .config import DEFAULT_STATE_DIR
+from .errors import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    GraphNotFound,
+    HandlersModuleError,
+    InvalidGraph,
+    OverseerError,
+    TemplateError,
+)
+from .states import JobStatus
 
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 STATUS_STYLE = {
     "finished": "green",
     "failed": "red",
@@ -46,8 +54,7 @@ STATUS_STYLE = {
     "ready": "blue",
     "waiting": "dim",
 }
-STATUS_ORDER = ("waiting", "ready", "running", "finished", "failed", "aborted")
-DEFAULT_STATE_DIR = Path(".overseer")
+STATUS_ORDER = tuple(status.value for status in JobStatus)
 # Rows the status table shows before it summarises the rest (failed/running first).
 STATUS_ROWS = 40
 
@@ -234,7 +241,7 @@ def _target_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _guard(action: Callable[[], Any]) -> Any:
-    from .remote import ApiError
+    from .errors import ApiError
 
     try:
         return action()
@@ -243,7 +250,7 @@ def _guard(action: Callable[[], Any]) -> Any:
     except ApiError as exc:
         fail(
             exc.message + (f" (HTTP {exc.status})" if exc.status else ""),
-            EXIT_INVALID if exc.status == 400 else 1,
+            EXIT_INVALID if exc.status == 400 else EXIT_FAILED,
         )
     except (GraphNotFound, OverseerError) as exc:
         fail(str(exc))
@@ -428,7 +435,7 @@ def status(
     if not watch:
         out.print(status_view(graph, jobs, rows=rows))
         return
-    terminal = ("finished", "failed", "aborted")
+    terminal = {status.value for status in JobStatus if status.terminal}
     if not out.is_terminal:  # a log or a pipe: no live redraws, the final view once
         while graph["status"] not in terminal:
             time.sleep(interval)
@@ -532,8 +539,9 @@ def rerun(graph_id: str, state_dir: Path, api: str | None) -> None:
 @_target_options
 def graph_command(graph_or_id: str, fmt: str, output: Path | None, state_dir: Path, api: str | None) -> None:
     """Draw a graph file (all jobs waiting) or a stored graph (current statuses)."""
+    from .errors import GraphvizMissing
     from .graph import parse_graph
-    from .render import GraphvizMissing, to_dot, to_mermaid, to_png, view_from_jobs, view_from_spec
+    from .render import to_dot, to_mermaid, to_png, view_from_jobs, view_from_spec
 
     if Path(graph_or_id).is_file():
         view = view_from_spec(_guard(lambda: parse_graph(graph_or_id)))
@@ -582,8 +590,8 @@ def local() -> None:
 )
 def up(state_dir: Path, workers: int, handlers_path: str) -> None:
     """Run the local stack in the foreground until Ctrl-C / SIGTERM."""
+    from .errors import StackAlreadyRunning
     from .handlers import load_handlers
-    from .local import StackAlreadyRunning
     from .local import up as run_up
 
     try:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from .backends import build_services
-from .backends.embedded import db_path, embedded_services, feed_reader
+from .backends.embedded import embedded_services, feed_reader
 from .config import DEFAULT_STATE_DIR, Settings
+from .errors import EXIT_FAILED
 from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .scheduler import Scheduler
@@ -56,7 +57,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.status == GraphStatus.FINISHED else 1
+        return 0 if self.status == GraphStatus.FINISHED else EXIT_FAILED
 
     def to_json(self) -> dict[str, Any]:
         total = sum(self.requests.values())
@@ -271,8 +272,6 @@ def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: s
         idle_exit_seconds=base.idle_exit_seconds or WORKER_IDLE_EXIT_SECONDS,
         sweep_interval_seconds=SWEEP_INTERVAL_SECONDS,
         clock_skew_seconds=CLOCK_SKEW_SECONDS,
-        # The worker command still insists on a queue URL; it names the SQLite file.
-        queue_url=base.queue_url or f"sqlite://{db_path(Path(state_dir).resolve())}",
     )
 
 

@@ -45,13 +45,11 @@ from .states import (
     graph_outcome,
     terminal_counts,
 )
-from .store import Dependent, DispatchQueue, GraphRecord, JobMessage, JobRecord, JobStore
+from .store import MAX_SQS_DELAY, Dependent, DispatchQueue, GraphRecord, JobMessage, JobRecord, JobStore
 from .stream import StatusChange, status_changes
 
 log = logging.getLogger("overseer.scheduler")
 
-
-MAX_SQS_DELAY = 900
 
 GraphEvents = Callable[[GraphRecord], None]
 

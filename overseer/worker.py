@@ -24,11 +24,11 @@ from typing import Any
 
 from . import timeutil
 from .artifacts import load_inputs, persist_artifacts
-from .errors import AbortJob, FaultJob, InvalidArtifact
+from .errors import AbortJob, FaultJob, HandlerCrashed, InvalidArtifact, RemoteHandlerError
 from .handlers import HandlerSpec
-from .isolation import HandlerCrashed, RemoteHandlerError, inputs_in_child, short_traceback
+from .isolation import inputs_in_child, short_traceback
 from .job import Job
-from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE
+from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE, gave_up
 from .store import Delivery, Fence, JobRecord, Services
 
 log = logging.getLogger("overseer.worker")
@@ -372,7 +372,7 @@ class Worker:
     ) -> Outcome:
         error = {"type": kind, "message": message, "traceback": trace}
         if record.attempts >= max_attempts:
-            error["message"] = f"{message} (gave up after {record.attempts} attempts)"
+            error["message"] = gave_up(message, record.attempts)
             return self._record(record, fence, FAIL, "failed", {"error": error})
         delay = backoff_seconds(
             record.attempts, self.settings.fault_backoff_seconds, self.settings.fault_backoff_max_seconds

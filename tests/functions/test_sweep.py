@@ -13,10 +13,10 @@ from overseer import timeutil
 from overseer.backends import build_services
 from overseer.backends.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
 from overseer.config import Settings
+from overseer.errors import SweepFailed
 from overseer.graph import parse_graph
 from overseer.states import CLAIM, JobStatus
 from overseer.store import Fence, JobMessage, Services
-from overseer.sweep import SweepFailed
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
 
 HOST_LOST = "Host EC2 (instance i-0abc1234) terminated."

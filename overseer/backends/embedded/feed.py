@@ -100,13 +100,6 @@ def _with_sequence(seq: int, text: str) -> dict[str, Any]:
     return record
 
 
-def read_all(path: object, after: int = 0) -> list[dict[str, Any]]:
-    """Every record after ``after``, unfiltered (tests, debugging)."""
-    with database(str(path)).read() as conn:
-        rows = conn.execute("SELECT seq, record FROM feed WHERE seq > ? ORDER BY seq", (after,)).fetchall()
-    return [_with_sequence(int(seq), text) for seq, text in rows]
-
-
 class FeedReader:
     """Reads the feed from where this reader (by ``name``) last committed.
 

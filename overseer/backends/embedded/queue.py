@@ -180,7 +180,3 @@ class SqliteDispatchQueue:
                 }
             )
         return out
-
-    def purge(self) -> None:
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM messages WHERE queue = ?", (self.name,))

@@ -30,7 +30,7 @@ from . import feed
 from .db import Database, database
 
 _JSON_FIELDS = ("args", "artifacts", "rows")
-_COUNTERS = ("finished", "failed", "aborted")
+_COUNTERS = tuple(status.value for status in JobStatus if status.terminal)
 _LIST_BATCH = 500
 
 
@@ -351,8 +351,3 @@ class SqliteJobStore:
                 item[f"count_{key}"] = int(n)
             self._put_graph(conn, item)
         return graph_record(item)
-
-    def graph_ids(self) -> list[str]:
-        """Every graph id in the file (embedded only: for listing and resuming)."""
-        with self.db.read() as conn:
-            return [r[0] for r in conn.execute("SELECT graph_id FROM graphs ORDER BY graph_id")]

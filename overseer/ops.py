@@ -44,6 +44,7 @@ from .errors import (
     OverseerError,
     TemplateError,
 )
+from .render import FORMATS
 from .states import JobStatus
 
 STATUS_STYLE = {
@@ -530,9 +531,7 @@ def rerun(graph_id: str, state_dir: Path, api: str | None) -> None:
 
 @click.command(name="graph")
 @click.argument("graph_or_id")
-@click.option(
-    "--format", "fmt", type=click.Choice(["mermaid", "dot", "png"]), default="mermaid", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="mermaid", show_default=True)
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here (png: required)."
 )

@@ -32,7 +32,6 @@ INLINE_EDGES = 100
 EDGE_CHUNK = 500
 # Bound of an artifact manifest stored on a job item (JSON bytes).
 MAX_MANIFEST_BYTES = 96 * 1024
-MAX_ERROR_BYTES = 4 * 1024
 # SQS's longest message delay (15 minutes): a job due later is sent by the sweep when due.
 MAX_SQS_DELAY = 900
 

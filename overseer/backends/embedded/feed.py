@@ -110,7 +110,6 @@ class FeedReader:
         self.db = database(str(path))
         self.name = name
         self.position = 0
-        self._pending: int | None = None
         with self.db.read() as conn:
             row = conn.execute("SELECT position FROM feed_readers WHERE name = ?", (name,)).fetchone()
             if resume and row is not None:

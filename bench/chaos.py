@@ -18,16 +18,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from overseer.aws import clients
-from overseer.aws.emulator import emulator, environment
-from overseer.aws.resources import provision, stream_arn
-from overseer.aws.stream import StreamReader, lambda_record
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.emulator import emulator, environment
+from overseer.backends.aws.resources import provision, stream_arn
+from overseer.backends.aws.stream import StreamReader, lambda_record
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
 from overseer.runtime import pump_until_done
 from overseer.scheduler import Scheduler
-from overseer.services import Services
 from overseer.states import JobStatus
 
 # The chaos tooling is test code (tests/chaos), importable from the repository root.
@@ -64,10 +64,10 @@ def run(
         work = Path(tmp)
         (work / "faults").mkdir()
         configured = provision(settings)
-        clean = Services.from_settings(configured)  # for the audit: no faults
+        clean = build_services(configured)  # for the audit: no faults
         fault_env = chaos_faults.fault_env(f"faults={faults},seed={seed}", work / "faults")
         with environment(fault_env if faults > 0 else {}):
-            services = Services.from_settings(configured)
+            services = build_services(configured)
             reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
         handlers = load_handlers(toolkit.HANDLERS_MODULE)
         spec = parse_graph(toolkit.layered_graph("chaos-bench", layers, width), handler_types=handlers.keys())

@@ -54,7 +54,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -136,20 +135,6 @@ def value_size(value: dict[str, Any]) -> int:
 def item_size(item: dict[str, Any]) -> int:
     """Bytes of an item in DynamoDB's wire format, as DynamoDB bills it."""
     return sum(len(name.encode()) + value_size(value) for name, value in item.items())
-
-
-def plain_item_size(item: dict[str, Any]) -> int:
-    """The same for a deserialized item (boto3 resource / TypeDeserializer output)."""
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
-
-    def norm(v: Any) -> Any:
-        if isinstance(v, float):
-            return Decimal(str(v))
-        return v
-
-    return item_size({k: serializer.serialize(norm(v)) for k, v in item.items()})
 
 
 def _key(table: str, item: dict[str, Any]) -> tuple[str, str]:
@@ -442,9 +427,9 @@ def metered_stack(
     prefix: str, components: tuple[str, ...], *, lease_seconds: int
 ) -> tuple[Any, dict[str, Any], dict[str, Meter]]:
     """A fresh stack on the emulator, and per component its own services and request meter."""
-    from overseer.aws.resources import provision
+    from overseer.backends import build_services
+    from overseer.backends.aws.resources import provision
     from overseer.config import Settings
-    from overseer.services import Services
 
     settings = provision(
         Settings(
@@ -460,15 +445,15 @@ def metered_stack(
     meters = {c: Meter(c, sizes) for c in components}
     services = {}
     for component in components:
-        services[component] = Services.from_settings(settings)
+        services[component] = build_services(settings)
         attach_services(meters[component], services[component])
     return settings, services, meters
 
 
 def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> ShapeRun:
-    from overseer.aws import clients
-    from overseer.aws.resources import stream_arn
-    from overseer.aws.stream import StreamReader
+    from overseer.backends.aws import clients
+    from overseer.backends.aws.resources import stream_arn
+    from overseer.backends.aws.stream import StreamReader
     from overseer.graph import parse_graph
     from overseer.handlers import to_spec
     from overseer.scheduler import Scheduler
@@ -700,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", help="run only these shapes (repeatable)")
     args = parser.parse_args(argv)
 
-    from overseer.aws.emulator import emulator, environment
+    from overseer.backends.aws.emulator import emulator, environment
 
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)

@@ -83,7 +83,7 @@ def _noop(job: Any) -> None:
 
 
 def _worker_main(directory: str, stop: Any) -> None:
-    from overseer.embedded import embedded_services
+    from overseer.backends.embedded import embedded_services
     from overseer.handlers import to_spec
     from overseer.worker import Worker
 
@@ -95,7 +95,7 @@ def _worker_main(directory: str, stop: Any) -> None:
 
 
 def run_embedded_shape(jobs: dict[str, list[str]], workers: int) -> dict[str, Any]:
-    from overseer.embedded import embedded_services, feed_reader
+    from overseer.backends.embedded import embedded_services, feed_reader
     from overseer.graph import parse_graph
     from overseer.scheduler import Scheduler
 

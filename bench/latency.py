@@ -24,7 +24,7 @@ one message, ``Worker.process`` it (claim, heartbeat thread, handler, finish, de
   client (the moto server runs in another process and its CPU is *not* included);
 * CPU time of the handler child process with ``isolation="process"`` (from
   ``/proc/<pid>/stat``);
-* backend round trips: AWS requests by operation (``overseer.aws.clients.RequestCounter``
+* backend round trips: AWS requests by operation (``overseer.backends.aws.clients.RequestCounter``
   attached to every client the services build), or SQLite statements and write
   transactions (``sqlite3.Connection.set_trace_callback`` on the worker's connection).
 
@@ -54,11 +54,11 @@ from tables import load_cell, print_table
 from throughput import NOOP_HANDLERS, run_shape
 
 from overseer import timeutil
+from overseer.backends import build_services
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
-from overseer.services import Services
-from overseer.store import JobMessage
+from overseer.store import JobMessage, Services
 from overseer.worker import Worker
 
 HANDOFF_SHAPES = ("chain-50", "fanout-200-join")
@@ -117,7 +117,7 @@ def run_graph(backend: str, jobs: dict[str, Any], name: str, workers: int) -> An
     document = {"id": f"latency-{name}-{time.strftime('%Y%m%dT%H%M%S')}", "args": {}, "jobs": jobs}
     if backend == "aws":
         return run_shape(document, NOOP_HANDLERS, workers)
-    from overseer.embedded.runtime import run_embedded
+    from overseer.runtime import run_embedded
 
     handlers = load_handlers(NOOP_HANDLERS)
     spec = parse_graph(document, handler_types=handlers.keys())
@@ -180,8 +180,8 @@ class SqliteCounter:
 
 @contextlib.contextmanager
 def embedded_stack(isolation: str) -> Iterator[tuple[Services, Counter[str]]]:
-    from overseer.embedded import db_path, embedded_services
-    from overseer.embedded.db import database
+    from overseer.backends.embedded import db_path, embedded_services
+    from overseer.backends.embedded.db import database
 
     with tempfile.TemporaryDirectory(prefix="overseer-overhead-") as tmp:
         settings = Settings(
@@ -201,9 +201,9 @@ def embedded_stack(isolation: str) -> Iterator[tuple[Services, Counter[str]]]:
 
 @contextlib.contextmanager
 def aws_stack(isolation: str) -> Iterator[tuple[Services, Counter[str]]]:
-    from overseer.aws import clients
-    from overseer.aws.emulator import emulator, environment
-    from overseer.aws.resources import provision
+    from overseer.backends.aws import clients
+    from overseer.backends.aws.emulator import emulator, environment
+    from overseer.backends.aws.resources import provision
 
     # OVERSEER_REQUEST_LOG makes clients.process_counter() count every client's requests.
     with (
@@ -214,7 +214,7 @@ def aws_stack(isolation: str) -> Iterator[tuple[Services, Counter[str]]]:
         settings = Settings.from_env(
             handlers=NOOP_HANDLERS, isolation=isolation, receive_wait_seconds=1, lease_seconds=60
         )
-        services = Services.from_settings(provision(settings))
+        services = build_services(provision(settings))
         counter = clients.process_counter()
         assert counter is not None
         yield services, counter.counts

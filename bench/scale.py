@@ -51,9 +51,9 @@ def rss_mb() -> float:
 
 
 def fresh_stack(label: str) -> tuple[Any, dict[str, Any], dict[str, Meter], Any]:
-    from overseer.aws import clients
-    from overseer.aws.resources import stream_arn
-    from overseer.aws.stream import StreamReader
+    from overseer.backends.aws import clients
+    from overseer.backends.aws.resources import stream_arn
+    from overseer.backends.aws.stream import StreamReader
 
     settings, services, meters = metered_stack(
         f"s{uuid.uuid4().hex[:8]}-{label}", ("submission", "scheduler", "worker", "setup"), lease_seconds=300
@@ -225,7 +225,7 @@ def wide_graph(edges: int, log: Any) -> dict[str, Any]:
 
 
 def largest_items(table: str, top: int = 5) -> dict[str, Any]:
-    from overseer.aws import clients
+    from overseer.backends.aws import clients
 
     client = clients.client("dynamodb")
     sizes: list[tuple[int, str]] = []
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    from overseer.aws.emulator import emulator, environment
+    from overseer.backends.aws.emulator import emulator, environment
 
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)

@@ -44,7 +44,7 @@ def publish_graph_done(events_client: Any, bus: str, record: GraphRecord, logger
     already stored when this is called: a lost event is logged, never turned into an error."""
     if not bus:
         return
-    from overseer.aws.events import EventBridgePublisher
+    from overseer.backends.aws.events import EventBridgePublisher
 
     try:
         EventBridgePublisher(events_client, bus).graph_done(record)

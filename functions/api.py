@@ -39,9 +39,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy, publish_graph_done
 from overseer import operations
-from overseer.aws import clients
+from overseer.backends import build_services
+from overseer.backends.aws import clients
 from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, StoreError
-from overseer.services import Services
 from overseer.store import GraphRecord
 from overseer.templates import TemplateError
 
@@ -56,7 +56,7 @@ logger = Logger()
 tracer = Tracer()
 app = APIGatewayRestResolver()
 
-_services = Lazy(Services.from_env)
+_services = Lazy(build_services)
 _events = Lazy(lambda: clients.client("events"))
 
 

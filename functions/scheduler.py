@@ -1,7 +1,7 @@
 """``functions.scheduler.handler``: the jobs table's stream -> ``Scheduler.process_stream_event``.
 
 Accepts the DynamoDB stream event Lambda delivers (``{"Records": [...]}``, NEW_AND_OLD
-images, filtered by ``overseer.scheduler.STREAM_FILTER_PATTERNS``). Returns the report,
+images, filtered by ``overseer.stream.STREAM_FILTER_PATTERNS``). Returns the report,
 e.g. ``{"records": 3, "changes": 3, "enqueued": 2, "released": 2, "aborted": 0,
 "graphs_done": []}``, and emits the EMF metrics Enqueued, Released, Aborted, GraphsDone,
 GraphsFinished / GraphsFailed / GraphsAborted, and JobsFinished / JobsFailed / JobsAborted
@@ -22,10 +22,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy
-from overseer.aws import clients
-from overseer.aws.events import EventBridgePublisher
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.events import EventBridgePublisher
 from overseer.scheduler import Scheduler
-from overseer.services import Services
 from overseer.store import GraphRecord
 
 logger = Logger()
@@ -86,7 +86,7 @@ def _announce(publisher: EventBridgePublisher) -> Callable[[GraphRecord], None]:
 
 
 def _build_scheduler() -> Scheduler:
-    services = Services.from_env()
+    services = build_services()
     bus = services.settings.event_bus
     on_graph_done = _announce(EventBridgePublisher(clients.client("events"), bus)) if bus else _count_graph
     return Scheduler(services.store, services.queue, on_graph_done=on_graph_done)

@@ -2,7 +2,7 @@
 
 Accepts any event (the scheduled event's content is not used). Runs the engine's sweep
 (``overseer.sweep``), whose steps go in this order, each isolated from the others:
-read the queue depth, start Batch workers for it (``overseer.aws.scaling``, when
+read the queue depth, start Batch workers for it (``overseer.backends.aws.scaling``, when
 ``OVERSEER_BATCH_JOB_QUEUE`` and ``OVERSEER_BATCH_JOB_DEFINITION`` are set), repair
 every running graph (expired leases, where a worker whose Batch job lost its host to a
 Spot reclaim keeps the job's attempt; lost and late messages; graphs whose jobs all
@@ -27,16 +27,16 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy, publish_graph_done
-from overseer.aws import clients
-from overseer.aws.scaling import host_terminations, scale_batch_workers
-from overseer.services import Services
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.scaling import host_terminations, scale_batch_workers
 from overseer.sweep import sweep
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Overseer")
 
-_services = Lazy(Services.from_env)
+_services = Lazy(build_services)
 _batch = Lazy(lambda: clients.client("batch"))
 _events = Lazy(lambda: clients.client("events"))
 

@@ -37,13 +37,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy
 from overseer import operations
+from overseer.backends import build_services
 from overseer.errors import InvalidTriggerEvent
-from overseer.services import Services
 
 logger = Logger()
 tracer = Tracer()
 
-_services = Lazy(Services.from_env)
+_services = Lazy(build_services)
 
 
 def reset() -> None:

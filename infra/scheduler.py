@@ -13,7 +13,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.functions import FunctionFactory
-from overseer.scheduler import STREAM_FILTER_PATTERNS
+from overseer.stream import STREAM_FILTER_PATTERNS
 
 
 def stream_filters() -> list[dict]:

@@ -49,7 +49,7 @@ class Tables(Construct):
             **common,
         )
         # The engine sets failed_on (YYYY-MM-DD) only while a job is failed (see
-        # overseer.aws.models.FailedJobsIndex), so the index stays as small as the failures.
+        # overseer.backends.aws.models.FailedJobsIndex), so the index stays as small as the failures.
         self.jobs_table.add_global_secondary_index(
             index_name=self.FAILED_JOBS_INDEX,
             partition_key=dynamodb.Attribute(name="failed_on", type=dynamodb.AttributeType.STRING),

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArtifact
-from .job import Artifact, Rows
-from .store import MAX_MANIFEST_BYTES, ArtifactStore, RowSink
+from .job import Artifact, Rows, StoredArtifact
+from .store import MAX_MANIFEST_BYTES, ArtifactStore, JobRecord, RowSink, Services
 
 MAX_KEY_BYTES = 1024
 
@@ -170,3 +170,16 @@ def persist_artifacts(
         assert row_sink is not None
         row_sink.put_rows(table, items)
     return result
+
+
+def load_inputs(services: Services, record: JobRecord) -> dict[str, list[StoredArtifact]]:
+    """dependency name -> the artifacts it stored, for ``job.inputs``."""
+    deps = services.store.dependencies(record)
+    manifests = services.store.manifests(record.graph_id, deps) if deps else {}
+    return {
+        dep: [
+            StoredArtifact(m["bucket"], m["key"], int(m["size"]), m["sha256"], services.artifacts)
+            for m in manifests.get(dep, [])
+        ]
+        for dep in deps
+    }

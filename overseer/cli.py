@@ -15,21 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import Settings
-from .errors import HandlersModuleError, InvalidGraph, OverseerError
+from .config import DEFAULT_STATE_DIR, Settings
+from .errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph, OverseerError
 from .graph import parse_graph
 from .handlers import load_handlers
+from .ops import COMMANDS, STATUS_STYLE
 from .store import GraphRecord
-
-EXIT_INVALID = 2
-STATUS_STYLE = {
-    "finished": "green",
-    "failed": "red",
-    "aborted": "yellow",
-    "running": "cyan",
-    "ready": "blue",
-    "waiting": "dim",
-}
 
 
 @click.group()
@@ -84,7 +75,7 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".overseer"),
+    default=DEFAULT_STATE_DIR,
     show_default=True,
     help="Where the embedded backend keeps its state; running a graph id again resumes it.",
 )
@@ -105,8 +96,7 @@ def run(
     emulator: bool,
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
-    from .embedded.runtime import run_embedded
-    from .runtime import run_on_emulator
+    from .runtime import run_embedded, run_on_emulator
 
     console = Console(stderr=as_json)
     errors = Console(stderr=True)
@@ -142,7 +132,7 @@ def run(
             result = runner(spec, handlers_path, handlers, workers=workers, out=out, progress=show)
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")
-            sys.exit(1)
+            sys.exit(EXIT_FAILED)
     console.print(_jobs_table(result.jobs))
     style = STATUS_STYLE.get(result.status, "")
     requests = f", {sum(result.requests.values())} AWS requests" if backend == "aws" else ""
@@ -182,7 +172,7 @@ def validate(graph: str, handlers_path: str | None) -> None:
 @click.option("--idle-exit", type=int, help="Exit after this many idle seconds (0 = never).")
 def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     """Run the worker loop against the configured AWS endpoint."""
-    from .services import Services
+    from .backends import build_services
     from .worker import Worker
 
     logging.getLogger().setLevel(logging.INFO)
@@ -195,7 +185,7 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     if not settings.queue_url and settings.backend != "embedded":
         Console(stderr=True).print("[red]error:[/] OVERSEER_QUEUE_URL is not set")
         sys.exit(EXIT_INVALID)
-    loop = Worker(Services.from_settings(settings), handlers)
+    loop = Worker(build_services(settings), handlers, services_factory=partial(build_services, settings))
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     signal.signal(signal.SIGINT, lambda *_: loop.stop())
     try:
@@ -204,4 +194,5 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
         loop.close()
 
 
-from . import ops as _ops  # noqa: E402, F401  (registers submit, status, jobs, logs, cancel, rerun, graph, local)
+for command in COMMANDS:
+    main.add_command(command)

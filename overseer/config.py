@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "OVERSEER_"
+# Where a local stack (the embedded backend) keeps its state unless told otherwise.
+DEFAULT_STATE_DIR = Path(".overseer")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Exit codes of the command line: 0 done (a graph finished), 1 not (failed, aborted, an
+# error), 2 invalid input (nothing was done).
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
 
 class OverseerError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -41,6 +46,41 @@ class StoreError(OverseerError):
 
 class GraphNotFound(OverseerError):
     """No graph has this id."""
+
+
+class HandlerCrashed(OverseerError):
+    """The handler's process died or overran its time: the job is faulted (tried again)."""
+
+
+class RemoteHandlerError(Exception):
+    """An exception raised by the handler in the child process (type name kept for the job)."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+
+class SweepFailed(OverseerError):
+    """One or more sweep steps raised (the others ran); the log has each traceback."""
+
+
+class StackAlreadyRunning(OverseerError):
+    """Another ``overseer local up`` holds the state directory."""
+
+
+class ApiError(OverseerError):
+    """The API answered with an error status (``status``) or could not be reached (0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})" if status else message)
+        self.status = status
+        self.message = message
+
+
+class GraphvizMissing(OverseerError):
+    """Graphviz's ``dot`` is not installed: no PNG (Mermaid and DOT text still work)."""
 
 
 class JobSignal(Exception):

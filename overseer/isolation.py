@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +27,15 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from . import timeutil
-from .errors import AbortJob, FaultJob, OverseerError
+from .artifacts import load_inputs
+from .errors import AbortJob, FaultJob, HandlerCrashed, RemoteHandlerError
 from .handlers import HandlerSpec, load_handlers
 from .job import Artifact, Job, Rows
+from .store import Services
 
 log = logging.getLogger("overseer.isolation")
+TRACEBACK_LINES = 12
 _SPAWN = multiprocessing.get_context("spawn")
-
-
-class HandlerCrashed(OverseerError):
-    """The handler's process died or overran its time: the job is faulted (tried again)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,13 @@ def describe_exit(exitcode: int | None, memory_limit_mb: int) -> str:
             text += " (segmentation fault)"
         return text
     return f"the handler process exited with code {exitcode}"
+
+
+def short_traceback(exc: BaseException) -> str:
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    text = "".join(lines)
+    tail = text.splitlines()[-TRACEBACK_LINES:]
+    return "\n".join(tail)[-4000:]
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -247,8 +254,6 @@ def _child_main(
         except MemoryError:
             outcome = ("oom", f"out of memory (the limit is {memory_limit_mb} MB)")
         except BaseException as exc:
-            from .worker import short_traceback
-
             outcome = ("error", type(exc).__name__, str(exc)[:2000], short_traceback(exc))
         try:
             conn.send(outcome)
@@ -256,19 +261,17 @@ def _child_main(
             conn.send(("error", type(exc).__name__, f"cannot return the handler's result: {exc}", ""))
 
 
-_child_services: Any = None
+_child_services: Services | None = None
 
 
-def default_inputs_factory(job: Job) -> Callable[[], Any]:
-    """In the child: read a job's inputs through this process's own services."""
+def inputs_in_child(services_factory: Callable[[], Services], job: Job) -> Callable[[], Any]:
+    """In the child: read a job's inputs through services of its own, built once by
+    ``services_factory`` (picklable: the parent passes e.g. ``partial(build_services, settings)``)."""
 
     def load() -> Any:
-        from .services import Services
-        from .worker import load_inputs
-
         global _child_services
         if _child_services is None:
-            _child_services = Services.from_env()
+            _child_services = services_factory()
         services = _child_services
         record = services.store.get_job(job.graph_id, job.name)
         return load_inputs(services, record) if record else {}
@@ -285,7 +288,7 @@ class IsolatedRunner:
         *,
         memory_limit_mb: int = 0,
         default_timeout_seconds: float = 0,
-        inputs_factory: Callable[[Job], Callable[[], Any]] | None = default_inputs_factory,
+        inputs_factory: Callable[[Job], Callable[[], Any]] | None = None,
         log_dir: str | Path | None = None,
         reload_on_change: bool = True,
     ) -> None:
@@ -344,10 +347,6 @@ class IsolatedRunner:
                 self._process.kill()
             self._process.join(timeout=5)
             self._process = None
-
-    def kill(self) -> None:
-        """Stop the running handler now (cancellation, shutdown)."""
-        self.close()
 
     def __call__(
         self,
@@ -414,28 +413,14 @@ class IsolatedRunner:
         raise RemoteHandlerError(outcome[1], outcome[2], outcome[3])
 
 
-class RemoteHandlerError(Exception):
-    """An exception raised by the handler in the child process (type name kept for the job)."""
-
-    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.message = message
-        self.traceback_text = traceback_text
-
-
-def child_pid(runner: IsolatedRunner) -> int | None:
-    return runner._process.pid if runner._process is not None else None
-
-
 __all__ = [
-    "HandlerCrashed",
     "IsolatedRunner",
-    "RemoteHandlerError",
     "capture_job_output",
     "describe_exit",
     "handlers_source_files",
+    "inputs_in_child",
     "job_log_path",
     "os",
+    "short_traceback",
     "source_stamp",
 ]

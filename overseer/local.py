@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import timeutil
+from .backends.embedded import embedded_services, feed_reader
 from .config import Settings
-from .embedded import embedded_services, feed_reader
-from .embedded.runtime import LOCAL_LEASE_SECONDS, embedded_settings
-from .errors import OverseerError
-from .runtime import _handlers_env
+from .errors import StackAlreadyRunning
+from .runtime import LOCAL_LEASE_SECONDS, _handlers_env, embedded_settings
 from .scheduler import Scheduler
 
 log = logging.getLogger("overseer.local")
@@ -55,10 +54,6 @@ QUICK_DEATH_SECONDS = 5.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 # Without a parent-death signal (not Linux), workers exit after this long without work.
 ORPHAN_IDLE_EXIT_SECONDS = 120
-
-
-class StackAlreadyRunning(OverseerError):
-    """Another ``overseer local up`` holds the state directory."""
 
 
 def local_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

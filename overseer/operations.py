@@ -6,7 +6,7 @@ any backend. Each is safe to call again: a repeated call does nothing more.
 
 Example
 -------
->>> services = Services.from_env()
+>>> services = build_services()
 >>> graph, created = submit_graph(services, {"id": "g1", "jobs": {"a": [], "b": ["a"]}})
 >>> cancel_graph(services, "g1").jobs_changed
 2
@@ -23,7 +23,6 @@ from typing import Any
 from .errors import GraphNotFound
 from .graph import parse_graph
 from .parallel import in_parallel
-from .services import Services
 from .states import (
     CANCEL_RUNNING,
     CASCADE_ABORT,
@@ -34,7 +33,7 @@ from .states import (
     JobStatus,
     terminal_counts,
 )
-from .store import GraphRecord, JobRecord, JobStore
+from .store import GraphRecord, JobRecord, JobStore, Services
 from .templates import fan_out, render_template
 
 CANCEL_REASON = "graph cancelled"

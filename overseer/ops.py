@@ -34,13 +34,28 @@ from rich.table import Table
 from rich.text import Text
 
 from . import timeutil
-from .cli import STATUS_STYLE, main
-from .errors import GraphNotFound, HandlersModuleError, InvalidGraph, OverseerError, TemplateError
+from .config import DEFAULT_STATE_DIR
+from .errors import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    GraphNotFound,
+    HandlersModuleError,
+    InvalidGraph,
+    OverseerError,
+    TemplateError,
+)
+from .render import FORMATS
+from .states import JobStatus
 
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-STATUS_ORDER = ("waiting", "ready", "running", "finished", "failed", "aborted")
-DEFAULT_STATE_DIR = Path(".overseer")
+STATUS_STYLE = {
+    "finished": "green",
+    "failed": "red",
+    "aborted": "yellow",
+    "running": "cyan",
+    "ready": "blue",
+    "waiting": "dim",
+}
+STATUS_ORDER = tuple(status.value for status in JobStatus)
 # Rows the status table shows before it summarises the rest (failed/running first).
 STATUS_ROWS = 40
 
@@ -84,7 +99,7 @@ class LocalClient:
     """The embedded backend in ``state_dir`` (what ``overseer local up`` runs on)."""
 
     def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
-        from .embedded import embedded_services
+        from .backends.embedded import embedded_services
         from .local import local_settings
 
         self.state_dir = Path(state_dir)
@@ -227,7 +242,7 @@ def _target_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _guard(action: Callable[[], Any]) -> Any:
-    from .remote import ApiError
+    from .errors import ApiError
 
     try:
         return action()
@@ -236,7 +251,7 @@ def _guard(action: Callable[[], Any]) -> Any:
     except ApiError as exc:
         fail(
             exc.message + (f" (HTTP {exc.status})" if exc.status else ""),
-            EXIT_INVALID if exc.status == 400 else 1,
+            EXIT_INVALID if exc.status == 400 else EXIT_FAILED,
         )
     except (GraphNotFound, OverseerError) as exc:
         fail(str(exc))
@@ -340,7 +355,7 @@ def _parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 # -- the commands ----------------------------------------------------------------------------
-@main.command()
+@click.command()
 @click.argument("graph", required=False, type=click.Path(dir_okay=False, exists=True))
 @click.option("--template", help="Start this graph template instead of a graph file.")
 @click.option("--arg", "arg_pairs", multiple=True, metavar="KEY=VALUE", help="Template argument (repeat).")
@@ -388,7 +403,7 @@ def submit(
     out.print(f"  follow it: overseer status {view['graph_id']} --watch")
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @click.option(
     "--watch", is_flag=True, help="Refresh until the graph ends: exit 0 finished, 1 failed/aborted."
@@ -421,7 +436,7 @@ def status(
     if not watch:
         out.print(status_view(graph, jobs, rows=rows))
         return
-    terminal = ("finished", "failed", "aborted")
+    terminal = {status.value for status in JobStatus if status.terminal}
     if not out.is_terminal:  # a log or a pipe: no live redraws, the final view once
         while graph["status"] not in terminal:
             time.sleep(interval)
@@ -443,7 +458,7 @@ def status(
     sys.exit(0 if graph["status"] == "finished" else EXIT_FAILED)
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @click.option("--status", "wanted", type=click.Choice(STATUS_ORDER), help="Only the jobs in this status.")
 @click.option("--json", "as_json", is_flag=True, help="Print {name: job} as JSON.")
@@ -459,7 +474,7 @@ def jobs(graph_id: str, wanted: str | None, as_json: bool, state_dir: Path, api:
     out.print(jobs_table(found, title=title))
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @click.argument("job")
 @click.option("--attempt", type=click.IntRange(1), help="Only this attempt (default: every attempt).")
@@ -484,7 +499,7 @@ def logs(
             click.echo(line)
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @_target_options
 def cancel(graph_id: str, state_dir: Path, api: str | None) -> None:
@@ -497,7 +512,7 @@ def cancel(graph_id: str, state_dir: Path, api: str | None) -> None:
     )
 
 
-@main.command()
+@click.command()
 @click.argument("graph_id")
 @_target_options
 def rerun(graph_id: str, state_dir: Path, api: str | None) -> None:
@@ -514,19 +529,18 @@ def rerun(graph_id: str, state_dir: Path, api: str | None) -> None:
     )
 
 
-@main.command(name="graph")
+@click.command(name="graph")
 @click.argument("graph_or_id")
-@click.option(
-    "--format", "fmt", type=click.Choice(["mermaid", "dot", "png"]), default="mermaid", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="mermaid", show_default=True)
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here (png: required)."
 )
 @_target_options
 def graph_command(graph_or_id: str, fmt: str, output: Path | None, state_dir: Path, api: str | None) -> None:
     """Draw a graph file (all jobs waiting) or a stored graph (current statuses)."""
+    from .errors import GraphvizMissing
     from .graph import parse_graph
-    from .render import GraphvizMissing, to_dot, to_mermaid, to_png, view_from_jobs, view_from_spec
+    from .render import to_dot, to_mermaid, to_png, view_from_jobs, view_from_spec
 
     if Path(graph_or_id).is_file():
         view = view_from_spec(_guard(lambda: parse_graph(graph_or_id)))
@@ -551,7 +565,7 @@ def graph_command(graph_or_id: str, fmt: str, output: Path | None, state_dir: Pa
 
 
 # -- the local stack -------------------------------------------------------------------------
-@main.group()
+@click.group()
 def local() -> None:
     """A long-running local stack (embedded backend): scheduler, sweep and workers."""
 
@@ -575,8 +589,8 @@ def local() -> None:
 )
 def up(state_dir: Path, workers: int, handlers_path: str) -> None:
     """Run the local stack in the foreground until Ctrl-C / SIGTERM."""
+    from .errors import StackAlreadyRunning
     from .handlers import load_handlers
-    from .local import StackAlreadyRunning
     from .local import up as run_up
 
     try:
@@ -611,3 +625,7 @@ def down(state_dir: Path) -> None:
         out.print(f"no local stack runs on {state_dir}")
     else:
         out.print(f"stopped the local stack on {state_dir} (pid {pid})")
+
+
+# Registered on the ``overseer`` group by overseer.cli.
+COMMANDS = (submit, status, jobs, logs, cancel, rerun, graph_command, local)

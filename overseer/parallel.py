@@ -10,7 +10,7 @@ T = TypeVar("T")
 W = TypeVar("W")
 
 # Conditional writes to different items in flight at once (DynamoDB serves them side by
-# side; boto3's connection pool has 32 connections, see overseer.aws.clients).
+# side; boto3's connection pool has 32 connections, see overseer.backends.aws.clients).
 WRITERS = 8
 
 

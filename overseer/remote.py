@@ -28,20 +28,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import OverseerError
+from .errors import ApiError
 
 DEFAULT_WORKER_LOG_GROUP = "/aws/batch/job"
 _REGION_IN_URL = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
 TIMEOUT_SECONDS = 30.0
-
-
-class ApiError(OverseerError):
-    """The API answered with an error status (``status``) or could not be reached (0)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{message} (HTTP {status})" if status else message)
-        self.status = status
-        self.message = message
 
 
 def region_from_url(url: str) -> str | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import GraphvizMissing
 from .graph import GraphSpec
 
 # Fill colours (and border colours) per job status, the same in both formats.
@@ -33,10 +34,6 @@ STATUS_COLOURS: dict[str, tuple[str, str]] = {
     "aborted": ("#fef9c3", "#ca8a04"),
 }
 FORMATS = ("mermaid", "dot", "png")
-
-
-class GraphvizMissing(RuntimeError):
-    """Graphviz's ``dot`` is not installed: no PNG (Mermaid and DOT text still work)."""
 
 
 @dataclass
@@ -127,10 +124,6 @@ def to_dot(view: GraphView) -> str:
                 lines.append(f"  {_dot_string(dep)} -> {_dot_string(name)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def dot_available() -> bool:
-    return shutil.which("dot") is not None
 
 
 def to_png(view: GraphView, path: Path) -> Path:

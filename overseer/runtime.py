@@ -1,8 +1,18 @@
-"""``overseer run``: the whole system on one machine.
+"""``overseer run``: the whole system on one machine, on either backend.
 
-It starts the local AWS emulator, creates the same tables, queues and bucket the stack
-declares, submits the graph, runs N ``overseer worker`` processes, and pumps the jobs
-table's stream into the scheduler as Lambda-shaped events until the graph is done.
+On the AWS backend (``run_on_emulator``) it starts the local AWS emulator, creates the
+same tables, queues and bucket the stack declares, submits the graph, runs N ``overseer
+worker`` processes, and pumps the jobs table's stream into the scheduler as Lambda-shaped
+events until the graph is done.
+
+On the embedded backend (``run_embedded``): SQLite and local files, no emulator; the same
+loop, with the change feed in place of the stream. State lives in ``state_dir`` and
+survives a crash of the runner: running the same graph id again resumes it. The feed
+reader resumes from its saved position (records not yet handled are handled again,
+idempotently), queued messages are still queued, and jobs left ``running`` by workers that
+died with the old runner are taken back once their lease expires (by ``overseer.sweep``,
+which ``pump_until_done`` runs every ``sweep_interval_seconds``; one machine has one clock,
+so the clock-skew margin is small).
 """
 
 from __future__ import annotations
@@ -21,13 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from .backends import build_services
+from .backends.embedded import embedded_services, feed_reader
+from .config import DEFAULT_STATE_DIR, Settings
+from .errors import EXIT_FAILED
 from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .scheduler import Scheduler
-from .services import Services
 from .states import GraphStatus, terminal_counts
-from .store import GraphRecord
+from .store import GraphRecord, Services
 
 log = logging.getLogger("overseer.runtime")
 # How often a run's progress is shown (counted from the jobs: a read of the whole graph).
@@ -45,7 +57,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.status == GraphStatus.FINISHED else 1
+        return 0 if self.status == GraphStatus.FINISHED else EXIT_FAILED
 
     def to_json(self) -> dict[str, Any]:
         total = sum(self.requests.values())
@@ -194,10 +206,10 @@ def run_on_emulator(
     """Run ``spec`` to the end on the AWS adapters: on a fresh local AWS emulator, or
     (``start_emulator=False``) on the endpoint the standard AWS configuration names,
     creating the resources named by the ``OVERSEER_*`` settings where they are missing."""
-    from .aws import clients
-    from .aws.emulator import emulator, environment
-    from .aws.resources import provision, stream_arn
-    from .aws.stream import StreamReader
+    from .backends.aws import clients
+    from .backends.aws.emulator import emulator, environment
+    from .backends.aws.resources import provision, stream_arn
+    from .backends.aws.stream import StreamReader
 
     started = time.monotonic()
     endpoint: contextlib.AbstractContextManager[dict[str, str]] = (
@@ -210,7 +222,7 @@ def run_on_emulator(
         with environment(env):
             base = settings or Settings.from_env(receive_wait_seconds=2, lease_seconds=60)
             configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"]))
-            services = Services.from_settings(configured)
+            services = build_services(configured)
             scheduler = Scheduler(services.store, services.queue)
             reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
             defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
@@ -236,3 +248,73 @@ def run_on_emulator(
                 requests.update(counter.counts)
                 counter.counts.clear()
     return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created, requests)
+
+
+# Short leases locally: a job of a killed runner is taken back within this many seconds.
+LOCAL_LEASE_SECONDS = 15
+SWEEP_INTERVAL_SECONDS = 1
+CLOCK_SKEW_SECONDS = 1
+# Workers orphaned by a killed runner exit after this long without work.
+WORKER_IDLE_EXIT_SECONDS = 30
+
+
+def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: str = "") -> Settings:
+    if base is None:
+        local_defaults: dict[str, Any] = {"receive_wait_seconds": 1, "lease_seconds": LOCAL_LEASE_SECONDS}
+        # Local defaults, unless the environment says otherwise.
+        base = Settings.from_env(
+            **{k: v for k, v in local_defaults.items() if f"OVERSEER_{k.upper()}" not in os.environ}
+        )
+    return base.with_(
+        backend="embedded",
+        state_dir=str(Path(state_dir).resolve()),
+        handlers=handlers or base.handlers,
+        idle_exit_seconds=base.idle_exit_seconds or WORKER_IDLE_EXIT_SECONDS,
+        sweep_interval_seconds=SWEEP_INTERVAL_SECONDS,
+        clock_skew_seconds=CLOCK_SKEW_SECONDS,
+    )
+
+
+def run_embedded(
+    spec: GraphSpec,
+    handlers_path: str,
+    handlers: dict[str, HandlerSpec],
+    *,
+    workers: int = 4,
+    out: Path | None = None,
+    progress: Progress | None = None,
+    state_dir: Path | None = None,
+    settings: Settings | None = None,
+) -> RunResult:
+    """Run ``spec`` to the end on the embedded backend in ``state_dir`` (default
+    ``./.overseer``); an existing graph id resumes instead of starting over."""
+    started = time.monotonic()
+    state_dir = Path(state_dir or DEFAULT_STATE_DIR)
+    env = _handlers_env(handlers_path)
+    configured = embedded_settings(state_dir, settings, env["OVERSEER_HANDLERS"])
+    services = embedded_services(state_dir, configured)
+    scheduler = Scheduler(services.store, services.queue)
+    reader = feed_reader(state_dir)
+    defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
+    graph, created = services.store.create_graph(spec, max_attempts=defaults)
+    if progress:
+        progress(graph)
+    if not graph.status.terminal:
+        with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
+            worker_env = {**env, **configured.to_env()}
+            with worker_processes(workers, worker_env, Path(logs)) as processes:
+                graph = pump_until_done(
+                    services,
+                    scheduler,
+                    reader,
+                    spec.id,
+                    progress=progress,
+                    poll_seconds=0.005,
+                    alive=lambda: any(p.poll() is None for p in processes),
+                )
+    reader.commit()
+    reader.trim()  # records every reader has passed are not needed again
+    jobs = {job.name: job.summary() for job in services.store.list_jobs(spec.id)}
+    if out is not None:
+        download_artifacts(services, jobs, out)
+    return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created)

@@ -34,56 +34,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
-    DynamoDBRecordEventName,
-)
-
 from . import timeutil
-from .items import JOB_PREFIX, record_from_item
 from .parallel import in_parallel
 from .states import (
     CASCADE_ABORT,
     RELEASE,
-    RELEASED_BY_RERUN,
     RELEASED_BY_SCHEDULER,
-    RELEASED_BY_SUBMISSION,
     GraphStatus,
     JobStatus,
     graph_outcome,
     terminal_counts,
 )
-from .store import Dependent, DispatchQueue, GraphRecord, JobMessage, JobRecord, JobStore
+from .store import MAX_SQS_DELAY, Dependent, DispatchQueue, GraphRecord, JobMessage, JobRecord, JobStore
+from .stream import StatusChange, status_changes
 
 log = logging.getLogger("overseer.scheduler")
 
-
-def _job_records(images: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "eventName": ["INSERT", "MODIFY"],
-        "dynamodb": {"Keys": {"entry": {"S": [{"prefix": JOB_PREFIX}]}}, **images},
-    }
-
-
-# The records the scheduler acts on, as Lambda event source mapping filters (a record
-# passing any of them is delivered). Every other change (claims, heartbeats, dependency
-# counts, the scheduler's own releases) never invokes it.
-STREAM_FILTER_PATTERNS: list[dict[str, Any]] = [
-    # A job ended: release or abort its dependents, count it.
-    _job_records({"NewImage": {"status": {"S": ["finished", "failed", "aborted"]}}}),
-    # Ready again after running (a retry, an expired lease, a worker shutting down).
-    _job_records({"NewImage": {"status": {"S": ["ready"]}}, "OldImage": {"status": {"S": ["running"]}}}),
-    # Released by the graph's submission (its roots) or by a rerun.
-    _job_records(
-        {
-            "NewImage": {
-                "status": {"S": ["ready"]},
-                "released_by": {"S": [RELEASED_BY_SUBMISSION, RELEASED_BY_RERUN]},
-            }
-        }
-    ),
-]
-MAX_SQS_DELAY = 900
 
 GraphEvents = Callable[[GraphRecord], None]
 
@@ -107,32 +73,6 @@ class Releases:
 
     messages: list[tuple[JobMessage, bool]] = field(default_factory=list)
     handed_over: bool = False
-
-
-@dataclass(frozen=True)
-class StatusChange:
-    previous: JobStatus | None
-    job: JobRecord
-
-
-def status_changes(event: Mapping[str, Any]) -> tuple[int, list[StatusChange]]:
-    """The job status changes in a Lambda DynamoDB stream event, in record order."""
-    stream = DynamoDBStreamEvent(dict(event))
-    changes: list[StatusChange] = []
-    count = 0
-    for record in stream.records:
-        count += 1
-        if record.event_name == DynamoDBRecordEventName.REMOVE or record.dynamodb is None:
-            continue
-        new = record.dynamodb.new_image
-        if not new or not str(new.get("entry", "")).startswith(JOB_PREFIX):
-            continue
-        old = record.dynamodb.old_image or {}
-        if old.get("status") == new.get("status"):
-            continue
-        previous = JobStatus(old["status"]) if old.get("status") else None
-        changes.append(StatusChange(previous, record_from_item(new)))
-    return count, changes
 
 
 def _message(job: JobRecord) -> JobMessage:

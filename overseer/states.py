@@ -125,3 +125,8 @@ def graph_outcome(counts: Mapping[JobStatus, int]) -> GraphStatus | None:
     if counts.get(S.ABORTED, 0):
         return GraphStatus.ABORTED
     return GraphStatus.FINISHED
+
+
+def gave_up(message: str, attempts: int) -> str:
+    """The error message of a job that failed for good: ``message`` after its last attempt."""
+    return f"{message} (gave up after {attempts} attempts)"

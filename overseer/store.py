@@ -1,7 +1,8 @@
 """The three small interfaces the engine runs on, and the plain records they exchange.
 
-Backends: ``overseer.aws`` (DynamoDB + stream, SQS, S3). The scheduler, worker and
-runtime only ever see these interfaces, so an embedded backend can stand in.
+The backends implement them (``overseer.backends``: ``aws`` on DynamoDB + its stream, SQS
+and S3; ``embedded`` on SQLite and a directory), and ``overseer.backends.build_services``
+picks one; the scheduler, sweep and worker only ever see these interfaces.
 
 Item layout of the jobs store (one partition per graph)::
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .config import Settings
 from .graph import GraphSpec
 from .states import GraphStatus, JobStatus, Transition
 
@@ -30,7 +32,8 @@ INLINE_EDGES = 100
 EDGE_CHUNK = 500
 # Bound of an artifact manifest stored on a job item (JSON bytes).
 MAX_MANIFEST_BYTES = 96 * 1024
-MAX_ERROR_BYTES = 4 * 1024
+# SQS's longest message delay (15 minutes): a job due later is sent by the sweep when due.
+MAX_SQS_DELAY = 900
 
 
 @dataclass(frozen=True)
@@ -325,3 +328,15 @@ class RowSink(Protocol):
     def put_rows(self, table: str, items: Sequence[Mapping[str, Any]]) -> None:
         """Put every item (overwriting same-key items), batched."""
         ...
+
+
+@dataclass
+class Services:
+    """The ports one process runs on, built once at start-up by ``overseer.backends``."""
+
+    settings: Settings
+    store: JobStore
+    queue: DispatchQueue
+    artifacts: ArtifactStore
+    rows: RowSink | None = None
+    dead_letters: DispatchQueue | None = None

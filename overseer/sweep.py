@@ -53,25 +53,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import timeutil
-from .errors import OverseerError
+from .errors import SweepFailed
 from .scheduler import GraphEvents, finalize_graph
-from .services import Services
-from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus
-from .store import DispatchQueue, Fence, JobMessage, JobRecord
+from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus, gave_up
+from .store import MAX_SQS_DELAY, DispatchQueue, Fence, JobMessage, JobRecord, Services
 
 log = logging.getLogger("overseer.sweep")
-MAX_SQS_DELAY = 900
 BATCH_OWNER_PREFIX = "batch:"
 
 # Starts workers for a queue depth; returns how many it started.
 ScaleWorkers = Callable[[int], int]
 # Given Batch job ids, the ones whose instance was terminated under them, with Batch's
-# reason (``overseer.aws.scaling.host_terminations``).
+# reason (``overseer.backends.aws.scaling.host_terminations``).
 HostTerminations = Callable[[Sequence[str]], Mapping[str, str]]
-
-
-class SweepFailed(OverseerError):
-    """One or more sweep steps raised (the others ran); the log has each traceback."""
 
 
 @dataclass
@@ -282,7 +276,7 @@ def _expire(services: Services, job: JobRecord, report: SweepReport) -> None:
     fence = Fence(job.attempts, job.lease_owner)
     remove = ["lease_owner", "lease_expires_at"]
     if job.attempts >= max_attempts:
-        error["message"] += f" (gave up after {job.attempts} attempts)"
+        error["message"] = gave_up(error["message"], job.attempts)
         done = services.store.transition(
             job.graph_id, job.name, EXPIRE_FAIL, fence=fence, changes={"error": error}, remove=remove
         )

@@ -15,25 +15,23 @@ import socket
 import tempfile
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from . import timeutil
-from .artifacts import persist_artifacts
-from .errors import AbortJob, FaultJob, InvalidArtifact
+from .artifacts import load_inputs, persist_artifacts
+from .errors import AbortJob, FaultJob, HandlerCrashed, InvalidArtifact, RemoteHandlerError
 from .handlers import HandlerSpec
-from .isolation import HandlerCrashed, RemoteHandlerError
-from .job import Job, StoredArtifact
-from .services import Services
-from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE
-from .store import Delivery, Fence, JobRecord
+from .isolation import inputs_in_child, short_traceback
+from .job import Job
+from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE, gave_up
+from .store import Delivery, Fence, JobRecord, Services
 
 log = logging.getLogger("overseer.worker")
-TRACEBACK_LINES = 12
 # The run loop deletes handled messages in batches of up to 10 (one SQS request), at the
 # latest a quarter of the lease after the first one (at most 30 s; the message stays
 # invisible for at least two thirds of a lease after its job's last heartbeat), or as soon
@@ -53,13 +51,6 @@ class Outcome:
     detail: str = ""
 
 
-def short_traceback(exc: BaseException) -> str:
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    text = "".join(lines)
-    tail = text.splitlines()[-TRACEBACK_LINES:]
-    return "\n".join(tail)[-4000:]
-
-
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff after the ``attempt``-th try: base, 2 base, 4 base... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
@@ -71,19 +62,6 @@ RunHandler = Callable[[HandlerSpec, Job, Callable[[], bool]], list[Any]]
 def run_in_process(spec: HandlerSpec, job: Job, should_stop: Callable[[], bool]) -> list[Any]:
     """Run the handler in the worker's own process (no isolation; tests and debugging)."""
     return spec.run(job)
-
-
-def load_inputs(services: Services, record: JobRecord) -> dict[str, list[StoredArtifact]]:
-    """dependency name -> the artifacts it stored, for ``job.inputs``."""
-    deps = services.store.dependencies(record)
-    manifests = services.store.manifests(record.graph_id, deps) if deps else {}
-    return {
-        dep: [
-            StoredArtifact(m["bucket"], m["key"], int(m["size"]), m["sha256"], services.artifacts)
-            for m in manifests.get(dep, [])
-        ]
-        for dep in deps
-    }
 
 
 class _Heartbeat:
@@ -141,7 +119,11 @@ class Worker:
         *,
         worker_id: str | None = None,
         run_handler: RunHandler | None = None,
+        services_factory: Callable[[], Services] | None = None,
     ) -> None:
+        """``services_factory`` builds this worker's services again (picklable, e.g.
+        ``partial(overseer.backends.build_services, settings)``): the handler process
+        reads a job's inputs through services of its own."""
         self.services = services
         self.settings = services.settings
         self.handlers = handlers
@@ -157,6 +139,7 @@ class Worker:
                     # Local stacks keep each job's output in <state_dir>/logs; in AWS it goes
                     # to the container's stdout (CloudWatch Logs), prefixed with the job id.
                     log_dir=Path(self.settings.state_dir) / "logs" if self.settings.state_dir else None,
+                    inputs_factory=partial(inputs_in_child, services_factory) if services_factory else None,
                 )
             else:
                 run_handler = run_in_process
@@ -389,7 +372,7 @@ class Worker:
     ) -> Outcome:
         error = {"type": kind, "message": message, "traceback": trace}
         if record.attempts >= max_attempts:
-            error["message"] = f"{message} (gave up after {record.attempts} attempts)"
+            error["message"] = gave_up(message, record.attempts)
             return self._record(record, fence, FAIL, "failed", {"error": error})
         delay = backoff_seconds(
             record.attempts, self.settings.fault_backoff_seconds, self.settings.fault_backoff_max_seconds

@@ -14,7 +14,7 @@ from overseer.config import Settings
 @pytest.fixture(scope="session")
 def aws_env() -> Iterator[dict[str, str]]:
     """Start moto server once; point boto3 at it for the whole session."""
-    from overseer.aws.emulator import emulator, environment
+    from overseer.backends.aws.emulator import emulator, environment
 
     with emulator() as env, environment(env):
         yield env

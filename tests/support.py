@@ -7,16 +7,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from overseer.aws import clients
-from overseer.aws.clients import RequestCounter
-from overseer.aws.resources import provision, stream_arn
-from overseer.aws.stream import StreamReader
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.clients import RequestCounter
+from overseer.backends.aws.resources import provision, stream_arn
+from overseer.backends.aws.stream import StreamReader
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import HandlerSpec, to_spec
 from overseer.scheduler import Scheduler
-from overseer.services import Services
-from overseer.store import GraphRecord, JobRecord
+from overseer.store import GraphRecord, JobRecord, Services
 from overseer.worker import Outcome, Worker
 
 
@@ -32,7 +32,7 @@ class LocalStack:
     @classmethod
     def provisioned(cls, settings: Settings) -> LocalStack:
         configured = provision(settings)
-        services = Services.from_settings(configured)
+        services = build_services(configured)
         reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
         return cls(configured, services, Scheduler(services.store, services.queue), reader)
 

@@ -17,8 +17,7 @@ from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
 from overseer.runtime import pump_until_done
 from overseer.scheduler import Scheduler
-from overseer.services import Services
-from overseer.store import GraphRecord, JobRecord
+from overseer.store import GraphRecord, JobRecord, Services
 from tests.chaos import toolkit
 from tests.support import LocalStack
 

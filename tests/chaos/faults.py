@@ -6,7 +6,7 @@ of the requests the way AWS does under load: a throttling error (HTTP 400
 S3), a 500 ``InternalError``, a read or connect timeout before the request leaves, or a
 *lost response*: the request is sent and applied, then the client sees a read timeout (so a
 retried write finds its own earlier effect). botocore's standard retry mode
-(``overseer.aws.clients.CLIENT_CONFIG``; PynamoDB's own retries for the store) absorbs them.
+(``overseer.backends.aws.clients.CLIENT_CONFIG``; PynamoDB's own retries for the store) absorbs them.
 
 The engine knows nothing of it: a process reaches it through the engine's one client hook,
 ``OVERSEER_CLIENT_HOOK``, which ``fault_env`` sets beside the fault settings::

@@ -60,7 +60,8 @@ def test_crashing_handlers_fail_their_jobs_and_the_workers_go_on(chaos_stack):
 
 
 def test_a_handler_timeout_does_not_count_the_handler_process_start_up(tmp_path):
-    from overseer.isolation import HandlerCrashed, IsolatedRunner  # noqa: F401
+    from overseer.errors import HandlerCrashed  # noqa: F401
+    from overseer.isolation import IsolatedRunner
 
     handlers = tmp_path / "slow_import.py"
     handlers.write_text(SLOW_IMPORT)

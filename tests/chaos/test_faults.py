@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from overseer.aws import clients
-from overseer.aws.emulator import environment
-from overseer.aws.resources import stream_arn
-from overseer.aws.stream import StreamReader
-from overseer.services import Services
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.emulator import environment
+from overseer.backends.aws.resources import stream_arn
+from overseer.backends.aws.stream import StreamReader
 from overseer.states import GraphStatus, JobStatus
 from tests.chaos import faults, toolkit
 
@@ -25,7 +25,7 @@ def test_ten_percent_of_aws_calls_failing_loses_nothing(chaos_stack, tmp_path):
     with environment(fault_env):
         # The scheduler's, sweep's and stream reader's clients, built the way every process
         # builds them: the engine's client hook attaches the injector.
-        services = Services.from_settings(chaos_stack.settings)
+        services = build_services(chaos_stack.settings)
         reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(chaos_stack.settings))
     injector = faults.current_injector()
     assert injector is not None and reader.client.meta._fault_injector is injector

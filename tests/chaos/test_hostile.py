@@ -117,7 +117,7 @@ def test_a_yaml_alias_bomb_is_refused_in_time(tmp_path):
 
 
 def test_a_10000_wide_fan_in_is_accepted_and_its_join_waits(tmp_path):
-    from overseer.embedded import embedded_services
+    from overseer.backends.embedded import embedded_services
 
     width = 10_000
     jobs = {

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from overseer.aws.stream import lambda_record
+from overseer.backends.aws.stream import lambda_record
 from overseer.handlers import to_spec
 from overseer.scheduler import Scheduler
 from overseer.states import GraphStatus, JobStatus

@@ -10,7 +10,7 @@ from overseer.store import Fence
 
 def claim_all(directory: str, owner: str) -> list[str]:
     """Take messages until the queue is empty; claim, finish, and count each job in the join."""
-    from overseer.embedded import embedded_services
+    from overseer.backends.embedded import embedded_services
 
     services = embedded_services(Path(directory))
     store, queue = services.store, services.queue

@@ -19,7 +19,7 @@ from .driver import SETTINGS, Backend
 
 
 def embedded_backend(directory: Path, **overrides: object) -> Backend:
-    from overseer.embedded import embedded_services, feed_reader
+    from overseer.backends.embedded import embedded_services, feed_reader
 
     settings = Settings(artifact_bucket="artifacts", allowed_buckets=("extra",), **{**SETTINGS, **overrides})  # type: ignore[arg-type]
     services = embedded_services(directory, settings)
@@ -53,8 +53,8 @@ class SharedAwsStack:
 
 def _drained_reader(shared: SharedAwsStack) -> Any:
     """A stream reader positioned after every record written so far."""
-    from overseer.aws.resources import stream_arn
-    from overseer.aws.stream import StreamReader
+    from overseer.backends.aws.resources import stream_arn
+    from overseer.backends.aws.stream import StreamReader
 
     if "arn" not in shared.__dict__:
         shared.__dict__["arn"] = stream_arn(shared.settings)
@@ -72,9 +72,9 @@ def _drained_reader(shared: SharedAwsStack) -> Any:
 def aws_backend(shared: SharedAwsStack) -> Backend:
     shared.count += 1
     settings = shared.settings
-    from overseer.aws.queue import SqsDispatchQueue
-    from overseer.aws.resources import MAX_RECEIVE_COUNT
-    from overseer.services import Services
+    from overseer.backends.aws.queue import SqsDispatchQueue
+    from overseer.backends.aws.resources import MAX_RECEIVE_COUNT
+    from overseer.store import Services
 
     # A fresh queue and dead-letter queue per test (cheap), with the stack's redrive policy.
     sqs = shared.sqs
@@ -128,8 +128,8 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
 
 @pytest.fixture(scope="session")
 def aws_shared(aws_env: dict[str, str]) -> SharedAwsStack:
-    from overseer.aws.resources import provision
-    from overseer.services import Services
+    from overseer.backends import build_services
+    from overseer.backends.aws.resources import provision
 
     name = f"c{uuid.uuid4().hex[:10]}"
     settings = Settings(
@@ -140,9 +140,9 @@ def aws_shared(aws_env: dict[str, str]) -> SharedAwsStack:
         **SETTINGS,  # type: ignore[arg-type]
     )
     configured = provision(settings)
-    from overseer.aws import clients
+    from overseer.backends.aws import clients
 
-    services = Services.from_settings(configured)
+    services = build_services(configured)
     return SharedAwsStack(configured, services, clients.client("sqs"), clients.client("dynamodbstreams"))
 
 

@@ -13,8 +13,7 @@ from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import HandlerSpec, to_spec
 from overseer.scheduler import Scheduler
-from overseer.services import Services
-from overseer.store import GraphRecord, JobMessage, JobRecord
+from overseer.store import GraphRecord, JobMessage, JobRecord, Services
 from overseer.worker import Outcome, Worker
 
 SETTINGS = dict(receive_wait_seconds=0, lease_seconds=30, fault_backoff_seconds=0.0)

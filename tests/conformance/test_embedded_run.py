@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overseer.embedded import embedded_services
-from overseer.embedded.runtime import embedded_settings, run_embedded
+from overseer.backends.embedded import embedded_services
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
+from overseer.runtime import embedded_settings, run_embedded
 from overseer.states import CLAIM
 from overseer.store import Fence
 

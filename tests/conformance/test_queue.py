@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from overseer.aws.resources import MAX_RECEIVE_COUNT
+from overseer.backends.aws.resources import MAX_RECEIVE_COUNT
 from overseer.store import JobMessage
 
 from .driver import Backend

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import overseer.aws.jobstore
-import overseer.embedded.store
+import overseer.backends.aws.jobstore
+import overseer.backends.embedded.store
 from overseer.states import (
     ABORT,
     CLAIM,
@@ -226,7 +226,7 @@ def test_job_attributes_from_the_spec_and_defaults(backend: Backend) -> None:
 
 @pytest.fixture
 def small_edges(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (overseer.aws.jobstore, overseer.embedded.store):
+    for module in (overseer.backends.aws.jobstore, overseer.backends.embedded.store):
         monkeypatch.setattr(module, "INLINE_EDGES", 2)
         monkeypatch.setattr(module, "EDGE_CHUNK", 3)
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from overseer.aws import clients
-from overseer.aws.emulator import emulator, environment
-from overseer.aws.resources import provision, stream_arn
-from overseer.aws.stream import StreamReader
+from overseer.backends import build_services
+from overseer.backends.aws import clients
+from overseer.backends.aws.emulator import emulator, environment
+from overseer.backends.aws.resources import provision, stream_arn
+from overseer.backends.aws.stream import StreamReader
 from overseer.config import Settings
-from overseer.services import Services
 from overseer.states import CLAIM, FAIL, FINISH
-from overseer.store import Fence, JobRecord
+from overseer.store import Fence, JobRecord, Services
 
 HERE = Path(__file__).parent
 EVENTS = HERE / "events"
@@ -183,6 +183,6 @@ def deployed(emulator_env: dict[str, str]) -> Iterator[Deployed]:
             reset_handlers()
             reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(settings))
             try:
-                yield Deployed(settings, Services.from_settings(settings), events_queue_url, reader)
+                yield Deployed(settings, build_services(settings), events_queue_url, reader)
             finally:
                 reset_handlers()

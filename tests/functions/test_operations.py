@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from overseer import operations
-from overseer.aws import clients
-from overseer.aws.events import EventBridgePublisher
+from overseer.backends.aws import clients
+from overseer.backends.aws.events import EventBridgePublisher
 from overseer.errors import GraphNotFound
 from tests.functions.conftest import Deployed, FakeLambdaContext
 

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from functions import scheduler
 from overseer import operations
-from overseer.aws import clients
+from overseer.backends.aws import clients
 from overseer.states import CLAIM
 from overseer.store import Fence
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event

@@ -10,13 +10,13 @@ import pytest
 
 from functions import Lazy, sweep
 from overseer import timeutil
-from overseer.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
+from overseer.backends import build_services
+from overseer.backends.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
 from overseer.config import Settings
+from overseer.errors import SweepFailed
 from overseer.graph import parse_graph
-from overseer.services import Services
 from overseer.states import CLAIM, JobStatus
-from overseer.store import Fence, JobMessage
-from overseer.sweep import SweepFailed
+from overseer.store import Fence, JobMessage, Services
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
 
 HOST_LOST = "Host EC2 (instance i-0abc1234) terminated."
@@ -144,7 +144,7 @@ def on_batch(deployed: Deployed, monkeypatch: pytest.MonkeyPatch) -> Services:
     settings = deployed.settings.with_(
         batch_job_queue="workers", batch_job_definition="worker:1", jobs_per_worker=1, max_workers=4
     )
-    services = Services.from_settings(settings)
+    services = build_services(settings)
     monkeypatch.setattr(sweep, "_services", Lazy(lambda: services))
     deployed.drain_queue()
     return services

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from functions import trigger
-from overseer.aws import clients
+from overseer.backends.aws import clients
 from overseer.templates import TemplateError
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
 

@@ -39,8 +39,8 @@ HANDLER_MODULES = ("functions.api", "functions.scheduler", "functions.sweep", "f
 NOT_SHIPPED = (
     "overseer/__main__.py", "overseer/cli.py", "overseer/local.py", "overseer/ops.py",
     "overseer/runtime.py", "overseer/worker.py", "overseer/isolation.py", "overseer/handlers.py",
-    "overseer/render.py", "overseer/remote.py", "overseer/aws/emulator.py",
-    "overseer/aws/emulator_server.py", "overseer/aws/resources.py", "overseer/embedded/runtime.py",
+    "overseer/render.py", "overseer/remote.py", "overseer/backends/aws/emulator.py",
+    "overseer/backends/aws/emulator_server.py", "overseer/backends/aws/resources.py",
 )  # fmt: skip
 PYTHON_312 = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12.*/bin/python3.12")))
 # The environment Lambda gives a function (the part that changes what gets imported).

@@ -22,7 +22,7 @@ def test_jobs_table_has_the_sparse_failed_jobs_index(synth: Any) -> None:
     assert index["Projection"] == {"ProjectionType": "ALL"}
     types = {a["AttributeName"]: a["AttributeType"] for a in jobs["Properties"]["AttributeDefinitions"]}
     assert types["failed_on"] == "S" and types["finished_at"] == "S"
-    from overseer.aws.models import FailedJobsIndex
+    from overseer.backends.aws.models import FailedJobsIndex
 
     assert FailedJobsIndex.Meta.index_name == index["IndexName"]
 

@@ -72,10 +72,10 @@ def asset(lambda_asset_dir: Path) -> dict[str, bytes]:
 
 
 def test_the_wheel_and_so_the_worker_image_carry_no_test_tooling(wheel: dict[str, bytes]) -> None:
-    assert {"overseer/worker.py", "overseer/aws/clients.py"} <= wheel.keys()  # the engine is there
+    assert {"overseer/worker.py", "overseer/backends/aws/clients.py"} <= wheel.keys()  # the engine is there
     assert tooling_in(wheel) == []
 
 
 def test_the_lambda_asset_carries_no_test_tooling(asset: dict[str, bytes]) -> None:
-    assert {"functions/scheduler.py", "overseer/aws/clients.py"} <= asset.keys()
+    assert {"functions/scheduler.py", "overseer/backends/aws/clients.py"} <= asset.keys()
     assert tooling_in(asset) == []

@@ -43,7 +43,7 @@ def test_ten_thousand_deps_in_and_ten_thousand_dependents_out(stack):
 
 
 def test_chunked_edges_release_and_abort_like_inline_ones(stack, monkeypatch):
-    import overseer.aws.jobstore as jobstore
+    import overseer.backends.aws.jobstore as jobstore
 
     monkeypatch.setattr(jobstore, "INLINE_EDGES", 2)
     monkeypatch.setattr(jobstore, "EDGE_CHUNK", 3)

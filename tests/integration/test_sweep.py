@@ -17,11 +17,12 @@ import pytest
 
 import overseer
 from overseer import timeutil
-from overseer.aws.queue import SqsDispatchQueue
-from overseer.aws.scaling import host_terminations
+from overseer.backends.aws.queue import SqsDispatchQueue
+from overseer.backends.aws.scaling import host_terminations
+from overseer.errors import SweepFailed
 from overseer.states import CLAIM, FINISH, RETRY, GraphStatus, JobStatus
 from overseer.store import Fence, JobMessage
-from overseer.sweep import SweepFailed, batch_job_of, sweep
+from overseer.sweep import batch_job_of, sweep
 from overseer.worker import Worker
 
 pytestmark = pytest.mark.integration

@@ -10,13 +10,13 @@ from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, Updat
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from .. import timeutil
-from ..errors import StoreError
-from ..graph import GraphSpec, definition_digest
-from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
-from ..parallel import in_parallel
-from ..states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
-from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
+from ... import timeutil
+from ...errors import StoreError
+from ...graph import GraphSpec, definition_digest
+from ...items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
+from ...parallel import in_parallel
+from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
+from ...store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
 from .models import GraphItemBase, JobItemBase, graph_model, job_model
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import OverseerError
+from ...errors import OverseerError
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -32,7 +32,7 @@ def emulator(timeout: float = 30.0) -> Iterator[dict[str, str]]:
     """Start moto server (DynamoDB writes serialised); yields the environment that points boto3 at it."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "overseer.aws.emulator_server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "overseer.backends.aws.emulator_server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -5,8 +5,8 @@ shaped exactly like a record of a DynamoDB stream with ``NEW_AND_OLD_IMAGES`` as
 delivers it, images in DynamoDB JSON. So ``Scheduler.process_stream_event`` runs on
 either backend unchanged, and a record is in the feed if and only if its write committed.
 
-``FeedReader.poll()`` has the contract of ``overseer.aws.stream.StreamReader.poll``: the
-records after the last one it returned, filtered with the scheduler's filter pattern.
+``FeedReader.poll()`` has the contract of ``overseer.backends.aws.stream.StreamReader.poll``: the
+records after the last one it returned, filtered with the scheduler's filter patterns (``overseer.stream``).
 Its position is also kept in the SQLite file, under the reader's name, so a restarted
 runner resumes where the last one stopped. The position is saved **on the next poll**
 (or by ``commit()``): calling ``poll()`` again says "the previous batch was handled", as
@@ -26,7 +26,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from ..aws.stream import passes_stream_filters
+from ...stream import passes_stream_filters
 from .db import Database, database
 
 REGION = "local"
@@ -100,13 +100,6 @@ def _with_sequence(seq: int, text: str) -> dict[str, Any]:
     return record
 
 
-def read_all(path: object, after: int = 0) -> list[dict[str, Any]]:
-    """Every record after ``after``, unfiltered (tests, debugging)."""
-    with database(str(path)).read() as conn:
-        rows = conn.execute("SELECT seq, record FROM feed WHERE seq > ? ORDER BY seq", (after,)).fetchall()
-    return [_with_sequence(int(seq), text) for seq, text in rows]
-
-
 class FeedReader:
     """Reads the feed from where this reader (by ``name``) last committed.
 
@@ -117,7 +110,6 @@ class FeedReader:
         self.db = database(str(path))
         self.name = name
         self.position = 0
-        self._pending: int | None = None
         with self.db.read() as conn:
             row = conn.execute("SELECT position FROM feed_readers WHERE name = ?", (name,)).fetchone()
             if resume and row is not None:

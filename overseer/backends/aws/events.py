@@ -11,9 +11,9 @@ import json
 import logging
 from typing import Any
 
-from ..errors import StoreError
-from ..states import GraphStatus
-from ..store import GraphRecord
+from ...errors import StoreError
+from ...states import GraphStatus
+from ...store import GraphRecord
 
 log = logging.getLogger("overseer.events")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import StoreError
-from ..store import Delivery, JobMessage
+from ...errors import StoreError
+from ...store import Delivery, JobMessage
 
 SQS_BATCH = 10
 MAX_DELAY_SECONDS = 900

@@ -11,7 +11,7 @@ from typing import Any
 
 from pynamodb.exceptions import TableError
 
-from ..config import Settings
+from ...config import Settings
 from . import clients
 from .jobstore import DynamoJobStore
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 1

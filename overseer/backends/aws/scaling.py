@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import Settings
-from ..store import DispatchQueue
+from ...config import Settings
+from ...store import DispatchQueue
 
 log = logging.getLogger("overseer.scaling")
 

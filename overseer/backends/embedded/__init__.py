@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Settings
-from ..services import Services
+from ...config import Settings
+from ...store import Services
 from .artifacts import DirectoryArtifactStore, SqliteRowSink
 from .db import Database, database
 from .feed import FeedReader

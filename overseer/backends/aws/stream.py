@@ -5,27 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..scheduler import STREAM_FILTER_PATTERNS
-
-
-def matches(pattern: Any, value: Any) -> bool:
-    """EventBridge-style filter matching, enough for the scheduler's filter pattern."""
-    if isinstance(pattern, dict):
-        return isinstance(value, dict) and all(matches(p, value.get(k)) for k, p in pattern.items())
-    if isinstance(pattern, list):
-        for option in pattern:
-            if isinstance(option, dict) and "prefix" in option:
-                if isinstance(value, str) and value.startswith(option["prefix"]):
-                    return True
-            elif value == option:
-                return True
-        return False
-    return bool(pattern == value)
-
-
-def passes_stream_filters(record: dict[str, Any]) -> bool:
-    """Whether Lambda would deliver ``record`` to the scheduler (it passes any filter)."""
-    return any(matches(pattern, record) for pattern in STREAM_FILTER_PATTERNS)
+from ...stream import passes_stream_filters
 
 
 def lambda_record(raw: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:

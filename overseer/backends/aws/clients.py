@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from ..config import Settings
-from ..errors import OverseerError
+from ...config import Settings
+from ...errors import OverseerError
 
 # botocore's standard retry mode: exponential backoff with jitter on throttling and 5xx.
 CLIENT_CONFIG = Config(

@@ -1,5 +1,5 @@
 """The job store on SQLite. Implements ``overseer.store.JobStore`` with the guarantees of
-``overseer.aws.jobstore.DynamoJobStore``.
+``overseer.backends.aws.jobstore.DynamoJobStore``.
 
 Items are kept as JSON objects with exactly the attribute names DynamoDB uses (graph
 items: graph_id, status, jobs_total, args, count_*...; job and edge-chunk items: the
@@ -21,16 +21,16 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .. import timeutil
-from ..graph import GraphSpec, definition_digest
-from ..items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
-from ..states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
-from ..store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
+from ... import timeutil
+from ...graph import GraphSpec, definition_digest
+from ...items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
+from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
+from ...store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
 from . import feed
 from .db import Database, database
 
 _JSON_FIELDS = ("args", "artifacts", "rows")
-_COUNTERS = ("finished", "failed", "aborted")
+_COUNTERS = tuple(status.value for status in JobStatus if status.terminal)
 _LIST_BATCH = 500
 
 
@@ -351,8 +351,3 @@ class SqliteJobStore:
                 item[f"count_{key}"] = int(n)
             self._put_graph(conn, item)
         return graph_record(item)
-
-    def graph_ids(self) -> list[str]:
-        """Every graph id in the file (embedded only: for listing and resuming)."""
-        with self.db.read() as conn:
-            return [r[0] for r in conn.execute("SELECT graph_id FROM graphs ORDER BY graph_id")]

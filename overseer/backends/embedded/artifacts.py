@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ..store import ObjectInfo
+from ...store import ObjectInfo
 from .db import Database, database
 
 META_DIR = ".meta"

@@ -10,7 +10,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from ..store import ObjectInfo
+from ...store import ObjectInfo
 
 SHA256_METADATA = "sha256"
 # Multipart above 16 MiB, 8 parts in parallel.

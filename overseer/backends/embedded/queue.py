@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ..store import Delivery, JobMessage
+from ...store import Delivery, JobMessage
 from .db import Database, database
 
 MAX_DELAY_SECONDS = 900
 DEFAULT_VISIBILITY_SECONDS = 30
-# The same redrive policy as the stack's SQS queue (overseer.aws.resources).
+# The same redrive policy as the stack's SQS queue (overseer.backends.aws.resources).
 MAX_RECEIVE_COUNT = 10
 POLL_MIN_SECONDS = 0.002
 POLL_MAX_SECONDS = 0.025
@@ -180,7 +180,3 @@ class SqliteDispatchQueue:
                 }
             )
         return out
-
-    def purge(self) -> None:
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM messages WHERE queue = ?", (self.name,))

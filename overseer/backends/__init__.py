@@ -1,0 +1,42 @@
+"""The backends, and the composition root: the one place that builds the store, queue and
+artifact store a process runs on (``build_services``), once at start-up.
+
+``aws``: DynamoDB (+ its stream), SQS, S3. ``embedded``: SQLite and a directory. The core
+(scheduler, sweep, worker, operations) sees only the ports of ``overseer.store``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import DEFAULT_STATE_DIR, Settings
+from ..store import Services
+
+
+def build_services(settings: Settings | None = None) -> Services:
+    """The adapters ``settings.backend`` names (default: ``Settings.from_env()``): AWS
+    (configured by ``settings`` and the standard AWS configuration) or embedded (SQLite
+    and files in ``settings.state_dir``)."""
+    settings = settings or Settings.from_env()
+    if settings.backend == "embedded":
+        from .embedded import embedded_services
+
+        return embedded_services(Path(settings.state_dir or DEFAULT_STATE_DIR), settings)
+    from .aws import clients
+    from .aws.jobstore import DynamoJobStore
+    from .aws.queue import SqsDispatchQueue
+    from .aws.s3 import DynamoRowSink, S3ArtifactStore
+
+    store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
+    for model in (store.Graph, store.Job):  # PynamoDB builds its own botocore clients
+        clients.instrument(model._get_connection().connection.client)
+    return Services(
+        settings=settings,
+        store=store,
+        queue=SqsDispatchQueue(clients.client("sqs"), settings.queue_url),
+        artifacts=S3ArtifactStore(clients.client("s3")),
+        rows=DynamoRowSink(clients.resource("dynamodb")),
+        dead_letters=SqsDispatchQueue(clients.client("sqs"), settings.dead_letter_queue_url)
+        if settings.dead_letter_queue_url
+        else None,
+    )

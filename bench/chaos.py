@@ -26,7 +26,7 @@ from overseer.backends.aws.stream import StreamReader, lambda_record
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
-from overseer.runtime import pump_until_done
+from overseer.runner import pump_until_done
 from overseer.scheduler import Scheduler
 from overseer.states import JobStatus
 

@@ -117,7 +117,7 @@ def run_graph(backend: str, jobs: dict[str, Any], name: str, workers: int) -> An
     document = {"id": f"latency-{name}-{time.strftime('%Y%m%dT%H%M%S')}", "args": {}, "jobs": jobs}
     if backend == "aws":
         return run_shape(document, NOOP_HANDLERS, workers)
-    from overseer.runtime import run_embedded
+    from overseer.runner import run_embedded
 
     handlers = load_handlers(NOOP_HANDLERS)
     spec = parse_graph(document, handler_types=handlers.keys())

@@ -9,7 +9,7 @@ Shapes:
   on job i of layer k-1 (so jobs/layers independent chains, released layer by layer).
 * ``wide``: N independent jobs (no edges at all).
 
-Every figure comes from ``overseer.runtime.run_on_emulator``: wall time includes
+Every figure comes from ``overseer.runner.run_on_emulator``: wall time includes
 starting the emulator, provisioning tables/queues/bucket and starting the workers, so
 the jobs/s figure is end to end. Requests are every AWS call any process made
 (``RunResult.requests``), including the workers' idle long polls and provisioning.
@@ -26,10 +26,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import overseer.runtime
+import overseer.runner
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
-from overseer.runtime import run_on_emulator
+from overseer.runner import run_on_emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 NOOP_HANDLERS = str(ROOT / "examples" / "noop" / "handlers.py")
@@ -56,7 +56,7 @@ PROVISIONING = {
 # RunResult.requests. This shim creates the directory before the workers start; once
 # the engine creates it itself, the shim does nothing (and says so).
 REQUEST_DIR_SHIM = {"created": False}
-_worker_processes = overseer.runtime.worker_processes
+_worker_processes = overseer.runner.worker_processes
 
 
 @contextlib.contextmanager
@@ -70,7 +70,7 @@ def _worker_processes_with_request_dir(count: int, env: dict[str, str], log_dir:
 
 
 def install_request_dir_shim() -> None:
-    overseer.runtime.worker_processes = _worker_processes_with_request_dir  # type: ignore[assignment]
+    overseer.runner.worker_processes = _worker_processes_with_request_dir  # type: ignore[assignment]
 
 
 def is_provisioning(operation: str) -> bool:

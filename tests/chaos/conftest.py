@@ -15,7 +15,7 @@ import pytest
 from overseer.config import Settings
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
-from overseer.runtime import pump_until_done
+from overseer.runner import pump_until_done
 from overseer.scheduler import Scheduler
 from overseer.store import GraphRecord, JobRecord, Services
 from tests.chaos import toolkit

@@ -7,7 +7,7 @@ from pathlib import Path
 from overseer.backends.embedded import embedded_services
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
-from overseer.runtime import embedded_settings, run_embedded
+from overseer.runner import embedded_settings, run_embedded
 from overseer.states import CLAIM
 from overseer.store import Fence
 

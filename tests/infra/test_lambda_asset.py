@@ -37,9 +37,10 @@ pytestmark = pytest.mark.infra
 HANDLER_MODULES = ("functions.api", "functions.scheduler", "functions.sweep", "functions.trigger")
 # The command line, the local runner, the worker and the emulator: no function imports them.
 NOT_SHIPPED = (
-    "overseer/__main__.py", "overseer/cli.py", "overseer/local.py", "overseer/ops.py",
-    "overseer/runtime.py", "overseer/worker.py", "overseer/isolation.py", "overseer/handlers.py",
-    "overseer/render.py", "overseer/remote.py", "overseer/backends/aws/emulator.py",
+    "overseer/__main__.py", "overseer/cli/__init__.py", "overseer/cli/run.py", "overseer/cli/graphs.py",
+    "overseer/cli/views.py", "overseer/cli/targets.py", "overseer/cli/local_stack.py",
+    "overseer/cli/api_client.py", "overseer/cli/render.py", "overseer/runner.py", "overseer/worker.py",
+    "overseer/isolation.py", "overseer/handlers.py", "overseer/backends/aws/emulator.py",
     "overseer/backends/aws/emulator_server.py", "overseer/backends/aws/resources.py",
 )  # fmt: skip
 PYTHON_312 = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12.*/bin/python3.12")))
@@ -122,6 +123,7 @@ def test_the_cli_local_runner_worker_and_emulator_are_not_shipped(asset: Path) -
     for path in NOT_SHIPPED:
         assert (REPO_ROOT / path).exists(), f"{path} moved: update NOT_SHIPPED"
         assert not (asset / path).exists(), path
+    assert not (asset / "overseer" / "cli").exists()
     assert not (asset / "click").exists() and not (asset / "rich").exists()
 
 

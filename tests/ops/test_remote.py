@@ -25,8 +25,8 @@ from botocore.stub import Stubber
 from click.testing import CliRunner
 
 from overseer.cli import main
+from overseer.cli.api_client import RemoteApi, job_log_lines, log_filter_pattern, region_from_url
 from overseer.errors import ApiError
-from overseer.remote import RemoteApi, job_log_lines, log_filter_pattern, region_from_url
 
 STAGE = "/v1"
 ACCESS_KEY, SECRET_KEY, REGION = "AKIDEXAMPLE", "secret", "eu-west-1"

@@ -1,6 +1,11 @@
 """The layers of the package point down: no import cycles, the core imports no backend and
 no command-line module, the backends import no command-line module.
 
+From the bottom: the core (the engine and its ports), the backends (``overseer.backends``),
+the wiring (``overseer.runner``: the run loops of ``overseer run``, which build backends
+but are no command), the command line (``overseer.cli`` and ``overseer.__main__``). A
+module may import its own layer and those below it.
+
 Every import statement counts, those inside functions too (a lazy import is still a
 dependency), except those under ``if TYPE_CHECKING:``.
 """
@@ -16,17 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = "overseer.backends"
-CLI_MODULES = frozenset(
-    {
-        "overseer.__main__",
-        "overseer.cli",
-        "overseer.ops",
-        "overseer.local",
-        "overseer.remote",
-        "overseer.runtime",
-        "overseer.render",
-    }
-)
+CLI = "overseer.cli"
+# Modules that build backends and run the engine on them, for the command line.
+WIRING = frozenset({"overseer.runner"})
 
 
 def module_names(package: str) -> dict[str, Path]:
@@ -103,19 +100,29 @@ def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _in(package: str, module: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
 def _is_backend(module: str) -> bool:
-    return module == BACKENDS or module.startswith(BACKENDS + ".")
+    return _in(BACKENDS, module)
+
+
+def _is_cli(module: str) -> bool:
+    return _in(CLI, module) or module == "overseer.__main__"
 
 
 def _layer_breaks(graph: Mapping[str, set[str]]) -> list[str]:
     breaks = []
     for module, imports in sorted(graph.items()):
-        if not module.startswith("overseer") or module in CLI_MODULES:
+        if not module.startswith("overseer") or _is_cli(module):
             continue
         for target in sorted(imports):
-            if target in CLI_MODULES:
+            if _is_cli(target):
                 breaks.append(f"{module} imports the command-line module {target}")
-            elif _is_backend(target) and not _is_backend(module):
+            elif target in WIRING and module not in WIRING:
+                breaks.append(f"{module} imports the wiring module {target}")
+            elif _is_backend(target) and not _is_backend(module) and module not in WIRING:
                 breaks.append(f"the core module {module} imports the backend {target}")
     return breaks
 
@@ -188,11 +195,32 @@ def test_a_core_module_importing_a_backend_is_reported() -> None:
     ]
 
 
+def test_the_command_line_is_the_cli_package_and_the_runner_is_wiring() -> None:
+    graph = import_graph("overseer")
+    assert {"overseer.cli", "overseer.cli.run", "overseer.cli.graphs"} <= set(graph)
+    assert all(_is_cli(module) for module in ("overseer.cli", "overseer.cli.views", "overseer.__main__"))
+    assert not _is_cli("overseer.client") and not _is_cli("overseer.runner")
+    assert set(graph) >= WIRING
+    # The runner may build backends; it may not reach up into the command line, nor the
+    # core or a backend into it.
+    assert _layer_breaks(
+        {
+            "overseer.runner": {"overseer.backends.embedded", "overseer.cli.views"},
+            "overseer.scheduler": {"overseer.runner"},
+            "overseer.backends.aws.stream": {"overseer.runner"},
+        }
+    ) == [
+        "overseer.backends.aws.stream imports the wiring module overseer.runner",
+        "overseer.runner imports the command-line module overseer.cli.views",
+        "overseer.scheduler imports the wiring module overseer.runner",
+    ]
+
+
 def test_the_core_reads_stream_records_without_powertools() -> None:
     """Powertools is for the Lambda edge (``functions/``); the engine reads plain records."""
     users = set()
     for name, path in module_names("overseer").items():
-        if _is_backend(name) or name in CLI_MODULES:
+        if _is_backend(name) or _is_cli(name) or name in WIRING:
             continue
         for node in _imports(ast.parse(path.read_text(), str(path))):
             modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]

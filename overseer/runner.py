@@ -41,7 +41,7 @@ from .scheduler import Scheduler
 from .states import GraphStatus, terminal_counts
 from .store import GraphRecord, Services
 
-log = logging.getLogger("overseer.runtime")
+log = logging.getLogger("overseer.runner")
 # How often a run's progress is shown (counted from the jobs: a read of the whole graph).
 PROGRESS_SECONDS = 0.5
 
@@ -76,7 +76,7 @@ class RunResult:
 Progress = Callable[[GraphRecord], None]
 
 
-def _handlers_env(handlers_path: str) -> dict[str, str]:
+def handlers_env(handlers_path: str) -> dict[str, str]:
     """Make the handlers importable the same way in the worker processes."""
     path = handlers_path
     if path.endswith(".py"):
@@ -218,7 +218,7 @@ def run_on_emulator(
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as workdir, endpoint as aws_env:
         request_dir = Path(workdir) / "requests"
         request_dir.mkdir()
-        env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **_handlers_env(handlers_path)}
+        env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **handlers_env(handlers_path)}
         with environment(env):
             base = settings or Settings.from_env(receive_wait_seconds=2, lease_seconds=60)
             configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"]))
@@ -290,7 +290,7 @@ def run_embedded(
     ``./.overseer``); an existing graph id resumes instead of starting over."""
     started = time.monotonic()
     state_dir = Path(state_dir or DEFAULT_STATE_DIR)
-    env = _handlers_env(handlers_path)
+    env = handlers_env(handlers_path)
     configured = embedded_settings(state_dir, settings, env["OVERSEER_HANDLERS"])
     services = embedded_services(state_dir, configured)
     scheduler = Scheduler(services.store, services.queue)

@@ -1,4 +1,5 @@
-"""The ``overseer`` command: thin commands over the engine."""
+"""``overseer run | validate | worker``: a graph run to the end here, a graph checked, the
+worker loop of a deployed stack."""
 
 from __future__ import annotations
 
@@ -15,22 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import DEFAULT_STATE_DIR, Settings
-from .errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph, OverseerError
-from .graph import parse_graph
-from .handlers import load_handlers
-from .ops import COMMANDS, STATUS_STYLE
-from .store import GraphRecord
-
-
-@click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
-def main(verbose: bool) -> None:
-    """Overseer: job graphs on plain AWS services."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+from ..config import DEFAULT_STATE_DIR, Settings
+from ..errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph, OverseerError
+from ..graph import parse_graph
+from ..handlers import load_handlers
+from ..store import GraphRecord
+from .views import STATUS_STYLE
 
 
 def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
@@ -50,7 +41,7 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
     return table
 
 
-@main.command()
+@click.command()
 @click.argument("graph", type=click.Path(dir_okay=False))
 @click.option(
     "--handlers",
@@ -96,7 +87,7 @@ def run(
     emulator: bool,
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
-    from .runtime import run_embedded, run_on_emulator
+    from ..runner import run_embedded, run_on_emulator
 
     console = Console(stderr=as_json)
     errors = Console(stderr=True)
@@ -153,7 +144,7 @@ def run(
     sys.exit(result.exit_code)
 
 
-@main.command()
+@click.command()
 @click.argument("graph", type=click.Path(dir_okay=False))
 @click.option("--handlers", "handlers_path", help="Also check every job type has a handler.")
 def validate(graph: str, handlers_path: str | None) -> None:
@@ -167,13 +158,13 @@ def validate(graph: str, handlers_path: str | None) -> None:
     click.echo(f"graph {spec.id}: {len(spec.jobs)} jobs, valid")
 
 
-@main.command()
+@click.command()
 @click.option("--handlers", "handlers_path", help="Handlers module (default: OVERSEER_HANDLERS).")
 @click.option("--idle-exit", type=int, help="Exit after this many idle seconds (0 = never).")
 def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     """Run the worker loop against the configured AWS endpoint."""
-    from .backends import build_services
-    from .worker import Worker
+    from ..backends import build_services
+    from ..worker import Worker
 
     logging.getLogger().setLevel(logging.INFO)
     settings = Settings.from_env(handlers=handlers_path, idle_exit_seconds=idle_exit)
@@ -192,7 +183,3 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
         loop.run()
     finally:
         loop.close()
-
-
-for command in COMMANDS:
-    main.add_command(command)

@@ -22,6 +22,7 @@ Files in the state directory besides the backend's own::
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -35,14 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import timeutil
-from .backends.embedded import embedded_services, feed_reader
-from .config import Settings
-from .errors import StackAlreadyRunning
-from .runtime import LOCAL_LEASE_SECONDS, _handlers_env, embedded_settings
-from .scheduler import Scheduler
+import click
 
-log = logging.getLogger("overseer.local")
+from .. import timeutil
+from ..config import DEFAULT_STATE_DIR, Settings
+from ..errors import EXIT_INVALID, HandlersModuleError, StackAlreadyRunning
+from ..handlers import load_handlers
+from .views import err, fail, out
+
+# The runner and the embedded backend (which loads boto3) are imported where a stack is
+# configured or started, not by every ``overseer`` command that registers this group.
+
+log = logging.getLogger("overseer.cli.local_stack")
 LOCK_FILE = "local.lock"
 STATE_FILE = "local.json"
 LOGS_DIR = "logs"
@@ -59,6 +64,8 @@ ORPHAN_IDLE_EXIT_SECONDS = 120
 def local_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings for a local stack: the environment's, with local defaults where it says
     nothing (a 15 s lease, a 1 s receive wait); ``overrides`` (not None) win."""
+    from ..runner import LOCAL_LEASE_SECONDS
+
     env = dict(os.environ if environ is None else environ)
     env.setdefault("OVERSEER_LEASE_SECONDS", str(LOCAL_LEASE_SECONDS))
     env.setdefault("OVERSEER_RECEIVE_WAIT_SECONDS", "1")
@@ -117,7 +124,7 @@ class _WorkerSlot:
 class LocalStack:
     """The scheduler, sweep and supervised workers of one state directory.
 
-    ``run()`` blocks until ``stop()`` (or SIGINT / SIGTERM when started by ``up``).
+    ``run()`` blocks until ``stop()`` (or SIGINT / SIGTERM when started by ``run_stack``).
     """
 
     state_dir: Path
@@ -130,8 +137,10 @@ class LocalStack:
     _slots: list[_WorkerSlot] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from ..runner import embedded_settings, handlers_env
+
         self.state_dir = Path(self.state_dir).resolve()
-        env = _handlers_env(self.handlers)
+        env = handlers_env(self.handlers)
         base = self.settings or local_settings()
         linux = sys.platform.startswith("linux")
         configured = embedded_settings(self.state_dir, base, env["OVERSEER_HANDLERS"])
@@ -230,7 +239,9 @@ class LocalStack:
 
     def run(self) -> None:
         """Run until stopped: pump the feed, sweep, keep the workers alive."""
-        from .sweep import sweep
+        from ..backends.embedded import embedded_services, feed_reader
+        from ..scheduler import Scheduler
+        from ..sweep import sweep
 
         with self._lock():
             services = embedded_services(self.state_dir, self.configured)
@@ -282,7 +293,7 @@ class LocalStack:
                 self.on_event("local stack stopped")
 
 
-def up(
+def run_stack(
     state_dir: Path,
     handlers: str,
     workers: int,
@@ -302,7 +313,7 @@ def up(
             signal.signal(sig, handler)
 
 
-def down(state_dir: Path, *, timeout: float = 60.0) -> int | None:
+def stop_stack(state_dir: Path, *, timeout: float = 60.0) -> int | None:
     """Stop the stack running on ``state_dir`` (SIGTERM, then wait). Returns its pid or None."""
     info = read_stack_info(state_dir)
     if info is None:
@@ -313,3 +324,60 @@ def down(state_dir: Path, *, timeout: float = 60.0) -> int | None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     return pid
+
+
+# -- the commands ----------------------------------------------------------------------------
+@click.group()
+def local() -> None:
+    """A long-running local stack (embedded backend): scheduler, sweep and workers."""
+
+
+@local.command()
+@click.option(
+    "--state-dir",
+    envvar="OVERSEER_STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where the stack keeps its state (kept between runs).",
+)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--handlers",
+    "handlers_path",
+    envvar="OVERSEER_HANDLERS",
+    required=True,
+    help="Handlers module: an import path or a .py file exposing HANDLERS.",
+)
+def up(state_dir: Path, workers: int, handlers_path: str) -> None:
+    """Run the local stack in the foreground until Ctrl-C / SIGTERM."""
+    try:
+        load_handlers(handlers_path)
+    except HandlersModuleError as exc:
+        fail(str(exc), EXIT_INVALID)
+
+    def event(message: str) -> None:
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        err.print(f"[dim]{stamp}[/] {message}")
+
+    try:
+        run_stack(state_dir, handlers_path, workers, on_event=event)
+    except StackAlreadyRunning as exc:
+        fail(str(exc))
+
+
+@local.command()
+@click.option(
+    "--state-dir",
+    envvar="OVERSEER_STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+)
+def down(state_dir: Path) -> None:
+    """Stop the local stack running on --state-dir (its state is kept)."""
+    pid = stop_stack(state_dir)
+    if pid is None:
+        out.print(f"no local stack runs on {state_dir}")
+    else:
+        out.print(f"stopped the local stack on {state_dir} (pid {pid})")

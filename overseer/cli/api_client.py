@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import ApiError
+from ..errors import ApiError
 
 DEFAULT_WORKER_LOG_GROUP = "/aws/batch/job"
 _REGION_IN_URL = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")

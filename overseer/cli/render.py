@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import GraphvizMissing
-from .graph import GraphSpec
+from ..errors import GraphvizMissing
+from ..graph import GraphSpec
 
 # Fill colours (and border colours) per job status, the same in both formats.
 STATUS_COLOURS: dict[str, tuple[str, str]] = {

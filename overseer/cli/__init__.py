@@ -1,0 +1,32 @@
+"""The ``overseer`` command: thin commands over the engine, registered here one by one.
+
+* ``run | validate | worker`` (``run``): a graph run to the end on this machine, a graph
+  checked, the worker loop of a deployed stack;
+* ``submit | status | jobs | logs | cancel | rerun | graph`` (``graphs``): on a local stack
+  or the deployed API (``targets``, ``api_client``), shown by ``views`` and ``render``;
+* ``local up | down`` (``local_stack``): a long-running local stack.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from .graphs import cancel, graph_command, jobs, logs, rerun, status, submit
+from .local_stack import local
+from .run import run, validate, worker
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+def main(verbose: bool) -> None:
+    """Overseer: job graphs on plain AWS services."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+for command in (run, validate, worker, submit, status, jobs, logs, cancel, rerun, graph_command, local):
+    main.add_command(command)

@@ -1,0 +1,193 @@
+"""Where the commands act: a local stack or the deployed stack, behind one ``Client``.
+
+* a **local stack** (default): the embedded backend's state directory (``--state-dir``,
+  default ``.overseer``, or ``OVERSEER_STATE_DIR``) that ``overseer local up`` runs. The
+  commands open its SQLite file directly; no server is involved;
+* the **deployed stack** with ``--api URL`` (or ``OVERSEER_API_URL``): its REST API, with
+  SigV4-signed requests (credentials and region from the standard AWS configuration).
+  ``overseer logs --api`` reads the worker's CloudWatch Logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+import click
+
+from ..config import DEFAULT_STATE_DIR
+from ..errors import GraphNotFound
+
+
+class Client(Protocol):
+    where: str
+
+    def submit(
+        self,
+        document: Mapping[str, Any] | None,
+        template: str | None,
+        args: dict[str, Any],
+        graph_id: str | None,
+    ) -> dict[str, Any]: ...
+
+    def graph(self, graph_id: str) -> dict[str, Any]: ...
+
+    def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]: ...
+
+    def cancel(self, graph_id: str) -> dict[str, Any]: ...
+
+    def rerun(self, graph_id: str) -> dict[str, Any]: ...
+
+    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]: ...
+
+
+def _graph_view(graph: Any, **extra: Any) -> dict[str, Any]:
+    return {**graph.summary(), "args": graph.args, "updated_at": graph.updated_at, **extra}
+
+
+class LocalClient:
+    """The embedded backend in ``state_dir`` (what ``overseer local up`` runs on)."""
+
+    def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
+        from ..backends.embedded import embedded_services
+        from .local_stack import local_settings
+
+        self.state_dir = Path(state_dir)
+        self.where = f"local stack {self.state_dir}"
+        settings = local_settings(templates_dir=templates_dir).with_(
+            backend="embedded", state_dir=str(self.state_dir.resolve())
+        )
+        self.services = embedded_services(self.state_dir, settings)
+
+    def submit(
+        self,
+        document: Mapping[str, Any] | None,
+        template: str | None,
+        args: dict[str, Any],
+        graph_id: str | None,
+    ) -> dict[str, Any]:
+        from .. import operations
+
+        if template:
+            graph, created = operations.submit_template(self.services, template, args, graph_id=graph_id)
+        else:
+            assert document is not None
+            graph, created = operations.submit_graph(self.services, document, graph_id=graph_id)
+        return _graph_view(graph, created=created)
+
+    def graph(self, graph_id: str) -> dict[str, Any]:
+        from .. import operations
+
+        return _graph_view(operations.get_graph(self.services, graph_id))
+
+    def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
+        from .. import operations
+
+        jobs = {}
+        for job in operations.list_jobs(self.services, graph_id, status):
+            summary = operations.job_view(self.services, job)
+            if job.reason and job.error:
+                summary["reason"] = job.reason
+            jobs[job.name] = summary
+        return jobs
+
+    def cancel(self, graph_id: str) -> dict[str, Any]:
+        from .. import operations
+
+        change = operations.cancel_graph(self.services, graph_id)
+        return _graph_view(change.graph, jobs_aborted=change.jobs_changed)
+
+    def rerun(self, graph_id: str) -> dict[str, Any]:
+        from .. import operations
+
+        change = operations.rerun_graph(self.services, graph_id)
+        return _graph_view(change.graph, jobs_rerun=change.jobs_changed)
+
+    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
+        from ..isolation import job_log_path
+        from .local_stack import logs_dir
+
+        self.services.store.get_job(graph_id, job) or _unknown_job(graph_id, job)
+        first = job_log_path(logs_dir(self.state_dir), graph_id, job, 1)
+        found: list[tuple[int, Path]] = []
+        for path in first.parent.glob(first.name[: -len(".1.log")] + ".*.log"):
+            suffix = path.name[: -len(".log")].rsplit(".", 1)[-1]
+            if suffix.isdigit() and (attempt is None or int(suffix) == attempt):
+                found.append((int(suffix), path))
+        for number, path in sorted(found):
+            yield f"attempt {number}: {path}", path.read_text(errors="replace").splitlines()
+
+
+def _unknown_job(graph_id: str, job: str) -> NoReturn:
+    raise GraphNotFound(f"graph {graph_id!r} has no job {job!r}")
+
+
+class ApiClient:
+    """The deployed stack's API (SigV4); logs from CloudWatch Logs."""
+
+    def __init__(self, url: str, log_group: str | None = None) -> None:
+        from .api_client import DEFAULT_WORKER_LOG_GROUP, RemoteApi
+
+        self.api = RemoteApi(url)
+        self.where = f"API {url}"
+        self.log_group = log_group or os.environ.get("OVERSEER_WORKER_LOG_GROUP") or DEFAULT_WORKER_LOG_GROUP
+
+    def submit(
+        self,
+        document: Mapping[str, Any] | None,
+        template: str | None,
+        args: dict[str, Any],
+        graph_id: str | None,
+    ) -> dict[str, Any]:
+        if template:
+            body: dict[str, Any] = {"template": template, "args": args}
+            if graph_id:
+                body["id"] = graph_id
+        else:
+            assert document is not None
+            body = {"graph": {**document, **({"id": graph_id} if graph_id else {})}}
+        return self.api.submit(body)
+
+    def graph(self, graph_id: str) -> dict[str, Any]:
+        return self.api.get_graph(graph_id)
+
+    def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
+        return self.api.list_jobs(graph_id, status)
+
+    def cancel(self, graph_id: str) -> dict[str, Any]:
+        return self.api.cancel(graph_id)
+
+    def rerun(self, graph_id: str) -> dict[str, Any]:
+        return self.api.rerun(graph_id)
+
+    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
+        from .api_client import job_log_lines
+
+        logs = self.api.session.client("logs", region_name=self.api.region)
+        lines = list(job_log_lines(logs, graph_id, job, log_group=self.log_group, attempt=attempt))
+        yield f"CloudWatch Logs {self.log_group}", lines
+
+
+def make_client(state_dir: Path, api: str | None, templates_dir: str | None = None) -> Client:
+    if api:
+        return ApiClient(api)
+    return LocalClient(state_dir, templates_dir)
+
+
+def target_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    function = click.option(
+        "--api",
+        envvar="OVERSEER_API_URL",
+        help="The deployed stack's API URL (its ApiUrl output); default: the local stack.",
+    )(function)
+    function = click.option(
+        "--state-dir",
+        envvar="OVERSEER_STATE_DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_STATE_DIR,
+        show_default=True,
+        help="The local stack's state directory (as given to `overseer local up`).",
+    )(function)
+    return function

@@ -1,0 +1,144 @@
+"""How the commands show things: rich tables and progress views, status colours, and
+errors turned into a message and an exit code (0 success; 1 an error or an unknown graph;
+2 invalid input)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+from rich.console import Console, Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .. import timeutil
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    ApiError,
+    GraphNotFound,
+    InvalidGraph,
+    OverseerError,
+    TemplateError,
+)
+from ..states import JobStatus
+
+STATUS_STYLE = {
+    "finished": "green",
+    "failed": "red",
+    "aborted": "yellow",
+    "running": "cyan",
+    "ready": "blue",
+    "waiting": "dim",
+}
+STATUS_ORDER = tuple(status.value for status in JobStatus)
+# Rows the status table shows before it summarises the rest (failed/running first).
+STATUS_ROWS = 40
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    err.print(f"[red]error:[/] {message}")
+    sys.exit(code)
+
+
+def guard(action: Callable[[], Any]) -> Any:
+    """``action()``; an engine or API error ends the command with its message and exit code."""
+    try:
+        return action()
+    except (InvalidGraph, TemplateError, ValueError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    except ApiError as exc:
+        fail(
+            exc.message + (f" (HTTP {exc.status})" if exc.status else ""),
+            EXIT_INVALID if exc.status == 400 else EXIT_FAILED,
+        )
+    except (GraphNotFound, OverseerError) as exc:
+        fail(str(exc))
+
+
+def _seconds(job: Mapping[str, Any], now: dt.datetime) -> float | None:
+    started = job.get("started_at")
+    if not started:
+        return None
+    end = job.get("finished_at")
+    if job.get("status") == "running" or not end:
+        if job.get("status") != "running":
+            return None
+        return (now - timeutil.parse(started)).total_seconds()
+    return (timeutil.parse(end) - timeutil.parse(started)).total_seconds()
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def styled(status: str) -> str:
+    style = STATUS_STYLE.get(status, "")
+    return f"[{style}]{status}[/]" if style else status
+
+
+def status_counts(jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUS_ORDER, 0)
+    for job in jobs.values():
+        counts[str(job.get("status"))] = counts.get(str(job.get("status")), 0) + 1
+    return counts
+
+
+def jobs_table(
+    jobs: Mapping[str, Mapping[str, Any]], *, limit: int | None = None, title: str = "jobs"
+) -> Table:
+    now = timeutil.now()
+    table = Table(title=title, title_justify="left")
+    for column in ("job", "type", "status", "attempts", "duration", "started", "error"):
+        table.add_column(column, no_wrap=column != "error")
+    names = list(jobs)
+    hidden = 0
+    if limit is not None and len(names) > limit:
+        rank = {"failed": 0, "running": 1, "aborted": 2, "ready": 3, "waiting": 4, "finished": 5}
+        keep = set(sorted(names, key=lambda n: (rank.get(str(jobs[n].get("status")), 9), n))[:limit])
+        hidden = len(names) - len(keep)
+        names = [n for n in names if n in keep]
+    for name in names:
+        job = jobs[name]
+        started = job.get("started_at") or ""
+        table.add_row(
+            name,
+            str(job.get("type", "")),
+            styled(str(job.get("status"))),
+            str(job.get("attempts", 0)),
+            format_duration(_seconds(job, now)),
+            started[11:19] if len(started) >= 19 else started,
+            Text((job.get("error") or "")[:160]),
+        )
+    if hidden:
+        table.caption = f"... and {hidden} more jobs (overseer jobs shows them all)"
+    return table
+
+
+def status_view(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]], *, rows: int) -> Group:
+    counts = status_counts(jobs)
+    total = int(graph.get("jobs_total") or len(jobs))
+    done = counts["finished"] + counts["failed"] + counts["aborted"]
+    header = Table.grid(padding=(0, 1))
+    header.add_row(
+        Text.from_markup(f"graph [bold]{graph['graph_id']}[/] {styled(str(graph['status']))}"),
+        ProgressBar(total=max(total, 1), completed=done, width=40),
+        Text(f"{done}/{total} done"),
+    )
+    line = "  ".join(f"{styled(s)} {n}" for s, n in counts.items() if n)
+    return Group(header, Text.from_markup(line or "no jobs"), jobs_table(jobs, limit=rows))

@@ -7,7 +7,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.functions import FunctionFactory
+from infra.function_factory import FunctionFactory
 
 # Route table: (path, HTTP method). The Lambda routes them (Powertools event handler).
 ROUTES = (

@@ -20,7 +20,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.functions import METRICS_NAMESPACE
+from infra.function_factory import METRICS_NAMESPACE
 
 SCHEDULER_SERVICE = "overseer-scheduler"
 SWEEP_SERVICE = "overseer-sweep"

@@ -36,7 +36,7 @@ def acknowledge_findings(stack: Stack) -> None:
         )
         assert function.role is not None
         _ack(
-            function.role,  # its own role, beside the function (infra/functions.py)
+            function.role,  # its own role, beside the function (infra/function_factory.py)
             "AwsSolutions-IAM5[Resource::*]",
             "xray:PutTraceSegments / PutTelemetryRecords (active tracing) support no "
             "resource-level permissions"

@@ -12,7 +12,7 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.functions import FunctionFactory
+from infra.function_factory import FunctionFactory
 from overseer.stream import STREAM_FILTER_PATTERNS
 
 

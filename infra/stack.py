@@ -16,7 +16,7 @@ from infra.artifacts import Artifacts
 from infra.config import DeploymentConfig
 from infra.dispatch import Dispatch
 from infra.events_out import GraphEvents
-from infra.functions import FunctionFactory
+from infra.function_factory import FunctionFactory
 from infra.lambda_code import LAMBDA_TEMPLATES_DIR, lambda_code
 from infra.monitoring import Monitoring
 from infra.nag import acknowledge_findings

@@ -8,7 +8,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from constructs import Construct
 
-from infra.functions import FunctionFactory
+from infra.function_factory import FunctionFactory
 
 
 class Sweep(Construct):

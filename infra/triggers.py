@@ -13,7 +13,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import Trigger
-from infra.functions import FunctionFactory
+from infra.function_factory import FunctionFactory
 
 # EventBridge allows at most 5 targets per rule; a trigger with more argument sets gets
 # several rules with the same schedule or pattern.

@@ -79,11 +79,14 @@ ERROR_FIELDS = ("error_type", "error_message", "error_traceback")
 
 
 def transition_values(
-    transition: Transition, changes: Mapping[str, Any] | None, remove: Iterable[str]
+    transition: Transition, changes: Mapping[str, Any] | None, remove: Iterable[str], *, fenced: bool
 ) -> tuple[dict[str, Any], list[str]]:
     """The attributes a transition sets (None = remove) and the ones it removes, as every
     backend writes them: status, ISO timestamps, the error split into readable fields, and
-    ``failed_on`` (the day a job failed, the key of the failed-jobs index) while it is failed."""
+    ``failed_on`` (the day a job failed, the key of the failed-jobs index) while it is failed.
+    ``fenced`` says whether the caller holds a fence; a fenced transition requires one."""
+    if transition.fenced and not fenced:
+        raise ValueError(f"transition {transition.name!r} needs a fence")
     stamp = timeutil.iso()
     values: dict[str, Any] = {"status": transition.target.value, "updated_at": stamp}
     if transition.target.terminal:

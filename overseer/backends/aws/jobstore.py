@@ -190,10 +190,8 @@ class DynamoJobStore:
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
     ) -> JobRecord | None:
-        if transition.fenced and fence is None:
-            raise ValueError(f"transition {transition.name!r} needs a fence")
         J = self.Job
-        values, removed = transition_values(transition, changes, remove)
+        values, removed = transition_values(transition, changes, remove, fenced=fence is not None)
         actions = [
             getattr(J, k).set(v) if v is not None else getattr(J, k).remove() for k, v in values.items()
         ]

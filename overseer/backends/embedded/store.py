@@ -257,9 +257,7 @@ class SqliteJobStore:
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
     ) -> JobRecord | None:
-        if transition.fenced and fence is None:
-            raise ValueError(f"transition {transition.name!r} needs a fence")
-        values, removed = transition_values(transition, changes, remove)
+        values, removed = transition_values(transition, changes, remove, fenced=fence is not None)
         sources = {s.value for s in transition.sources}
         entry = job_entry(name)
         with self.db.write() as conn:

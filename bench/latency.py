@@ -117,12 +117,14 @@ def run_graph(backend: str, jobs: dict[str, Any], name: str, workers: int) -> An
     document = {"id": f"latency-{name}-{time.strftime('%Y%m%dT%H%M%S')}", "args": {}, "jobs": jobs}
     if backend == "aws":
         return run_shape(document, NOOP_HANDLERS, workers)
-    from overseer.runner import run_embedded
+    from overseer.runner import run_graph
 
     handlers = load_handlers(NOOP_HANDLERS)
     spec = parse_graph(document, handler_types=handlers.keys())
     with tempfile.TemporaryDirectory(prefix="overseer-latency-") as state_dir:
-        return run_embedded(spec, NOOP_HANDLERS, handlers, workers=workers, state_dir=Path(state_dir))
+        return run_graph(
+            spec, NOOP_HANDLERS, handlers, backend="embedded", workers=workers, state_dir=Path(state_dir)
+        )
 
 
 def handoff(backend: str, shape: str, workers: int) -> dict[str, Any]:

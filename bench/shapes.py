@@ -10,7 +10,7 @@ Shapes:
 * ``layered-10x10-full``: 10 layers of 10 jobs, each job depending on the whole previous
   layer (900 edges).
 
-Each shape runs on a fresh emulator with ``overseer.runner.run_on_emulator``, so the
+Each shape runs on a fresh emulator with ``overseer.runner.run_graph``, so the
 wall time includes starting the emulator, provisioning and starting the workers.
 """
 

@@ -9,7 +9,7 @@ Shapes:
   on job i of layer k-1 (so jobs/layers independent chains, released layer by layer).
 * ``wide``: N independent jobs (no edges at all).
 
-Every figure comes from ``overseer.runner.run_on_emulator``: wall time includes
+Every figure comes from ``overseer.runner.run_graph``: wall time includes
 starting the emulator, provisioning tables/queues/bucket and starting the workers, so
 the jobs/s figure is end to end. Requests are every AWS call any process made
 (``RunResult.requests``), including the workers' idle long polls and provisioning.
@@ -18,7 +18,6 @@ the jobs/s figure is end to end. Requests are every AWS call any process made
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -26,10 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import overseer.runner
 from overseer.graph import parse_graph
 from overseer.handlers import load_handlers
-from overseer.runner import run_on_emulator
+from overseer.runner import run_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 NOOP_HANDLERS = str(ROOT / "examples" / "noop" / "handlers.py")
@@ -48,29 +46,6 @@ PROVISIONING = {
     "GetShardIterator",
     "ListStreams",
 }
-
-
-# Engine bug (seen 2026-11-26): run_on_emulator names a request-log directory for the
-# worker processes but never creates it, and RequestCounter.write skips a missing
-# directory, so every request the workers make is silently left out of
-# RunResult.requests. This shim creates the directory before the workers start; once
-# the engine creates it itself, the shim does nothing (and says so).
-REQUEST_DIR_SHIM = {"created": False}
-_worker_processes = overseer.runner.worker_processes
-
-
-@contextlib.contextmanager
-def _worker_processes_with_request_dir(count: int, env: dict[str, str], log_dir: Path) -> Any:
-    directory = env.get("OVERSEER_REQUEST_LOG")
-    if directory and not Path(directory).is_dir():
-        Path(directory).mkdir(parents=True)
-        REQUEST_DIR_SHIM["created"] = True
-    with _worker_processes(count, env, log_dir) as processes:
-        yield processes
-
-
-def install_request_dir_shim() -> None:
-    overseer.runner.worker_processes = _worker_processes_with_request_dir  # type: ignore[assignment]
 
 
 def is_provisioning(operation: str) -> bool:
@@ -123,20 +98,16 @@ def summarize(result: Any, job_count: int, workers: int, shape: str) -> dict[str
     }
 
 
-def run_shape(document: dict[str, Any], handlers_path: str, workers: int, count_workers: bool = True) -> Any:
-    if count_workers:
-        install_request_dir_shim()
+def run_shape(document: dict[str, Any], handlers_path: str, workers: int) -> Any:
     handlers = load_handlers(handlers_path)
     spec = parse_graph(document, handler_types=handlers.keys())
-    return run_on_emulator(spec, handlers_path, handlers, workers=workers)
+    return run_graph(spec, handlers_path, handlers, workers=workers)
 
 
 def print_summary(summary: dict[str, Any], label: str) -> None:
     print(label)
     print(f"  jobs: {summary['jobs']}  workers: {summary['workers']}  status: {summary['status']}")
     print(f"  job statuses: {summary['job_statuses']}")
-    if summary.get("request_dir_shim_used"):
-        print("  (worker requests counted via the bench's request-dir shim: see REQUEST_DIR_SHIM)")
     print(f"  wall time: {summary['seconds']:.1f} s  ({summary['jobs_per_second']:.1f} jobs/s, end to end)")
     print(
         f"  AWS requests: {summary['aws_requests']} total, {summary['requests_per_job']:.2f}/job; "
@@ -163,11 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--handlers", default=NOOP_HANDLERS, help="handlers module (default examples/noop)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--no-request-dir-shim",
-        action="store_true",
-        help="do not create the workers' request-log directory (shows the engine's own count)",
-    )
     args = parser.parse_args(argv)
 
     graph_id = f"bench-{args.shape}-{args.jobs}-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -176,10 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     label = describe(args.shape, job_count, args.layers) + f", handler {args.handler}"
     if not args.json:
         print(f"running {label} on {args.workers} workers ...", flush=True)
-    result = run_shape(document, args.handlers, args.workers, count_workers=not args.no_request_dir_shim)
+    result = run_shape(document, args.handlers, args.workers)
     summary = summarize(result, job_count, args.workers, args.shape)
     summary["description"] = label
-    summary["request_dir_shim_used"] = REQUEST_DIR_SHIM["created"]
     if args.json:
         print(json.dumps(summary))
     else:

@@ -10,10 +10,10 @@ Shapes (as in bench/shapes.py, no-op handlers from examples/noop/handlers.py):
 
 Each (backend, shape, workers) runs once, as ``overseer run`` does:
 
-* ``embedded``: ``overseer.runner.run_embedded`` on a fresh state directory
+* ``embedded``: ``overseer.runner.run_graph`` on a fresh state directory
   (N ``overseer worker`` processes on one SQLite file, the change feed pumped into the
   scheduler by this process).
-* ``aws``: ``overseer.runner.run_on_emulator`` on a fresh moto server (DynamoDB +
+* ``aws``: ``overseer.runner.run_graph`` on a fresh moto server (DynamoDB +
   stream, SQS, S3), N ``overseer worker`` processes, the stream pumped into the scheduler
   by this process.
 
@@ -74,12 +74,14 @@ def run_once(backend: str, shape: str, workers: int) -> dict[str, Any]:
     if backend == "aws":
         result = run_shape(document, NOOP_HANDLERS, workers)
     else:
-        from overseer.runner import run_embedded
+        from overseer.runner import run_graph
 
         handlers = load_handlers(NOOP_HANDLERS)
         spec = parse_graph(document, handler_types=handlers.keys())
         with tempfile.TemporaryDirectory(prefix="overseer-sweep-") as state_dir:
-            result = run_embedded(spec, NOOP_HANDLERS, handlers, workers=workers, state_dir=Path(state_dir))
+            result = run_graph(
+                spec, NOOP_HANDLERS, handlers, backend="embedded", workers=workers, state_dir=Path(state_dir)
+            )
     running = running_seconds(result.jobs)
     return {
         "backend": backend,

@@ -18,6 +18,12 @@ ENV_PREFIX = "OVERSEER_"
 DEFAULT_STATE_DIR = Path(".overseer")
 
 
+def logs_dir(state_dir: str | Path) -> Path:
+    """Where a state directory keeps logs: each job's output (``<graph>/<job>.<attempt>.log``)
+    and a local stack's worker logs (``workers/``)."""
+    return Path(state_dir) / "logs"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Names of the stack's resources and the engine's tunables.
@@ -73,12 +79,26 @@ class Settings:
     # "package.module:function" called with every botocore client the engine builds ("" = none):
     # the one place where test tooling (e.g. fault injection) attaches to the engine.
     client_hook: str = ""
+    # Directory where each process writes how many AWS requests it made, by operation, at
+    # exit ("" = not counted): how `overseer run --json` reports its workers' requests.
+    request_log: str = ""
+    # CloudWatch Logs group of the deployed workers, read by `overseer logs --api`.
+    worker_log_group: str = "/aws/batch/job"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Settings from ``environ`` (default: ``os.environ``). ``defaults`` replace the
+        class defaults where the environment says nothing (e.g. a local run's short lease);
+        ``overrides`` that are not None win over both."""
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in fields(cls):
             if f.name == "extra":
                 continue

@@ -116,6 +116,24 @@ class _Prefixed:
 
 
 @contextlib.contextmanager
+def _log_records_to_stderr() -> Iterator[None]:
+    """Log records at INFO and above go to ``sys.stderr`` as it is now, then as before."""
+    root = logging.getLogger()
+    level = root.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+@contextlib.contextmanager
 def capture_job_output(job: Job, log_dir: str | None) -> Iterator[None]:
     """Around one job in the child: its stdout, stderr and logging.
 
@@ -125,8 +143,6 @@ def capture_job_output(job: Job, log_dir: str | None) -> Iterator[None]:
     to stdout/stderr with every line prefixed by ``<graph_id>/<job>#<attempt>``, so a
     filter pattern on the job id finds them.
     """
-    root = logging.getLogger()
-    level = root.level
     if sys.stdout is None or sys.stderr is None:
         yield
         return
@@ -140,17 +156,10 @@ def capture_job_output(job: Job, log_dir: str | None) -> Iterator[None]:
             target.write(f"--- {job.id} attempt {job.attempt} started {timeutil.iso()} ---\n".encode())
             os.dup2(target.fileno(), 1)
             os.dup2(target.fileno(), 2)
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            root.addHandler(handler)
-            root.setLevel(logging.INFO)
             try:
-                yield
+                with _log_records_to_stderr():
+                    yield
             finally:
-                root.removeHandler(handler)
-                root.setLevel(level)
-                sys.stdout.flush()
-                sys.stderr.flush()
                 os.dup2(saved[0], 1)
                 os.dup2(saved[1], 2)
                 for fd in saved:
@@ -159,17 +168,10 @@ def capture_job_output(job: Job, log_dir: str | None) -> Iterator[None]:
     prefix = f"{job.graph_id}/{job.name}#{job.attempt} "
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Prefixed(out, prefix), _Prefixed(err, prefix)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
     try:
-        yield
+        with _log_records_to_stderr():
+            yield
     finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        sys.stdout.flush()
-        sys.stderr.flush()
         sys.stdout, sys.stderr = out, err
 
 

@@ -1,18 +1,21 @@
-"""``overseer run``: the whole system on one machine, on either backend.
+"""``overseer run`` and ``overseer local up``: the whole system on one machine.
 
-On the AWS backend (``run_on_emulator``) it starts the local AWS emulator, creates the
-same tables, queues and bucket the stack declares, submits the graph, runs N ``overseer
-worker`` processes, and pumps the jobs table's stream into the scheduler as Lambda-shaped
-events until the graph is done.
+What the stack runs as managed services runs here in one process and its children:
 
-On the embedded backend (``run_embedded``): SQLite and local files, no emulator; the same
-loop, with the change feed in place of the stream. State lives in ``state_dir`` and
-survives a crash of the runner: running the same graph id again resumes it. The feed
-reader resumes from its saved position (records not yet handled are handled again,
-idempotently), queued messages are still queued, and jobs left ``running`` by workers that
-died with the old runner are taken back once their lease expires (by ``overseer.sweep``,
-which ``pump_until_done`` runs every ``sweep_interval_seconds``; one machine has one clock,
-so the clock-skew margin is small).
+* ``Pump``: one loop that feeds the change feed (the jobs table's stream on the AWS
+  backend, the embedded backend's feed) to the scheduler, as the stream-triggered Lambda
+  does, and runs the sweep every ``sweep_interval_seconds``, as the scheduled Lambda does;
+* ``WorkerPool``: N ``overseer worker`` processes, each with its log file; ``overseer local
+  up`` has them restarted when they die.
+
+``run_graph`` runs one graph to its end on the AWS adapters (a fresh local emulator, or
+the endpoint the AWS configuration names) or on SQLite and local files. On the embedded
+backend, state lives in ``state_dir`` and survives a crash of the runner: running the
+same graph id again resumes it. The feed reader resumes from its saved position (records
+not yet handled are handled again, idempotently), queued messages are still queued, and
+jobs left ``running`` by workers that died with the old runner are taken back once their
+lease expires (by the sweep; one machine has one clock, so the clock-skew margin is
+small).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +44,26 @@ from .handlers import HandlerSpec
 from .scheduler import Scheduler
 from .states import GraphStatus, terminal_counts
 from .store import GraphRecord, Services
+from .sweep import sweep
 
 log = logging.getLogger("overseer.runner")
 # How often a run's progress is shown (counted from the jobs: a read of the whole graph).
 PROGRESS_SECONDS = 0.5
+# A batch the scheduler fails on is tried this often (as Lambda retries a stream batch).
+BATCH_ATTEMPTS = 5
+# A worker that dies sooner than this after its start counts as crash-looping: back off.
+QUICK_DEATH_SECONDS = 5.0
+MAX_RESTART_DELAY_SECONDS = 30.0
+# Settings of a local run where the environment says nothing: short leases (a job of a
+# killed runner is taken back within seconds), a frequent sweep, one clock, and workers
+# orphaned by a killed runner exit after this long without work.
+LOCAL_DEFAULTS: Mapping[str, Any] = {
+    "receive_wait_seconds": 1,
+    "lease_seconds": 15,
+    "sweep_interval_seconds": 1,
+    "clock_skew_seconds": 1,
+    "idle_exit_seconds": 30,
+}
 
 
 @dataclass
@@ -76,6 +96,14 @@ class RunResult:
 Progress = Callable[[GraphRecord], None]
 
 
+def local_settings(state_dir: str | Path, base: Settings | None = None, **overrides: Any) -> Settings:
+    """Settings of the embedded backend in ``state_dir``: ``base`` (default: the
+    environment's, with ``LOCAL_DEFAULTS`` where it says nothing) and ``overrides``."""
+    base = base or Settings.from_env(defaults=LOCAL_DEFAULTS)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.with_(backend="embedded", state_dir=str(Path(state_dir).resolve()), **changes)
+
+
 def handlers_env(handlers_path: str) -> dict[str, str]:
     """Make the handlers importable the same way in the worker processes."""
     path = handlers_path
@@ -85,33 +113,191 @@ def handlers_env(handlers_path: str) -> dict[str, str]:
     return {"OVERSEER_HANDLERS": path, "PYTHONPATH": pythonpath}
 
 
-@contextlib.contextmanager
-def worker_processes(
-    count: int, env: dict[str, str], log_dir: Path
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes = []
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the worker gets SIGTERM when its parent dies, even by SIGKILL."""
     try:
-        for n in range(count):
-            log_file = (log_dir / f"worker-{n + 1}.log").open("wb")
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "overseer", "worker"],
-                    env={**os.environ, **env},
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                )
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+@dataclass
+class _Slot:
+    number: int
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    next_start: float = 0.0
+    quick_deaths: int = 0
+
+
+class WorkerPool:
+    """``count`` ``overseer worker`` processes, each logging to ``log_dir/worker-<n>.log``.
+
+    With ``restart``, ``supervise()`` starts a dead worker again (backing off while one
+    keeps dying within ``QUICK_DEATH_SECONDS`` of its start); without it a dead worker
+    stays dead and ``alive()`` says whether any still runs. With ``die_with_parent``
+    (Linux), the workers get SIGTERM when this process dies, even by SIGKILL.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        restart: bool = False,
+        die_with_parent: bool = False,
+        on_event: Callable[[str], None] = lambda _message: None,
+    ) -> None:
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        self.restart = restart
+        self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
+        self.on_event = on_event
+        self.restarts = 0
+        self._slots = [_Slot(n + 1) for n in range(count)]
+
+    def __enter__(self) -> WorkerPool:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for slot in self._slots:
+            self._start(slot)
+
+    def _start(self, slot: _Slot) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"worker-{slot.number}.log").open("ab") as log_file:
+            slot.process = subprocess.Popen(
+                [sys.executable, "-m", "overseer", "worker"],
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
-            log_file.close()
-        yield processes
-    finally:
-        for process in processes:
+        slot.started = time.monotonic()
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self._slots if s.process is not None]
+
+    def alive(self) -> bool:
+        return any(s.process is not None and s.process.poll() is None for s in self._slots)
+
+    def supervise(self) -> bool:
+        """Start the workers that died again (with ``restart``); True when one was started."""
+        if not self.restart:
+            return False
+        now = time.monotonic()
+        started = False
+        for slot in self._slots:
+            process = slot.process
+            if process is not None and process.poll() is None:
+                continue
+            if process is not None:
+                lived = now - slot.started
+                slot.quick_deaths = slot.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+                delay = min(MAX_RESTART_DELAY_SECONDS, 0.5 * 2**slot.quick_deaths) if slot.quick_deaths else 0
+                slot.next_start = now + delay
+                slot.process = None
+                self.restarts += 1
+                self.on_event(
+                    f"worker {slot.number} exited with code {process.returncode}; "
+                    f"restarting{f' in {delay:g}s' if delay else ''}"
+                )
+            if now >= slot.next_start:
+                self._start(slot)
+                started = True
+        return started
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every worker (each releases its job), then SIGKILL those still running."""
+        running = [s.process for s in self._slots if s.process is not None and s.process.poll() is None]
+        for process in running:
             process.terminate()
-        deadline = time.monotonic() + 10
-        for process in processes:
+        deadline = time.monotonic() + timeout
+        for process in running:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+
+
+class Pump:
+    """The change feed into the scheduler, and the sweep on its period.
+
+    ``feed()`` hands the records of one poll to the scheduler; a batch it fails on is
+    tried again after a pause, as Lambda does, ``BATCH_ATTEMPTS`` times in all; then it
+    raises, or with ``skip_failed_batches`` logs and goes on (the sweep repairs what the
+    batch left). ``tick()`` runs the sweep when due (and ``on_sweep``, e.g. supervising
+    workers) and trims the feed every ``trim_seconds`` when the reader can.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        reader: Any,
+        *,
+        scheduler: Scheduler | None = None,
+        skip_failed_batches: bool = False,
+        trim_seconds: float | None = None,
+        on_sweep: Callable[[], object] = lambda: None,
+        wait: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self.services = services
+        self.reader = reader
+        self.scheduler = scheduler or Scheduler(services.store, services.queue)
+        self.skip_failed_batches = skip_failed_batches
+        self.trim_seconds = trim_seconds
+        self.on_sweep = on_sweep
+        self.wait = wait
+        self._last_sweep = self._last_trim = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep >= self.services.settings.sweep_interval_seconds:
+            self._last_sweep = now
+            try:
+                sweep(self.services)
+            except Exception:
+                log.warning("sweep failed", exc_info=True)
+            self.on_sweep()
+        if self.trim_seconds is not None and now - self._last_trim >= self.trim_seconds:
+            self._last_trim = now
+            self.trim()
+
+    def trim(self) -> None:
+        """Save the reader's position and drop the records every reader has passed."""
+        with contextlib.suppress(Exception):
+            self.reader.commit()
+            self.reader.trim()
+
+    def feed(self) -> int:
+        """Hand one poll's records to the scheduler; returns how many there were."""
+        records = self.reader.poll()
+        if not records:
+            return 0
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                self.scheduler.process_stream_event({"Records": records})
+                break
+            except Exception:
+                log.warning("scheduler failed on a batch (attempt %d)", attempt, exc_info=True)
+                if attempt == BATCH_ATTEMPTS:
+                    if not self.skip_failed_batches:
+                        raise
+                    log.error("skipped a batch of %d records after %d attempts", len(records), attempt)
+                elif self.wait(0.2 * attempt):
+                    break  # told to stop while pausing
+        return len(records)
 
 
 def _current(store: Any, graph_id: str, known: GraphRecord) -> GraphRecord:
@@ -142,33 +328,16 @@ def pump_until_done(
     poll_seconds: float = 0.05,
     alive: Callable[[], bool] = lambda: True,
 ) -> GraphRecord:
-    """Feed stream records to the scheduler until the graph reaches a terminal status."""
-    from .sweep import sweep
-
+    """Pump until the graph reaches a terminal status; raise when ``alive()`` says no
+    worker is left to run its jobs."""
+    pump = Pump(services, reader, scheduler=scheduler)
     store = services.store
     graph = store.get_graph(graph_id)
     assert graph is not None
-    last_sweep = time.monotonic()
     shown = 0.0
     while not graph.status.terminal:
-        if time.monotonic() - last_sweep > services.settings.sweep_interval_seconds:
-            last_sweep = time.monotonic()
-            try:
-                sweep(services)
-            except Exception:
-                log.warning("sweep failed", exc_info=True)
-        records = reader.poll()
-        if records:
-            for attempt in range(1, 6):
-                try:
-                    scheduler.process_stream_event({"Records": records})
-                    break
-                except Exception:
-                    # As Lambda does: the same batch again, after a pause.
-                    log.warning("scheduler failed on a batch (attempt %d)", attempt, exc_info=True)
-                    if attempt == 5:
-                        raise
-                    time.sleep(0.2 * attempt)
+        pump.tick()
+        if pump.feed():
             graph = _current(store, graph_id, graph)
             if progress and (graph.status.terminal or time.monotonic() - shown > PROGRESS_SECONDS):
                 shown = time.monotonic()
@@ -192,129 +361,116 @@ def download_artifacts(services: Services, jobs: dict[str, dict[str, Any]], out:
     return count
 
 
-def run_on_emulator(
-    spec: GraphSpec,
-    handlers_path: str,
-    handlers: dict[str, HandlerSpec],
-    *,
-    workers: int = 4,
-    out: Path | None = None,
-    progress: Progress | None = None,
-    settings: Settings | None = None,
-    start_emulator: bool = True,
-) -> RunResult:
-    """Run ``spec`` to the end on the AWS adapters: on a fresh local AWS emulator, or
-    (``start_emulator=False``) on the endpoint the standard AWS configuration names,
-    creating the resources named by the ``OVERSEER_*`` settings where they are missing."""
+@dataclass
+class _Place:
+    """Where a run happens: the backend's services and change feed, and the workers' setup."""
+
+    services: Services
+    reader: Any
+    worker_env: dict[str, str]
+    log_dir: Path
+    poll_seconds: float = 0.05
+    # The AWS requests every process of the run made, by operation (AWS backend only).
+    requests: Callable[[], Counter[str]] = Counter
+
+
+@contextlib.contextmanager
+def _on_aws(settings: Settings | None, env: dict[str, str], start_emulator: bool) -> Iterator[_Place]:
+    """A fresh local AWS emulator, or (``start_emulator=False``) the endpoint the standard
+    AWS configuration names, with the resources the ``OVERSEER_*`` settings name created
+    where they are missing."""
     from .backends.aws import clients
     from .backends.aws.emulator import emulator, environment
     from .backends.aws.resources import provision, stream_arn
     from .backends.aws.stream import StreamReader
 
-    started = time.monotonic()
     endpoint: contextlib.AbstractContextManager[dict[str, str]] = (
         emulator() if start_emulator else contextlib.nullcontext({})
     )
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as workdir, endpoint as aws_env:
         request_dir = Path(workdir) / "requests"
         request_dir.mkdir()
-        env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **handlers_env(handlers_path)}
+        env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **env}
         with environment(env):
-            base = settings or Settings.from_env(receive_wait_seconds=2, lease_seconds=60)
+            base = settings or Settings.from_env(defaults={"receive_wait_seconds": 2, "lease_seconds": 60})
             configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"]))
-            services = build_services(configured)
-            scheduler = Scheduler(services.store, services.queue)
-            reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
-            defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
-            graph, created = services.store.create_graph(spec, max_attempts=defaults)
-            if progress:
-                progress(graph)
-            worker_env = {**env, **configured.to_env()}
-            with worker_processes(workers, worker_env, Path(workdir)) as processes:
-                graph = pump_until_done(
-                    services,
-                    scheduler,
-                    reader,
-                    spec.id,
-                    progress=progress,
-                    alive=lambda: any(p.poll() is None for p in processes),
-                )
-            jobs = {job.name: job.summary() for job in services.store.list_jobs(spec.id)}
-            if out is not None:
-                download_artifacts(services, jobs, out)
-            requests = clients.read_request_logs(request_dir)
-            counter = clients.process_counter()
-            if counter is not None:
-                requests.update(counter.counts)
-                counter.counts.clear()
-    return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created, requests)
+
+            def requests() -> Counter[str]:
+                counted = clients.read_request_logs(request_dir)
+                counter = clients.process_counter()
+                if counter is not None:
+                    counted.update(counter.counts)
+                    counter.counts.clear()
+                return counted
+
+            yield _Place(
+                build_services(configured),
+                StreamReader(clients.client("dynamodbstreams"), stream_arn(configured)),
+                {**env, **configured.to_env()},
+                Path(workdir),
+                requests=requests,
+            )
 
 
-# Short leases locally: a job of a killed runner is taken back within this many seconds.
-LOCAL_LEASE_SECONDS = 15
-SWEEP_INTERVAL_SECONDS = 1
-CLOCK_SKEW_SECONDS = 1
-# Workers orphaned by a killed runner exit after this long without work.
-WORKER_IDLE_EXIT_SECONDS = 30
+@contextlib.contextmanager
+def _on_embedded(state_dir: Path, settings: Settings | None, env: dict[str, str]) -> Iterator[_Place]:
+    """SQLite and files in ``state_dir``, kept between runs."""
+    configured = local_settings(state_dir, settings, handlers=env["OVERSEER_HANDLERS"])
+    reader = feed_reader(state_dir)
+    with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
+        services = embedded_services(state_dir, configured)
+        yield _Place(services, reader, {**env, **configured.to_env()}, Path(logs), poll_seconds=0.005)
+    reader.commit()
+    reader.trim()  # records every reader has passed are not needed again
 
 
-def embedded_settings(state_dir: Path, base: Settings | None = None, handlers: str = "") -> Settings:
-    if base is None:
-        local_defaults: dict[str, Any] = {"receive_wait_seconds": 1, "lease_seconds": LOCAL_LEASE_SECONDS}
-        # Local defaults, unless the environment says otherwise.
-        base = Settings.from_env(
-            **{k: v for k, v in local_defaults.items() if f"OVERSEER_{k.upper()}" not in os.environ}
-        )
-    return base.with_(
-        backend="embedded",
-        state_dir=str(Path(state_dir).resolve()),
-        handlers=handlers or base.handlers,
-        idle_exit_seconds=base.idle_exit_seconds or WORKER_IDLE_EXIT_SECONDS,
-        sweep_interval_seconds=SWEEP_INTERVAL_SECONDS,
-        clock_skew_seconds=CLOCK_SKEW_SECONDS,
-    )
-
-
-def run_embedded(
+def run_graph(
     spec: GraphSpec,
     handlers_path: str,
     handlers: dict[str, HandlerSpec],
     *,
+    backend: str = "aws",
     workers: int = 4,
     out: Path | None = None,
     progress: Progress | None = None,
-    state_dir: Path | None = None,
     settings: Settings | None = None,
+    state_dir: Path | None = None,
+    start_emulator: bool = True,
 ) -> RunResult:
-    """Run ``spec`` to the end on the embedded backend in ``state_dir`` (default
-    ``./.overseer``); an existing graph id resumes instead of starting over."""
+    """Run ``spec`` to its end on ``workers`` worker processes and download its artifacts
+    under ``out``.
+
+    ``backend="aws"``: the AWS adapters, on a fresh local emulator (or, with
+    ``start_emulator=False``, the endpoint the AWS configuration names). ``"embedded"``:
+    SQLite and files in ``state_dir`` (default ``./.overseer``), where a graph id already
+    stored resumes instead of starting over.
+    """
     started = time.monotonic()
-    state_dir = Path(state_dir or DEFAULT_STATE_DIR)
     env = handlers_env(handlers_path)
-    configured = embedded_settings(state_dir, settings, env["OVERSEER_HANDLERS"])
-    services = embedded_services(state_dir, configured)
-    scheduler = Scheduler(services.store, services.queue)
-    reader = feed_reader(state_dir)
-    defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
-    graph, created = services.store.create_graph(spec, max_attempts=defaults)
-    if progress:
-        progress(graph)
-    if not graph.status.terminal:
-        with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
-            worker_env = {**env, **configured.to_env()}
-            with worker_processes(workers, worker_env, Path(logs)) as processes:
+    place = (
+        _on_embedded(Path(state_dir or DEFAULT_STATE_DIR), settings, env)
+        if backend == "embedded"
+        else _on_aws(settings, env, start_emulator)
+    )
+    with place as where:
+        store = where.services.store
+        defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
+        graph, created = store.create_graph(spec, max_attempts=defaults)
+        if progress:
+            progress(graph)
+        if not graph.status.terminal:
+            with WorkerPool(workers, where.worker_env, where.log_dir) as pool:
                 graph = pump_until_done(
-                    services,
-                    scheduler,
-                    reader,
+                    where.services,
+                    Scheduler(store, where.services.queue),
+                    where.reader,
                     spec.id,
                     progress=progress,
-                    poll_seconds=0.005,
-                    alive=lambda: any(p.poll() is None for p in processes),
+                    poll_seconds=where.poll_seconds,
+                    alive=pool.alive,
                 )
-    reader.commit()
-    reader.trim()  # records every reader has passed are not needed again
-    jobs = {job.name: job.summary() for job in services.store.list_jobs(spec.id)}
-    if out is not None:
-        download_artifacts(services, jobs, out)
-    return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created)
+        jobs = {job.name: job.summary() for job in store.list_jobs(spec.id)}
+        if out is not None:
+            download_artifacts(where.services, jobs, out)
+        requests = where.requests()
+    return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created, requests)

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-class JobStatus(StrEnum):
+class _Status(StrEnum):
+    @property
+    def terminal(self) -> bool:
+        """Finished, failed or aborted: nothing moves it on but a rerun (jobs and graphs alike)."""
+        return self in TERMINAL
+
+
+class JobStatus(_Status):
     WAITING = "waiting"
     READY = "ready"
     RUNNING = "running"
@@ -30,24 +37,17 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     ABORTED = "aborted"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
 
-
+# The terminal statuses' values, shared by jobs and graphs (a StrEnum equals its value).
 TERMINAL = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED})
 
 
-class GraphStatus(StrEnum):
+class GraphStatus(_Status):
     CREATING = "creating"
     RUNNING = "running"
     FINISHED = "finished"
     FAILED = "failed"
     ABORTED = "aborted"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (GraphStatus.FINISHED, GraphStatus.FAILED, GraphStatus.ABORTED)
 
 
 @dataclass(frozen=True)

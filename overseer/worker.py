@@ -24,6 +24,7 @@ from typing import Any
 
 from . import timeutil
 from .artifacts import load_inputs, persist_artifacts
+from .config import logs_dir
 from .errors import AbortJob, FaultJob, HandlerCrashed, InvalidArtifact, RemoteHandlerError
 from .handlers import HandlerSpec
 from .isolation import inputs_in_child, short_traceback
@@ -138,7 +139,7 @@ class Worker:
                     default_timeout_seconds=self.settings.handler_timeout_seconds,
                     # Local stacks keep each job's output in <state_dir>/logs; in AWS it goes
                     # to the container's stdout (CloudWatch Logs), prefixed with the job id.
-                    log_dir=Path(self.settings.state_dir) / "logs" if self.settings.state_dir else None,
+                    log_dir=logs_dir(self.settings.state_dir) if self.settings.state_dir else None,
                     inputs_factory=partial(inputs_in_child, services_factory) if services_factory else None,
                 )
             else:

@@ -28,9 +28,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from ..config import Settings
 from ..errors import ApiError
 
-DEFAULT_WORKER_LOG_GROUP = "/aws/batch/job"
 _REGION_IN_URL = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
 TIMEOUT_SECONDS = 30.0
 
@@ -157,7 +157,7 @@ def job_log_lines(
     graph_id: str,
     job_name: str,
     *,
-    log_group: str = DEFAULT_WORKER_LOG_GROUP,
+    log_group: str = Settings.worker_log_group,
     attempt: int | None = None,
     start_time_ms: int | None = None,
 ) -> Iterator[str]:

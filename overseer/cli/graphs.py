@@ -163,7 +163,10 @@ def jobs(graph_id: str, wanted: str | None, as_json: bool, state_dir: Path, api:
 @click.argument("graph_id")
 @click.argument("job")
 @click.option("--attempt", type=click.IntRange(1), help="Only this attempt (default: every attempt).")
-@click.option("--log-group", envvar="OVERSEER_WORKER_LOG_GROUP", help="With --api: the workers' log group.")
+@click.option(
+    "--log-group",
+    help="With --api: the workers' log group (default: OVERSEER_WORKER_LOG_GROUP, else /aws/batch/job).",
+)
 @target_options
 def logs(
     graph_id: str, job: str, attempt: int | None, log_group: str | None, state_dir: Path, api: str | None

@@ -16,11 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..config import DEFAULT_STATE_DIR, Settings
+from ..config import Settings
 from ..errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph, OverseerError
 from ..graph import parse_graph
 from ..handlers import load_handlers
 from ..store import GraphRecord
+from .targets import state_dir_option
 from .views import STATUS_STYLE
 
 
@@ -63,13 +64,7 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
     show_default=True,
     help="embedded: SQLite and local files in --state-dir; aws: the AWS adapters (DynamoDB, SQS, S3).",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    help="Where the embedded backend keeps its state; running a graph id again resumes it.",
-)
+@state_dir_option("Where the embedded backend keeps its state; running a graph id again resumes it.")
 @click.option(
     "--emulator/--no-emulator",
     default=True,
@@ -87,7 +82,7 @@ def run(
     emulator: bool,
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
-    from ..runner import run_embedded, run_on_emulator
+    from ..runner import run_graph
 
     console = Console(stderr=as_json)
     errors = Console(stderr=True)
@@ -114,13 +109,18 @@ def run(
             counts = " ".join(f"{k}={v}" for k, v in record.counts.items() if v)
             bar.update(task, completed=min(done, record.jobs_total), counts=counts)
 
-        runner = (
-            partial(run_embedded, state_dir=state_dir)
-            if backend == "embedded"
-            else partial(run_on_emulator, start_emulator=emulator)
-        )
         try:
-            result = runner(spec, handlers_path, handlers, workers=workers, out=out, progress=show)
+            result = run_graph(
+                spec,
+                handlers_path,
+                handlers,
+                backend=backend,
+                workers=workers,
+                out=out,
+                progress=show,
+                state_dir=state_dir,
+                start_emulator=emulator,
+            )
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")
             sys.exit(EXIT_FAILED)

@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import click
 
-from ..config import DEFAULT_STATE_DIR
+from ..config import DEFAULT_STATE_DIR, Settings, logs_dir
 from ..errors import GraphNotFound
 
 
@@ -52,13 +51,11 @@ class LocalClient:
 
     def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
         from ..backends.embedded import embedded_services
-        from .local_stack import local_settings
+        from ..runner import local_settings
 
         self.state_dir = Path(state_dir)
         self.where = f"local stack {self.state_dir}"
-        settings = local_settings(templates_dir=templates_dir).with_(
-            backend="embedded", state_dir=str(self.state_dir.resolve())
-        )
+        settings = local_settings(self.state_dir, templates_dir=templates_dir)
         self.services = embedded_services(self.state_dir, settings)
 
     def submit(
@@ -107,7 +104,6 @@ class LocalClient:
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
         from ..isolation import job_log_path
-        from .local_stack import logs_dir
 
         self.services.store.get_job(graph_id, job) or _unknown_job(graph_id, job)
         first = job_log_path(logs_dir(self.state_dir), graph_id, job, 1)
@@ -128,11 +124,11 @@ class ApiClient:
     """The deployed stack's API (SigV4); logs from CloudWatch Logs."""
 
     def __init__(self, url: str, log_group: str | None = None) -> None:
-        from .api_client import DEFAULT_WORKER_LOG_GROUP, RemoteApi
+        from .api_client import RemoteApi
 
         self.api = RemoteApi(url)
         self.where = f"API {url}"
-        self.log_group = log_group or os.environ.get("OVERSEER_WORKER_LOG_GROUP") or DEFAULT_WORKER_LOG_GROUP
+        self.log_group = log_group or Settings.from_env().worker_log_group
 
     def submit(
         self,
@@ -176,18 +172,21 @@ def make_client(state_dir: Path, api: str | None, templates_dir: str | None = No
     return LocalClient(state_dir, templates_dir)
 
 
+def state_dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--state-dir",
+        envvar="OVERSEER_STATE_DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_STATE_DIR,
+        show_default=True,
+        help=help,
+    )
+
+
 def target_options(function: Callable[..., Any]) -> Callable[..., Any]:
     function = click.option(
         "--api",
         envvar="OVERSEER_API_URL",
         help="The deployed stack's API URL (its ApiUrl output); default: the local stack.",
     )(function)
-    function = click.option(
-        "--state-dir",
-        envvar="OVERSEER_STATE_DIR",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=DEFAULT_STATE_DIR,
-        show_default=True,
-        help="The local stack's state directory (as given to `overseer local up`).",
-    )(function)
-    return function
+    return state_dir_option("The local stack's state directory (as given to `overseer local up`).")(function)

@@ -76,7 +76,7 @@ _counter: RequestCounter | None = None
 def process_counter() -> RequestCounter | None:
     """This process's counter when OVERSEER_REQUEST_LOG names a directory, else None."""
     global _counter
-    directory = os.environ.get("OVERSEER_REQUEST_LOG")
+    directory = Settings.from_env().request_log
     if not directory:
         return None
     if _counter is None:

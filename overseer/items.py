@@ -1,18 +1,21 @@
-"""The shape of a job item, shared by every backend: entries, and item -> JobRecord.
+"""The item codec every backend shares: the graph and job items a submission writes
+(with edge chunks), item -> record, and the attributes a transition writes.
 
-Stream records (and the embedded change feed) carry images in this shape, so the
-scheduler reads them without knowing the backend.
+Backends only store what this module builds (DynamoDB through PynamoDB models, SQLite as
+JSON objects with the same attribute names). Stream records (and the embedded change
+feed) carry images in this shape, so the scheduler reads them without knowing the backend.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import timeutil
-from .states import JobStatus, Transition
-from .store import Dependent, JobRecord
+from .graph import GraphSpec, definition_digest
+from .states import GraphStatus, JobStatus, Transition
+from .store import EDGE_CHUNK, INLINE_EDGES, Dependent, GraphRecord, JobRecord
 
 JOB_PREFIX = "job#"
 
@@ -23,6 +26,81 @@ def job_entry(name: str) -> str:
 
 def chunk_entry(kind: str, name: str, chunk: int) -> str:
     return f"{kind}#{name}#{chunk:05d}"
+
+
+# The graph item's counters: count_<status> for each terminal job status.
+COUNTERS = tuple(status.value for status in JobStatus if status.terminal)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def graph_item(spec: GraphSpec, stamp: str) -> dict[str, Any]:
+    """The graph's item as submitted: ``creating`` until its jobs are written."""
+    return {
+        "graph_id": spec.id,
+        "status": GraphStatus.CREATING.value,
+        "jobs_total": len(spec.jobs),
+        "args": _json(spec.args),
+        **{f"count_{status}": 0 for status in COUNTERS},
+        "definition_sha256": definition_digest(spec),
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+
+
+def graph_record(item: Mapping[str, Any]) -> GraphRecord:
+    """A GraphRecord from a graph item's attributes."""
+    return GraphRecord(
+        graph_id=item["graph_id"],
+        status=GraphStatus(item["status"]),
+        jobs_total=int(item["jobs_total"]),
+        args=json.loads(item.get("args") or "{}"),
+        counts={s: int(item.get(f"count_{s}") or 0) for s in COUNTERS},
+        created_at=item.get("created_at"),
+        updated_at=item.get("updated_at"),
+        finished_at=item.get("finished_at"),
+        definition_sha256=item.get("definition_sha256"),
+    )
+
+
+def job_items(spec: GraphSpec, max_attempts: Mapping[str, int], stamp: str) -> Iterator[dict[str, Any]]:
+    """Every item of the graph's jobs, in the graph's order: each job ``waiting`` (absent
+    attributes left out), then its edge chunk items when it has more than ``INLINE_EDGES``
+    deps or dependents (``in#``/``out#`` entries of ``EDGE_CHUNK`` edges each)."""
+    dependents = spec.dependents()
+    for name in spec.order:
+        job = spec.jobs[name]
+        out = [[child, index, count] for child, index, count in dependents[name]]
+        item = {
+            "graph_id": spec.id,
+            "entry": job_entry(name),
+            "job_name": name,
+            "job_type": job.type,
+            "status": JobStatus.WAITING.value,
+            "args": _json(job.args),
+            "attempts": 0,
+            "max_attempts": job.max_attempts or max_attempts.get(job.type),
+            "timeout_seconds": job.timeout_seconds,
+            "deps_count": len(job.deps),
+            "deps": list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
+            "dependents": out if len(out) <= INLINE_EDGES else None,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        yield {k: v for k, v in item.items() if v is not None}
+        for kind, attr, edges in (("in", "deps", list(job.deps)), ("out", "dependents", out)):
+            if len(edges) > INLINE_EDGES:
+                for chunk, start in enumerate(range(0, len(edges), EDGE_CHUNK)):
+                    # attempts and deps_count: the job model's defaults, on chunk items too.
+                    yield {
+                        "graph_id": spec.id,
+                        "entry": chunk_entry(kind, name, chunk),
+                        "attempts": 0,
+                        "deps_count": 0,
+                        attr: edges[start : start + EDGE_CHUNK],
+                    }
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -98,7 +176,7 @@ def transition_values(
             values["error_message"] = str(value.get("message") or "")[:4096]
             values["error_traceback"] = str(value.get("traceback") or "")[-4096:] or None
         elif key in JSON_FIELDS:
-            values[key] = json.dumps(value, ensure_ascii=False)
+            values[key] = _json(value)
         else:
             values[key] = value
     removed: list[str] = []

@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import overseer.backends.aws.jobstore
-import overseer.backends.embedded.store
+import overseer.items
 from overseer.states import (
     ABORT,
     CLAIM,
@@ -226,9 +225,9 @@ def test_job_attributes_from_the_spec_and_defaults(backend: Backend) -> None:
 
 @pytest.fixture
 def small_edges(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (overseer.backends.aws.jobstore, overseer.backends.embedded.store):
-        monkeypatch.setattr(module, "INLINE_EDGES", 2)
-        monkeypatch.setattr(module, "EDGE_CHUNK", 3)
+    # Both backends write the items overseer.items builds.
+    monkeypatch.setattr(overseer.items, "INLINE_EDGES", 2)
+    monkeypatch.setattr(overseer.items, "EDGE_CHUNK", 3)
 
 
 def test_many_edges_go_to_chunks_and_read_back_in_order(backend: Backend, small_edges: None) -> None:

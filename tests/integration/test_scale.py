@@ -6,7 +6,6 @@ import boto3
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-import overseer
 from overseer.graph import parse_graph
 from overseer.states import CLAIM, FINISH, GraphStatus, JobStatus
 from overseer.store import Fence
@@ -43,10 +42,10 @@ def test_ten_thousand_deps_in_and_ten_thousand_dependents_out(stack):
 
 
 def test_chunked_edges_release_and_abort_like_inline_ones(stack, monkeypatch):
-    import overseer.backends.aws.jobstore as jobstore
+    import overseer.items
 
-    monkeypatch.setattr(jobstore, "INLINE_EDGES", 2)
-    monkeypatch.setattr(jobstore, "EDGE_CHUNK", 3)
+    monkeypatch.setattr(overseer.items, "INLINE_EDGES", 2)
+    monkeypatch.setattr(overseer.items, "EDGE_CHUNK", 3)
     parts = [f"p{i}" for i in range(7)]
     document = {
         "id": "chunked",

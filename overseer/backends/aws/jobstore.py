@@ -12,30 +12,24 @@ from pynamodb.expressions.update import Action
 
 from ... import timeutil
 from ...errors import StoreError
-from ...graph import GraphSpec, definition_digest
-from ...items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
+from ...graph import GraphSpec
+from ...items import (
+    JOB_PREFIX,
+    graph_item,
+    graph_record,
+    job_entry,
+    job_items,
+    record_from_item,
+    transition_values,
+)
 from ...parallel import in_parallel
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
-from ...store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
+from ...store import Dependent, Fence, GraphRecord, JobRecord
 from .models import GraphItemBase, JobItemBase, graph_model, job_model
 
 
 def _graph_record(item: GraphItemBase) -> GraphRecord:
-    return GraphRecord(
-        graph_id=item.graph_id,
-        status=GraphStatus(item.status),
-        jobs_total=int(item.jobs_total),
-        args=json.loads(item.args or "{}"),
-        counts={
-            "finished": int(item.count_finished or 0),
-            "failed": int(item.count_failed or 0),
-            "aborted": int(item.count_aborted or 0),
-        },
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-        finished_at=item.finished_at,
-        definition_sha256=item.definition_sha256,
-    )
+    return graph_record(item.attribute_values)
 
 
 def _condition_failed(exc: PynamoDBException) -> bool:
@@ -55,15 +49,7 @@ class DynamoJobStore:
     # -- creating ---------------------------------------------------------------------
     def create_graph(self, spec: GraphSpec, *, max_attempts: Mapping[str, int]) -> tuple[GraphRecord, bool]:
         stamp = timeutil.iso()
-        graph = self.Graph(
-            spec.id,
-            status=GraphStatus.CREATING.value,
-            jobs_total=len(spec.jobs),
-            args=json.dumps(spec.args, ensure_ascii=False),
-            definition_sha256=definition_digest(spec),
-            created_at=stamp,
-            updated_at=stamp,
-        )
+        graph = self.Graph(**graph_item(spec, stamp))
         try:
             graph.save(condition=self.Graph.graph_id.does_not_exist())
         except PutError as exc:
@@ -73,40 +59,8 @@ class DynamoJobStore:
                     return existing, False
             raise StoreError(f"cannot create graph {spec.id!r}: {exc}") from exc
 
-        dependents = spec.dependents()
-        items: list[JobItemBase] = []
-        roots: list[str] = []
-        for name in spec.order:
-            job = spec.jobs[name]
-            out = [[d[0], d[1], d[2]] for d in dependents[name]]
-            items.append(
-                self.Job(
-                    spec.id,
-                    job_entry(name),
-                    job_name=name,
-                    job_type=job.type,
-                    status=JobStatus.WAITING.value,
-                    args=json.dumps(job.args, ensure_ascii=False),
-                    attempts=0,
-                    max_attempts=job.max_attempts or max_attempts.get(job.type),
-                    timeout_seconds=job.timeout_seconds,
-                    deps_count=len(job.deps),
-                    deps=list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
-                    dependents=out if len(out) <= INLINE_EDGES else None,
-                    created_at=stamp,
-                    updated_at=stamp,
-                )
-            )
-            if len(job.deps) > INLINE_EDGES:
-                for chunk, start in enumerate(range(0, len(job.deps), EDGE_CHUNK)):
-                    deps = list(job.deps[start : start + EDGE_CHUNK])
-                    items.append(self.Job(spec.id, chunk_entry("in", name, chunk), deps=deps))
-            if len(out) > INLINE_EDGES:
-                for chunk, start in enumerate(range(0, len(out), EDGE_CHUNK)):
-                    part = out[start : start + EDGE_CHUNK]
-                    items.append(self.Job(spec.id, chunk_entry("out", name, chunk), dependents=part))
-            if not job.deps:
-                roots.append(name)
+        items = [self.Job(**item) for item in job_items(spec, max_attempts, stamp)]
+        roots = [name for name in spec.order if not spec.jobs[name].deps]
         self._write_all(items)
         self.set_graph_status(spec.id, GraphStatus.RUNNING, sources=[GraphStatus.CREATING])
         released = {"released_by": RELEASED_BY_SUBMISSION}

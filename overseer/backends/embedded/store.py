@@ -22,34 +22,27 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ... import timeutil
-from ...graph import GraphSpec, definition_digest
-from ...items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
+from ...graph import GraphSpec
+from ...items import (
+    COUNTERS,
+    JOB_PREFIX,
+    graph_item,
+    graph_record,
+    job_entry,
+    job_items,
+    record_from_item,
+    transition_values,
+)
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
-from ...store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
+from ...store import Dependent, Fence, GraphRecord, JobRecord
 from . import feed
 from .db import Database, database
 
-_JSON_FIELDS = ("args", "artifacts", "rows")
-_COUNTERS = tuple(status.value for status in JobStatus if status.terminal)
 _LIST_BATCH = 500
 
 
 def _dumps(item: Mapping[str, Any]) -> str:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-
-
-def graph_record(item: Mapping[str, Any]) -> GraphRecord:
-    return GraphRecord(
-        graph_id=item["graph_id"],
-        status=GraphStatus(item["status"]),
-        jobs_total=int(item["jobs_total"]),
-        args=json.loads(item.get("args") or "{}"),
-        counts={s: int(item.get(f"count_{s}") or 0) for s in _COUNTERS},
-        created_at=item.get("created_at"),
-        updated_at=item.get("updated_at"),
-        finished_at=item.get("finished_at"),
-        definition_sha256=item.get("definition_sha256"),
-    )
 
 
 def _upper(prefix: str) -> str:
@@ -109,53 +102,12 @@ class SqliteJobStore:
             existing = self._get_graph(conn, spec.id)
             if existing is not None:
                 return graph_record(existing), False
-            graph: dict[str, Any] = {
-                "graph_id": spec.id,
-                "status": GraphStatus.CREATING.value,
-                "jobs_total": len(spec.jobs),
-                "args": json.dumps(spec.args, ensure_ascii=False),
-                "count_finished": 0,
-                "count_failed": 0,
-                "count_aborted": 0,
-                "definition_sha256": definition_digest(spec),
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
+            graph = graph_item(spec, stamp)
             self._put_graph(conn, graph)
-            dependents = spec.dependents()
             roots: list[dict[str, Any]] = []
-            for name in spec.order:
-                job = spec.jobs[name]
-                out = [[d[0], d[1], d[2]] for d in dependents[name]]
-                item: dict[str, Any] = {
-                    "graph_id": spec.id,
-                    "entry": job_entry(name),
-                    "job_name": name,
-                    "job_type": job.type,
-                    "status": JobStatus.WAITING.value,
-                    "args": json.dumps(job.args, ensure_ascii=False),
-                    "attempts": 0,
-                    "max_attempts": job.max_attempts or max_attempts.get(job.type),
-                    "timeout_seconds": job.timeout_seconds,
-                    "deps_count": len(job.deps),
-                    "deps": list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
-                    "dependents": out if len(out) <= INLINE_EDGES else None,
-                    "created_at": stamp,
-                    "updated_at": stamp,
-                }
-                item = {k: v for k, v in item.items() if v is not None}
+            for item in job_items(spec, max_attempts, stamp):
                 self._put(conn, item, None, insert=True)
-                if len(job.deps) > INLINE_EDGES:
-                    for chunk, start in enumerate(range(0, len(job.deps), EDGE_CHUNK)):
-                        ins = list(job.deps[start : start + EDGE_CHUNK])
-                        self._put(conn, self._chunk(spec.id, "in", name, chunk, "deps", ins), None, True)
-                if len(out) > INLINE_EDGES:
-                    for chunk, start in enumerate(range(0, len(out), EDGE_CHUNK)):
-                        outs = out[start : start + EDGE_CHUNK]
-                        self._put(
-                            conn, self._chunk(spec.id, "out", name, chunk, "dependents", outs), None, True
-                        )
-                if not job.deps:
+                if item.get("deps_count") == 0 and item["entry"].startswith(JOB_PREFIX):
                     roots.append(item)
             graph.update(status=GraphStatus.RUNNING.value, updated_at=timeutil.iso())
             self._put_graph(conn, graph)
@@ -167,14 +119,6 @@ class SqliteJobStore:
             for old in roots:
                 self._put(conn, {**old, **released}, old)
         return graph_record(graph), True
-
-    @staticmethod
-    def _chunk(
-        graph_id: str, kind: str, name: str, chunk: int, attr: str, edges: list[Any]
-    ) -> dict[str, Any]:
-        # PynamoDB writes the job model's defaults on chunk items too.
-        entry = chunk_entry(kind, name, chunk)
-        return {"graph_id": graph_id, "entry": entry, "attempts": 0, "deps_count": 0, attr: edges}
 
     # -- reading ----------------------------------------------------------------------
     def get_graph(self, graph_id: str) -> GraphRecord | None:
@@ -310,7 +254,7 @@ class SqliteJobStore:
 
     def add_graph_progress(self, graph_id: str, deltas: Mapping[str, int]) -> GraphRecord | None:
         for status in deltas:
-            if status not in _COUNTERS:
+            if status not in COUNTERS:
                 raise ValueError(f"no counter for status {status!r}")
         if not any(deltas.values()):
             return self.get_graph(graph_id)
@@ -334,7 +278,7 @@ class SqliteJobStore:
         counts: Mapping[str, int] | None = None,
     ) -> GraphRecord | None:
         for key in counts or {}:
-            if key not in _COUNTERS:
+            if key not in COUNTERS:
                 raise ValueError(f"no counter for status {key!r}")
         allowed = {GraphStatus(s).value for s in sources}
         stamp = timeutil.iso()

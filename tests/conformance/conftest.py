@@ -15,6 +15,7 @@ import pytest
 
 from overseer.config import Settings
 from overseer.store import JobMessage
+from tests.support import give_up_on_batch
 
 from .driver import SETTINGS, Backend, Interrupted
 
@@ -176,18 +177,7 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
     reader = _drained_reader(shared)
 
     def give_up(records: list[dict[str, Any]]) -> None:
-        # What Lambda's event source mapping sends to its on-failure destination.
-        arn = reader.stream_arn
-        (shard,) = shared.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-        info = {
-            "shardId": shard["ShardId"],
-            "startSequenceNumber": records[0]["dynamodb"]["SequenceNumber"],
-            "endSequenceNumber": records[-1]["dynamodb"]["SequenceNumber"],
-            "batchSize": len(records),
-            "streamArn": arn,
-        }
-        body = {"requestContext": {"condition": "RetryAttemptsExhausted"}, "DDBStreamBatchInfo": info}
-        sqs.send_message(QueueUrl=failures_url, MessageBody=json.dumps(body))
+        give_up_on_batch(sqs, failures_url, shared.streams, records)
 
     return Backend(
         "aws",

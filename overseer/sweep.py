@@ -36,8 +36,26 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
      gave up on it after its retries), the sweep sees the ended jobs and records the
      graph's outcome (``on_graph_done`` is called as the scheduler would);
 
-4. ``dead_letters``: messages that reached the dead-letter queue become failed jobs with
+4. ``stream_replay`` (when ``services.stream_failures`` is set): each stream batch the
+   scheduler gave up on after its retries (Lambda's on-failure record: shard and sequence
+   range; on the embedded backend the loop's note of a skipped batch) is read again from
+   the stream and applied through ``Scheduler.process_stream_event`` (idempotent), so its
+   dependents are released or aborted exactly as they would have been; then its note is
+   deleted. ``stream_repair``: a batch that cannot be read again (past the stream's 24-hour
+   retention) or that failed ``MAX_REPLAYS`` replays has its effect rebuilt from the jobs:
+   in the running graphs created before its last record, waiting jobs whose deps all
+   finished are released and those with a failed or aborted dep aborted, by applying
+   those deps' ends through the same scheduler code (``_repair_stranded``);
+5. ``creating_graphs``: a graph still ``creating`` ``creating_timeout_seconds`` after its
+   submission began (it stopped between the graph item and its jobs) is rolled back, so
+   its id can be submitted again (a resubmission completes it before then);
+6. ``dead_letters``: messages that reached the dead-letter queue become failed jobs with
    a clear error.
+
+One sweep at a time: ``sweep`` first takes the store's lease ``SWEEP_LEASE`` (a
+conditional write with an expiry, ``one_sweep_at_a_time``) and gives it back at the end;
+a sweep that finds it held returns at once, its report saying so
+(``lease_held_elsewhere``).
 
 Clocks: the only comparison of a worker's clock with the sweep's is the lease expiry,
 which is given ``clock_skew_seconds`` of slack; keep hosts' clocks within that bound (NTP

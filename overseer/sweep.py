@@ -192,9 +192,15 @@ def one_sweep_at_a_time(
     def guarded(services: Services, *args: P.args, **options: P.kwargs) -> SweepReport:
         owner = f"sweep:{uuid.uuid4().hex}"
         store = services.store
-        if not store.acquire_lease(SWEEP_LEASE, owner, seconds=SWEEP_LEASE_SECONDS):
-            log.info("another sweep holds the lease: nothing to do")
-            return SweepReport(lease_held_elsewhere=1)
+        taken = False
+        refused = SweepReport()
+        with _step(refused, "lease"):  # a store error is a failed step: no other step runs
+            taken = store.acquire_lease(SWEEP_LEASE, owner, seconds=SWEEP_LEASE_SECONDS)
+        if not taken:
+            if not refused.failures:
+                refused.lease_held_elsewhere = 1
+                log.info("another sweep holds the lease: nothing to do")
+            return refused
         try:
             return run(services, *args, **options)
         finally:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from overseer.errors import StreamRecordsGone
+from overseer.errors import StoreError, StreamRecordsGone, SweepFailed
 from overseer.states import GraphStatus, JobStatus
 from overseer.store import FailedBatch, Services
 from overseer.sweep import SweepReport, sweep
@@ -284,3 +284,25 @@ def test_the_sweep_rolls_back_a_graph_left_creating_and_it_can_be_submitted_agai
     assert backend.drive(graph_id, handlers).status == GraphStatus.FINISHED
     ran = Counter({name: n for (gid, name), n in calls.items() if gid == graph_id})
     assert ran == Counter(dict.fromkeys(wide["jobs"], 1))
+
+
+class LeaseDown:
+    """A store that fails to take any lease (throttled, unreachable)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def acquire_lease(self, name: str, owner: str, *, seconds: float) -> bool:
+        raise StoreError("the store is unreachable")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_sweep_that_cannot_take_its_lease_reports_it_as_a_failed_step(backend: Backend) -> None:
+    report = sweep(dataclasses.replace(backend.services, store=LeaseDown(backend.store)))
+
+    assert list(report.failures) == ["lease"]
+    assert report.lease_held_elsewhere == 0 and report.graphs == 0
+    with pytest.raises(SweepFailed, match="lease"):
+        report.raise_if_failed()

@@ -6,10 +6,15 @@ read the queue depth, start Batch workers for it (``overseer.backends.aws.scalin
 ``OVERSEER_BATCH_JOB_QUEUE`` and ``OVERSEER_BATCH_JOB_DEFINITION`` are set), repair
 every running graph (expired leases, where a worker whose Batch job lost its host to a
 Spot reclaim keeps the job's attempt; lost and late messages; graphs whose jobs all
-ended), then fail the dead-lettered jobs.
+ended), replay the stream batches the scheduler gave up on (read again from the jobs
+stream; the queue is ``OVERSEER_STREAM_FAILURES_QUEUE_URL``, wired by
+``overseer.backends.build_services``), roll back graphs left ``creating``, then fail the
+dead-lettered jobs. Only one sweep runs at a time (a lease item in the graphs table): an
+invocation that finds it held returns ``{"lease_held_elsewhere": 1, ...}`` at once.
 
 Every counter of the report is an EMF metric (QueueDepth, WorkersStarted, LeasesExpired,
-HostsReclaimed, ...). A step that raised is logged with its name and counted as
+HostsReclaimed, StreamBatchesReplayed, StreamBatchesPastRetention, CreatingGraphsRolledBack,
+LeaseHeldElsewhere, ...). A step that raised is logged with its name and counted as
 ``SweepStepFailed`` (dimension ``Step``); once every step has run, the invocation fails
 with ``SweepFailed`` naming the failed steps, so the function's Errors metric and alarm
 see it (the schedule's invocations are not retried). Otherwise it returns the counters,

@@ -1,4 +1,5 @@
-"""Dispatch: the SQS queue of ready jobs, its dead-letter queue, and a delivery-failure queue."""
+"""Dispatch: the SQS queue of ready jobs, its dead-letter queue, the queue of stream batches the
+scheduler gave up on, and a delivery-failure queue."""
 
 from __future__ import annotations
 
@@ -21,9 +22,13 @@ class Dispatch(Construct):
         worker extends it with every heartbeat (every ``lease_seconds / 3``).
     dead_letter_queue:
         Messages received ``MAX_RECEIVE_COUNT`` times; the sweep reports them.
+    stream_failures:
+        The scheduler's on-failure destination: Lambda's record of each stream batch it
+        gave up on after its retries (shard and sequence range). The sweep reads those
+        records again from the stream and replays them, then deletes the message.
     delivery_failures:
-        Stream batches the scheduler gave up on and trigger events that could not be
-        delivered to the trigger function (on-failure destination / rule-target DLQ).
+        Trigger events that could not be delivered to the trigger function, or that it
+        failed on (rule-target DLQ / on-failure destination), for people to read.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, lease_seconds: int) -> None:
@@ -46,6 +51,7 @@ class Dispatch(Construct):
             ),
             **common,
         )
+        self.stream_failures = sqs.Queue(self, "StreamFailures", retention_period=Duration.days(14), **common)
         self.delivery_failures = sqs.Queue(
             self, "DeliveryFailures", retention_period=Duration.days(14), **common
         )

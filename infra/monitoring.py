@@ -28,6 +28,8 @@ SWEEP_SERVICE = "overseer-sweep"
 FAILED_JOBS_THRESHOLD = 0
 # The oldest ready job alarm: a message older than this (seconds) for 5 minutes.
 OLDEST_MESSAGE_SECONDS = 3600
+# A failed stream batch not replayed by the sweep this long after it was noted.
+STREAM_FAILURE_AGE_SECONDS = 900
 # Functions with an error alarm of their own (the scheduler's is SchedulerErrors).
 ERROR_ALARMS = {"sweep": "SweepErrors", "api": "ApiErrors", "trigger": "TriggerErrors"}
 # A dynamic label: the series' job type.
@@ -93,6 +95,7 @@ class Monitoring(Construct):
         queue: sqs.IQueue,
         dead_letter_queue: sqs.IQueue,
         delivery_failures: sqs.IQueue,
+        stream_failures: sqs.IQueue,
         functions: Mapping[str, lambda_.IFunction],
         scheduler: lambda_.Function,
         job_queue: batch.IJobQueue,
@@ -139,6 +142,10 @@ class Monitoring(Construct):
             period=period, statistic="Maximum"
         )
         iterator_age = scheduler.metric("IteratorAge", statistic="Maximum", period=period)
+        # The sweep replays a failed stream batch within a minute or two and deletes its note.
+        unreplayed = stream_failures.metric_approximate_age_of_oldest_message(
+            period=Duration.minutes(5), statistic="Maximum"
+        )
 
         self.alarms: dict[str, cw.Alarm] = {
             "DeadLetters": dlq_depth.create_alarm(
@@ -153,10 +160,21 @@ class Monitoring(Construct):
             "DeliveryFailures": failures_depth.create_alarm(
                 self,
                 "DeliveryFailuresAlarm",
-                alarm_description="Stream batches or trigger events could not be delivered, or the "
-                "trigger function failed on an event (the message holds the event and the error)",
+                alarm_description="Trigger events could not be delivered, or the trigger function "
+                "failed on an event (the message holds the event and the error)",
                 threshold=0,
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            "StreamFailures": unreplayed.create_alarm(
+                self,
+                "StreamFailuresAlarm",
+                alarm_description="A stream batch the scheduler gave up on has waited 15 minutes for the "
+                "sweep to replay it: see the sweep's log and its SweepStepFailed metric (Step "
+                "stream_replay)",
+                threshold=STREAM_FAILURE_AGE_SECONDS,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 evaluation_periods=1,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),

@@ -96,9 +96,15 @@ def acknowledge_findings(stack: Stack) -> None:
     _ack(
         s.dispatch.delivery_failures,
         "AwsSolutions-SQS3",
-        "This queue is itself a dead-letter destination (the scheduler stream mapping's "
-        "on-failure destination, the trigger rules' DLQ and the trigger function's "
-        "on-failure destination); it has no DLQ of its own.",
+        "This queue is itself a dead-letter destination (the trigger rules' DLQ and the "
+        "trigger function's on-failure destination); it has no DLQ of its own.",
+    )
+    _ack(
+        s.dispatch.stream_failures,
+        "AwsSolutions-SQS3",
+        "This queue is itself the scheduler stream mapping's on-failure destination; the "
+        "sweep replays and deletes its messages (a message it cannot replay stays, and the "
+        "StreamFailures alarm fires); it has no DLQ of its own.",
     )
     _ack(
         s.monitoring.blocked_queue,

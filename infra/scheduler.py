@@ -32,7 +32,8 @@ class Scheduler(Construct):
 
     Batches of up to 100 records; a failing batch is split in two until the bad record is
     isolated (bisect on error), retried at most ``RETRY_ATTEMPTS`` times, then sent to
-    ``on_failure_queue`` so the shard does not stall. The sweep repairs what was skipped.
+    ``on_failure_queue`` so the shard does not stall. The sweep reads the batch again from
+    the stream and replays it (``overseer.sweep``).
 
     Attributes
     ----------

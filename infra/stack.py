@@ -102,9 +102,15 @@ class OverseerStack(Stack):
             "Scheduler",
             factory=factory,
             jobs_table=self.tables.jobs_table,
-            on_failure_queue=self.dispatch.delivery_failures,
+            on_failure_queue=self.dispatch.stream_failures,
         )
-        self.sweep = Sweep(self, "Sweep", factory=factory, schedule=config.sweep_schedule)
+        self.sweep = Sweep(
+            self,
+            "Sweep",
+            factory=factory,
+            schedule=config.sweep_schedule,
+            stream_failures=self.dispatch.stream_failures,
+        )
         self.api = Api(
             self, "Api", factory=factory, log_retention=retention, manage_account=config.api_gateway_account
         )
@@ -121,6 +127,7 @@ class OverseerStack(Stack):
             queue=self.dispatch.queue,
             dead_letter_queue=self.dispatch.dead_letter_queue,
             delivery_failures=self.dispatch.delivery_failures,
+            stream_failures=self.dispatch.stream_failures,
             functions=factory.functions,
             scheduler=self.scheduler.function,
             job_queue=self.workers.job_queue,
@@ -200,15 +207,34 @@ class OverseerStack(Stack):
         queue.grant(scheduler, "sqs:SendMessage")  # SendMessageBatch of released jobs
         self.events.bus.grant_put_events_to(scheduler)  # Graph Finished / Failed / Aborted
 
-        # Sweep (overseer.sweep): running graphs (Scan), their jobs (Query), expired leases,
-        # re-sent messages, dead letters (UpdateItem), a graph whose last record was lost
-        # (set_graph_status: UpdateItem, announced with PutEvents).
+        # Sweep (overseer.sweep): its lease (PutItem, DeleteItem under a reserved key),
+        # running graphs (Scan), their jobs (Query), expired leases, re-sent messages, dead
+        # letters (UpdateItem), a graph whose last record was lost (set_graph_status:
+        # UpdateItem, announced with PutEvents). Replaying a failed stream batch runs the
+        # scheduler's calls (GetItem of jobs and graphs as above). Graphs left creating: the
+        # creating-graphs index (Query), rolled back (DeleteItem of the graph and its jobs).
         sweep = self.sweep.function
-        _allow(sweep, jobs, "Query", "UpdateItem")
-        _allow(sweep, graphs, "Scan", "UpdateItem")
+        _allow(sweep, jobs, "GetItem", "Query", "UpdateItem", "DeleteItem")
+        _allow(sweep, graphs, "GetItem", "Scan", "UpdateItem", "PutItem", "DeleteItem")
+        sweep.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:Query"],
+                resources=[f"{graphs.table_arn}/index/{Tables.CREATING_GRAPHS_INDEX}"],
+            )
+        )
         queue.grant(sweep, "sqs:SendMessage", "sqs:GetQueueAttributes")  # re-send; queue depth
         # _fail_dead_letters: receive, fail the job, delete (DeleteMessageBatch).
         dlq.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
+        # _replay_failed_batches: the notes of failed stream batches, and the batches read
+        # again from the jobs stream (GetShardIterator AT_SEQUENCE_NUMBER, GetRecords).
+        self.dispatch.stream_failures.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
+        assert jobs.table_stream_arn is not None
+        sweep.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:GetShardIterator", "dynamodb:GetRecords"],
+                resources=[jobs.table_stream_arn],
+            )
+        )
         self.events.bus.grant_put_events_to(sweep)
         sweep.add_to_role_policy(
             iam.PolicyStatement(
@@ -235,10 +261,12 @@ class OverseerStack(Stack):
         self.events.bus.grant_put_events_to(api)
 
         # Trigger (operations.trigger_template): create_graph only; GetItem of the graph
-        # (after writing it, or when a redelivered event finds it there already).
+        # (after writing it, or when a redelivered event finds it there already); a
+        # redelivered event completing a submission that stopped half-way lists the jobs
+        # written (Query).
         trigger = self.triggers.function
         _allow(trigger, graphs, "PutItem", "GetItem", "UpdateItem")
-        _allow(trigger, jobs, "BatchWriteItem", "UpdateItem")
+        _allow(trigger, jobs, "BatchWriteItem", "UpdateItem", "Query")
 
     def _outputs(self) -> None:
         outputs = {

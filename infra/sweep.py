@@ -1,11 +1,13 @@
 """Sweep: the Lambda that runs on a schedule, repairs what at-least-once delivery can lose
-(expired leases, lost messages, late retries) and starts Batch workers for the queue depth."""
+(expired leases, lost messages, late retries, stream batches the scheduler gave up on,
+half-created graphs) and starts Batch workers for the queue depth."""
 
 from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.function_factory import FunctionFactory
@@ -27,6 +29,7 @@ class Sweep(Construct):
         *,
         factory: FunctionFactory,
         schedule: str,
+        stream_failures: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
         self.function = factory.build(
@@ -34,10 +37,12 @@ class Sweep(Construct):
             "Function",
             handler="functions.sweep.handler",
             service="sweep",
-            description="Overseer sweep: expired leases, lost messages, late retries, "
-            "Batch workers for the queue depth",
+            description="Overseer sweep: expired leases, lost messages, late retries, failed "
+            "stream batches, half-created graphs, Batch workers for the queue depth",
             timeout_seconds=55,
         )
+        # Stream batches the scheduler gave up on, replayed by the sweep.
+        self.function.add_environment("OVERSEER_STREAM_FAILURES_QUEUE_URL", stream_failures.queue_url)
         # A failed or throttled sweep is not retried: a late sweep is worth nothing, the
         # next one comes on schedule.
         self.function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.minutes(2))

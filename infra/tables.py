@@ -13,7 +13,9 @@ class Tables(Construct):
     Attributes
     ----------
     graphs_table:
-        One item per graph (partition key ``graph_id``).
+        One item per graph (partition key ``graph_id``), and the sweep's lease
+        (``#lease#sweep``). Its sparse index ``creating-graphs`` (``creation``,
+        ``created_at``) holds only the graphs whose submission has not completed.
     jobs_table:
         One item per job (``entry`` = ``job#<name>``) plus edge chunks (``out#...`` /
         ``in#...``), keyed ``graph_id`` + ``entry``; its stream carries new and old images.
@@ -22,6 +24,7 @@ class Tables(Construct):
     """
 
     FAILED_JOBS_INDEX = "failed-jobs"
+    CREATING_GRAPHS_INDEX = "creating-graphs"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
@@ -39,6 +42,15 @@ class Tables(Construct):
             "Graphs",
             partition_key=dynamodb.Attribute(name="graph_id", type=dynamodb.AttributeType.STRING),
             **common,
+        )
+        # Sparse: a graph carries ``creation`` only while its submission writes it (see
+        # overseer.backends.aws.models.CreatingGraphsIndex): the sweep finds the submissions
+        # that stopped half-way without scanning the table.
+        self.graphs_table.add_global_secondary_index(
+            index_name=self.CREATING_GRAPHS_INDEX,
+            partition_key=dynamodb.Attribute(name="creation", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="created_at", type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.ALL,
         )
         self.jobs_table = dynamodb.Table(
             self,

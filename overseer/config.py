@@ -39,6 +39,9 @@ class Settings:
     jobs_table: str = "overseer-jobs"
     queue_url: str = ""
     dead_letter_queue_url: str = ""
+    # The scheduler's on-failure destination: stream batches it gave up on, which the sweep
+    # reads again from the stream and replays ("" = none).
+    stream_failures_queue_url: str = ""
     artifact_bucket: str = "overseer-artifacts"
     # Buckets a handler may write to besides the artifact bucket.
     allowed_buckets: tuple[str, ...] = ()
@@ -59,6 +62,9 @@ class Settings:
     clock_skew_seconds: int = 30
     # How often `overseer run` sweeps (the stack's sweep Lambda runs every minute).
     sweep_interval_seconds: int = 5
+    # A graph still `creating` this long after its submission began (the submission stopped
+    # half-way) is rolled back by the sweep.
+    creating_timeout_seconds: int = 600
     # "process": handlers run in a supervised warm child process; "none": in the worker itself.
     isolation: str = "process"
     # Address-space limit of the handler process (0 = none), and default timeout (0 = none).

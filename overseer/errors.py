@@ -44,6 +44,11 @@ class StoreError(OverseerError):
     """The job store, queue or artifact store failed in a way the caller cannot fix."""
 
 
+class StreamRecordsGone(StoreError):
+    """A failed stream batch can no longer be read again: past the stream's retention
+    (24 hours on DynamoDB), its shard is gone, or some of its records are."""
+
+
 class GraphNotFound(OverseerError):
     """No graph has this id."""
 

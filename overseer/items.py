@@ -100,6 +100,8 @@ def job_items(spec: GraphSpec, max_attempts: Mapping[str, int], stamp: str) -> I
                         "attempts": 0,
                         "deps_count": 0,
                         attr: edges[start : start + EDGE_CHUNK],
+                        # Which submission wrote it: a rollback deletes only that one's items.
+                        "created_at": stamp,
                     }
 
 

@@ -236,9 +236,10 @@ class Pump:
 
     ``feed()`` hands the records of one poll to the scheduler; a batch it fails on is
     tried again after a pause, as Lambda does, ``BATCH_ATTEMPTS`` times in all; then it
-    raises, or with ``skip_failed_batches`` logs and goes on (the sweep repairs what the
-    batch left). ``tick()`` runs the sweep when due (and ``on_sweep``, e.g. supervising
-    workers) and trims the feed every ``trim_seconds`` when the reader can.
+    raises, or with ``skip_failed_batches`` hands it to the reader's ``give_up`` (which
+    notes it for the sweep to replay, as Lambda's on-failure destination) and goes on.
+    ``tick()`` runs the sweep when due (and ``on_sweep``, e.g. supervising workers) and
+    trims the feed every ``trim_seconds`` when the reader can.
     """
 
     def __init__(
@@ -289,12 +290,15 @@ class Pump:
             try:
                 self.scheduler.process_stream_event({"Records": records})
                 break
-            except Exception:
+            except Exception as exc:
                 log.warning("scheduler failed on a batch (attempt %d)", attempt, exc_info=True)
                 if attempt == BATCH_ATTEMPTS:
                     if not self.skip_failed_batches:
                         raise
-                    log.error("skipped a batch of %d records after %d attempts", len(records), attempt)
+                    # As Lambda's on-failure destination: the reader notes the batch's range,
+                    # which the sweep replays (``overseer.sweep``).
+                    self.reader.give_up(records, exc)
+                    log.error("gave up a batch of %d records after %d attempts", len(records), attempt)
                 elif self.wait(0.2 * attempt):
                     break  # told to stop while pausing
         return len(records)

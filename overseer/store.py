@@ -169,6 +169,41 @@ class Delivery:
     receive_count: int = 1
 
 
+@dataclass(frozen=True)
+class FailedBatch:
+    """A batch of stream records the scheduler gave up on after its retries (Lambda's
+    on-failure record, or the embedded loop's): the shard and the sequence range it
+    covered (inclusive), how many records it held, when its last record arrived, and how
+    often this note was received (``receipt`` deletes it)."""
+
+    receipt: str
+    shard: str
+    first_sequence: str
+    last_sequence: str
+    size: int
+    last_arrival: str | None = None
+    receive_count: int = 1
+
+
+class StreamFailures(Protocol):
+    """The notes of stream batches the scheduler gave up on, and the stream to read them
+    again from (``overseer.sweep`` replays them)."""
+
+    def receive(self, max_batches: int = 10) -> list[FailedBatch]:
+        """Up to ``max_batches`` notes, oldest first (hidden from other readers for a while)."""
+        ...
+
+    def records(self, batch: FailedBatch) -> list[dict[str, Any]]:
+        """The batch's records read again from the stream, Lambda-shaped and filtered with the
+        scheduler's filters (``overseer.stream``). Raises ``StreamRecordsGone`` when they
+        cannot all be read any more (past the stream's retention)."""
+        ...
+
+    def delete(self, batch: FailedBatch) -> None:
+        """Forget the note (the batch was replayed or repaired). Deleting twice is harmless."""
+        ...
+
+
 class JobStore(Protocol):
     """Graphs and jobs. Every status change is one conditional write (see ``states``)."""
 
@@ -188,6 +223,26 @@ class JobStore(Protocol):
 
     def running_graphs(self) -> Iterator[GraphRecord]:
         """Every graph whose status is running (for the sweep; a scan of the graphs table)."""
+        ...
+
+    def creating_graphs(self, created_before: str) -> Iterator[GraphRecord]:
+        """The graphs still ``creating`` (a submission stopped between the graph and its jobs)
+        created before the ISO time ``created_before`` (a sparse index, not a scan)."""
+        ...
+
+    def roll_back_graph(self, graph: GraphRecord) -> bool:
+        """Delete a ``creating`` graph and the items its submission wrote, if it is still
+        creating and was created at ``graph.created_at`` (a newer submission of the same id
+        is left alone). False when the condition did not hold."""
+        ...
+
+    def acquire_lease(self, name: str, owner: str, *, seconds: float) -> bool:
+        """Take the named lease for ``owner`` until ``seconds`` from now if it is free or its
+        holder's time ran out (one conditional write); False while someone else holds it."""
+        ...
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease back, if ``owner`` still holds it."""
         ...
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
@@ -340,3 +395,4 @@ class Services:
     artifacts: ArtifactStore
     rows: RowSink | None = None
     dead_letters: DispatchQueue | None = None
+    stream_failures: StreamFailures | None = None

@@ -36,8 +36,26 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
      gave up on it after its retries), the sweep sees the ended jobs and records the
      graph's outcome (``on_graph_done`` is called as the scheduler would);
 
-4. ``dead_letters``: messages that reached the dead-letter queue become failed jobs with
+4. ``stream_replay`` (when ``services.stream_failures`` is set): each stream batch the
+   scheduler gave up on after its retries (Lambda's on-failure record: shard and sequence
+   range; on the embedded backend the loop's note of a skipped batch) is read again from
+   the stream and applied through ``Scheduler.process_stream_event`` (idempotent), so its
+   dependents are released or aborted exactly as they would have been; then its note is
+   deleted. ``stream_repair``: a batch that cannot be read again (past the stream's 24-hour
+   retention) or that failed ``MAX_REPLAYS`` replays has its effect rebuilt from the jobs:
+   in the running graphs created before its last record, waiting jobs whose deps all
+   finished are released and those with a failed or aborted dep aborted, by applying
+   those deps' ends through the same scheduler code (``_repair_stranded``);
+5. ``creating_graphs``: a graph still ``creating`` ``creating_timeout_seconds`` after its
+   submission began (it stopped between the graph item and its jobs) is rolled back, so
+   its id can be submitted again (a resubmission completes it before then);
+6. ``dead_letters``: messages that reached the dead-letter queue become failed jobs with
    a clear error.
+
+One sweep at a time: ``sweep`` first takes the store's lease ``SWEEP_LEASE`` (a
+conditional write with an expiry, ``one_sweep_at_a_time``) and gives it back at the end;
+a sweep that finds it held returns at once, its report saying so
+(``lease_held_elsewhere``).
 
 Clocks: the only comparison of a worker's clock with the sweep's is the lease expiry,
 which is given ``clock_skew_seconds`` of slack; keep hosts' clocks within that bound (NTP
@@ -48,17 +66,31 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec
 
 from . import timeutil
-from .errors import SweepFailed
-from .scheduler import GraphEvents, finalize_graph
+from .errors import StreamRecordsGone, SweepFailed
+from .scheduler import GraphEvents, Scheduler, finalize_graph
 from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus, gave_up
-from .store import MAX_SQS_DELAY, DispatchQueue, Fence, JobMessage, JobRecord, Services
+from .store import (
+    MAX_SQS_DELAY,
+    DispatchQueue,
+    FailedBatch,
+    Fence,
+    JobMessage,
+    JobRecord,
+    Services,
+    StreamFailures,
+)
+from .stream import StatusChange
 
 log = logging.getLogger("overseer.sweep")
+P = ParamSpec("P")
 BATCH_OWNER_PREFIX = "batch:"
 
 # Starts workers for a queue depth; returns how many it started.
@@ -80,6 +112,19 @@ class SweepReport:
     dead_letters: int = 0
     queue_depth: int = 0
     workers_started: int = 0
+    # 1 when another sweep held the lease: this one did nothing.
+    lease_held_elsewhere: int = 0
+    # Stream batches the scheduler gave up on, read again from the stream and applied.
+    stream_batches_replayed: int = 0
+    stream_records_replayed: int = 0
+    # Failed batches that could not be read again (past the stream's retention): their
+    # graphs were repaired from the jobs instead (waiting jobs released or aborted).
+    stream_batches_past_retention: int = 0
+    stranded_graphs_repaired: int = 0
+    stranded_jobs_released: int = 0
+    stranded_jobs_aborted: int = 0
+    # Graphs left `creating` by a submission that stopped half-way, rolled back.
+    creating_graphs_rolled_back: int = 0
     # The steps that raised, by name, with the first exception each raised.
     failures: dict[str, Exception] = field(default_factory=dict)
 
@@ -125,6 +170,49 @@ def _age(text: str | None, now: dt.datetime) -> float:
     return (now - timeutil.parse(text)).total_seconds() if text else 0.0
 
 
+SWEEP_LEASE = "sweep"
+# Longer than the sweep Lambda's 55-second timeout: a sweep that died keeps the others
+# away this long at most.
+SWEEP_LEASE_SECONDS = 120
+# Notes of failed stream batches handled per sweep, and how often one is tried before its
+# graphs are repaired from the jobs as if its records were gone (a record the scheduler
+# fails on every time).
+MAX_FAILED_BATCHES = 50
+MAX_REPLAYS = 5
+
+
+def one_sweep_at_a_time(
+    run: Callable[Concatenate[Services, P], SweepReport],
+) -> Callable[Concatenate[Services, P], SweepReport]:
+    """Run ``run(services, ...)`` only while holding the store's ``SWEEP_LEASE`` (one
+    conditional write); a sweep that finds it held returns at once, its report saying so
+    (``lease_held_elsewhere``). The lease is given back at the end."""
+
+    @functools.wraps(run)
+    def guarded(services: Services, *args: P.args, **options: P.kwargs) -> SweepReport:
+        owner = f"sweep:{uuid.uuid4().hex}"
+        store = services.store
+        taken = False
+        refused = SweepReport()
+        with _step(refused, "lease"):  # a store error is a failed step: no other step runs
+            taken = store.acquire_lease(SWEEP_LEASE, owner, seconds=SWEEP_LEASE_SECONDS)
+        if not taken:
+            if not refused.failures:
+                refused.lease_held_elsewhere = 1
+                log.info("another sweep holds the lease: nothing to do")
+            return refused
+        try:
+            return run(services, *args, **options)
+        finally:
+            try:
+                store.release_lease(SWEEP_LEASE, owner)
+            except Exception:
+                log.warning("could not give the sweep lease back; it expires by itself", exc_info=True)
+
+    return guarded
+
+
+@one_sweep_at_a_time
 def sweep(
     services: Services,
     *,
@@ -149,6 +237,11 @@ def sweep(
             report.workers_started = scale(depth)
     with _step(report, "repairs"):
         _repair_graphs(services, report, skew, stale, depth == 0, on_graph_done, host_terminations)
+    if services.stream_failures is not None:
+        with _step(report, "stream_replay"):
+            _replay_failed_batches(services, services.stream_failures, report, on_graph_done)
+    with _step(report, "creating_graphs"):
+        report.creating_graphs_rolled_back = _roll_back_creating(services)
     dead_letters = dead_letters or services.dead_letters
     if dead_letters is not None:
         with _step(report, "dead_letters"):
@@ -319,3 +412,102 @@ def _fail_dead_letters(services: Services, dead_letters: DispatchQueue, limit: i
                 failed += 1
         dead_letters.delete([d.receipt for d in deliveries])
     return failed
+
+
+def _replay_failed_batches(
+    services: Services, failures: StreamFailures, report: SweepReport, on_graph_done: GraphEvents | None
+) -> None:
+    """Read each failed stream batch again and apply it through the scheduler (idempotent,
+    so dependents are released or aborted exactly as they would have been); then forget
+    its note. Batches that cannot be read again have their graphs repaired from the jobs."""
+    scheduler = Scheduler(services.store, services.queue, on_graph_done)
+    gone: list[FailedBatch] = []
+    seen: set[str] = set()
+    while len(seen) < MAX_FAILED_BATCHES:
+        batches = [b for b in failures.receive(max_batches=10) if b.receipt not in seen]
+        if not batches:
+            break
+        for batch in batches:
+            seen.add(batch.receipt)
+            span = f" of shard {batch.shard} {batch.first_sequence}..{batch.last_sequence}"
+            with _step(report, "stream_replay", span):
+                if batch.receive_count > MAX_REPLAYS:
+                    log.error("stream batch%s failed %d replays: repairing its graphs", span, MAX_REPLAYS)
+                    gone.append(batch)
+                    continue
+                try:
+                    records = failures.records(batch)
+                except StreamRecordsGone as exc:
+                    log.warning("stream batch%s cannot be read again (%s): repairing its graphs", span, exc)
+                    gone.append(batch)
+                    continue
+                scheduler.process_stream_event({"Records": records})
+                failures.delete(batch)
+                report.stream_batches_replayed += 1
+                report.stream_records_replayed += len(records)
+                log.warning("replayed the stream batch%s (%d records)", span, len(records))
+    if gone:
+        with _step(report, "stream_repair"):
+            arrivals = [b.last_arrival for b in gone]
+            latest = None if None in arrivals else max(a for a in arrivals if a)
+            _repair_stranded(services, scheduler, report, created_before=latest)
+            for batch in gone:
+                failures.delete(batch)
+                report.stream_batches_past_retention += 1
+
+
+def _repair_stranded(
+    services: Services, scheduler: Scheduler, report: SweepReport, created_before: str | None
+) -> None:
+    """Without the lost records, find their effect in the jobs: in every running graph
+    created before the last lost record (``created_before``; None = any), a waiting job
+    whose deps all finished, or one of whose deps failed or was aborted, is stranded. Its
+    deps' ends are applied through the scheduler as their stream records would have been
+    (a dep already counted is counted again: harmless, the graph's end is decided from
+    the jobs). Reads every job of those graphs: the price of records lost for good."""
+    store = services.store
+    for graph in store.running_graphs():
+        if created_before is not None and (graph.created_at or "") > created_before:
+            continue
+        jobs = {job.name: job for job in store.list_jobs(graph.graph_id)}
+        ends: dict[str, JobRecord] = {}
+        for job in jobs.values():
+            if job.status != JobStatus.WAITING or not job.deps_count:
+                continue
+            deps = [jobs[name] for name in store.dependencies(job) if name in jobs]
+            ended_badly = [d for d in deps if d.status in (JobStatus.FAILED, JobStatus.ABORTED)]
+            if ended_badly:
+                ends.setdefault(ended_badly[0].name, ended_badly[0])
+            elif deps and all(d.status == JobStatus.FINISHED for d in deps):
+                ends.update((d.name, d) for d in deps)
+        if not ends:
+            continue
+        applied = scheduler.apply([StatusChange(None, job) for job in ends.values()])
+        report.stranded_graphs_repaired += 1
+        report.stranded_jobs_released += applied.released
+        report.stranded_jobs_aborted += applied.aborted
+        log.warning(
+            "graph %s: stream records lost for good; released %d and aborted %d waiting jobs "
+            "from the ends of %d jobs",
+            graph.graph_id,
+            applied.released,
+            applied.aborted,
+            len(ends),
+        )
+
+
+def _roll_back_creating(services: Services) -> int:
+    """Roll back the graphs still ``creating`` ``creating_timeout_seconds`` after their
+    submission began: it stopped between the graph and its jobs, and the sweep does not
+    have the graph's definition to complete it (submitting it again does that)."""
+    cutoff = timeutil.iso_in(-services.settings.creating_timeout_seconds)
+    rolled_back = 0
+    for graph in list(services.store.creating_graphs(cutoff)):
+        if services.store.roll_back_graph(graph):
+            rolled_back += 1
+            log.warning(
+                "graph %s: its submission stopped half-way at %s; rolled back (submit it again)",
+                graph.graph_id,
+                graph.created_at,
+            )
+    return rolled_back

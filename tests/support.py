@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from overseer import timeutil
 from overseer.backends import build_services
 from overseer.backends.aws import clients
 from overseer.backends.aws.clients import RequestCounter
@@ -109,3 +111,21 @@ class LocalStack:
             counter.attach(model._get_connection().connection.client)
         counter.attach(self.reader.client)
         return counter
+
+
+def give_up_on_batch(sqs: Any, queue_url: str, streams: Any, records: list[dict[str, Any]]) -> None:
+    """Send the record Lambda's event source mapping sends to its on-failure destination
+    when it gives up on a batch of stream records (``records``, Lambda-shaped, from one
+    shard: the emulator's streams have one)."""
+    arn = records[0]["eventSourceARN"]
+    (shard,) = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    info = {
+        "shardId": shard["ShardId"],
+        "startSequenceNumber": records[0]["dynamodb"]["SequenceNumber"],
+        "endSequenceNumber": records[-1]["dynamodb"]["SequenceNumber"],
+        "approximateArrivalOfLastRecord": timeutil.iso(),
+        "batchSize": len(records),
+        "streamArn": arn,
+    }
+    body = {"requestContext": {"condition": "RetryAttemptsExhausted"}, "DDBStreamBatchInfo": info}
+    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(body))

@@ -26,6 +26,7 @@ def build_services(settings: Settings | None = None) -> Services:
     from .aws.jobstore import DynamoJobStore
     from .aws.queue import SqsDispatchQueue
     from .aws.s3 import DynamoRowSink, S3ArtifactStore
+    from .aws.stream import StreamFailureQueue
 
     store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
     for model in (store.Graph, store.Job):  # PynamoDB builds its own botocore clients
@@ -38,5 +39,10 @@ def build_services(settings: Settings | None = None) -> Services:
         rows=DynamoRowSink(clients.resource("dynamodb")),
         dead_letters=SqsDispatchQueue(clients.client("sqs"), settings.dead_letter_queue_url)
         if settings.dead_letter_queue_url
+        else None,
+        stream_failures=StreamFailureQueue(
+            clients.client("sqs"), settings.stream_failures_queue_url, clients.client("dynamodbstreams")
+        )
+        if settings.stream_failures_queue_url
         else None,
     )

@@ -356,3 +356,76 @@ def layered_graph(graph_id: str, layers: int, width: int, **job_args: Any) -> di
             deps = [] if layer == 0 else sorted({f"j{layer - 1}-{i}", f"j{layer - 1}-{(i + 7) % width}"})
             jobs[f"j{layer}-{i}"] = {"type": "write", "deps": deps, "args": dict(job_args)}
     return {"id": graph_id, "jobs": jobs}
+
+
+# --- a submission killed between writes ------------------------------------------------
+
+ENV_DIE_AT_WRITE = "OVERSEER_CHAOS_DIE_AT_WRITE"
+DIE_AT_WRITE_HOOK = f"{__name__}:die_at_write"
+_DYNAMODB_WRITES = frozenset({"PutItem", "BatchWriteItem", "UpdateItem", "DeleteItem"})
+_writes = 0
+_writes_lock = threading.Lock()
+
+
+def die_at_write(client: Any) -> None:
+    """Client hook: the process SIGKILLs itself just before its N-th DynamoDB write
+    (``OVERSEER_CHAOS_DIE_AT_WRITE=N``), counted over every client it builds."""
+    at = int(os.environ[ENV_DIE_AT_WRITE])
+
+    def before_call(model: Any, **_: Any) -> None:
+        global _writes
+        if model.name in _DYNAMODB_WRITES:
+            with _writes_lock:
+                _writes += 1
+                if _writes == at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+    client.meta.events.register("before-call", before_call)
+
+
+def submit_in_a_process(document: dict[str, Any], env: dict[str, str], die_at_write: int) -> int:
+    """Submit ``document`` with the store of a new process that dies at the given write;
+    returns its exit code (``-SIGKILL`` when it died, 0 when the submission took fewer writes)."""
+    script = (
+        "import json, sys\n"
+        "from overseer.backends import build_services\n"
+        "from overseer.graph import parse_graph\n"
+        "build_services().store.create_graph(parse_graph(json.loads(sys.argv[1])), max_attempts={})\n"
+    )
+    hooked = {**env, "OVERSEER_CLIENT_HOOK": DIE_AT_WRITE_HOOK, ENV_DIE_AT_WRITE: str(die_at_write)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(document)],
+        env=hooked,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        timeout=120,
+    )
+    if done.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(f"the submitting process failed: {done.stderr.decode()[-2000:]}")
+    return done.returncode
+
+
+# --- a stream batch dropped after the scheduler's retries -------------------------------
+
+
+class DroppingScheduler:
+    """The scheduler behind an event source mapping that gives up on every ``every``-th
+    batch holding a job's end (as Lambda does after its retries): those go to the
+    on-failure queue, unapplied, and only the sweep can apply them."""
+
+    def __init__(self, scheduler: Any, give_up: Any, *, every: int = 2) -> None:
+        self.scheduler = scheduler
+        self.give_up = give_up
+        self.every = every
+        self.with_ends = 0
+        self.dropped = 0
+
+    def process_stream_event(self, event: dict[str, Any]) -> Any:
+        records = event["Records"]
+        if any(_status(r["dynamodb"].get("NewImage")) in ("finished", "failed", "aborted") for r in records):
+            self.with_ends += 1
+            if self.with_ends % self.every == 0:
+                self.give_up(records)
+                self.dropped += 1
+                return None
+        return self.scheduler.process_stream_event(event)

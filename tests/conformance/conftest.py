@@ -3,6 +3,7 @@ adapters on the emulator). Every test taking ``backend`` runs on both."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -14,8 +15,58 @@ import pytest
 
 from overseer.config import Settings
 from overseer.store import JobMessage
+from tests.support import give_up_on_batch
 
-from .driver import SETTINGS, Backend
+from .driver import SETTINGS, Backend, Interrupted
+
+WRITES = frozenset({"PutItem", "BatchWriteItem", "UpdateItem", "DeleteItem", "TransactWriteItems"})
+
+
+@contextlib.contextmanager
+def _interrupt_embedded(store: Any, at: int) -> Iterator[None]:
+    """The ``at``-th item written by ``store`` (graph or job) raises instead."""
+    count = 0
+    originals = {name: getattr(store, name) for name in ("_put", "_put_graph")}
+
+    def counting(name: str) -> Any:
+        def write(*args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += 1
+            if count == at:
+                raise Interrupted(f"write {at} ({name})")
+            return originals[name](*args, **kwargs)
+
+        return write
+
+    for name in originals:
+        setattr(store, name, counting(name))
+    try:
+        yield
+    finally:
+        for name in originals:
+            delattr(store, name)
+
+
+@contextlib.contextmanager
+def _interrupt_aws(store: Any, at: int) -> Iterator[None]:
+    """The ``at``-th write request of ``store``'s DynamoDB clients raises before it is sent."""
+    count = 0
+
+    def before_call(model: Any, **_: Any) -> None:
+        nonlocal count
+        if model.name in WRITES:
+            count += 1
+            if count == at:
+                raise Interrupted(f"write {at} ({model.name})")
+
+    clients = {id(c): c for c in (m._get_connection().connection.client for m in (store.Graph, store.Job))}
+    for client in clients.values():
+        client.meta.events.register("before-call.dynamodb", before_call, unique_id="interrupt")
+    try:
+        yield
+    finally:
+        for client in clients.values():
+            client.meta.events.unregister("before-call.dynamodb", unique_id="interrupt")
 
 
 def embedded_backend(directory: Path, **overrides: object) -> Backend:
@@ -31,12 +82,15 @@ def embedded_backend(directory: Path, **overrides: object) -> Backend:
         dlq.delete([d.receipt for d in got])
         return [d.message for d in got]
 
+    reader = feed_reader(directory)
     return Backend(
         "embedded",
         settings,
         services,
-        feed_reader(directory),
+        reader,
         dead_letters,
+        give_up=lambda records: reader.give_up(records, "the test's scheduler gave up"),
+        interrupt_writes=lambda at: _interrupt_embedded(services.store, at),
     )
 
 
@@ -74,6 +128,7 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
     settings = shared.settings
     from overseer.backends.aws.queue import SqsDispatchQueue
     from overseer.backends.aws.resources import MAX_RECEIVE_COUNT
+    from overseer.backends.aws.stream import StreamFailureQueue
     from overseer.store import Services
 
     # A fresh queue and dead-letter queue per test (cheap), with the stack's redrive policy.
@@ -93,6 +148,8 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
         },
     )["QueueUrl"]
     settings = settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
+    failures_url = sqs.create_queue(QueueName=f"{base}-stream-failures")["QueueUrl"]
+    settings = settings.with_(stream_failures_queue_url=failures_url)
     base_services = shared.services
     services = Services(
         settings=settings,
@@ -100,6 +157,7 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
         queue=SqsDispatchQueue(sqs, queue_url),
         artifacts=base_services.artifacts,
         rows=base_services.rows,
+        stream_failures=StreamFailureQueue(sqs, failures_url, shared.streams),
     )
 
     def dead_letters() -> list[JobMessage]:
@@ -116,12 +174,19 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
                     QueueUrl=settings.dead_letter_queue_url, ReceiptHandle=raw["ReceiptHandle"]
                 )
 
+    reader = _drained_reader(shared)
+
+    def give_up(records: list[dict[str, Any]]) -> None:
+        give_up_on_batch(sqs, failures_url, shared.streams, records)
+
     return Backend(
         "aws",
         settings,
         services,
-        _drained_reader(shared),
+        reader,
         dead_letters,
+        give_up=give_up,
+        interrupt_writes=lambda at: _interrupt_aws(services.store, at),
         namespace=f"t{shared.count:03d}-",
     )
 

@@ -19,6 +19,10 @@ from overseer.worker import Outcome, Worker
 SETTINGS = dict(receive_wait_seconds=0, lease_seconds=30, fault_backoff_seconds=0.0)
 
 
+class Interrupted(Exception):
+    """The process stopped here (a write that never happened)."""
+
+
 @dataclass
 class Backend:
     kind: str
@@ -26,6 +30,10 @@ class Backend:
     services: Services
     reader: Any  # .poll() -> Lambda-shaped records, filtered like the scheduler's event source
     dead_letter_reader: Callable[[], list[JobMessage]]
+    # Skip a batch of records as the event source gives up on it (notes it for the sweep).
+    give_up: Callable[[list[dict[str, Any]]], None] = lambda records: None
+    # Context manager: the ``at``-th write to the store from here on raises ``Interrupted``.
+    interrupt_writes: Callable[[int], Any] = lambda at: None
     scheduler: Scheduler = field(init=False)
     # Prefix of this test's graph ids (the AWS backend shares one stack per session).
     namespace: str = ""

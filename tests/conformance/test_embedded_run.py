@@ -39,3 +39,35 @@ def test_a_run_finishes_and_an_interrupted_graph_resumes(tmp_path: Path) -> None
     assert len(list((tmp_path / "out").rglob("*.bin"))) == 6
     again = run_graph(spec, HANDLERS, handlers, backend="embedded", workers=1, state_dir=state)
     assert (again.status, again.jobs) == ("finished", result.jobs)
+
+
+class _FailingScheduler:
+    def process_stream_event(self, event: dict[str, object]) -> None:
+        raise RuntimeError("the scheduler fails on every batch")
+
+
+def test_the_local_loop_gives_up_a_failing_batch_and_the_sweep_replays_it(tmp_path: Path) -> None:
+    from overseer.backends.embedded import feed_reader
+    from overseer.runner import Pump
+    from overseer.sweep import sweep
+
+    handlers = load_handlers(HANDLERS)
+    state = tmp_path / "state"
+    services = embedded_services(state, local_settings(state))
+    spec = parse_graph({"id": "given-up", "jobs": {"a": {"type": "tiny"}}}, handler_types=handlers.keys())
+    services.store.create_graph(spec, max_attempts={})
+    pump = Pump(
+        services,
+        feed_reader(state),
+        scheduler=_FailingScheduler(),
+        skip_failed_batches=True,
+        wait=lambda _: False,
+    )
+    handled = pump.feed()  # every attempt fails: the batch is given up on, not raised
+    assert handled > 0
+    assert services.stream_failures is not None
+    [noted] = services.stream_failures.receive()
+    assert noted.size == handled
+    report = sweep(services)
+    assert (report.stream_batches_replayed, report.stream_records_replayed) == (1, handled)
+    assert services.stream_failures.receive() == []

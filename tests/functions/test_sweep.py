@@ -218,3 +218,33 @@ def test_a_worker_whose_host_was_reclaimed_keeps_its_attempt(
     job = deployed.services.store.get_job("spot-crashed", "a")
     assert (job.status, job.attempts, job.error["type"]) == (JobStatus.READY, 1, "LeaseExpired")
     deployed.drain_queue()
+
+
+@pytest.mark.integration
+def test_the_sweep_lambda_replays_a_stream_batch_the_scheduler_gave_up_on(
+    deployed: Deployed, context: FakeLambdaContext
+) -> None:
+    from overseer.backends.aws import clients
+    from tests.support import give_up_on_batch
+
+    store = deployed.services.store
+    store.create_graph(parse_graph({"id": "given-up", "jobs": {"a": [], "b": ["a"]}}), max_attempts={})
+    deployed.pump(context)
+    deployed.drain_queue()
+    deployed.finish("given-up", "a")
+    records = deployed.stream_event()["Records"]
+    # Lambda gave up on the batch with a's end: b waits, and the batch is in the on-failure queue.
+    give_up_on_batch(
+        clients.client("sqs"),
+        deployed.settings.stream_failures_queue_url,
+        deployed.reader.client,
+        records,
+    )
+    assert store.get_job("given-up", "b").status == JobStatus.WAITING
+
+    result = sweep.handler(load_event("eventbridge_sweep_schedule"), context)
+
+    assert result["stream_batches_replayed"] == 1
+    assert result["lease_held_elsewhere"] == 0 and result["failed_steps"] == []
+    assert store.get_job("given-up", "b").status == JobStatus.READY
+    assert [m["j"] for m in deployed.drain_queue()] == ["b"]

@@ -166,12 +166,18 @@ def test_worker_settings_are_validated_with_clear_errors() -> None:
 TABLE_ACTIONS = {
     "worker": {"jobs": {"GetItem", "Query", "BatchGetItem", "UpdateItem"}, "graphs": set()},
     "scheduler": {"jobs": {"GetItem", "Query", "UpdateItem"}, "graphs": {"GetItem", "UpdateItem"}},
-    "sweep": {"jobs": {"Query", "UpdateItem"}, "graphs": {"Scan", "UpdateItem"}},
+    "sweep": {
+        "jobs": {"GetItem", "Query", "UpdateItem", "DeleteItem"},
+        "graphs": {"GetItem", "Scan", "UpdateItem", "PutItem", "DeleteItem"},
+    },
     "api": {
         "jobs": {"BatchWriteItem", "GetItem", "Query", "UpdateItem"},
         "graphs": {"PutItem", "GetItem", "UpdateItem"},
     },
-    "trigger": {"jobs": {"BatchWriteItem", "UpdateItem"}, "graphs": {"PutItem", "GetItem", "UpdateItem"}},
+    "trigger": {
+        "jobs": {"BatchWriteItem", "UpdateItem", "Query"},
+        "graphs": {"PutItem", "GetItem", "UpdateItem"},
+    },
 }
 
 
@@ -187,10 +193,27 @@ def test_each_role_gets_exactly_the_table_operations_its_code_uses(synth: Synthe
         for name, table in tables.items():
             granted = {a.removeprefix("dynamodb:") for a in _on(statements, _get_att(synth, table))}
             assert granted == expected[name], (role, name, granted)
-        # Nothing on "<table>/index/*": no code queries the failed-jobs index.
-        assert "/index/" not in json.dumps([_resources(s) for s in statements]), role
+        # No code queries the failed-jobs index; the sweep queries the creating-graphs index.
+        indexes = [r for s in statements for r in _resources(s) if "/index/" in json.dumps(r)]
+        if role == "sweep":
+            assert {a for r in indexes for a in _on(statements, r)} == {"dynamodb:Query"}
+            assert "/index/creating-graphs" in json.dumps(indexes)
+        else:
+            assert indexes == [], role
     worker = _actions(_statements(synth, roles["worker"]))
     assert not worker & {"dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:PutItem"}
+
+
+def test_the_sweep_reads_the_failed_stream_batches_and_the_stream_again(synth: Synthesis) -> None:
+    stack = synth.stack
+    statements = _statements(synth, synth.logical_id(stack.sweep.function.role))
+    stream = _get_att(synth, stack.tables.jobs_table, "StreamArn")
+    assert _on(statements, stream) == {"dynamodb:GetShardIterator", "dynamodb:GetRecords"}
+    failures = _get_att(synth, stack.dispatch.stream_failures)
+    assert _on(statements, failures) == {"sqs:ReceiveMessage", "sqs:DeleteMessage"}
+    props = synth.resources[synth.logical_id(stack.sweep.function)]["Properties"]
+    url = props["Environment"]["Variables"]["OVERSEER_STREAM_FAILURES_QUEUE_URL"]
+    assert url == {"Ref": synth.logical_id(stack.dispatch.stream_failures)}
 
 
 # --- 4. Lambda logs ----------------------------------------------------------------------

@@ -200,7 +200,7 @@ def test_scheduler_stream_filter_passes_only_job_records_it_acts_on(synth: Synth
     assert props["MaximumRetryAttempts"] == 5
     assert props["StartingPosition"] == "TRIM_HORIZON"
     on_failure = props["DestinationConfig"]["OnFailure"]["Destination"]
-    assert on_failure == {"Fn::GetAtt": [synth.logical_id(synth.stack.dispatch.delivery_failures), "Arn"]}
+    assert on_failure == {"Fn::GetAtt": [synth.logical_id(synth.stack.dispatch.stream_failures), "Arn"]}
 
 
 # --- queues ------------------------------------------------------------------------------

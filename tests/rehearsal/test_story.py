@@ -261,6 +261,65 @@ def test_a_graph_cancelled_through_the_api_stops_and_ends_aborted(rehearsal: Reh
     }
 
 
+def _table(rehearsal: Rehearsal, *, with_sort_key: bool) -> str:
+    logical_id = rehearsal.template.find(
+        "AWS::DynamoDB::Table", lambda props: (len(props["KeySchema"]) == 2) == with_sort_key
+    )
+    return str(rehearsal.template.ref(logical_id))
+
+
+def test_a_stream_batch_the_scheduler_gave_up_on_is_replayed_by_the_sweep(rehearsal: Rehearsal) -> None:
+    # A graph written straight into the tables: a and b finished, c waits for both. c's
+    # set of finished deps has the wrong type (a corrupt item), so the scheduler fails on
+    # a's and b's records until Lambda gives up and sends them to the on-failure queue.
+    ddb, graph_id, stamp = rehearsal.client("dynamodb"), "replayed", "2026-11-29T00:00:00.000Z"
+    ddb.put_item(
+        TableName=_table(rehearsal, with_sort_key=False),
+        Item={
+            "graph_id": {"S": graph_id}, "status": {"S": "running"}, "jobs_total": {"N": "3"},
+            "args": {"S": "{}"}, "count_finished": {"N": "0"}, "count_failed": {"N": "0"},
+            "count_aborted": {"N": "0"}, "created_at": {"S": stamp}, "updated_at": {"S": stamp},
+        },
+    )  # fmt: skip
+    jobs_table = _table(rehearsal, with_sort_key=True)
+
+    def job(name: str, status: str, deps: list[str], dependents: list[Any], **more: Any) -> None:
+        item = {
+            "graph_id": {"S": graph_id}, "entry": {"S": f"job#{name}"}, "job_name": {"S": name},
+            "job_type": {"S": "write_artifact"}, "status": {"S": status}, "args": {"S": "{}"},
+            "attempts": {"N": "1" if status == "finished" else "0"}, "deps_count": {"N": str(len(deps))},
+            "deps": {"L": [{"S": d} for d in deps]},
+            "dependents": {"L": [{"L": [{"S": c}, {"N": str(i)}, {"N": str(n)}]} for c, i, n in dependents]},
+            "created_at": {"S": stamp}, "updated_at": {"S": stamp}, **more,
+        }  # fmt: skip
+        ddb.put_item(TableName=jobs_table, Item=item)
+
+    job("c", "waiting", ["a", "b"], [], finished_deps={"SS": ["corrupt"]})
+    before = len(rehearsal.poller.failures)
+    job("a", "finished", [], [("c", 0, 2)])
+    job("b", "finished", [], [("c", 1, 2)])
+    rehearsal.wait_for(
+        lambda: (
+            sum(f["record"]["DDBStreamBatchInfo"]["batchSize"] for f in rehearsal.poller.failures[before:])
+            >= 2
+        ),
+        timeout=120,
+        what="the scheduler to give up on a's and b's records",
+        every=0.1,
+    )
+    # The item is repaired; the records are only in the stream now: the sweep replays them.
+    ddb.update_item(
+        TableName=jobs_table,
+        Key={"graph_id": {"S": graph_id}, "entry": {"S": "job#c"}},
+        UpdateExpression="REMOVE finished_deps",
+    )
+
+    assert wait_until_ended(rehearsal, graph_id) == "finished", jobs(rehearsal, graph_id)
+    assert jobs(rehearsal, graph_id)["c"]["attempts"] == 1
+    operations = {c.operation for c in rehearsal.gateway.calls_of("sweep")}
+    assert {"dynamodb:GetShardIterator", "dynamodb:GetRecords"} <= operations
+
+
 def test_every_call_of_every_component_was_allowed(rehearsal: Rehearsal) -> None:
     time.sleep(0.5)
     denied = [call.describe_denial() for call in rehearsal.gateway.denied()]
@@ -285,9 +344,16 @@ NOT_EXERCISED = {
     "a trigger invocation fails for good; the story's do not",
     ("", "s3:AbortMultipartUpload", ""): "only an upload that fails half-way aborts its parts",
     ("Scheduler", "dynamodb:GetItem", "TablesGraphs"): "read only when a record brings nothing to count",
-    ("Sweep", "dynamodb:UpdateItem", "TablesGraphs"): "ends a graph whose last stream record was lost; "
-    "the story loses none",
-    ("Sweep", "events:PutEvents", ""): "announces a graph the sweep ended (as above)",
+    ("Sweep", "events:PutEvents", ""): "announces a graph the sweep ended (its last stream record "
+    "lost); the story's graphs end through the scheduler, unless a sweep comes first",
+    ("Sweep", "dynamodb:GetItem", ""): "a replayed stream record whose dependent was released "
+    "already or that brings nothing to count (the scheduler's reads); the story's replay does neither",
+    ("Sweep", "dynamodb:DeleteItem", "TablesJobs"): "rolls back the jobs of a graph left creating "
+    "by a submission that stopped half-way; the story's submissions complete",
+    ("Scheduler", "sqs:GetQueueAttributes", "StreamFailures"): "granted with SendMessage by the "
+    "on-failure destination; Lambda's poller sends the record, the rehearsal's does not read the queue",
+    ("Trigger", "dynamodb:Query", "TablesJobs"): "a redelivered trigger event completing a "
+    "submission that stopped half-way; the story's triggers complete theirs",
     ("Api", "dynamodb:GetItem", "TablesJobs"): "a cancel or rerun re-reads a job that moved under it",
     ("Workers", "dynamodb:Query", "TablesJobs"): "inputs of a job with more dependencies than one read holds",
     ("Workers", "sqs:ChangeMessageVisibility", ""): "extends the message of a job running longer than the "
@@ -396,11 +462,13 @@ def test_without_its_dead_letter_grant_the_sweep_is_denied_receiving_from_the_de
         }
         for d in sweep.documents
     ]
+    # (Its statement also names the stream-failures queue: only the dead-letter queue's calls count.)
     first = next(
         call
         for call in rehearsal.gateway.calls_of("sweep")
         for check in call.checks
-        if not evaluate(before_fix, check.permission.action, check.permission.resource).allowed
+        if check.permission.resource == dead_letter_arn
+        and not evaluate(before_fix, check.permission.action, check.permission.resource).allowed
     )
     message = f"{first.principal} (role {sweep.role}) would be denied " + ", ".join(
         f"{c.permission.action} on {c.permission.resource}"

@@ -6,13 +6,13 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
+from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, PynamoDBException, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from ... import timeutil
 from ...errors import StoreError
-from ...graph import GraphSpec
+from ...graph import GraphSpec, definition_digest
 from ...items import (
     JOB_PREFIX,
     graph_item,
@@ -25,7 +25,7 @@ from ...items import (
 from ...parallel import in_parallel
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ...store import Dependent, Fence, GraphRecord, JobRecord
-from .models import GraphItemBase, JobItemBase, graph_model, job_model
+from .models import CREATION_PENDING, GraphItemBase, JobItemBase, graph_model, job_model, lease_model
 
 
 def _graph_record(item: GraphItemBase) -> GraphRecord:
@@ -37,6 +37,8 @@ def _condition_failed(exc: PynamoDBException) -> bool:
 
 
 _ITEMS_PER_WRITER = 1000
+# Leases live in the graphs table under this prefix (no graph id starts with "#").
+LEASE_PREFIX = "#lease#"
 
 
 class DynamoJobStore:
@@ -45,33 +47,72 @@ class DynamoJobStore:
     def __init__(self, graphs_table: str, jobs_table: str) -> None:
         self.Graph = graph_model(graphs_table)
         self.Job = job_model(jobs_table)
+        self.Lease = lease_model(graphs_table)
 
     # -- creating ---------------------------------------------------------------------
     def create_graph(self, spec: GraphSpec, *, max_attempts: Mapping[str, int]) -> tuple[GraphRecord, bool]:
+        """The graph item (``creating``), its jobs (batches of 25), the graph ``running``, then
+        its roots released. A submission that stopped between these writes is completed by
+        the next submission of the same id and definition (``_resume``), or rolled back by
+        the sweep (``roll_back_graph``)."""
         stamp = timeutil.iso()
-        graph = self.Graph(**graph_item(spec, stamp))
+        graph = self.Graph(**graph_item(spec, stamp), creation=CREATION_PENDING)
         try:
             graph.save(condition=self.Graph.graph_id.does_not_exist())
         except PutError as exc:
             if _condition_failed(exc):
                 existing = self.get_graph(spec.id)
                 if existing is not None:
-                    return existing, False
+                    return self._resume(spec, existing, max_attempts)
             raise StoreError(f"cannot create graph {spec.id!r}: {exc}") from exc
+        self._write_all(self._items(spec, stamp, max_attempts))
+        return self._start(spec), True
 
-        items = [self.Job(**item) for item in job_items(spec, max_attempts, stamp)]
-        roots = [name for name in spec.order if not spec.jobs[name].deps]
-        self._write_all(items)
-        self.set_graph_status(spec.id, GraphStatus.RUNNING, sources=[GraphStatus.CREATING])
+    def _resume(
+        self, spec: GraphSpec, existing: GraphRecord, max_attempts: Mapping[str, int]
+    ) -> tuple[GraphRecord, bool]:
+        """The same graph submitted again. If an earlier submission stopped half-way (same
+        definition), finish its work: write the jobs it did not write, start the graph,
+        release the roots still waiting (one conditional write per root)."""
+        if existing.definition_sha256 != definition_digest(spec) or existing.status not in (
+            GraphStatus.CREATING,
+            GraphStatus.RUNNING,
+        ):
+            return existing, False
+        if existing.status == GraphStatus.RUNNING:
+            self._release_roots(spec)
+            return self.get_graph(spec.id) or existing, False
+        J = self.Job
+        stored = {item.entry for item in J.query(spec.id, consistent_read=True, attributes_to_get=["entry"])}
+        stamp = existing.created_at or timeutil.iso()
+        self._write_all([item for item in self._items(spec, stamp, max_attempts) if item.entry not in stored])
+        return self._start(spec), True
+
+    def _items(self, spec: GraphSpec, stamp: str, max_attempts: Mapping[str, int]) -> list[JobItemBase]:
+        """Every item of the graph's jobs and edge chunks, as first written (``waiting``)."""
+        return [self.Job(**item) for item in job_items(spec, max_attempts, stamp)]
+
+    def _start(self, spec: GraphSpec) -> GraphRecord:
+        """Every job is stored: the graph runs, and its roots are released."""
+        started = self.set_graph_status(spec.id, GraphStatus.RUNNING, sources=[GraphStatus.CREATING])
+        if started is None and self.get_graph(spec.id) is None:
+            raise StoreError(
+                f"graph {spec.id!r} was rolled back by the sweep while it was being created "
+                "(its submission had stopped for minutes); submit it again"
+            )
+        self._release_roots(spec)
+        record = self.get_graph(spec.id)
+        assert record is not None
+        return record
+
+    def _release_roots(self, spec: GraphSpec) -> None:
         released = {"released_by": RELEASED_BY_SUBMISSION}
 
         def release(name: str) -> JobRecord | None:
             return self.transition(spec.id, name, RELEASE, changes=released)
 
+        roots = [name for name in spec.order if not spec.jobs[name].deps]
         in_parallel(release, roots, inline_up_to=1)
-        record = self.get_graph(spec.id)
-        assert record is not None
-        return record, True
 
     def _write_all(self, items: list[JobItemBase]) -> None:
         """Batch-write ``items`` (25 per request), several batches in parallel for big graphs."""
@@ -93,6 +134,11 @@ class DynamoJobStore:
 
     def running_graphs(self) -> Iterator[GraphRecord]:
         for item in self.Graph.scan(self.Graph.status == GraphStatus.RUNNING.value):
+            yield _graph_record(item)
+
+    def creating_graphs(self, created_before: str) -> Iterator[GraphRecord]:
+        index = self.Graph.creating_graphs
+        for item in index.query(CREATION_PENDING, self.Graph.created_at < created_before):
             yield _graph_record(item)
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
@@ -231,6 +277,8 @@ class DynamoJobStore:
         G = self.Graph
         stamp = timeutil.iso()
         actions: list[Action] = [G.status.set(status.value), G.updated_at.set(stamp)]
+        if status != GraphStatus.CREATING:
+            actions.append(G.creation.remove())  # out of the creating-graphs index
         if status.terminal:
             actions.append(G.finished_at.set(stamp))
         for key, n in (counts or {}).items():
@@ -243,3 +291,46 @@ class DynamoJobStore:
                 return None
             raise StoreError(f"cannot set graph {graph_id!r} to {status}: {exc}") from exc
         return _graph_record(item)
+
+    # -- rolling back, leases -----------------------------------------------------------
+    def roll_back_graph(self, graph: GraphRecord) -> bool:
+        G, J = self.Graph, self.Job
+        try:
+            G(graph.graph_id).delete(
+                condition=(G.status == GraphStatus.CREATING.value)
+                & (G.created_at == (graph.created_at or ""))
+            )
+        except DeleteError as exc:
+            if _condition_failed(exc):
+                return False
+            raise StoreError(f"cannot roll back graph {graph.graph_id!r}: {exc}") from exc
+        # Only the items of this submission: a new submission of the same id writes new ones.
+        mine = J.created_at == (graph.created_at or "")
+        for item in J.query(graph.graph_id, consistent_read=True, attributes_to_get=["entry", "created_at"]):
+            if item.created_at != graph.created_at:
+                continue
+            try:
+                J(graph.graph_id, item.entry).delete(condition=mine)
+            except DeleteError as exc:
+                if not _condition_failed(exc):
+                    raise StoreError(f"cannot roll back graph {graph.graph_id!r}: {exc}") from exc
+        return True
+
+    def acquire_lease(self, name: str, owner: str, *, seconds: float) -> bool:
+        L = self.Lease
+        lease = L(LEASE_PREFIX + name, lease_owner=owner, lease_expires_at=timeutil.iso_in(seconds))
+        try:
+            lease.save(condition=L.graph_id.does_not_exist() | (L.lease_expires_at < timeutil.iso()))
+        except PutError as exc:
+            if _condition_failed(exc):
+                return False
+            raise StoreError(f"cannot take the lease {name!r}: {exc}") from exc
+        return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        L = self.Lease
+        try:
+            L(LEASE_PREFIX + name).delete(condition=L.lease_owner == owner)
+        except DeleteError as exc:
+            if not _condition_failed(exc):
+                raise StoreError(f"cannot release the lease {name!r}: {exc}") from exc

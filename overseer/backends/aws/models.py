@@ -19,6 +19,25 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 
+class CreatingGraphsIndex(GlobalSecondaryIndex):
+    """The graphs whose submission has not completed yet: sparse, since only a graph being
+    created carries ``creation`` (removed when it starts running). The sweep finds the
+    submissions that stopped half-way here, without scanning the graphs table."""
+
+    class Meta:
+        index_name = "creating-graphs"
+        projection = AllProjection()
+        billing_mode = "PAY_PER_REQUEST"
+
+    creation = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+# The value of ``creation`` while a graph is being created (one partition: submissions are
+# far fewer than an index partition's thousand writes a second).
+CREATION_PENDING = "pending"
+
+
 class GraphItemBase(Model):
     graph_id = UnicodeAttribute(hash_key=True)
     status = UnicodeAttribute()
@@ -31,6 +50,17 @@ class GraphItemBase(Model):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     finished_at = UnicodeAttribute(null=True)
+    creation = UnicodeAttribute(null=True)
+    creating_graphs = CreatingGraphsIndex()
+
+
+class LeaseItemBase(Model):
+    """A lease (``JobStore.acquire_lease``), kept in the graphs table under a reserved key:
+    ``#lease#<name>`` (a graph id starts with a letter or a digit)."""
+
+    graph_id = UnicodeAttribute(hash_key=True)
+    lease_owner = UnicodeAttribute()
+    lease_expires_at = UnicodeAttribute()
 
 
 class FailedJobsIndex(GlobalSecondaryIndex):
@@ -102,6 +132,11 @@ def graph_model(table_name: str) -> type[GraphItemBase]:
         },
     )
     return type("GraphItem", (GraphItemBase,), {"Meta": meta})
+
+
+def lease_model(table_name: str) -> type[LeaseItemBase]:
+    meta = type("Meta", (), {"table_name": table_name, "max_retry_attempts": MAX_RETRY_ATTEMPTS})
+    return type("LeaseItem", (LeaseItemBase,), {"Meta": meta})
 
 
 def job_model(table_name: str) -> type[JobItemBase]:

@@ -29,12 +29,17 @@ def provision(settings: Settings) -> Settings:
         except TableError as exc:
             if getattr(exc, "cause_response_code", None) != "ResourceInUseException":
                 raise
-    queue_url, dlq_url = create_queues(clients.client("sqs"), settings.jobs_table, settings.lease_seconds)
+    sqs = clients.client("sqs")
+    queue_url, dlq_url = create_queues(sqs, settings.jobs_table, settings.lease_seconds)
+    # The scheduler's on-failure destination (Lambda's, on AWS): read by the sweep.
+    failures_url = sqs.create_queue(QueueName=f"{settings.jobs_table}-stream-failures")["QueueUrl"]
     s3 = clients.client("s3")
     for bucket in {settings.artifact_bucket, *settings.allowed_buckets}:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket)
-    return settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
+    return settings.with_(
+        queue_url=queue_url, dead_letter_queue_url=dlq_url, stream_failures_queue_url=failures_url
+    )
 
 
 def create_queues(sqs: Any, base: str, visibility_seconds: int) -> tuple[str, str]:

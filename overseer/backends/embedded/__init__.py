@@ -16,7 +16,7 @@ from ...config import Settings
 from ...store import Services
 from .artifacts import DirectoryArtifactStore, SqliteRowSink
 from .db import Database, database
-from .feed import FeedReader
+from .feed import FeedFailures, FeedReader
 from .queue import SqliteDispatchQueue
 from .store import SqliteJobStore
 
@@ -25,6 +25,7 @@ ARTIFACTS_DIR = "artifacts"
 
 __all__ = [
     "DirectoryArtifactStore",
+    "FeedFailures",
     "FeedReader",
     "SqliteDispatchQueue",
     "SqliteJobStore",
@@ -64,6 +65,7 @@ def embedded_services(directory: str | Path, settings: Settings | None = None) -
         artifacts=DirectoryArtifactStore(Path(directory) / ARTIFACTS_DIR),
         rows=SqliteRowSink(db.path, db=db),
         dead_letters=queue.dead_letter_queue(),
+        stream_failures=FeedFailures(db),
     )
 
 

@@ -13,10 +13,17 @@ runner resumes where the last one stopped. The position is saved **on the next p
 a Lambda event source mapping checkpoints a batch only after the function succeeded. A
 runner that dies mid-batch therefore gets that batch again (at-least-once, like Lambda;
 the scheduler is idempotent).
+
+A batch the scheduler keeps failing on is skipped, as Lambda's event source mapping
+does after its retries: ``FeedReader.give_up`` notes its sequence range in the
+``stream_failures`` table (Lambda sends the same note to its on-failure destination), and
+``FeedFailures`` hands the notes and the records to the sweep, which replays them
+(``overseer.sweep``). ``trim`` keeps the records of a noted batch until it is replayed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -26,10 +33,15 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
+from ... import timeutil
+from ...errors import StreamRecordsGone
+from ...store import FailedBatch
 from ...stream import passes_stream_filters
 from .db import Database, database
 
 REGION = "local"
+# The feed is one shard (one writer at a time, in commit order).
+SHARD = "feed"
 _serializer = TypeSerializer()
 # Attributes stored as a number set (NS) in DynamoDB; kept as JSON lists here.
 NUMBER_SETS = frozenset({"finished_deps"})
@@ -150,10 +162,87 @@ class FeedReader:
             )
         self.committed = position
 
+    def give_up(self, records: list[dict[str, Any]], error: BaseException | str) -> None:
+        """Skip a batch the scheduler keeps failing on (returned by the last ``poll``): note
+        its range for the sweep to replay, as Lambda's on-failure destination does."""
+        if records:
+            note_failed_batch(self.db, records, error)
+
     def trim(self) -> int:
-        """Delete records every reader has committed past; returns how many."""
+        """Delete records every reader has committed past, except those of batches noted as
+        failed and not replayed yet; returns how many."""
         with self.db.write() as conn:
             low = conn.execute("SELECT MIN(position) FROM feed_readers").fetchone()[0]
             if low is None:
                 return 0
+            kept = conn.execute("SELECT MIN(first_seq) FROM stream_failures").fetchone()[0]
+            if kept is not None:
+                low = min(low, int(kept) - 1)
             return int(conn.execute("DELETE FROM feed WHERE seq <= ?", (low,)).rowcount)
+
+
+def _sequence(record: Mapping[str, Any]) -> int:
+    return int(record["dynamodb"]["SequenceNumber"])
+
+
+def note_failed_batch(db: Database, records: list[dict[str, Any]], error: BaseException | str) -> None:
+    """Note a batch of (sequence-numbered) feed records that the scheduler gave up on."""
+    created = records[-1]["dynamodb"].get("ApproximateCreationDateTime")
+    arrival = timeutil.iso(dt.datetime.fromtimestamp(float(created), dt.UTC)) if created else None
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    with db.write() as conn:
+        conn.execute(
+            "INSERT INTO stream_failures (first_seq, last_seq, size, error, last_arrival, failed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                _sequence(records[0]),
+                _sequence(records[-1]),
+                len(records),
+                text[:4096],
+                arrival,
+                timeutil.iso(),
+            ),
+        )
+
+
+class FeedFailures:
+    """``overseer.store.StreamFailures`` on the embedded backend: the notes of
+    ``FeedReader.give_up`` and the feed's records. Records are gone only if someone
+    deleted them (``trim`` keeps them), the embedded side of a stream's retention."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def receive(self, max_batches: int = 10) -> list[FailedBatch]:
+        with self.db.write() as conn:
+            rows = conn.execute(
+                "SELECT id, first_seq, last_seq, size, last_arrival, receive_count + 1 FROM stream_failures "
+                "ORDER BY id LIMIT ?",
+                (max_batches,),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE stream_failures SET receive_count = receive_count + 1 WHERE id = ?",
+                [(r[0],) for r in rows],
+            )
+        return [
+            FailedBatch(str(i), SHARD, f"{first:021d}", f"{last:021d}", int(size), arrival, int(count))
+            for i, first, last, size, arrival, count in sorted(rows)
+        ]
+
+    def records(self, batch: FailedBatch) -> list[dict[str, Any]]:
+        first, last = int(batch.first_sequence), int(batch.last_sequence)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT seq, record FROM feed WHERE seq BETWEEN ? AND ? AND acted ORDER BY seq", (first, last)
+            ).fetchall()
+        records = [_with_sequence(int(seq), text) for seq, text in rows]
+        if len(records) < batch.size:
+            raise StreamRecordsGone(
+                f"{batch.size - len(records)} of the {batch.size} records {first}..{last} are no "
+                "longer in the feed"
+            )
+        return records
+
+    def delete(self, batch: FailedBatch) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM stream_failures WHERE id = ?", (int(batch.receipt),))

@@ -135,6 +135,18 @@ class SqliteJobStore:
         for (text,) in rows:
             yield graph_record(json.loads(text))
 
+    def creating_graphs(self, created_before: str) -> Iterator[GraphRecord]:
+        # Never found in practice: a graph is created in one transaction (see the module
+        # docstring); kept so the sweep runs the same steps on both backends.
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT item FROM graphs WHERE json_extract(item, '$.status') = ? "
+                "AND json_extract(item, '$.created_at') < ? ORDER BY graph_id",
+                (GraphStatus.CREATING.value, created_before),
+            ).fetchall()
+        for (text,) in rows:
+            yield graph_record(json.loads(text))
+
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
         with self.db.read() as conn:
             item = self._get(conn, graph_id, job_entry(name))
@@ -293,3 +305,34 @@ class SqliteJobStore:
                 item[f"count_{key}"] = int(n)
             self._put_graph(conn, item)
         return graph_record(item)
+
+    # -- rolling back, leases -----------------------------------------------------------
+    def roll_back_graph(self, graph: GraphRecord) -> bool:
+        with self.db.write() as conn:
+            item = self._get_graph(conn, graph.graph_id)
+            if (
+                item is None
+                or item.get("status") != GraphStatus.CREATING.value
+                or item.get("created_at") != graph.created_at
+            ):
+                return False
+            conn.execute("DELETE FROM graphs WHERE graph_id = ?", (graph.graph_id,))
+            conn.execute(
+                "DELETE FROM jobs WHERE graph_id = ? AND json_extract(item, '$.created_at') = ?",
+                (graph.graph_id, graph.created_at),
+            )
+        return True
+
+    def acquire_lease(self, name: str, owner: str, *, seconds: float) -> bool:
+        with self.db.write() as conn:
+            taken = conn.execute(
+                "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                "WHERE leases.expires_at < ?",
+                (name, owner, timeutil.iso_in(seconds), timeutil.iso()),
+            ).rowcount
+        return bool(taken)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))

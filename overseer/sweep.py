@@ -54,9 +54,10 @@ from dataclasses import dataclass, field
 
 from . import timeutil
 from .errors import SweepFailed
+from .items import DUE, LATE, LEASE, SWEEP_SHARDS, minute
 from .scheduler import GraphEvents, finalize_graph
 from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus, gave_up
-from .store import MAX_SQS_DELAY, DispatchQueue, Fence, JobMessage, JobRecord, Services
+from .store import MAX_SQS_DELAY, DispatchQueue, Fence, JobMessage, JobRecord, JobStore, Services
 
 log = logging.getLogger("overseer.sweep")
 BATCH_OWNER_PREFIX = "batch:"
@@ -66,6 +67,12 @@ ScaleWorkers = Callable[[int], int]
 # Given Batch job ids, the ones whose instance was terminated under them, with Batch's
 # reason (``overseer.backends.aws.scaling.host_terminations``).
 HostTerminations = Callable[[Sequence[str]], Mapping[str, str]]
+
+# The work one sweep does at most: index pages (of PAGE_SIZE jobs) read, and jobs repaired.
+# A sweep that reaches either stops there, and the next one (a minute later) goes on.
+PAGE_SIZE = 100
+MAX_INDEX_PAGES = 40
+MAX_REPAIRS = 500
 
 
 @dataclass
@@ -80,6 +87,9 @@ class SweepReport:
     dead_letters: int = 0
     queue_depth: int = 0
     workers_started: int = 0
+    # Pages of the sweep index read, and 1 when the work budget ran out before the end.
+    index_pages: int = 0
+    stopped_early: int = 0
     # The steps that raised, by name, with the first exception each raised.
     failures: dict[str, Exception] = field(default_factory=dict)
 
@@ -134,9 +144,13 @@ def sweep(
     on_graph_done: GraphEvents | None = None,
     scale: ScaleWorkers | None = None,
     host_terminations: HostTerminations | None = None,
+    max_index_pages: int = MAX_INDEX_PAGES,
+    max_repairs: int = MAX_REPAIRS,
 ) -> SweepReport:
     """One sweep (the steps are in the module docstring). Never raises for a step: check
-    ``report.failures`` or call ``report.raise_if_failed()``."""
+    ``report.failures`` or call ``report.raise_if_failed()``. It reads at most
+    ``max_index_pages`` pages of the sweep index and repairs at most about ``max_repairs``
+    jobs (a page's worth more at most), then stops; the next sweep goes on from there."""
     settings = services.settings
     skew = settings.clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
     stale = settings.lease_seconds if stale_ready_seconds is None else stale_ready_seconds
@@ -148,7 +162,8 @@ def sweep(
         with _step(report, "scale_workers"):
             report.workers_started = scale(depth)
     with _step(report, "repairs"):
-        _repair_graphs(services, report, skew, stale, depth == 0, on_graph_done, host_terminations)
+        budget = Budget(max_index_pages, max_repairs)
+        _repair_graphs(services, report, skew, stale, depth == 0, on_graph_done, host_terminations, budget)
     dead_letters = dead_letters or services.dead_letters
     if dead_letters is not None:
         with _step(report, "dead_letters"):
@@ -164,44 +179,47 @@ def _repair_graphs(
     queue_empty: bool,
     on_graph_done: GraphEvents | None,
     host_terminations: HostTerminations | None,
+    budget: Budget,
 ) -> None:
     store = services.store
     now = timeutil.now()
+    _end_counted_graphs(store, report, on_graph_done)
+    # What the index is asked, kind by kind: leases expired (give or take the clock skew),
+    # late retries whose minute came, and, only when the queue is empty, ready jobs due.
+    until = {
+        LEASE: minute(now - dt.timedelta(seconds=skew)),
+        LATE: minute(now),
+        DUE: minute(now - dt.timedelta(seconds=stale)),
+    }
+    kinds = [LEASE, LATE, DUE] if queue_empty else [LEASE, LATE]
+    queries = [(f"{kind}#{shard}", until[kind]) for kind in kinds for shard in range(SWEEP_SHARDS)]
     to_send: list[JobMessage] = []
     expired: list[JobRecord] = []
-    for graph in store.running_graphs():
-        report.graphs += 1
-        with _step(report, "repairs", f" on graph {graph.graph_id}"):
-            ended = 0
-            for job in store.list_jobs(graph.graph_id):
-                if job.status.terminal:
-                    ended += 1
-                elif job.status == JobStatus.RUNNING:
-                    if job.lease_expires_at and _age(job.lease_expires_at, now) > skew:
-                        expired.append(job)
-                elif job.status == JobStatus.READY:
-                    due = _due_message(job, now, queue_empty, stale)
-                    if due is None:
-                        continue
-                    message, late = due
-                    marked = store.transition(
-                        job.graph_id,
-                        job.name,
-                        REDISPATCH,
-                        fence=Fence(job.attempts),
-                        changes={"dispatched_at": timeutil.iso()},
-                    )
-                    if marked is not None:
-                        to_send.append(message)
-                        if late:
-                            report.late_retries_sent += 1
-                        else:
-                            report.lost_messages_resent += 1
-            if ended == graph.jobs_total:
-                done = finalize_graph(store, graph.graph_id, on_graph_done)
-                if done is not None:
-                    log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
-                    report.graphs_ended += 1
+    for page in _index_pages(store, queries, report, budget):
+        for job in page:
+            if job.status == JobStatus.RUNNING:
+                if job.lease_expires_at and _age(job.lease_expires_at, now) > skew:
+                    expired.append(job)
+                    budget.repairs += 1
+            elif job.status == JobStatus.READY:
+                due = _due_message(job, now, queue_empty, stale)
+                if due is None:
+                    continue
+                message, late = due
+                marked = store.transition(
+                    job.graph_id,
+                    job.name,
+                    REDISPATCH,
+                    fence=Fence(job.attempts),
+                    changes={"dispatched_at": timeutil.iso()},
+                )
+                if marked is not None:
+                    budget.repairs += 1
+                    to_send.append(message)
+                    if late:
+                        report.late_retries_sent += 1
+                    else:
+                        report.lost_messages_resent += 1
     if to_send:
         with _step(report, "repairs", " sending messages"):
             services.queue.send(to_send)
@@ -213,6 +231,68 @@ def _repair_graphs(
                 _release_lost_host(services, job, lost_host, report)
             else:
                 _expire(services, job, report)
+
+
+def _end_counted_graphs(store: JobStore, report: SweepReport, on_graph_done: GraphEvents | None) -> None:
+    """End the running graphs whose counters say every job ended (the scheduler counted the
+    last job but did not get to end the graph); only their jobs are read."""
+    for graph in store.running_graphs():
+        report.graphs += 1
+        if sum(graph.counts.values()) < graph.jobs_total:
+            continue
+        with _step(report, "repairs", f" on graph {graph.graph_id}"):
+            done = finalize_graph(store, graph.graph_id, on_graph_done)
+            if done is not None:
+                log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
+                report.graphs_ended += 1
+
+
+@dataclass
+class Budget:
+    """The work one sweep may do: index pages read and jobs repaired (see ``sweep``)."""
+
+    pages: int = MAX_INDEX_PAGES
+    repairs_allowed: int = MAX_REPAIRS
+    pages_read: int = 0
+    repairs: int = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.pages_read >= self.pages or self.repairs >= self.repairs_allowed
+
+
+def _index_pages(
+    store: JobStore, queries: Sequence[tuple[str, str]], report: SweepReport, budget: Budget
+) -> Iterator[list[JobRecord]]:
+    """Pages of the sweep index for ``queries`` ((sweep key, until minute) each), starting
+    where the last sweep stopped. When the budget is spent, the position is kept in the
+    store's sweep cursor (and ``report.stopped_early`` set) for the next sweep to go on from;
+    once every query has been read to its end, the cursor is cleared."""
+    cursor = store.get_sweep_cursor() or {}
+    keys = [key for key, _ in queries]
+    first = keys.index(cursor["key"]) if cursor.get("key") in keys else 0
+    order = [*queries[first:], *queries[:first]]
+    start: str | None = cursor.get("start") if cursor.get("key") in keys else None
+    for key, until in order:
+        while True:
+            if budget.spent:
+                report.stopped_early = 1
+                log.warning(
+                    "sweep stopped early (%d index pages, %d repairs); the next sweep goes on at %s",
+                    budget.pages_read,
+                    budget.repairs,
+                    key,
+                )
+                store.put_sweep_cursor({"key": key, "start": start})
+                return
+            page, start = store.sweep_page(key, until, start=start, limit=PAGE_SIZE)
+            budget.pages_read += 1
+            report.index_pages += 1
+            yield page
+            if start is None:
+                break
+    if cursor:
+        store.put_sweep_cursor(None)
 
 
 def _lost_hosts(

@@ -13,7 +13,14 @@ from pynamodb.expressions.update import Action
 from ... import timeutil
 from ...errors import StoreError
 from ...graph import GraphSpec, definition_digest
-from ...items import JOB_PREFIX, chunk_entry, job_entry, record_from_item, transition_values
+from ...items import (
+    JOB_PREFIX,
+    chunk_entry,
+    graph_index_values,
+    job_entry,
+    record_from_item,
+    transition_values,
+)
 from ...parallel import in_parallel
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ...store import EDGE_CHUNK, INLINE_EDGES, Dependent, Fence, GraphRecord, JobRecord
@@ -43,6 +50,8 @@ def _condition_failed(exc: PynamoDBException) -> bool:
 
 
 _ITEMS_PER_WRITER = 1000
+# The sweep's cursor: one item of the graphs table, under an id no graph can have.
+SWEEP_CURSOR_ID = "#sweep-cursor"
 
 
 class DynamoJobStore:
@@ -58,6 +67,7 @@ class DynamoJobStore:
         graph = self.Graph(
             spec.id,
             status=GraphStatus.CREATING.value,
+            active_status=graph_index_values(GraphStatus.CREATING)["active_status"],
             jobs_total=len(spec.jobs),
             args=json.dumps(spec.args, ensure_ascii=False),
             definition_sha256=definition_digest(spec),
@@ -138,8 +148,44 @@ class DynamoJobStore:
             return None
 
     def running_graphs(self) -> Iterator[GraphRecord]:
-        for item in self.Graph.scan(self.Graph.status == GraphStatus.RUNNING.value):
-            yield _graph_record(item)
+        G = self.Graph
+        keys = [item.graph_id for item in G.active_graphs.query(GraphStatus.RUNNING.value)]
+        for start in range(0, len(keys), 100):
+            for item in G.batch_get(keys[start : start + 100]):
+                if item.status == GraphStatus.RUNNING.value:
+                    yield _graph_record(item)
+
+    def sweep_page(
+        self, sweep_key: str, until: str, *, start: str | None = None, limit: int = 100
+    ) -> tuple[list[JobRecord], str | None]:
+        J = self.Job
+        page = J._get_connection().query(
+            sweep_key,
+            range_key_condition=J.sweep_at <= until,
+            index_name=J.sweep_index.Meta.index_name,
+            exclusive_start_key=json.loads(start) if start else None,
+            limit=limit,
+        )
+        keys = [(key["graph_id"]["S"], key["entry"]["S"]) for key in page.get("Items", [])]
+        found = {
+            (item.graph_id, item.entry): record_from_item({**item.attribute_values})
+            for item in J.batch_get(keys, consistent_read=True)
+        }
+        after = page.get("LastEvaluatedKey")
+        return [found[key] for key in keys if key in found], json.dumps(after) if after else None
+
+    def get_sweep_cursor(self) -> dict[str, Any] | None:
+        item = self.Graph._get_connection().get_item(SWEEP_CURSOR_ID, consistent_read=True).get("Item")
+        cursor = (item or {}).get("cursor", {}).get("S")
+        return json.loads(cursor) if cursor else None
+
+    def put_sweep_cursor(self, cursor: Mapping[str, Any] | None) -> None:
+        connection = self.Graph._get_connection()
+        if cursor is None:
+            connection.delete_item(SWEEP_CURSOR_ID)
+        else:
+            attributes = {"cursor": {"S": json.dumps(cursor)}, "updated_at": {"S": timeutil.iso()}}
+            connection.put_item(SWEEP_CURSOR_ID, attributes=attributes)
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
         try:
@@ -191,7 +237,9 @@ class DynamoJobStore:
         remove: Iterable[str] = (),
     ) -> JobRecord | None:
         J = self.Job
-        values, removed = transition_values(transition, changes, remove, fenced=fence is not None)
+        values, removed = transition_values(
+            transition, changes, remove, fenced=fence is not None, graph_id=graph_id, name=name
+        )
         actions = [
             getattr(J, k).set(v) if v is not None else getattr(J, k).remove() for k, v in values.items()
         ]
@@ -235,12 +283,22 @@ class DynamoJobStore:
         return len(finished.get("NS", ()))
 
     def renew_lease(
-        self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
+        self,
+        graph_id: str,
+        name: str,
+        fence: Fence,
+        *,
+        lease_expires_at: str,
+        heartbeat_at: str,
+        lease_bucket: str | None = None,
     ) -> bool:
         J = self.Job
+        actions: list[Action] = [J.lease_expires_at.set(lease_expires_at), J.heartbeat_at.set(heartbeat_at)]
+        if lease_bucket is not None:
+            actions.append(J.sweep_at.set(lease_bucket))
         try:
             J(graph_id, job_entry(name)).update(
-                actions=[J.lease_expires_at.set(lease_expires_at), J.heartbeat_at.set(heartbeat_at)],
+                actions=actions,
                 condition=(J.status == JobStatus.RUNNING.value)
                 & (J.attempts == fence.attempts)
                 & (J.lease_owner == (fence.owner or "")),
@@ -277,6 +335,8 @@ class DynamoJobStore:
         G = self.Graph
         stamp = timeutil.iso()
         actions: list[Action] = [G.status.set(status.value), G.updated_at.set(stamp)]
+        active = graph_index_values(status)["active_status"]
+        actions.append(G.active_status.set(active) if active else G.active_status.remove())
         if status.terminal:
             actions.append(G.finished_at.set(stamp))
         for key, n in (counts or {}).items():

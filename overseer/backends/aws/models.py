@@ -15,13 +15,29 @@ from pynamodb.attributes import (
     NumberSetAttribute,
     UnicodeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
+
+
+class ActiveGraphsIndex(GlobalSecondaryIndex):
+    """The graphs not yet terminal, by status: sparse, since only they carry ``active_status``.
+    Keys only, so the counters' writes never touch it."""
+
+    class Meta:
+        index_name = "active-graphs"
+        projection = KeysOnlyProjection()
+        billing_mode = "PAY_PER_REQUEST"
+
+    active_status = UnicodeAttribute(hash_key=True)
+    graph_id = UnicodeAttribute(range_key=True)
 
 
 class GraphItemBase(Model):
     graph_id = UnicodeAttribute(hash_key=True)
     status = UnicodeAttribute()
+    # The status while not terminal (creating, running): the active-graphs index.
+    active_status = UnicodeAttribute(null=True)
+    active_graphs = ActiveGraphsIndex()
     jobs_total = NumberAttribute()
     args = UnicodeAttribute(default="{}")  # JSON
     count_finished = NumberAttribute(default=0)
@@ -43,6 +59,21 @@ class FailedJobsIndex(GlobalSecondaryIndex):
 
     failed_on = UnicodeAttribute(hash_key=True)
     finished_at = UnicodeAttribute(range_key=True)
+
+
+class SweepIndex(GlobalSecondaryIndex):
+    """What the sweep may have to repair (``overseer.items``): running jobs by the minute
+    their lease expires, ready jobs by the minute they are due (or their late retry may be
+    sent), each kind in ``SWEEP_SHARDS`` partitions. Sparse and keys only: a heartbeat that
+    does not move the job's minute writes nothing to it."""
+
+    class Meta:
+        index_name = "sweep"
+        projection = KeysOnlyProjection()
+        billing_mode = "PAY_PER_REQUEST"
+
+    sweep_key = UnicodeAttribute(hash_key=True)
+    sweep_at = UnicodeAttribute(range_key=True)
 
 
 class JobItemBase(Model):
@@ -75,6 +106,10 @@ class JobItemBase(Model):
     # The day a job failed (YYYY-MM-DD), set only while it is failed: the failed-jobs index.
     failed_on = UnicodeAttribute(null=True)
     failed_jobs = FailedJobsIndex()
+    # "<kind>#<shard>" and a minute while the sweep may have to repair the job: the sweep index.
+    sweep_key = UnicodeAttribute(null=True)
+    sweep_at = UnicodeAttribute(null=True)
+    sweep_index = SweepIndex()
     dispatched_at = UnicodeAttribute(null=True)
     # Who moved the job from waiting to ready: "submission", "rerun" or "scheduler" (which
     # enqueues what it releases itself; the stream filter leaves its releases out).

@@ -338,3 +338,45 @@ def test_a_failing_step_does_not_stop_the_others(stack):
     assert report.leases_expired == 1
     assert report.lost_messages_resent == 0  # an unknown depth never passes for an empty queue
     assert sweep(stack.services, stale_ready_seconds=0).lost_messages_resent == 2  # a known empty one: both
+
+
+# -- cost: one sweep's requests do not grow with the jobs in flight ------------------------
+
+
+def running_graph(stack, graph_id: str, size: int) -> None:
+    """A graph of ``size`` jobs, every one claimed by a live worker (nothing to repair)."""
+    stack.submit({"id": graph_id, "jobs": {f"j{n}": {"type": "write"} for n in range(size)}}, HANDLERS)
+    for n in range(size):
+        changes = {"attempts": 1, "lease_owner": "live", "lease_expires_at": timeutil.iso_in(120)}
+        assert stack.store.transition(graph_id, f"j{n}", CLAIM, fence=Fence(0), changes=changes)
+
+
+def test_one_sweep_makes_the_same_requests_for_420_running_jobs_as_for_20(stack):
+    requests = []
+    for graph_id, size in (("small", 20), ("large", 400)):
+        running_graph(stack, graph_id, size)
+        counter = stack.count_requests()
+        report = sweep(stack.services)
+        requests.append(dict(counter.counts))
+        assert (report.failures, report.leases_expired, report.lost_messages_resent) == ({}, 0, 0)
+        assert report.graphs == len(requests)
+    assert requests[1] == requests[0]
+    assert "dynamodb.Scan" not in requests[1]
+    # Asking the index: 8 shards for leases, 8 for late retries, 8 for due jobs (the queue is empty).
+    assert requests[1]["dynamodb.Query"] == 1 + 3 * 8
+
+
+def test_a_backlog_of_expired_leases_spreads_over_sweeps_from_where_each_stopped(stack):
+    stack.submit({"id": "backlog", "jobs": {f"j{n}": {"type": "write"} for n in range(30)}}, HANDLERS)
+    for n in range(30):
+        lose_lease(stack, "backlog", f"j{n}")
+    reports = [sweep(stack.services, clock_skew_seconds=0, max_repairs=10)]
+    while reports[-1].stopped_early:
+        assert len(reports) < 10
+        reports.append(sweep(stack.services, clock_skew_seconds=0, max_repairs=10))
+    assert len(reports) >= 3  # at most about 10 repairs (a page more) a sweep
+    assert all(r.leases_expired <= 10 + 8 for r in reports)
+    assert sum(r.leases_expired for r in reports) == 30  # each once
+    jobs = stack.jobs("backlog")
+    assert {(j.status, j.attempts) for j in jobs.values()} == {(JobStatus.READY, 1)}
+    assert stack.store.get_sweep_cursor() is None  # the last sweep went through everything

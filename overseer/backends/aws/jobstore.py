@@ -8,6 +8,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, PynamoDBException, UpdateError
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 
 from ... import timeutil
@@ -180,12 +181,11 @@ class DynamoJobStore:
         return json.loads(cursor) if cursor else None
 
     def put_sweep_cursor(self, cursor: Mapping[str, Any] | None) -> None:
-        connection = self.Graph._get_connection()
-        if cursor is None:
-            connection.delete_item(SWEEP_CURSOR_ID)
-        else:
-            attributes = {"cursor": {"S": json.dumps(cursor)}, "updated_at": {"S": timeutil.iso()}}
-            connection.put_item(SWEEP_CURSOR_ID, attributes=attributes)
+        # An update (it creates the item), so the sweep needs no PutItem on the graphs table.
+        kept = Path("cursor").set({"S": json.dumps(cursor)}) if cursor else Path("cursor").remove()
+        self.Graph._get_connection().update_item(
+            SWEEP_CURSOR_ID, actions=[kept, Path("updated_at").set({"S": timeutil.iso()})]
+        )
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
         try:

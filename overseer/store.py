@@ -13,7 +13,9 @@ Item layout of the jobs store (one partition per graph)::
     g1        out#<name>#0003  a chunk of a job's dependents when it has many (fan-out)
 
 so no item grows with the size of the graph: a job item holds at most
-``INLINE_EDGES`` edges each way, and a chunk at most ``EDGE_CHUNK`` edges.
+``INLINE_EDGES`` edges each way, and a chunk at most ``EDGE_CHUNK`` edges. Job items
+also carry their place in the sweep index while they are running or ready, and graph
+items theirs in the active-graphs index while not terminal (``overseer.items``).
 """
 
 from __future__ import annotations

@@ -9,14 +9,31 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
 2. ``scale_workers``: when the caller passes ``scale`` (the sweep Lambda starts Batch
    workers), it gets that depth before any repair runs, so no repair can keep the
    queued work from getting workers;
-3. ``repairs``: for every running graph (each graph apart) it reads the jobs once and
-   handles
+3. ``repairs``: what needs repair is looked up in two sparse indexes (``overseer.items``),
+   so a sweep's cost grows with what is wrong, not with the jobs in flight (no scan, no
+   read of every job; bench/sweep_cost.py, docs/cost-model.md):
 
+   * **unfinished graphs whose jobs have all ended**: the running graphs come from the
+     active-graphs index, each with its counters. A graph whose counters say every job
+     ended is still running when the scheduler's invocation counted the last job and died
+     before ending the graph: the sweep reads that graph's jobs (only that graph's) and
+     records its outcome (``on_graph_done`` is called as the scheduler would). A record
+     lost for good is replayed from the stream instead (issue 12, part B);
+   * the **sweep index** holds each running job under the minute its lease expires (at the
+     latest), each ready job under the minute it became due, and each late retry under the
+     minute its message may be sent, in ``SWEEP_SHARDS`` partitions per kind. The sweep
+     asks, per kind and shard, for the minutes already past; healthy jobs are never
+     returned (their minutes lie ahead). The jobs returned are read as they are now and
+     checked exactly:
    * **expired leases**: a running job whose lease expired more than
      ``clock_skew_seconds`` ago (its worker died: SIGKILL, lost host) goes back to ready
      for its next attempt, or fails past its max attempts. The write is fenced by the
      job's attempt and lease owner, so a worker that was only slow can never have its
-     outcome overwritten, nor overwrite the new owner's;
+     outcome overwritten, nor overwrite the new owner's. A claim indexes the job under
+     its expiry's minute; a heartbeat moves it only when the new expiry passes that
+     minute, and then ``LEASE_BUCKET_AHEAD_SECONDS`` (4 min) further, so most heartbeats
+     write nothing to the index and a worker that dies after such a move is found up to
+     that much later;
    * **lost hosts keep the attempt** (step ``host_lookup``): a worker on AWS Batch
      leases as ``batch:<Batch job id>:<pid>:<nonce>`` (``overseer.worker.
      default_worker_id``). A Spot reclaim kills the instance without a word to the
@@ -30,11 +47,12 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
    * **lost messages**: when the queue is empty (nothing waiting, delayed or in flight)
      yet a job has been ready and due for longer than ``stale_ready_seconds``, its
      message was lost and is sent again (a duplicate would be harmless: claims are
-     fenced; an unknown depth never passes for an empty queue);
-   * **unfinished graphs whose jobs have all ended**: the scheduler ends a graph when its
-     counters say every job is terminal; if a stream record was never processed (Lambda
-     gave up on it after its retries), the sweep sees the ended jobs and records the
-     graph's outcome (``on_graph_done`` is called as the scheduler would);
+     fenced; an unknown depth never passes for an empty queue). The due jobs are only
+     looked up when the queue is empty;
+   * **bounded work**: a sweep reads at most ``max_index_pages`` pages of the index and
+     repairs about ``max_repairs`` jobs at most; then it stops (``report.stopped_early``),
+     keeps where it stopped in the store's sweep cursor, and the next sweep goes on from
+     there, so a backlog spreads over several minutes instead of timing out the Lambda;
 
 4. ``dead_letters``: messages that reached the dead-letter queue become failed jobs with
    a clear error.

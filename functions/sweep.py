@@ -4,9 +4,10 @@ Accepts any event (the scheduled event's content is not used). Runs the engine's
 (``overseer.sweep``), whose steps go in this order, each isolated from the others:
 read the queue depth, start Batch workers for it (``overseer.backends.aws.scaling``, when
 ``OVERSEER_BATCH_JOB_QUEUE`` and ``OVERSEER_BATCH_JOB_DEFINITION`` are set), repair
-every running graph (expired leases, where a worker whose Batch job lost its host to a
-Spot reclaim keeps the job's attempt; lost and late messages; graphs whose jobs all
-ended), then fail the dead-lettered jobs.
+what the sweep's indexes name (expired leases, where a worker whose Batch job lost its
+host to a Spot reclaim keeps the job's attempt; lost and late messages; graphs whose
+counters say every job ended), at most a bounded amount per invocation (the rest in the
+next; ``StoppedEarly`` = 1 then), then fail the dead-lettered jobs.
 
 Every counter of the report is an EMF metric (QueueDepth, WorkersStarted, LeasesExpired,
 HostsReclaimed, ...). A step that raised is logged with its name and counted as

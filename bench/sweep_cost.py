@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cost import Meter, item_size, metered_stack, write_units  # noqa: E402
+from cost import Meter, item_size, metered_stack, write_units
 
 LEASE_SECONDS = 120
 READY_SHARE = 10  # one job in ten is ready, its message waiting in the queue
@@ -169,7 +169,8 @@ def measure_size(size: int, log: Any) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     if report.failures or report.leases_expired or report.lost_messages_resent or report.graphs != 1:
         raise SystemExit(f"the sweep found something to repair or failed: {report}")
-    log(f"  sweep: {counter.total()} requests {dict(counter.counts)}, {meter.rcu} read units, {seconds:.2f} s")
+    total = counter.total()
+    log(f"  sweep: {total} requests {dict(counter.counts)}, {meter.rcu} read units, {seconds:.2f} s")
     return {"requests": counter.total(), "read_units": meter.rcu, "seconds": round(seconds, 3)}
 
 

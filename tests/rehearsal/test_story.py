@@ -285,8 +285,11 @@ NOT_EXERCISED = {
     "a trigger invocation fails for good; the story's do not",
     ("", "s3:AbortMultipartUpload", ""): "only an upload that fails half-way aborts its parts",
     ("Scheduler", "dynamodb:GetItem", "TablesGraphs"): "read only when a record brings nothing to count",
-    ("Sweep", "dynamodb:UpdateItem", "TablesGraphs"): "ends a graph whose last stream record was lost; "
-    "the story loses none",
+    ("Sweep", "dynamodb:UpdateItem", "TablesGraphs"): "ends a graph whose counters say every job ended "
+    "(the scheduler died before ending it), or keeps its cursor when it stopped early; "
+    "the story does neither",
+    ("Sweep", "dynamodb:Query", "TablesJobs"): "reads the jobs of a graph whose counters say it ended "
+    "(as above); the sweep index's Query is exercised",
     ("Sweep", "events:PutEvents", ""): "announces a graph the sweep ended (as above)",
     ("Api", "dynamodb:GetItem", "TablesJobs"): "a cancel or rerun re-reads a job that moved under it",
     ("Workers", "dynamodb:Query", "TablesJobs"): "inputs of a job with more dependencies than one read holds",

@@ -10,8 +10,8 @@ threads; not measured) in the shape the engine writes (``overseer.items``): 90% 
 jobs ``running`` with a live lease (expiring in ``lease_seconds``), 10% ``ready``, with
 messages waiting in the dispatch queue (for the first ``MESSAGES`` of them: the sweep only
 reads the queue's depth, and moto's SQS slows down with tens of thousands of messages).
-Nothing is wrong, so there is nothing to repair. Then ONE sweep (``overseer.sweep.sweep``, the sweep Lambda's code) runs, and is
-measured:
+Nothing is wrong, so there is nothing to repair. Then ONE sweep (``overseer.sweep.sweep``,
+the sweep Lambda's code) runs, and is measured:
 
 * ``requests``: AWS requests of the sweep's clients (``overseer.backends.aws.clients.
   RequestCounter``; retries included);
@@ -157,7 +157,8 @@ def measure_size(size: int, log: Any) -> dict[str, Any]:
     started = time.monotonic()
     ready, _ = write_graph(settings, graph_id, size)
     services.queue.send([JobMessage(graph_id, name, 0) for name in ready[:MESSAGES]])
-    log(f"  {size} jobs written, {min(len(ready), MESSAGES)} messages queued ({time.monotonic() - started:.0f} s)")
+    queued = min(len(ready), MESSAGES)
+    log(f"  {size} jobs written, {queued} messages queued ({time.monotonic() - started:.0f} s)")
 
     counter = RequestCounter()
     counter.attach(services.queue.client)

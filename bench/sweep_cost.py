@@ -7,7 +7,8 @@
 For each size, a fresh stack on one local AWS emulator (moto server) gets one running
 graph of that many jobs, written directly (``BatchWriteItem``, 25 items a request, four
 threads; not measured) in the shape the engine writes (``overseer.items``): 90% of the
-jobs ``running`` with a live lease (expiring in ``lease_seconds``), 10% ``ready``, with
+jobs ``running`` with a live lease (expiring in an hour: writing 100,000 items to moto
+takes longer than a 120 s lease), 10% ``ready``, with
 messages waiting in the dispatch queue (for the first ``MESSAGES`` of them: the sweep only
 reads the queue's depth, and moto's SQS slows down with tens of thousands of messages).
 Nothing is wrong, so there is nothing to repair. Then ONE sweep (``overseer.sweep.sweep``,
@@ -47,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cost import Meter, item_size, metered_stack, write_units
 
 LEASE_SECONDS = 120
+# The written jobs' leases: live during the whole set-up and the sweep.
+SETUP_LEASE_SECONDS = 3600
 READY_SHARE = 10  # one job in ten is ready
 MESSAGES = 1000  # messages queued for the first ready jobs
 
@@ -58,7 +61,7 @@ def job_items(graph_id: str, size: int, now: dt.datetime) -> list[dict[str, Any]
     from overseer.states import JobStatus
 
     stamp = timeutil.iso(now)
-    expires = timeutil.iso(now + dt.timedelta(seconds=LEASE_SECONDS))
+    expires = timeutil.iso(now + dt.timedelta(seconds=SETUP_LEASE_SECONDS))
     items = []
     for n in range(size):
         name = f"job-{n:06d}"

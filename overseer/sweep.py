@@ -224,20 +224,22 @@ def _repair_graphs(
                 if due is None:
                     continue
                 message, late = due
-                marked = store.transition(
-                    job.graph_id,
-                    job.name,
-                    REDISPATCH,
-                    fence=Fence(job.attempts),
-                    changes={"dispatched_at": timeutil.iso()},
-                )
-                if marked is not None:
-                    budget.repairs += 1
-                    to_send.append(message)
-                    if late:
-                        report.late_retries_sent += 1
-                    else:
-                        report.lost_messages_resent += 1
+                with _step(report, "repairs", f" on job {job.id}"):
+                    marked = store.transition(
+                        job.graph_id,
+                        job.name,
+                        REDISPATCH,
+                        fence=Fence(job.attempts),
+                        changes={"dispatched_at": timeutil.iso()},
+                    )
+                    if marked is not None:
+                        budget.repairs += 1
+                        to_send.append(message)
+                        if late:
+                            report.late_retries_sent += 1
+                        else:
+                            report.lost_messages_resent += 1
+    report.index_pages = budget.pages_read
     if to_send:
         with _step(report, "repairs", " sending messages"):
             services.queue.send(to_send)
@@ -305,7 +307,6 @@ def _index_pages(
                 return
             page, start = store.sweep_page(key, until, start=start, limit=PAGE_SIZE)
             budget.pages_read += 1
-            report.index_pages += 1
             yield page
             if start is None:
                 break

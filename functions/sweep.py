@@ -4,10 +4,11 @@ Accepts any event (the scheduled event's content is not used). Runs the engine's
 (``overseer.sweep``), whose steps go in this order, each isolated from the others:
 read the queue depth, start Batch workers for it (``overseer.backends.aws.scaling``, when
 ``OVERSEER_BATCH_JOB_QUEUE`` and ``OVERSEER_BATCH_JOB_DEFINITION`` are set), repair
-every running graph (expired leases, where a worker whose Batch job lost its host to a
-Spot reclaim keeps the job's attempt; lost and late messages; graphs whose jobs all
-ended), replay the stream batches the scheduler gave up on (read again from the jobs
-stream; the queue is ``OVERSEER_STREAM_FAILURES_QUEUE_URL``, wired by
+what the sweep's indexes name (expired leases, where a worker whose Batch job lost its
+host to a Spot reclaim keeps the job's attempt; lost and late messages; graphs whose
+counters say every job ended), at most a bounded amount per invocation (the rest in the
+next; ``StoppedEarly`` = 1 then), replay the stream batches the scheduler gave up on (read
+again from the jobs stream; the queue is ``OVERSEER_STREAM_FAILURES_QUEUE_URL``, wired by
 ``overseer.backends.build_services``), roll back graphs left ``creating``, then fail the
 dead-lettered jobs. Only one sweep runs at a time (a lease item in the graphs table): an
 invocation that finds it held returns ``{"lease_held_elsewhere": 1, ...}`` at once.

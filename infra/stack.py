@@ -140,10 +140,13 @@ class OverseerStack(Stack):
     def _grant(self) -> None:
         """Each role gets exactly the calls its code makes; the comments name the code path.
 
-        Table grants name the table ARN only: nothing but people in the console reads the
-        failed-jobs index. The store's calls: ``create_graph`` PutItem (graph),
-        BatchWriteItem (jobs), UpdateItem; ``get_graph`` / ``get_job`` GetItem;
-        ``running_graphs`` Scan (graphs); ``list_jobs`` / ``dependencies`` /
+        Table grants name the table ARN only, except the sweep's Query of its two indexes
+        (nothing but people in the console reads the failed-jobs index). The store's calls:
+        ``create_graph`` PutItem (graph), BatchWriteItem (jobs), UpdateItem; ``get_graph`` /
+        ``get_job`` GetItem; ``running_graphs`` Query (graphs' active-graphs index) and
+        BatchGetItem; ``sweep_page`` Query (jobs' sweep index) and BatchGetItem;
+        ``get_sweep_cursor`` GetItem, ``put_sweep_cursor`` UpdateItem (graphs);
+        ``list_jobs`` / ``dependencies`` /
         ``dependents`` Query (jobs); ``manifests`` BatchGetItem (jobs); ``transition``,
         ``renew_lease``, ``record_finished_dependency`` (GetItem after a no-op),
         ``add_graph_progress`` (GetItem when empty), ``set_graph_status`` UpdateItem.
@@ -207,21 +210,19 @@ class OverseerStack(Stack):
         queue.grant(scheduler, "sqs:SendMessage")  # SendMessageBatch of released jobs
         self.events.bus.grant_put_events_to(scheduler)  # Graph Finished / Failed / Aborted
 
-        # Sweep (overseer.sweep): its lease (PutItem, DeleteItem under a reserved key),
-        # running graphs (Scan), their jobs (Query), expired leases, re-sent messages, dead
-        # letters (UpdateItem), a graph whose last record was lost (set_graph_status:
+        # Sweep (overseer.sweep): its lease (PutItem, DeleteItem under a reserved key) and
+        # cursor (GetItem, UpdateItem); running and creating graphs (Query of active-graphs,
+        # BatchGetItem); the jobs the sweep index names (Query of the index, BatchGetItem);
+        # expired leases, re-sent messages, dead letters (UpdateItem); a graph whose
+        # counters say it ended (finalize_graph: Query of its jobs, set_graph_status:
         # UpdateItem, announced with PutEvents). Replaying a failed stream batch runs the
-        # scheduler's calls (GetItem of jobs and graphs as above). Graphs left creating: the
-        # creating-graphs index (Query), rolled back (DeleteItem of the graph and its jobs).
+        # scheduler's calls (GetItem of jobs and graphs). Graphs left creating are rolled
+        # back (DeleteItem of the graph and its jobs). No Scan.
         sweep = self.sweep.function
-        _allow(sweep, jobs, "GetItem", "Query", "UpdateItem", "DeleteItem")
-        _allow(sweep, graphs, "GetItem", "Scan", "UpdateItem", "PutItem", "DeleteItem")
-        sweep.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["dynamodb:Query"],
-                resources=[f"{graphs.table_arn}/index/{Tables.CREATING_GRAPHS_INDEX}"],
-            )
-        )
+        _allow(sweep, jobs, "GetItem", "Query", "UpdateItem", "DeleteItem", "BatchGetItem")
+        _allow(sweep, graphs, "GetItem", "UpdateItem", "PutItem", "DeleteItem", "BatchGetItem")
+        _allow_index(sweep, jobs, self.tables.SWEEP_INDEX, "Query")
+        _allow_index(sweep, graphs, self.tables.ACTIVE_GRAPHS_INDEX, "Query")
         queue.grant(sweep, "sqs:SendMessage", "sqs:GetQueueAttributes")  # re-send; queue depth
         # _fail_dead_letters: receive, fail the job, delete (DeleteMessageBatch).
         dlq.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
@@ -291,6 +292,15 @@ def _allow(principal: iam.IGrantable, table: dynamodb.ITable, *operations: str) 
     """Allow ``dynamodb:<operation>`` on ``table`` itself (not its indexes)."""
     principal.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(actions=[f"dynamodb:{op}" for op in operations], resources=[table.table_arn])
+    )
+
+
+def _allow_index(principal: iam.IGrantable, table: dynamodb.ITable, index: str, *operations: str) -> None:
+    """Allow ``dynamodb:<operation>`` on one index of ``table``."""
+    principal.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=[f"dynamodb:{op}" for op in operations], resources=[f"{table.table_arn}/index/{index}"]
+        )
     )
 
 

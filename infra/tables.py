@@ -13,18 +13,23 @@ class Tables(Construct):
     Attributes
     ----------
     graphs_table:
-        One item per graph (partition key ``graph_id``), and the sweep's lease
-        (``#lease#sweep``). Its sparse index ``creating-graphs`` (``creation``,
-        ``created_at``) holds only the graphs whose submission has not completed.
+        One item per graph (partition key ``graph_id``), the sweep's lease (``#lease#sweep``)
+        and its cursor item (``#sweep-cursor``). Its sparse index ``active-graphs``
+        (``active_status``, ``graph_id``; keys only) holds the graphs not yet terminal: the
+        sweep's running graphs, and the submissions that stopped half-way (``creating``).
     jobs_table:
         One item per job (``entry`` = ``job#<name>``) plus edge chunks (``out#...`` /
         ``in#...``), keyed ``graph_id`` + ``entry``; its stream carries new and old images.
         Its sparse index ``failed-jobs`` (``failed_on`` = the day, ``finished_at``) holds
-        only the jobs that are failed now: every failed job, by day, in the console.
+        only the jobs that are failed now: every failed job, by day, in the console. Its
+        sparse index ``sweep`` (``sweep_key`` = ``<kind>#<shard>``, ``sweep_at`` = a minute;
+        keys only) holds the running and ready jobs by the minute the sweep should look at
+        them (``overseer.items``): the sweep asks it for past minutes only.
     """
 
     FAILED_JOBS_INDEX = "failed-jobs"
-    CREATING_GRAPHS_INDEX = "creating-graphs"
+    SWEEP_INDEX = "sweep"
+    ACTIVE_GRAPHS_INDEX = "active-graphs"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
@@ -43,15 +48,6 @@ class Tables(Construct):
             partition_key=dynamodb.Attribute(name="graph_id", type=dynamodb.AttributeType.STRING),
             **common,
         )
-        # Sparse: a graph carries ``creation`` only while its submission writes it (see
-        # overseer.backends.aws.models.CreatingGraphsIndex): the sweep finds the submissions
-        # that stopped half-way without scanning the table.
-        self.graphs_table.add_global_secondary_index(
-            index_name=self.CREATING_GRAPHS_INDEX,
-            partition_key=dynamodb.Attribute(name="creation", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="created_at", type=dynamodb.AttributeType.STRING),
-            projection_type=dynamodb.ProjectionType.ALL,
-        )
         self.jobs_table = dynamodb.Table(
             self,
             "Jobs",
@@ -67,4 +63,18 @@ class Tables(Construct):
             partition_key=dynamodb.Attribute(name="failed_on", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="finished_at", type=dynamodb.AttributeType.STRING),
             projection_type=dynamodb.ProjectionType.ALL,
+        )
+        # Keys only: a heartbeat that keeps its job's minute writes nothing to the index,
+        # and the counters' writes nothing to active-graphs (overseer.backends.aws.models).
+        self.jobs_table.add_global_secondary_index(
+            index_name=self.SWEEP_INDEX,
+            partition_key=dynamodb.Attribute(name="sweep_key", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sweep_at", type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        self.graphs_table.add_global_secondary_index(
+            index_name=self.ACTIVE_GRAPHS_INDEX,
+            partition_key=dynamodb.Attribute(name="active_status", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="graph_id", type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )

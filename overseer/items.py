@@ -4,18 +4,34 @@
 Backends only store what this module builds (DynamoDB through PynamoDB models, SQLite as
 JSON objects with the same attribute names). Stream records (and the embedded change
 feed) carry images in this shape, so the scheduler reads them without knowing the backend.
+
+The sweep's indexes live here too (both backends write what these functions build):
+
+* **sweep index** (jobs): a job that needs watching carries ``sweep_key`` =
+  ``<kind>#<shard>`` and ``sweep_at`` = a minute (``YYYY-MM-DDTHH:MM``, UTC). Kinds:
+  ``lease`` (running: the minute its lease expires, at the latest), ``late`` (ready with
+  a retry further off than SQS's delay: the minute its message can be sent) and ``due``
+  (ready: the minute it became due). The shard (``SWEEP_SHARDS`` of them, from the job's
+  id) spreads the writes of each kind over several index partitions. Waiting and ended
+  jobs carry neither attribute, so the index holds only what the sweep may have to repair,
+  and the sweep asks it for ``sweep_at <= <a past minute>`` per kind and shard.
+* **active graphs** (graphs): ``active_status`` = the graph's status while it is not
+  terminal (creating, running), absent after: the sweep's running graphs, and the
+  submissions that stopped half-way (``creating``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import timeutil
 from .graph import GraphSpec, definition_digest
 from .states import GraphStatus, JobStatus, Transition
-from .store import EDGE_CHUNK, INLINE_EDGES, Dependent, GraphRecord, JobRecord
+from .store import EDGE_CHUNK, INLINE_EDGES, MAX_SQS_DELAY, Dependent, GraphRecord, JobRecord
 
 JOB_PREFIX = "job#"
 
@@ -47,6 +63,7 @@ def graph_item(spec: GraphSpec, stamp: str) -> dict[str, Any]:
         "definition_sha256": definition_digest(spec),
         "created_at": stamp,
         "updated_at": stamp,
+        **graph_index_values(GraphStatus.CREATING),
     }
 
 
@@ -158,17 +175,93 @@ JSON_FIELDS = ("args", "artifacts", "rows")
 ERROR_FIELDS = ("error_type", "error_message", "error_traceback")
 
 
+# -- the sweep index -----------------------------------------------------------------------
+SWEEP_SHARDS = 8
+LEASE, LATE, DUE = "lease", "late", "due"
+SWEEP_KINDS = (LEASE, LATE, DUE)
+# A heartbeat moves its job's lease bucket only when the new expiry is past the bucket's
+# end, and then this far beyond the new expiry, so that it moves once every few beats
+# (see docs/cost-model.md): a dead worker's job is found at most this much later.
+LEASE_BUCKET_AHEAD_SECONDS = 240
+
+
+def minute(moment: dt.datetime | str) -> str:
+    """The minute of ``moment`` (UTC), as the sweep index keys it: ``YYYY-MM-DDTHH:MM``.
+
+    >>> minute("2026-11-29T21:43:59.999Z")
+    '2026-11-29T21:43'
+    """
+    when = timeutil.parse(moment) if isinstance(moment, str) else moment
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+def sweep_shard_key(kind: str, graph_id: str, name: str) -> str:
+    """``<kind>#<shard>``: the job's partition of the sweep index for ``kind``."""
+    return f"{kind}#{zlib.crc32(f'{graph_id}/{name}'.encode()) % SWEEP_SHARDS}"
+
+
+def next_lease_bucket(current: str | None, lease_expires_at: str) -> str | None:
+    """The lease bucket a renewal to ``lease_expires_at`` writes, or None when ``current``
+    still ends after the new expiry (the renewal then writes nothing to the index).
+
+    >>> next_lease_bucket("2026-11-29T21:45", "2026-11-29T21:45:30.000Z") is None
+    True
+    >>> next_lease_bucket("2026-11-29T21:45", "2026-11-29T21:46:10.000Z")
+    '2026-11-29T21:50'
+    """
+    expires = timeutil.parse(lease_expires_at)
+    if current is not None and expires < timeutil.parse(current + ":00Z") + dt.timedelta(seconds=60):
+        return None
+    return minute(expires + dt.timedelta(seconds=LEASE_BUCKET_AHEAD_SECONDS))
+
+
+def sweep_index_values(
+    graph_id: str, name: str, status: JobStatus, changes: Mapping[str, Any], now: dt.datetime
+) -> dict[str, str | None]:
+    """``sweep_key`` and ``sweep_at`` of a job that moves to ``status`` with ``changes``
+    (None = remove): running with a lease, the minute it expires; ready, the minute its late
+    retry may be sent or the minute it became due; otherwise out of the index."""
+    kind: str | None = None
+    at: dt.datetime | str | None = None
+    if status == JobStatus.RUNNING and changes.get("lease_expires_at"):
+        kind, at = LEASE, str(changes["lease_expires_at"])
+    elif status == JobStatus.READY:
+        not_before = changes.get("not_before")
+        due = timeutil.parse(not_before) if not_before else now
+        if (due - now).total_seconds() > MAX_SQS_DELAY and not changes.get("dispatched_at"):
+            kind, at = LATE, due - dt.timedelta(seconds=MAX_SQS_DELAY)
+        else:
+            kind, at = DUE, max(due, now)
+    if kind is None or at is None:
+        return {"sweep_key": None, "sweep_at": None}
+    return {"sweep_key": sweep_shard_key(kind, graph_id, name), "sweep_at": minute(at)}
+
+
+def graph_index_values(status: GraphStatus) -> dict[str, str | None]:
+    """``active_status`` of a graph in ``status``: its status while not terminal, else None."""
+    return {"active_status": None if status.terminal else status.value}
+
+
 def transition_values(
-    transition: Transition, changes: Mapping[str, Any] | None, remove: Iterable[str], *, fenced: bool
+    transition: Transition,
+    changes: Mapping[str, Any] | None,
+    remove: Iterable[str],
+    *,
+    fenced: bool,
+    graph_id: str,
+    name: str,
 ) -> tuple[dict[str, Any], list[str]]:
     """The attributes a transition sets (None = remove) and the ones it removes, as every
-    backend writes them: status, ISO timestamps, the error split into readable fields, and
-    ``failed_on`` (the day a job failed, the key of the failed-jobs index) while it is failed.
+    backend writes them: status, ISO timestamps, the error split into readable fields,
+    ``failed_on`` (the day a job failed, the key of the failed-jobs index) while it is failed,
+    and the job's place in the sweep index (``sweep_index_values``).
     ``fenced`` says whether the caller holds a fence; a fenced transition requires one."""
     if transition.fenced and not fenced:
         raise ValueError(f"transition {transition.name!r} needs a fence")
-    stamp = timeutil.iso()
+    moment = timeutil.now()
+    stamp = timeutil.iso(moment)
     values: dict[str, Any] = {"status": transition.target.value, "updated_at": stamp}
+    values.update(sweep_index_values(graph_id, name, transition.target, changes or {}, moment))
     if transition.target.terminal:
         values["finished_at"] = stamp
     values["failed_on"] = stamp[:10] if transition.target == JobStatus.FAILED else None

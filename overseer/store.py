@@ -13,7 +13,9 @@ Item layout of the jobs store (one partition per graph)::
     g1        out#<name>#0003  a chunk of a job's dependents when it has many (fan-out)
 
 so no item grows with the size of the graph: a job item holds at most
-``INLINE_EDGES`` edges each way, and a chunk at most ``EDGE_CHUNK`` edges.
+``INLINE_EDGES`` edges each way, and a chunk at most ``EDGE_CHUNK`` edges. Job items
+also carry their place in the sweep index while they are running or ready, and graph
+items theirs in the active-graphs index while not terminal (``overseer.items``).
 """
 
 from __future__ import annotations
@@ -222,7 +224,25 @@ class JobStore(Protocol):
         ...
 
     def running_graphs(self) -> Iterator[GraphRecord]:
-        """Every graph whose status is running (for the sweep; a scan of the graphs table)."""
+        """Every graph whose status is running, from the active-graphs index (graphs that
+        ended are not in it; the counters may lag behind by a moment)."""
+        ...
+
+    def sweep_page(
+        self, sweep_key: str, until: str, *, start: str | None = None, limit: int = 100
+    ) -> tuple[list[JobRecord], str | None]:
+        """One page of the sweep index (``overseer.items``): the jobs whose ``sweep_key`` is
+        ``sweep_key`` and whose ``sweep_at`` minute is at most ``until``, in ``sweep_at``
+        order, each read as it is now (strongly consistent), at most ``limit`` of them;
+        and where the next page starts (an opaque string), or None after the last page."""
+        ...
+
+    def get_sweep_cursor(self) -> dict[str, Any] | None:
+        """Where the last sweep stopped when it ran out of work budget, or None."""
+        ...
+
+    def put_sweep_cursor(self, cursor: Mapping[str, Any] | None) -> None:
+        """Keep where this sweep stopped (None: it went through everything)."""
         ...
 
     def creating_graphs(self, created_before: str) -> Iterator[GraphRecord]:
@@ -294,9 +314,19 @@ class JobStore(Protocol):
         ...
 
     def renew_lease(
-        self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
+        self,
+        graph_id: str,
+        name: str,
+        fence: Fence,
+        *,
+        lease_expires_at: str,
+        heartbeat_at: str,
+        lease_bucket: str | None = None,
     ) -> bool:
-        """Extend the running job's lease; False when the fence no longer holds."""
+        """Extend the running job's lease; False when the fence no longer holds.
+
+        ``lease_bucket`` (``overseer.items.next_lease_bucket``) moves the job in the sweep
+        index too; None leaves it where it is (most renewals: no index write)."""
         ...
 
     def add_graph_progress(self, graph_id: str, deltas: Mapping[str, int]) -> GraphRecord | None:

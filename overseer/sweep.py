@@ -9,14 +9,31 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
 2. ``scale_workers``: when the caller passes ``scale`` (the sweep Lambda starts Batch
    workers), it gets that depth before any repair runs, so no repair can keep the
    queued work from getting workers;
-3. ``repairs``: for every running graph (each graph apart) it reads the jobs once and
-   handles
+3. ``repairs``: what needs repair is looked up in two sparse indexes (``overseer.items``),
+   so a sweep's cost grows with what is wrong, not with the jobs in flight (no scan, no
+   read of every job; bench/sweep_cost.py, docs/cost-model.md):
 
+   * **unfinished graphs whose jobs have all ended**: the running graphs come from the
+     active-graphs index, each with its counters. A graph whose counters say every job
+     ended is still running when the scheduler's invocation counted the last job and died
+     before ending the graph: the sweep reads that graph's jobs (only that graph's) and
+     records its outcome (``on_graph_done`` is called as the scheduler would). A record
+     the scheduler gave up on is replayed from the stream instead (``stream_replay``);
+   * the **sweep index** holds each running job under the minute its lease expires (at the
+     latest), each ready job under the minute it became due, and each late retry under the
+     minute its message may be sent, in ``SWEEP_SHARDS`` partitions per kind. The sweep
+     asks, per kind and shard, for the minutes already past; healthy jobs are never
+     returned (their minutes lie ahead). The jobs returned are read as they are now and
+     checked exactly:
    * **expired leases**: a running job whose lease expired more than
      ``clock_skew_seconds`` ago (its worker died: SIGKILL, lost host) goes back to ready
      for its next attempt, or fails past its max attempts. The write is fenced by the
      job's attempt and lease owner, so a worker that was only slow can never have its
-     outcome overwritten, nor overwrite the new owner's;
+     outcome overwritten, nor overwrite the new owner's. A claim indexes the job under
+     its expiry's minute; a heartbeat moves it only when the new expiry passes that
+     minute, and then ``LEASE_BUCKET_AHEAD_SECONDS`` (4 min) further, so most heartbeats
+     write nothing to the index and a worker that dies after such a move is found up to
+     that much later;
    * **lost hosts keep the attempt** (step ``host_lookup``): a worker on AWS Batch
      leases as ``batch:<Batch job id>:<pid>:<nonce>`` (``overseer.worker.
      default_worker_id``). A Spot reclaim kills the instance without a word to the
@@ -30,11 +47,12 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
    * **lost messages**: when the queue is empty (nothing waiting, delayed or in flight)
      yet a job has been ready and due for longer than ``stale_ready_seconds``, its
      message was lost and is sent again (a duplicate would be harmless: claims are
-     fenced; an unknown depth never passes for an empty queue);
-   * **unfinished graphs whose jobs have all ended**: the scheduler ends a graph when its
-     counters say every job is terminal; if a stream record was never processed (Lambda
-     gave up on it after its retries), the sweep sees the ended jobs and records the
-     graph's outcome (``on_graph_done`` is called as the scheduler would);
+     fenced; an unknown depth never passes for an empty queue). The due jobs are only
+     looked up when the queue is empty;
+   * **bounded work**: a sweep reads at most ``max_index_pages`` pages of the index and
+     repairs about ``max_repairs`` jobs at most; then it stops (``report.stopped_early``),
+     keeps where it stopped in the store's sweep cursor, and the next sweep goes on from
+     there, so a backlog spreads over several minutes instead of timing out the Lambda;
 
 4. ``stream_replay`` (when ``services.stream_failures`` is set): each stream batch the
    scheduler gave up on after its retries (Lambda's on-failure record: shard and sequence
@@ -75,6 +93,7 @@ from typing import Concatenate, ParamSpec
 
 from . import timeutil
 from .errors import StreamRecordsGone, SweepFailed
+from .items import DUE, LATE, LEASE, SWEEP_SHARDS, minute
 from .scheduler import GraphEvents, Scheduler, finalize_graph
 from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus, gave_up
 from .store import (
@@ -84,6 +103,7 @@ from .store import (
     Fence,
     JobMessage,
     JobRecord,
+    JobStore,
     Services,
     StreamFailures,
 )
@@ -98,6 +118,12 @@ ScaleWorkers = Callable[[int], int]
 # Given Batch job ids, the ones whose instance was terminated under them, with Batch's
 # reason (``overseer.backends.aws.scaling.host_terminations``).
 HostTerminations = Callable[[Sequence[str]], Mapping[str, str]]
+
+# The work one sweep does at most: index pages (of PAGE_SIZE jobs) read, and jobs repaired.
+# A sweep that reaches either stops there, and the next one (a minute later) goes on.
+PAGE_SIZE = 100
+MAX_INDEX_PAGES = 40
+MAX_REPAIRS = 500
 
 
 @dataclass
@@ -125,6 +151,9 @@ class SweepReport:
     stranded_jobs_aborted: int = 0
     # Graphs left `creating` by a submission that stopped half-way, rolled back.
     creating_graphs_rolled_back: int = 0
+    # Pages of the sweep index read, and 1 when the work budget ran out before the end.
+    index_pages: int = 0
+    stopped_early: int = 0
     # The steps that raised, by name, with the first exception each raised.
     failures: dict[str, Exception] = field(default_factory=dict)
 
@@ -222,9 +251,13 @@ def sweep(
     on_graph_done: GraphEvents | None = None,
     scale: ScaleWorkers | None = None,
     host_terminations: HostTerminations | None = None,
+    max_index_pages: int = MAX_INDEX_PAGES,
+    max_repairs: int = MAX_REPAIRS,
 ) -> SweepReport:
     """One sweep (the steps are in the module docstring). Never raises for a step: check
-    ``report.failures`` or call ``report.raise_if_failed()``."""
+    ``report.failures`` or call ``report.raise_if_failed()``. It reads at most
+    ``max_index_pages`` pages of the sweep index and repairs at most about ``max_repairs``
+    jobs (a page's worth more at most), then stops; the next sweep goes on from there."""
     settings = services.settings
     skew = settings.clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
     stale = settings.lease_seconds if stale_ready_seconds is None else stale_ready_seconds
@@ -236,7 +269,8 @@ def sweep(
         with _step(report, "scale_workers"):
             report.workers_started = scale(depth)
     with _step(report, "repairs"):
-        _repair_graphs(services, report, skew, stale, depth == 0, on_graph_done, host_terminations)
+        budget = Budget(max_index_pages, max_repairs)
+        _repair_graphs(services, report, skew, stale, depth == 0, on_graph_done, host_terminations, budget)
     if services.stream_failures is not None:
         with _step(report, "stream_replay"):
             _replay_failed_batches(services, services.stream_failures, report, on_graph_done)
@@ -257,26 +291,34 @@ def _repair_graphs(
     queue_empty: bool,
     on_graph_done: GraphEvents | None,
     host_terminations: HostTerminations | None,
+    budget: Budget,
 ) -> None:
     store = services.store
     now = timeutil.now()
+    _end_counted_graphs(store, report, on_graph_done)
+    # What the index is asked, kind by kind: leases expired (give or take the clock skew),
+    # late retries whose minute came, and, only when the queue is empty, ready jobs due.
+    until = {
+        LEASE: minute(now - dt.timedelta(seconds=skew)),
+        LATE: minute(now),
+        DUE: minute(now - dt.timedelta(seconds=stale)),
+    }
+    kinds = [LEASE, LATE, DUE] if queue_empty else [LEASE, LATE]
+    queries = [(f"{kind}#{shard}", until[kind]) for kind in kinds for shard in range(SWEEP_SHARDS)]
     to_send: list[JobMessage] = []
     expired: list[JobRecord] = []
-    for graph in store.running_graphs():
-        report.graphs += 1
-        with _step(report, "repairs", f" on graph {graph.graph_id}"):
-            ended = 0
-            for job in store.list_jobs(graph.graph_id):
-                if job.status.terminal:
-                    ended += 1
-                elif job.status == JobStatus.RUNNING:
-                    if job.lease_expires_at and _age(job.lease_expires_at, now) > skew:
-                        expired.append(job)
-                elif job.status == JobStatus.READY:
-                    due = _due_message(job, now, queue_empty, stale)
-                    if due is None:
-                        continue
-                    message, late = due
+    for page in _index_pages(store, queries, report, budget):
+        for job in page:
+            if job.status == JobStatus.RUNNING:
+                if job.lease_expires_at and _age(job.lease_expires_at, now) > skew:
+                    expired.append(job)
+                    budget.repairs += 1
+            elif job.status == JobStatus.READY:
+                due = _due_message(job, now, queue_empty, stale)
+                if due is None:
+                    continue
+                message, late = due
+                with _step(report, "repairs", f" on job {job.id}"):
                     marked = store.transition(
                         job.graph_id,
                         job.name,
@@ -285,16 +327,13 @@ def _repair_graphs(
                         changes={"dispatched_at": timeutil.iso()},
                     )
                     if marked is not None:
+                        budget.repairs += 1
                         to_send.append(message)
                         if late:
                             report.late_retries_sent += 1
                         else:
                             report.lost_messages_resent += 1
-            if ended == graph.jobs_total:
-                done = finalize_graph(store, graph.graph_id, on_graph_done)
-                if done is not None:
-                    log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
-                    report.graphs_ended += 1
+    report.index_pages = budget.pages_read
     if to_send:
         with _step(report, "repairs", " sending messages"):
             services.queue.send(to_send)
@@ -306,6 +345,67 @@ def _repair_graphs(
                 _release_lost_host(services, job, lost_host, report)
             else:
                 _expire(services, job, report)
+
+
+def _end_counted_graphs(store: JobStore, report: SweepReport, on_graph_done: GraphEvents | None) -> None:
+    """End the running graphs whose counters say every job ended (the scheduler counted the
+    last job but did not get to end the graph); only their jobs are read."""
+    for graph in store.running_graphs():
+        report.graphs += 1
+        if sum(graph.counts.values()) < graph.jobs_total:
+            continue
+        with _step(report, "repairs", f" on graph {graph.graph_id}"):
+            done = finalize_graph(store, graph.graph_id, on_graph_done)
+            if done is not None:
+                log.warning("graph %s: every job had ended; recorded it %s", graph.graph_id, done.status)
+                report.graphs_ended += 1
+
+
+@dataclass
+class Budget:
+    """The work one sweep may do: index pages read and jobs repaired (see ``sweep``)."""
+
+    pages: int = MAX_INDEX_PAGES
+    repairs_allowed: int = MAX_REPAIRS
+    pages_read: int = 0
+    repairs: int = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.pages_read >= self.pages or self.repairs >= self.repairs_allowed
+
+
+def _index_pages(
+    store: JobStore, queries: Sequence[tuple[str, str]], report: SweepReport, budget: Budget
+) -> Iterator[list[JobRecord]]:
+    """Pages of the sweep index for ``queries`` ((sweep key, until minute) each), starting
+    where the last sweep stopped. When the budget is spent, the position is kept in the
+    store's sweep cursor (and ``report.stopped_early`` set) for the next sweep to go on from;
+    once every query has been read to its end, the cursor is cleared."""
+    cursor = store.get_sweep_cursor() or {}
+    keys = [key for key, _ in queries]
+    first = keys.index(cursor["key"]) if cursor.get("key") in keys else 0
+    order = [*queries[first:], *queries[:first]]
+    start: str | None = cursor.get("start") if cursor.get("key") in keys else None
+    for key, until in order:
+        while True:
+            if budget.spent:
+                report.stopped_early = 1
+                log.warning(
+                    "sweep stopped early (%d index pages, %d repairs); the next sweep goes on at %s",
+                    budget.pages_read,
+                    budget.repairs,
+                    key,
+                )
+                store.put_sweep_cursor({"key": key, "start": start})
+                return
+            page, start = store.sweep_page(key, until, start=start, limit=PAGE_SIZE)
+            budget.pages_read += 1
+            yield page
+            if start is None:
+                break
+    if cursor:
+        store.put_sweep_cursor(None)
 
 
 def _lost_hosts(
@@ -464,12 +564,18 @@ def _repair_stranded(
     whose deps all finished, or one of whose deps failed or was aborted, is stranded. Its
     deps' ends are applied through the scheduler as their stream records would have been
     (a dep already counted is counted again: harmless, the graph's end is decided from
-    the jobs). Reads every job of those graphs: the price of records lost for good."""
+    the jobs). A graph whose jobs have all ended gets its outcome recorded. Reads every job
+    of those graphs: the price of records lost for good."""
     store = services.store
     for graph in store.running_graphs():
         if created_before is not None and (graph.created_at or "") > created_before:
             continue
         jobs = {job.name: job for job in store.list_jobs(graph.graph_id)}
+        if all(job.status.terminal for job in jobs.values()):
+            # The lost records held the last jobs' ends: the graph's outcome was never recorded.
+            if scheduler.finalize_graph(graph.graph_id) is not None:
+                report.graphs_ended += 1
+            continue
         ends: dict[str, JobRecord] = {}
         for job in jobs.values():
             if job.status != JobStatus.WAITING or not job.deps_count:

@@ -19,7 +19,9 @@ def iso_in(seconds: float) -> str:
 
 
 def parse(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO 8601 timestamp; one without an offset is taken as UTC."""
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def seconds_until(text: str | None) -> float:

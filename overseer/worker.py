@@ -28,6 +28,7 @@ from .config import logs_dir
 from .errors import AbortJob, FaultJob, HandlerCrashed, InvalidArtifact, RemoteHandlerError
 from .handlers import HandlerSpec
 from .isolation import inputs_in_child, short_traceback
+from .items import minute, next_lease_bucket
 from .job import Job
 from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE, gave_up
 from .store import Delivery, Fence, JobRecord, Services
@@ -71,6 +72,8 @@ class _Heartbeat:
     def __init__(self, services: Services, job: JobRecord, fence: Fence, receipt: str) -> None:
         self.services, self.job, self.fence, self.receipt = services, job, fence, receipt
         self.lease = services.settings.lease_seconds
+        # The job's minute in the sweep index, as the claim wrote it (overseer.items).
+        self.bucket = minute(job.lease_expires_at) if job.lease_expires_at else None
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
@@ -86,13 +89,18 @@ class _Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.lease / 3):
             try:
+                expires = timeutil.iso_in(self.lease)
+                bucket = next_lease_bucket(self.bucket, expires)
                 held = self.services.store.renew_lease(
                     self.job.graph_id,
                     self.job.name,
                     self.fence,
-                    lease_expires_at=timeutil.iso_in(self.lease),
+                    lease_expires_at=expires,
                     heartbeat_at=timeutil.iso(),
+                    lease_bucket=bucket,
                 )
+                if held and bucket is not None:
+                    self.bucket = bucket
                 if not held:
                     # Cancelled, or taken over after our lease expired: our outcome will be
                     # refused by the fence, so there is no point extending the message.

@@ -3,16 +3,20 @@ chunked edges, the finished-deps set, graph counters and status."""
 
 from __future__ import annotations
 
+import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import overseer.items
+from overseer import timeutil
+from overseer.items import DUE, LATE, LEASE, SWEEP_SHARDS, minute, next_lease_bucket
 from overseer.states import (
     ABORT,
     CLAIM,
     FAIL,
     FINISH,
+    REDISPATCH,
     RELEASE,
     RETRY,
     TRANSITIONS,
@@ -334,3 +338,110 @@ def test_racing_claims_of_one_job_have_exactly_one_winner(backend: Backend) -> N
         assert len(won) == 1, (name, won)
         job = store.get_job(g, name)
         assert (job.status, job.attempts, job.lease_owner) == (JobStatus.RUNNING, 1, won[0])
+
+
+# -- the sweep's indexes ------------------------------------------------------------------
+
+
+def indexed(backend: Backend, graph_id: str, kind: str, until: str, limit: int = 100) -> list[str]:
+    """The jobs of ``graph_id`` that the sweep index gives for ``kind`` up to minute ``until``,
+    every shard read page by page (``limit`` per page)."""
+    found = []
+    for shard in range(SWEEP_SHARDS):
+        start = None
+        while True:
+            page, start = backend.store.sweep_page(f"{kind}#{shard}", until, start=start, limit=limit)
+            found += [job.name for job in page if job.graph_id == graph_id]
+            if start is None:
+                break
+    return sorted(found)
+
+
+def in_minutes(minutes: float) -> str:
+    return minute(timeutil.now() + dt.timedelta(minutes=minutes))
+
+
+def claim_with_lease(backend: Backend, graph_id: str, name: str, expires_in: float) -> None:
+    changes = {"attempts": 1, "lease_owner": OWNER, "lease_expires_at": timeutil.iso_in(expires_in)}
+    assert backend.store.transition(graph_id, name, CLAIM, fence=Fence(0), changes=changes) is not None
+
+
+def test_the_sweep_index_gives_expired_leases_and_not_live_ones(backend: Backend) -> None:
+    g = backend.gid("leases")
+    waiting_jobs(backend, g, ["dead", "live"])
+    for name in ("dead", "live"):
+        backend.store.transition(g, name, RELEASE)
+    claim_with_lease(backend, g, "dead", -180)
+    claim_with_lease(backend, g, "live", 180)
+    assert indexed(backend, g, LEASE, in_minutes(0)) == ["dead"]
+    assert indexed(backend, g, LEASE, in_minutes(-10)) == []  # not before its expiry
+    assert indexed(backend, g, LEASE, in_minutes(10)) == ["dead", "live"]
+    # Ended jobs leave the index.
+    backend.store.transition(g, "dead", FINISH, fence=Fence(1, OWNER))
+    assert indexed(backend, g, LEASE, in_minutes(10)) == ["live"]
+
+
+def test_a_renewal_that_moves_the_lease_bucket_moves_the_job_in_the_index(backend: Backend) -> None:
+    g = backend.gid("renewed")
+    waiting_jobs(backend, g, ["a"])
+    backend.store.transition(g, "a", RELEASE)
+    claim_with_lease(backend, g, "a", -180)
+    claimed = backend.store.get_job(g, "a")
+    assert indexed(backend, g, LEASE, in_minutes(0)) == ["a"]
+    expires = timeutil.iso_in(120)
+    bucket = next_lease_bucket(minute(claimed.lease_expires_at), expires)
+    assert bucket is not None and bucket >= minute(expires)
+    assert backend.store.renew_lease(
+        g, "a", Fence(1, OWNER), lease_expires_at=expires, heartbeat_at=timeutil.iso(), lease_bucket=bucket
+    )
+    assert indexed(backend, g, LEASE, in_minutes(0)) == []
+    assert indexed(backend, g, LEASE, bucket) == ["a"]
+    # A renewal without a bucket leaves the job where it is.
+    assert backend.store.renew_lease(
+        g, "a", Fence(1, OWNER), lease_expires_at=timeutil.iso_in(130), heartbeat_at=timeutil.iso()
+    )
+    assert indexed(backend, g, LEASE, bucket) == ["a"]
+
+
+def test_ready_jobs_are_due_and_a_retry_beyond_the_sqs_delay_is_late(backend: Backend) -> None:
+    g = backend.gid("due")
+    names = ["r1", "r2", "r3", "r4", "later"]
+    waiting_jobs(backend, g, names)
+    for name in names:
+        backend.store.transition(g, name, RELEASE)
+    # Paged one job at a time: every job once, through the continuations.
+    assert indexed(backend, g, DUE, in_minutes(0), limit=1) == sorted(["blocker", *names])
+    assert indexed(backend, g, DUE, in_minutes(-5)) == []
+    claim_with_lease(backend, g, "later", 120)
+    retried = backend.store.transition(
+        g, "later", RETRY, fence=Fence(1, OWNER), changes={"not_before": timeutil.iso_in(2000)}
+    )
+    assert retried is not None
+    assert indexed(backend, g, DUE, in_minutes(60)) == ["blocker", "r1", "r2", "r3", "r4"]
+    assert indexed(backend, g, LATE, in_minutes(15)) == []  # 2000 s - 900 s: in 18 minutes
+    assert indexed(backend, g, LATE, in_minutes(20)) == ["later"]
+    # Sent (dispatched): a ready job like the others.
+    backend.store.transition(
+        g, "later", REDISPATCH, fence=Fence(1), changes={"dispatched_at": timeutil.iso()}
+    )
+    assert indexed(backend, g, LATE, in_minutes(20)) == []
+    assert "later" in indexed(backend, g, DUE, in_minutes(60))
+
+
+def test_running_graphs_come_and_go_with_their_status(backend: Backend) -> None:
+    g = backend.gid("active")
+    backend.submit({"id": g, "jobs": {"x": []}})
+    assert g in {graph.graph_id for graph in backend.store.running_graphs()}
+    backend.store.set_graph_status(g, GraphStatus.ABORTED, sources=[GraphStatus.RUNNING])
+    assert g not in {graph.graph_id for graph in backend.store.running_graphs()}
+    backend.store.set_graph_status(g, GraphStatus.RUNNING, sources=[GraphStatus.ABORTED])  # a rerun
+    (again,) = [graph for graph in backend.store.running_graphs() if graph.graph_id == g]
+    assert (again.status, again.jobs_total) == (GraphStatus.RUNNING, 1)
+
+
+def test_the_sweep_cursor_is_kept_until_cleared(backend: Backend) -> None:
+    store = backend.store
+    store.put_sweep_cursor({"key": "lease#3", "start": '{"k": 1}'})
+    assert store.get_sweep_cursor() == {"key": "lease#3", "start": '{"k": 1}'}
+    store.put_sweep_cursor(None)
+    assert store.get_sweep_cursor() is None

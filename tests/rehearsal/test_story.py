@@ -344,12 +344,14 @@ NOT_EXERCISED = {
     "a trigger invocation fails for good; the story's do not",
     ("", "s3:AbortMultipartUpload", ""): "only an upload that fails half-way aborts its parts",
     ("Scheduler", "dynamodb:GetItem", "TablesGraphs"): "read only when a record brings nothing to count",
-    ("Sweep", "events:PutEvents", ""): "announces a graph the sweep ended (its last stream record "
-    "lost); the story's graphs end through the scheduler, unless a sweep comes first",
+    ("Sweep", "events:PutEvents", ""): "announces a graph the sweep ended (its counters say every job "
+    "ended, or its last stream records were lost); the story's graphs end through the scheduler",
     ("Sweep", "dynamodb:GetItem", ""): "a replayed stream record whose dependent was released "
     "already or that brings nothing to count (the scheduler's reads); the story's replay does neither",
     ("Sweep", "dynamodb:DeleteItem", "TablesJobs"): "rolls back the jobs of a graph left creating "
     "by a submission that stopped half-way; the story's submissions complete",
+    ("Sweep", "dynamodb:Query", "TablesJobs"): "reads the jobs of a graph whose counters say it ended "
+    "(the scheduler died before ending it); the sweep index's Query is exercised",
     ("Scheduler", "sqs:GetQueueAttributes", "StreamFailures"): "granted with SendMessage by the "
     "on-failure destination; Lambda's poller sends the record, the rehearsal's does not read the queue",
     ("Trigger", "dynamodb:Query", "TablesJobs"): "a redelivered trigger event completing a "

@@ -8,6 +8,7 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, PynamoDBException, UpdateError
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 
 from ... import timeutil
@@ -15,6 +16,7 @@ from ...errors import StoreError
 from ...graph import GraphSpec, definition_digest
 from ...items import (
     JOB_PREFIX,
+    graph_index_values,
     graph_item,
     graph_record,
     job_entry,
@@ -25,7 +27,7 @@ from ...items import (
 from ...parallel import in_parallel
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ...store import Dependent, Fence, GraphRecord, JobRecord
-from .models import CREATION_PENDING, GraphItemBase, JobItemBase, graph_model, job_model, lease_model
+from .models import GraphItemBase, JobItemBase, graph_model, job_model, lease_model
 
 
 def _graph_record(item: GraphItemBase) -> GraphRecord:
@@ -39,6 +41,8 @@ def _condition_failed(exc: PynamoDBException) -> bool:
 _ITEMS_PER_WRITER = 1000
 # Leases live in the graphs table under this prefix (no graph id starts with "#").
 LEASE_PREFIX = "#lease#"
+# The sweep's cursor: one item of the graphs table, under an id no graph can have.
+SWEEP_CURSOR_ID = "#sweep-cursor"
 
 
 class DynamoJobStore:
@@ -56,7 +60,7 @@ class DynamoJobStore:
         the next submission of the same id and definition (``_resume``), or rolled back by
         the sweep (``roll_back_graph``)."""
         stamp = timeutil.iso()
-        graph = self.Graph(**graph_item(spec, stamp), creation=CREATION_PENDING)
+        graph = self.Graph(**graph_item(spec, stamp))
         try:
             graph.save(condition=self.Graph.graph_id.does_not_exist())
         except PutError as exc:
@@ -133,13 +137,53 @@ class DynamoJobStore:
             return None
 
     def running_graphs(self) -> Iterator[GraphRecord]:
-        for item in self.Graph.scan(self.Graph.status == GraphStatus.RUNNING.value):
-            yield _graph_record(item)
+        yield from self._active_graphs(GraphStatus.RUNNING)
+
+    def _active_graphs(self, status: GraphStatus, created_before: str | None = None) -> Iterator[GraphRecord]:
+        """The graphs in ``status`` (not terminal), from the keys-only active-graphs index
+        and a batched read of their items (the index may lag them by a moment)."""
+        G = self.Graph
+        keys = [item.graph_id for item in G.active_graphs.query(status.value)]
+        for start in range(0, len(keys), 100):
+            for item in G.batch_get(keys[start : start + 100]):
+                if item.status != status.value:
+                    continue
+                if created_before is None or (item.created_at or "") < created_before:
+                    yield _graph_record(item)
+
+    def sweep_page(
+        self, sweep_key: str, until: str, *, start: str | None = None, limit: int = 100
+    ) -> tuple[list[JobRecord], str | None]:
+        J = self.Job
+        page = J._get_connection().query(
+            sweep_key,
+            range_key_condition=J.sweep_at <= until,
+            index_name=J.sweep_index.Meta.index_name,
+            exclusive_start_key=json.loads(start) if start else None,
+            limit=limit,
+        )
+        keys = [(key["graph_id"]["S"], key["entry"]["S"]) for key in page.get("Items", [])]
+        found = {
+            (item.graph_id, item.entry): record_from_item({**item.attribute_values})
+            for item in J.batch_get(keys, consistent_read=True)
+        }
+        after = page.get("LastEvaluatedKey")
+        return [found[key] for key in keys if key in found], json.dumps(after) if after else None
+
+    def get_sweep_cursor(self) -> dict[str, Any] | None:
+        item = self.Graph._get_connection().get_item(SWEEP_CURSOR_ID, consistent_read=True).get("Item")
+        cursor = (item or {}).get("cursor", {}).get("S")
+        return json.loads(cursor) if cursor else None
+
+    def put_sweep_cursor(self, cursor: Mapping[str, Any] | None) -> None:
+        # An update (it creates the item), so the sweep needs no PutItem on the graphs table.
+        kept = Path("cursor").set({"S": json.dumps(cursor)}) if cursor else Path("cursor").remove()
+        self.Graph._get_connection().update_item(
+            SWEEP_CURSOR_ID, actions=[kept, Path("updated_at").set({"S": timeutil.iso()})]
+        )
 
     def creating_graphs(self, created_before: str) -> Iterator[GraphRecord]:
-        index = self.Graph.creating_graphs
-        for item in index.query(CREATION_PENDING, self.Graph.created_at < created_before):
-            yield _graph_record(item)
+        yield from self._active_graphs(GraphStatus.CREATING, created_before)
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
         try:
@@ -191,7 +235,9 @@ class DynamoJobStore:
         remove: Iterable[str] = (),
     ) -> JobRecord | None:
         J = self.Job
-        values, removed = transition_values(transition, changes, remove, fenced=fence is not None)
+        values, removed = transition_values(
+            transition, changes, remove, fenced=fence is not None, graph_id=graph_id, name=name
+        )
         actions = [
             getattr(J, k).set(v) if v is not None else getattr(J, k).remove() for k, v in values.items()
         ]
@@ -235,12 +281,22 @@ class DynamoJobStore:
         return len(finished.get("NS", ()))
 
     def renew_lease(
-        self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
+        self,
+        graph_id: str,
+        name: str,
+        fence: Fence,
+        *,
+        lease_expires_at: str,
+        heartbeat_at: str,
+        lease_bucket: str | None = None,
     ) -> bool:
         J = self.Job
+        actions: list[Action] = [J.lease_expires_at.set(lease_expires_at), J.heartbeat_at.set(heartbeat_at)]
+        if lease_bucket is not None:
+            actions.append(J.sweep_at.set(lease_bucket))
         try:
             J(graph_id, job_entry(name)).update(
-                actions=[J.lease_expires_at.set(lease_expires_at), J.heartbeat_at.set(heartbeat_at)],
+                actions=actions,
                 condition=(J.status == JobStatus.RUNNING.value)
                 & (J.attempts == fence.attempts)
                 & (J.lease_owner == (fence.owner or "")),
@@ -277,8 +333,8 @@ class DynamoJobStore:
         G = self.Graph
         stamp = timeutil.iso()
         actions: list[Action] = [G.status.set(status.value), G.updated_at.set(stamp)]
-        if status != GraphStatus.CREATING:
-            actions.append(G.creation.remove())  # out of the creating-graphs index
+        active = graph_index_values(status)["active_status"]
+        actions.append(G.active_status.set(active) if active else G.active_status.remove())
         if status.terminal:
             actions.append(G.finished_at.set(stamp))
         for key, n in (counts or {}).items():

@@ -15,32 +15,29 @@ from pynamodb.attributes import (
     NumberSetAttribute,
     UnicodeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 
-class CreatingGraphsIndex(GlobalSecondaryIndex):
-    """The graphs whose submission has not completed yet: sparse, since only a graph being
-    created carries ``creation`` (removed when it starts running). The sweep finds the
-    submissions that stopped half-way here, without scanning the graphs table."""
+class ActiveGraphsIndex(GlobalSecondaryIndex):
+    """The graphs not yet terminal, by status: sparse, since only they carry ``active_status``.
+    Keys only, so the counters' writes never touch it."""
 
     class Meta:
-        index_name = "creating-graphs"
-        projection = AllProjection()
+        index_name = "active-graphs"
+        projection = KeysOnlyProjection()
         billing_mode = "PAY_PER_REQUEST"
 
-    creation = UnicodeAttribute(hash_key=True)
-    created_at = UnicodeAttribute(range_key=True)
-
-
-# The value of ``creation`` while a graph is being created (one partition: submissions are
-# far fewer than an index partition's thousand writes a second).
-CREATION_PENDING = "pending"
+    active_status = UnicodeAttribute(hash_key=True)
+    graph_id = UnicodeAttribute(range_key=True)
 
 
 class GraphItemBase(Model):
     graph_id = UnicodeAttribute(hash_key=True)
     status = UnicodeAttribute()
+    # The status while not terminal (creating, running): the active-graphs index.
+    active_status = UnicodeAttribute(null=True)
+    active_graphs = ActiveGraphsIndex()
     jobs_total = NumberAttribute()
     args = UnicodeAttribute(default="{}")  # JSON
     count_finished = NumberAttribute(default=0)
@@ -50,8 +47,6 @@ class GraphItemBase(Model):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     finished_at = UnicodeAttribute(null=True)
-    creation = UnicodeAttribute(null=True)
-    creating_graphs = CreatingGraphsIndex()
 
 
 class LeaseItemBase(Model):
@@ -73,6 +68,21 @@ class FailedJobsIndex(GlobalSecondaryIndex):
 
     failed_on = UnicodeAttribute(hash_key=True)
     finished_at = UnicodeAttribute(range_key=True)
+
+
+class SweepIndex(GlobalSecondaryIndex):
+    """What the sweep may have to repair (``overseer.items``): running jobs by the minute
+    their lease expires, ready jobs by the minute they are due (or their late retry may be
+    sent), each kind in ``SWEEP_SHARDS`` partitions. Sparse and keys only: a heartbeat that
+    does not move the job's minute writes nothing to it."""
+
+    class Meta:
+        index_name = "sweep"
+        projection = KeysOnlyProjection()
+        billing_mode = "PAY_PER_REQUEST"
+
+    sweep_key = UnicodeAttribute(hash_key=True)
+    sweep_at = UnicodeAttribute(range_key=True)
 
 
 class JobItemBase(Model):
@@ -105,6 +115,10 @@ class JobItemBase(Model):
     # The day a job failed (YYYY-MM-DD), set only while it is failed: the failed-jobs index.
     failed_on = UnicodeAttribute(null=True)
     failed_jobs = FailedJobsIndex()
+    # "<kind>#<shard>" and a minute while the sweep may have to repair the job: the sweep index.
+    sweep_key = UnicodeAttribute(null=True)
+    sweep_at = UnicodeAttribute(null=True)
+    sweep_index = SweepIndex()
     dispatched_at = UnicodeAttribute(null=True)
     # Who moved the job from waiting to ready: "submission", "rerun" or "scheduler" (which
     # enqueues what it releases itself; the stream filter leaves its releases out).

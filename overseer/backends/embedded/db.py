@@ -34,6 +34,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     item TEXT NOT NULL,
     PRIMARY KEY (graph_id, entry)
 ) WITHOUT ROWID;
+-- The sweep index and the active-graphs index (overseer.items): partial, so as sparse as
+-- DynamoDB's indexes, on the attributes both backends write.
+CREATE INDEX IF NOT EXISTS jobs_sweep
+    ON jobs (json_extract(item, '$.sweep_key'), json_extract(item, '$.sweep_at'), graph_id, entry)
+    WHERE json_extract(item, '$.sweep_key') IS NOT NULL;
+CREATE INDEX IF NOT EXISTS graphs_active
+    ON graphs (json_extract(item, '$.active_status'), graph_id)
+    WHERE json_extract(item, '$.active_status') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS feed (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     acted INTEGER NOT NULL,

@@ -26,11 +26,13 @@ from ...graph import GraphSpec
 from ...items import (
     COUNTERS,
     JOB_PREFIX,
+    graph_index_values,
     graph_item,
     graph_record,
     job_entry,
     job_items,
     record_from_item,
+    sweep_index_values,
     transition_values,
 )
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
@@ -90,7 +92,13 @@ class SqliteJobStore:
         return None if row is None else dict(json.loads(row[0]))
 
     @staticmethod
-    def _put_graph(conn: sqlite3.Connection, item: Mapping[str, Any]) -> None:
+    def _put_graph(conn: sqlite3.Connection, item: dict[str, Any]) -> None:
+        """Write a graph item, with its place in the active-graphs index."""
+        for key, value in graph_index_values(GraphStatus(item["status"])).items():
+            if value is None:
+                item.pop(key, None)
+            else:
+                item[key] = value
         conn.execute(
             "INSERT OR REPLACE INTO graphs (graph_id, item) VALUES (?, ?)", (item["graph_id"], _dumps(item))
         )
@@ -111,13 +119,15 @@ class SqliteJobStore:
                     roots.append(item)
             graph.update(status=GraphStatus.RUNNING.value, updated_at=timeutil.iso())
             self._put_graph(conn, graph)
+            moment = timeutil.now()
             released = {
                 "status": RELEASE.target.value,
                 "released_by": RELEASED_BY_SUBMISSION,
-                "updated_at": timeutil.iso(),
+                "updated_at": timeutil.iso(moment),
             }
             for old in roots:
-                self._put(conn, {**old, **released}, old)
+                index = sweep_index_values(spec.id, old["job_name"], RELEASE.target, {}, moment)
+                self._put(conn, {**old, **released, **index}, old)
         return graph_record(graph), True
 
     # -- reading ----------------------------------------------------------------------
@@ -129,7 +139,7 @@ class SqliteJobStore:
     def running_graphs(self) -> Iterator[GraphRecord]:
         with self.db.read() as conn:
             rows = conn.execute(
-                "SELECT item FROM graphs WHERE json_extract(item, '$.status') = ? ORDER BY graph_id",
+                "SELECT item FROM graphs WHERE json_extract(item, '$.active_status') = ? ORDER BY graph_id",
                 (GraphStatus.RUNNING.value,),
             ).fetchall()
         for (text,) in rows:
@@ -146,6 +156,37 @@ class SqliteJobStore:
             ).fetchall()
         for (text,) in rows:
             yield graph_record(json.loads(text))
+
+    def sweep_page(
+        self, sweep_key: str, until: str, *, start: str | None = None, limit: int = 100
+    ) -> tuple[list[JobRecord], str | None]:
+        # The continuation is the last (sweep_at, graph_id, entry) returned, as DynamoDB's.
+        after = json.loads(start) if start else ["", "", ""]
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT json_extract(item, '$.sweep_at') AS at, graph_id, entry, item FROM jobs "
+                "WHERE json_extract(item, '$.sweep_key') = ? AND json_extract(item, '$.sweep_at') <= ? "
+                "AND (json_extract(item, '$.sweep_at'), graph_id, entry) > (?, ?, ?) "
+                "ORDER BY at, graph_id, entry LIMIT ?",
+                (sweep_key, until, *after, limit),
+            ).fetchall()
+        records = [record_from_item(json.loads(text)) for _, _, _, text in rows]
+        last = list(rows[-1][:3]) if len(rows) == limit else None
+        return records, json.dumps(last) if last else None
+
+    def get_sweep_cursor(self) -> dict[str, Any] | None:
+        with self.db.read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'sweep_cursor'").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put_sweep_cursor(self, cursor: Mapping[str, Any] | None) -> None:
+        with self.db.write() as conn:
+            if cursor is None:
+                conn.execute("DELETE FROM meta WHERE key = 'sweep_cursor'")
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('sweep_cursor', ?)", (_dumps(cursor),)
+                )
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:
         with self.db.read() as conn:
@@ -213,7 +254,9 @@ class SqliteJobStore:
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
     ) -> JobRecord | None:
-        values, removed = transition_values(transition, changes, remove, fenced=fence is not None)
+        values, removed = transition_values(
+            transition, changes, remove, fenced=fence is not None, graph_id=graph_id, name=name
+        )
         sources = {s.value for s in transition.sources}
         entry = job_entry(name)
         with self.db.write() as conn:
@@ -249,7 +292,14 @@ class SqliteJobStore:
         return len(finished)
 
     def renew_lease(
-        self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
+        self,
+        graph_id: str,
+        name: str,
+        fence: Fence,
+        *,
+        lease_expires_at: str,
+        heartbeat_at: str,
+        lease_bucket: str | None = None,
     ) -> bool:
         entry = job_entry(name)
         with self.db.write() as conn:
@@ -261,7 +311,10 @@ class SqliteJobStore:
                 or old.get("lease_owner") != (fence.owner or "")
             ):
                 return False
-            self._put(conn, {**old, "lease_expires_at": lease_expires_at, "heartbeat_at": heartbeat_at}, old)
+            new = {**old, "lease_expires_at": lease_expires_at, "heartbeat_at": heartbeat_at}
+            if lease_bucket is not None:
+                new["sweep_at"] = lease_bucket
+            self._put(conn, new, old)
         return True
 
     def add_graph_progress(self, graph_id: str, deltas: Mapping[str, int]) -> GraphRecord | None:

@@ -53,13 +53,15 @@ class HandlerCrashed(OverseerError):
 
 
 class RemoteHandlerError(Exception):
-    """An exception raised by the handler in the child process (type name kept for the job)."""
+    """An exception raised by the handler in the child process (type name kept for the job).
+    ``retryable``: the child matched it against the job's ``retry_on``."""
 
-    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+    def __init__(self, type_name: str, message: str, traceback_text: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.type_name = type_name
         self.message = message
         self.traceback_text = traceback_text
+        self.retryable = retryable
 
 
 class SweepFailed(OverseerError):

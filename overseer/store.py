@@ -55,12 +55,16 @@ class JobRecord:
     attempts: int = 0
     max_attempts: int | None = None
     timeout_seconds: int | None = None
+    # Exception names the graph gives this job (see ``overseer.handlers.retry_matches``).
+    retry_on: list[str] = field(default_factory=list)
     deps_count: int = 0
     # None when the edges are kept in chunk items (see ``JobStore.dependencies``).
     deps: list[str] | None = field(default_factory=list)
     dependents: list[Dependent] | None = field(default_factory=list)
     finished_deps: int = 0
     error: dict[str, Any] | None = None
+    # Every attempt's error, oldest first: [{"attempt", "type", "message", "at"}] (bounded).
+    errors: list[dict[str, Any]] = field(default_factory=list)
     reason: str | None = None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -93,6 +97,8 @@ class JobRecord:
         }
         if self.rows:
             out["rows"] = self.rows
+        if self.errors:
+            out["errors"] = self.errors
         if self.started_at:
             out["started_at"] = self.started_at
         if self.finished_at:

@@ -22,7 +22,7 @@ from ..graph import parse_graph
 from ..handlers import load_handlers
 from ..store import GraphRecord
 from .targets import state_dir_option
-from .views import STATUS_STYLE
+from .views import STATUS_STYLE, error_lines
 
 
 def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
@@ -37,7 +37,7 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
             f"[{style}]{job['status']}[/]",
             str(job["attempts"]),
             str(len(job["artifacts"])),
-            (job["error"] or "")[:100],
+            error_lines(job, width=100),
         )
     return table
 

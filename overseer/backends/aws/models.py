@@ -56,6 +56,8 @@ class JobItemBase(Model):
     attempts = NumberAttribute(default=0)
     max_attempts = NumberAttribute(null=True)
     timeout_seconds = NumberAttribute(null=True)
+    # Exception names that retry this job (from the graph); absent: the handler's.
+    retry_on = ListAttribute(of=UnicodeAttribute, null=True)
     deps_count = NumberAttribute(default=0)
     # Inline edges while few; absent when kept in chunk items.
     deps = ListAttribute(of=UnicodeAttribute, null=True)
@@ -65,6 +67,8 @@ class JobItemBase(Model):
     error_type = UnicodeAttribute(null=True)
     error_message = UnicodeAttribute(null=True)
     error_traceback = UnicodeAttribute(null=True)
+    # JSON: every attempt's error [{"attempt", "type", "message", "at"}], the last 10.
+    errors = UnicodeAttribute(null=True)
     reason = UnicodeAttribute(null=True)
     artifacts = UnicodeAttribute(null=True)  # JSON manifest
     rows = UnicodeAttribute(null=True)  # JSON manifest of Rows artifacts

@@ -48,6 +48,10 @@ class GraphNotFound(OverseerError):
     """No graph has this id."""
 
 
+class RerunRefused(OverseerError):
+    """A job to rerun is running: nothing was changed."""
+
+
 class HandlerCrashed(OverseerError):
     """The handler's process died or overran its time: the job is faulted (tried again)."""
 

@@ -148,6 +148,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         dispatched_at=values.get("dispatched_at"),
         released_by=values.get("released_by"),
         carried_finished=_int(values.get("carried_finished")),
+        carried_from=values.get("carried_from"),
         created_at=values.get("created_at"),
         updated_at=values.get("updated_at"),
         started_at=values.get("started_at"),

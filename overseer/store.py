@@ -77,6 +77,9 @@ class JobRecord:
     # Finished jobs upstream that the graph's counters have not counted yet: they are
     # counted with this job's own end (see ``overseer.scheduler``).
     carried_finished: int = 0
+    # Which end of its one dependency the count came with (that job's ``finished_at``), so a
+    # repeated record of that end is told apart from the end of a rerun of it.
+    carried_from: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
     started_at: str | None = None
@@ -242,6 +245,11 @@ class JobStore(Protocol):
         Idempotent (a set of indices): returns how many distinct deps are now finished,
         or None when the job is no longer waiting.
         """
+        ...
+
+    def forget_finished_dependency(self, graph_id: str, name: str, index: int) -> bool:
+        """Take dependency number ``index`` out of a waiting job's finished ones (that
+        dependency runs again). False when the job is no longer waiting."""
         ...
 
     def renew_lease(

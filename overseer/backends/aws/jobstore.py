@@ -188,6 +188,19 @@ class DynamoJobStore:
             return job.finished_deps if job is not None else None
         return len(finished.get("NS", ()))
 
+    def forget_finished_dependency(self, graph_id: str, name: str, index: int) -> bool:
+        J = self.Job
+        try:
+            J(graph_id, job_entry(name)).update(
+                actions=[J.finished_deps.delete({index})],
+                condition=J.status == JobStatus.WAITING.value,
+            )
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise StoreError(f"cannot forget a finished dependency of {graph_id}/{name}: {exc}") from exc
+        return True
+
     def renew_lease(
         self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
     ) -> bool:

@@ -85,6 +85,8 @@ class JobItemBase(Model):
     released_by = UnicodeAttribute(null=True)
     # Finished jobs upstream not yet in the graph's counters, counted when this job ends.
     carried_finished = NumberAttribute(null=True)
+    # The finished_at of the dependency whose count it carries (see JobRecord.carried_from).
+    carried_from = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)

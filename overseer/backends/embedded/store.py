@@ -236,6 +236,19 @@ class SqliteJobStore:
             self._put(conn, {**old, "finished_deps": sorted(finished)}, old)
         return len(finished)
 
+    def forget_finished_dependency(self, graph_id: str, name: str, index: int) -> bool:
+        entry = job_entry(name)
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, entry)
+            if old is None or old.get("status") != JobStatus.WAITING.value:
+                return False
+            finished = set(old.get("finished_deps") or ()) - {int(index)}
+            new = {**old, "finished_deps": sorted(finished)}
+            if not finished:
+                del new["finished_deps"]  # DynamoDB drops a set that becomes empty
+            self._put(conn, new, old)
+        return True
+
     def renew_lease(
         self, graph_id: str, name: str, fence: Fence, *, lease_expires_at: str, heartbeat_at: str
     ) -> bool:

@@ -52,6 +52,8 @@ log = logging.getLogger("overseer.scheduler")
 
 
 GraphEvents = Callable[[GraphRecord], None]
+# A finished record older than this is checked against its job before it releases anything.
+STALE_RECORD_SECONDS = 60.0
 
 
 @dataclass
@@ -132,6 +134,11 @@ class Scheduler:
                 report.terminal.append((job.type, job.status.value, seconds))
             if change.previous is not None and change.previous.terminal and not job.status.terminal:
                 deltas[job.graph_id][change.previous.value] -= 1
+        rerun_since = in_parallel(self._rerun_since, finished)
+        for job in (job for job, stale in zip(finished, rerun_since, strict=True) if stale):
+            # Counted (an over-count is harmless), but it releases nothing of the rerun.
+            deltas[job.graph_id][JobStatus.FINISHED.value] += 1 + job.carried_finished
+        finished = [job for job, stale in zip(finished, rerun_since, strict=True) if not stale]
         for job, releases in zip(finished, self.release_dependents(finished), strict=True):
             for message, fresh in releases.messages:
                 report.released += fresh
@@ -154,6 +161,18 @@ class Scheduler:
                 if done is not None:
                     report.graphs_done.append(graph_id)
         return report
+
+    def _rerun_since(self, job: JobRecord) -> bool:
+        """Whether a finished record is of an end the job was rerun from since (it may be
+        replayed from the start of the stream after ``overseer rerun --job``). Only records
+        older than ``STALE_RECORD_SECONDS`` are checked, with one read: a record handled as
+        it comes costs nothing more."""
+        if not job.finished_at or -timeutil.seconds_until(job.finished_at) < STALE_RECORD_SECONDS:
+            return False
+        current = self.store.get_job(job.graph_id, job.name)
+        if current is None:
+            return True
+        return (current.status, current.finished_at) != (JobStatus.FINISHED, job.finished_at)
 
     @staticmethod
     def _sent_when_released(change: StatusChange) -> bool:

@@ -173,3 +173,21 @@ def test_a_rerun_is_refused_while_one_of_its_jobs_runs(backend: Backend) -> None
     assert operations.rerun_graph(backend.services, g, job="a").jobs_changed == 1
     with pytest.raises(GraphNotFound, match="has no job 'nope'"):
         operations.rerun_graph(backend.services, g, job="nope")
+
+
+def test_old_records_replayed_after_a_rerun_release_nothing_of_it(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `overseer run --backend aws --no-emulator` reads the stream from its start again.
+    g = backend.gid("rerun-replay")
+    write = Counting()
+    backend.run({"id": g, "jobs": chain()}, {"write": write})
+    old_events = list(backend.events)
+    operations.rerun_graph(backend.services, g, job="b", downstream=True)
+    monkeypatch.setattr("overseer.scheduler.STALE_RECORD_SECONDS", 0.0)
+    for event in old_events:
+        backend.scheduler.process_stream_event(event)
+    assert statuses(backend, g) == {"a": "finished", "b": "ready", "c": "waiting"}
+    graph = backend.drive(g, {"write": write})
+    assert (graph.status, graph.counts) == (GraphStatus.FINISHED, EXACT_THREE)
+    assert write.runs == {"a": 1, "b": 2, "c": 2}

@@ -149,6 +149,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         released_by=values.get("released_by"),
         carried_finished=_int(values.get("carried_finished")),
         carried_from=values.get("carried_from"),
+        rerun_at=values.get("rerun_at"),
         created_at=values.get("created_at"),
         updated_at=values.get("updated_at"),
         started_at=values.get("started_at"),

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import timeutil
 from .errors import GraphNotFound, RerunRefused
 from .graph import parse_graph
 from .parallel import in_parallel
+from .scheduler import upstream_reason
 from .states import (
     CANCEL_RUNNING,
     CASCADE_ABORT,
@@ -42,6 +44,7 @@ CANCEL_REASON = "graph cancelled"
 # A job that keeps moving while it is being cancelled is re-read this many times.
 _CANCEL_TRIES = 5
 _TERMINAL_GRAPH = (GraphStatus.FINISHED, GraphStatus.FAILED, GraphStatus.ABORTED)
+_ENDED_BADLY = (JobStatus.FAILED, JobStatus.ABORTED)
 
 GraphEvents = Callable[[GraphRecord], None]
 
@@ -261,6 +264,9 @@ def rerun_graph(
     and ``RerunRefused`` when a job to rerun is running.
     """
     store = services.store
+    # Ends of dependencies before this moment are counted here; the scheduler's records of
+    # them release nothing of the jobs taken back (``rerun_at``).
+    start = timeutil.iso()
     graph = get_graph(services, graph_id)
     jobs = {record.name: record for record in store.list_jobs(graph_id)}
     if job is None:
@@ -274,7 +280,11 @@ def rerun_graph(
 
     def rerun(record: JobRecord) -> JobRecord | None:
         return store.transition(
-            graph_id, record.name, transition, changes={"attempts": 0}, remove=_CLEARED_ON_RERUN
+            graph_id,
+            record.name,
+            transition,
+            changes={"attempts": 0, "rerun_at": start},
+            remove=_CLEARED_ON_RERUN,
         )
 
     moved = [(old, new) for old, new in zip(targets, in_parallel(rerun, targets), strict=True) if new]
@@ -301,7 +311,9 @@ def rerun_graph(
         store.add_graph_progress(graph_id, taken_back)
 
     moved_names = {old.name for old, _ in moved}
-    # The waiting jobs that counted a finished job now taken back forget it.
+    finished = {n for n, j in jobs.items() if j.status == JobStatus.FINISHED and n not in moved_names}
+    # The waiting jobs that counted a finished job now taken back forget it, and count their
+    # other finished deps here (as the jobs taken back do).
     forget = [
         (dep.child, dep.index)
         for old, _ in moved
@@ -309,12 +321,25 @@ def rerun_graph(
         for dep in store.dependents(old)
         if dep.count > 1 and dep.child not in moved_names and jobs[dep.child].status == JobStatus.WAITING
     ]
-    in_parallel(lambda edge: store.forget_finished_dependency(graph_id, *edge), forget)
-
-    finished = {n for n, j in jobs.items() if j.status == JobStatus.FINISHED and n not in moved_names}
+    in_parallel(lambda edge: store.forget_finished_dependency(graph_id, *edge, rerun_at=start), forget)
+    recount = [
+        (name, index)
+        for name in dict.fromkeys(name for name, _ in forget)
+        for index, dep in enumerate(store.dependencies(jobs[name]))
+        if dep in finished
+    ]
+    in_parallel(lambda edge: store.record_finished_dependency(graph_id, *edge), recount)
 
     def release_if_ready(record: JobRecord) -> bool:
         deps = store.dependencies(record)
+        ended_badly = [
+            jobs[dep] for dep in deps if dep not in moved_names and jobs[dep].status in _ENDED_BADLY
+        ]
+        if ended_badly:
+            # A dep that failed and is not rerun: this job is aborted again, and its downstream.
+            reason = upstream_reason(ended_badly[0])
+            store.transition(graph_id, record.name, CASCADE_ABORT, changes={"reason": reason})
+            return False
         done = [index for index, dep in enumerate(deps) if dep in finished]
         counted = len(done)
         if len(deps) > 1:

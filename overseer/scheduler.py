@@ -52,8 +52,6 @@ log = logging.getLogger("overseer.scheduler")
 
 
 GraphEvents = Callable[[GraphRecord], None]
-# A finished record older than this is checked against its job before it releases anything.
-STALE_RECORD_SECONDS = 60.0
 
 
 @dataclass
@@ -134,11 +132,6 @@ class Scheduler:
                 report.terminal.append((job.type, job.status.value, seconds))
             if change.previous is not None and change.previous.terminal and not job.status.terminal:
                 deltas[job.graph_id][change.previous.value] -= 1
-        rerun_since = in_parallel(self._rerun_since, finished)
-        for job in (job for job, stale in zip(finished, rerun_since, strict=True) if stale):
-            # Counted (an over-count is harmless), but it releases nothing of the rerun.
-            deltas[job.graph_id][JobStatus.FINISHED.value] += 1 + job.carried_finished
-        finished = [job for job, stale in zip(finished, rerun_since, strict=True) if not stale]
         for job, releases in zip(finished, self.release_dependents(finished), strict=True):
             for message, fresh in releases.messages:
                 report.released += fresh
@@ -162,18 +155,6 @@ class Scheduler:
                     report.graphs_done.append(graph_id)
         return report
 
-    def _rerun_since(self, job: JobRecord) -> bool:
-        """Whether a finished record is of an end the job was rerun from since (it may be
-        replayed from the start of the stream after ``overseer rerun --job``). Only records
-        older than ``STALE_RECORD_SECONDS`` are checked, with one read: a record handled as
-        it comes costs nothing more."""
-        if not job.finished_at or -timeutil.seconds_until(job.finished_at) < STALE_RECORD_SECONDS:
-            return False
-        current = self.store.get_job(job.graph_id, job.name)
-        if current is None:
-            return True
-        return (current.status, current.finished_at) != (JobStatus.FINISHED, job.finished_at)
-
     @staticmethod
     def _sent_when_released(change: StatusChange) -> bool:
         """Whether the scheduler enqueued this job when it released it (so its "ready"
@@ -193,7 +174,9 @@ class Scheduler:
         def release(task: tuple[int, JobRecord, Dependent, int]) -> tuple[JobRecord | None, bool]:
             _, job, dep, carry = task
             if dep.count > 1:
-                counted = self.store.record_finished_dependency(job.graph_id, dep.child, dep.index)
+                counted = self.store.record_finished_dependency(
+                    job.graph_id, dep.child, dep.index, dep_finished_at=job.finished_at
+                )
                 if counted is None or counted < dep.count:
                     return None, False
             return self._release(job.graph_id, dep.child, carry, job.finished_at)
@@ -219,18 +202,19 @@ class Scheduler:
         return releases
 
     def _release(
-        self, graph_id: str, name: str, carry: int = 0, carried_from: str | None = None
+        self, graph_id: str, name: str, carry: int = 0, dep_finished_at: str | None = None
     ) -> tuple[JobRecord | None, bool]:
-        """Release a waiting job: (its record after the release, True), or when it was not
-        waiting (its record as it is, False). A job released already, by a duplicate of
-        this record or by this very batch before the invocation died without sending, is
-        sent again while it is still ready: a second message is harmless, the claim is
-        fenced by the attempt number."""
+        """Release a waiting job, for the end of its dependency at ``dep_finished_at``: (its
+        record after the release, True), or when it was not waiting (its record as it is,
+        False). A job released already, by a duplicate of this record or by this very batch
+        before the invocation died without sending, is sent again while it is still ready: a
+        second message is harmless, the claim is fenced by the attempt number. A record of an
+        end from before the job was rerun releases nothing (the rerun counted that end)."""
         changes: dict[str, Any] = {"released_by": RELEASED_BY_SCHEDULER}
         if carry:
             changes["carried_finished"] = carry
-            changes["carried_from"] = carried_from
-        job = self.store.transition(graph_id, name, RELEASE, changes=changes)
+            changes["carried_from"] = dep_finished_at
+        job = self.store.transition(graph_id, name, RELEASE, changes=changes, dep_finished_at=dep_finished_at)
         if job is not None:
             return job, True
         return self.store.get_job(graph_id, name), False

@@ -175,19 +175,34 @@ def test_a_rerun_is_refused_while_one_of_its_jobs_runs(backend: Backend) -> None
         operations.rerun_graph(backend.services, g, job="nope")
 
 
-def test_old_records_replayed_after_a_rerun_release_nothing_of_it(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_old_records_replayed_after_a_rerun_release_nothing_of_it(backend: Backend) -> None:
     # `overseer run --backend aws --no-emulator` reads the stream from its start again.
     g = backend.gid("rerun-replay")
     write = Counting()
     backend.run({"id": g, "jobs": chain()}, {"write": write})
     old_events = list(backend.events)
     operations.rerun_graph(backend.services, g, job="b", downstream=True)
-    monkeypatch.setattr("overseer.scheduler.STALE_RECORD_SECONDS", 0.0)
     for event in old_events:
         backend.scheduler.process_stream_event(event)
     assert statuses(backend, g) == {"a": "finished", "b": "ready", "c": "waiting"}
     graph = backend.drive(g, {"write": write})
     assert (graph.status, graph.counts) == (GraphStatus.FINISHED, EXACT_THREE)
     assert write.runs == {"a": 1, "b": 2, "c": 2}
+
+
+def test_a_job_rerun_without_its_failed_dep_is_aborted_again_and_the_graph_ends(backend: Backend) -> None:
+    def broken(job: overseer.Job) -> None:
+        raise RuntimeError("bad input")
+
+    g = backend.gid("rerun-blocked")
+    handlers = {"write": Counting(), "broken": broken}
+    document = {"id": g, "jobs": {"u": {"type": "broken"}, "a": {"type": "write"},
+                                  "d": {"type": "write", "deps": ["u", "a"]}}}  # fmt: skip
+    graph = backend.run(document, handlers)
+    assert (graph.status, graph.counts) == (GraphStatus.FAILED, {"finished": 1, "failed": 1, "aborted": 1})
+    assert operations.rerun_graph(backend.services, g, job="d").jobs_changed == 1
+    d = backend.jobs(g)["d"]
+    assert (d.status, d.reason) == (JobStatus.ABORTED, "upstream job 'u' failed")
+    backend.pump()  # its "aborted" record: the graph ends again, counted exactly
+    graph = backend.store.get_graph(g)
+    assert (graph.status, graph.counts) == (GraphStatus.FAILED, {"finished": 1, "failed": 1, "aborted": 1})

@@ -8,10 +8,15 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.api_server import SIGNING_ENV, signed_api
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +68,11 @@ jobs:
 """
 
 
-def overseer(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "250", "OVERSEER_FAULT_BACKOFF_SECONDS": "0.1", **(extra or {})}
+
+
+def overseer(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it, in ``cwd`` (where the embedded backend keeps .overseer)."""
     return subprocess.run(
         [sys.executable, "-m", "overseer", *args],
@@ -71,14 +80,58 @@ def overseer(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         cwd=cwd,
-        env={**os.environ, "COLUMNS": "250", "OVERSEER_FAULT_BACKOFF_SECONDS": "0.1"},
+        env=command_env(env),
     )
 
 
-def run_json(cwd: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    done = overseer(cwd, "run", *args, "--json")
+def run_json(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    done = overseer(cwd, "run", *args, "--json", env=env)
     assert done.stdout.strip(), done.stderr[-3000:]
     return done.returncode, json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+@dataclass
+class Place:
+    """Where the commands act. ``embedded``: the state directory in the test's directory.
+    ``aws``: the AWS adapters against one emulator for the whole test (``overseer run
+    --backend aws --no-emulator``, the tables kept between runs) and, for the other
+    commands, the deployed API's code on the same tables (``--api``)."""
+
+    backend: str
+    env: dict[str, str] = field(default_factory=dict)
+    api: str = ""
+
+    def run_args(self) -> list[str]:
+        return ["--backend", "aws", "--no-emulator"] if self.backend == "aws" else []
+
+    def target_args(self) -> list[str]:
+        return ["--api", self.api] if self.api else []
+
+
+@pytest.fixture(params=["embedded", "aws"])
+def place(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Place]:
+    if request.param == "embedded":
+        yield Place("embedded")
+        return
+    request.getfixturevalue("aws_env")  # the session's emulator, in this process's environment
+    name = f"fp{uuid.uuid4().hex[:8]}"
+    env = {
+        **SIGNING_ENV,
+        "AWS_DEFAULT_REGION": SIGNING_ENV["AWS_REGION"],
+        "OVERSEER_BACKEND": "aws",
+        "OVERSEER_GRAPHS_TABLE": f"{name}-graphs",
+        "OVERSEER_JOBS_TABLE": f"{name}-jobs",
+        "OVERSEER_ARTIFACT_BUCKET": f"{name}-artifacts",
+        "OVERSEER_EVENT_BUS": "",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with signed_api() as (url, _):
+        yield Place("aws", {k: v for k, v in os.environ.items() if k != "AWS_SESSION_TOKEN"}, url)
 
 
 @BACKENDS

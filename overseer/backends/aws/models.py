@@ -87,6 +87,8 @@ class JobItemBase(Model):
     carried_finished = NumberAttribute(null=True)
     # The finished_at of the dependency whose count it carries (see JobRecord.carried_from).
     carried_from = UnicodeAttribute(null=True)
+    # When a rerun last took it (or one of its deps) back: older ends of its deps release nothing.
+    rerun_at = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)

@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,6 @@ class Place:
     commands, the deployed API's code on the same tables (``--api``)."""
 
     backend: str
-    env: dict[str, str] = field(default_factory=dict)
     api: str = ""
 
     def run_args(self) -> list[str]:
@@ -131,7 +132,7 @@ def place(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with signed_api() as (url, _):
-        yield Place("aws", {k: v for k, v in os.environ.items() if k != "AWS_SESSION_TOKEN"}, url)
+        yield Place("aws", url)
 
 
 @BACKENDS
@@ -177,3 +178,152 @@ def test_a_bad_retry_on_is_invalid_input(tmp_path):
     assert done.returncode == 2
     assert "job 'fetch' retry_on holds 'Connection Error', which is not an exception name" in done.stderr
     assert not (tmp_path / ".overseer").exists()
+
+
+STEP_HANDLERS = """
+import os
+import pathlib
+import time
+
+import overseer
+
+BROKEN = {broken}
+
+
+def step(job):
+    with open(os.environ["RUNS_LOG"], "a") as log:
+        log.write(job.name + "\\n")
+    if BROKEN and job.name == "c":
+        raise ValueError("c is broken")
+    data = f"{{job.name}} {{job.random.random()}} {{sorted(job.inputs)}}".encode()
+    return [overseer.Artifact(key=f"{{job.graph_id}}/{{job.name}}.txt", data=data)]
+
+
+def hold(job):
+    pathlib.Path(os.environ["HOLD_STARTED"]).write_text("started")
+    while not pathlib.Path(os.environ["HOLD_RELEASE"]).exists():
+        time.sleep(0.05)
+
+
+HANDLERS = {{"step": step, "hold": hold}}
+"""
+
+STEP_GRAPH = """
+id: {graph_id}
+jobs:
+  a: {{type: step}}
+  b: {{type: step, deps: [a]}}
+  c: {{type: step, deps: [b]}}
+  d: {{type: step, deps: [c]}}
+  side: {{type: step, deps: [a]}}
+  hold: {{type: hold}}
+"""
+
+
+def runs(tmp_path: Path) -> list[str]:
+    log = tmp_path / "runs.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def step_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "RUNS_LOG": str(tmp_path / "runs.log"),
+        "HOLD_STARTED": str(tmp_path / "hold.started"),
+        "HOLD_RELEASE": str(tmp_path / "hold.release"),
+    }
+
+
+def test_rerun_a_job_with_its_downstream_then_run_again(tmp_path: Path, place: Place) -> None:
+    graph_id = f"rerun-{place.backend}"
+    (tmp_path / "handlers.py").write_text(STEP_HANDLERS.format(broken=False))
+    (tmp_path / "graph.yaml").write_text(STEP_GRAPH.format(graph_id=graph_id))
+    env = step_env(tmp_path)
+    run = [sys.executable, "-m", "overseer", "run", "graph.yaml", "--handlers", "handlers.py", "--json"]
+    first = subprocess.Popen(
+        [*run, *place.run_args()],
+        cwd=tmp_path,
+        env=command_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while (
+            not (tmp_path / "hold.started").exists() and first.poll() is None and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        # Refused while the job runs: exit 1, nothing changed.
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        refused = overseer(tmp_path, "rerun", graph_id, "--job", "hold", *place.target_args(), env=env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert (
+            f"cannot rerun 'hold' in graph '{graph_id}': 1 of those jobs is running ('hold')"
+            in refused.stderr
+        )
+    finally:
+        (tmp_path / "hold.release").write_text("go")
+        out, err = first.communicate(timeout=240)
+    assert first.returncode == 0, err[-3000:]
+    before = json.loads(out.strip().splitlines()[-1])["jobs"]
+    assert Counter(runs(tmp_path)) == dict.fromkeys(["a", "b", "c", "d", "side"], 1)
+
+    rerun = overseer(tmp_path, "rerun", graph_id, "--job", "b", "--downstream", *place.target_args(), env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"graph {graph_id} running: job 'b' and its downstream (3 jobs) go again" in rerun.stdout
+    listed = json.loads(overseer(tmp_path, "jobs", graph_id, "--json", *place.target_args(), env=env).stdout)
+    assert {n: j["status"] for n, j in listed.items()} == {
+        "a": "finished", "b": "ready", "c": "waiting", "d": "waiting", "side": "finished", "hold": "finished",
+    }  # fmt: skip
+
+    # The same `overseer run` carries the graph on: b, c and d run again, in order.
+    code, result, stderr = run_json(
+        tmp_path, "graph.yaml", "--handlers", "handlers.py", *place.run_args(), env=env
+    )
+    assert code == 0 and result["status"] == "finished", stderr[-3000:]
+    assert runs(tmp_path)[5:] == ["b", "c", "d"]
+    after = result["jobs"]
+    for name in ("a", "side", "hold"):  # kept: attempts, end, artifacts
+        assert {k: after[name][k] for k in ("attempts", "finished_at", "artifacts")} == {
+            k: before[name][k] for k in ("attempts", "finished_at", "artifacts")
+        }
+    for name in ("b", "c", "d"):
+        assert after[name]["attempts"] == 1 and after[name]["finished_at"] > before["hold"]["finished_at"]
+
+    unknown = overseer(tmp_path, "rerun", graph_id, "--job", "nope", *place.target_args(), env=env)
+    assert unknown.returncode == 1 and "has no job 'nope'" in unknown.stderr
+    alone = overseer(tmp_path, "rerun", graph_id, "--downstream", *place.target_args(), env=env)
+    assert alone.returncode == 2 and "--downstream needs --job NAME" in alone.stderr
+
+
+def test_a_fixed_graph_runs_again_with_rerun_failed(tmp_path: Path, place: Place) -> None:
+    graph_id = f"fix-{place.backend}"
+    handlers = tmp_path / "handlers.py"
+    handlers.write_text(STEP_HANDLERS.format(broken=True))
+    (tmp_path / "graph.yaml").write_text(
+        STEP_GRAPH.format(graph_id=graph_id).replace("  hold: {type: hold}\n", "")
+    )
+    env = step_env(tmp_path)
+    args = ["graph.yaml", "--handlers", "handlers.py", *place.run_args()]
+    code, failed, _ = run_json(tmp_path, *args, env=env)
+    assert (code, failed["status"], failed["rerun"]) == (1, "failed", 0)
+    assert {n: j["status"] for n, j in failed["jobs"].items()} == {
+        "a": "finished", "b": "finished", "c": "failed", "d": "aborted", "side": "finished",
+    }  # fmt: skip
+
+    # Run again unchanged: the stored failure is shown, and how to carry on.
+    code, shown, stderr = run_json(tmp_path, *args, env=env)
+    assert (code, shown["status"]) == (1, "failed")
+    assert "ended failed: run again with --rerun-failed to rerun its 2 failed and aborted jobs" in " ".join(
+        stderr.split()
+    )
+    assert len(runs(tmp_path)) == 4  # nothing ran
+
+    handlers.write_text(STEP_HANDLERS.format(broken=False))  # the fix
+    code, fixed, stderr = run_json(tmp_path, *args, "--rerun-failed", env=env)
+    assert (code, fixed["status"], fixed["rerun"]) == (0, "finished", 2), stderr[-3000:]
+    assert Counter(runs(tmp_path)) == {"a": 1, "b": 1, "side": 1, "c": 2, "d": 1}
+    for name in ("a", "b", "side"):
+        assert fixed["jobs"][name] == failed["jobs"][name]  # kept as they were
+    assert fixed["jobs"]["c"]["attempts"] == 1 and fixed["jobs"]["c"]["error"] is None
+    assert "its 2 failed and aborted jobs ran again" in " ".join(stderr.split())

@@ -47,6 +47,11 @@ def gateway(job):
         raise Gateway502("502 from upstream")
 
 
+def relay(job):
+    if job.attempt < 2:
+        raise Gateway502("502 from the relay")
+
+
 def picky(job):
     raise ValueError("bad row 7")
 
@@ -56,6 +61,7 @@ HANDLERS = {
     "gateway": {
         "process": gateway, "retry_on": [UpstreamUnavailable], "max_attempts": 2, "backoff_seconds": 0.1,
     },
+    "relay": relay,
     "picky": picky,
 }
 """
@@ -67,6 +73,7 @@ jobs:
   gate: {type: gateway}
   parse: {type: picky, retry_on: [ConnectionError], max_attempts: 3}
   after: {type: gateway, deps: [fetch]}
+  relay: {type: relay, retry_on: [UpstreamUnavailable], max_attempts: 2}
 """
 
 
@@ -156,6 +163,8 @@ def test_retry_on_retries_the_named_exceptions_and_fails_the_others_at_once(tmp_
     assert (jobs["gate"]["status"], jobs["gate"]["attempts"]) == ("finished", 2)
     assert [e["type"] for e in jobs["gate"]["errors"]] == ["Gateway502"]
     assert jobs["after"]["status"] == "finished"
+    # The graph names a class of the handlers module: resolved in the handler's process.
+    assert (jobs["relay"]["status"], jobs["relay"]["attempts"]) == ("finished", 2)
 
 
 def test_every_attempt_s_error_shows_in_overseer_jobs(tmp_path):

@@ -15,6 +15,7 @@ Example
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,9 +216,9 @@ _CLEARED_ON_RERUN = [
 def downstream_of(store: JobStore, jobs: Mapping[str, JobRecord], name: str) -> list[str]:
     """``name`` and every job that depends on it, directly or not (breadth first)."""
     seen = {name: None}
-    todo = [name]
+    todo = deque([name])
     while todo:
-        for dep in store.dependents(jobs[todo.pop(0)]):
+        for dep in store.dependents(jobs[todo.popleft()]):
             if dep.child not in seen:
                 seen[dep.child] = None
                 todo.append(dep.child)

@@ -31,6 +31,10 @@ class Counting:
         return [overseer.Artifact(key=f"{job.graph_id}/{job.name}.txt", data=job.name.encode())]
 
 
+def broken(job: overseer.Job) -> None:
+    raise RuntimeError("bad input")
+
+
 def statuses(backend: Backend, graph_id: str) -> dict[str, str]:
     return {name: job.status.value for name, job in backend.jobs(graph_id).items()}
 
@@ -137,9 +141,6 @@ def test_a_downstream_job_released_already_waits_again_with_its_carried_count(ba
 
 
 def test_a_failed_job_with_its_downstream_runs_again_after_a_fix(backend: Backend) -> None:
-    def broken(job: overseer.Job) -> None:
-        raise RuntimeError("bad input")
-
     g = backend.gid("rerun-failed-job")
     write = Counting()
     jobs = {**chain(), "other": {"type": "write"}}
@@ -191,9 +192,6 @@ def test_old_records_replayed_after_a_rerun_release_nothing_of_it(backend: Backe
 
 
 def test_a_job_rerun_without_its_failed_dep_is_aborted_again_and_the_graph_ends(backend: Backend) -> None:
-    def broken(job: overseer.Job) -> None:
-        raise RuntimeError("bad input")
-
     g = backend.gid("rerun-blocked")
     handlers = {"write": Counting(), "broken": broken}
     document = {"id": g, "jobs": {"u": {"type": "broken"}, "a": {"type": "write"},

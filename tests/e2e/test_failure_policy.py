@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.api_server import SIGNING_ENV, signed_api
+from tests.e2e.cli import overseer as run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -82,15 +83,7 @@ def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def overseer(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The command as a user runs it, in ``cwd`` (where the embedded backend keeps .overseer)."""
-    return subprocess.run(
-        [sys.executable, "-m", "overseer", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=command_env(env),
-    )
+    return run_command(*args, cwd=cwd, env={"OVERSEER_FAULT_BACKOFF_SECONDS": "0.1", **(env or {})})
 
 
 def run_json(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:

@@ -22,7 +22,11 @@ Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``)
 ``POST /graphs/{graph_id}/cancel``
     200 with the graph and ``"jobs_aborted": n``; 404 when unknown.
 ``POST /graphs/{graph_id}/rerun``
-    200 with the graph and ``"jobs_rerun": n``; 404 when unknown.
+    No body (or ``{}``): the graph's failed and aborted jobs run again. ``{"job": NAME,
+    "downstream": false}``: that job runs again, finished or not (with ``"downstream":
+    true``, every job that depends on it too). 200 with the graph and ``"jobs_rerun": n``;
+    404 when the graph or the job is unknown; 409 (nothing changed) while one of those
+    jobs is running; 400 for a malformed body.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from functions import Lazy, publish_graph_done
 from overseer import operations
 from overseer.backends import build_services
 from overseer.backends.aws import clients
-from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, StoreError
+from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, RerunRefused, StoreError
 from overseer.store import GraphRecord
 from overseer.templates import TemplateError
 
@@ -49,6 +53,7 @@ MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_PAGE = 500
 MAX_PAGE = 1000
 _TEMPLATE_KEYS = {"template", "args", "id"}
+_RERUN_KEYS = {"job", "downstream"}
 _ROUTES = "POST /graphs, GET /graphs/{id}, GET /graphs/{id}/jobs, POST /graphs/{id}/cancel|rerun"
 _USAGE = 'send {"graph": {"jobs": {...}}} or {"template": NAME, "args": {...}}'
 
@@ -194,7 +199,16 @@ def cancel_graph(graph_id: str) -> Response:
 @app.post("/graphs/<graph_id>/rerun")
 @tracer.capture_method(capture_response=False)
 def rerun_graph(graph_id: str) -> Response:
-    change = operations.rerun_graph(_services.get(), unquote(graph_id))
+    body = _json_body() if (app.current_event.decoded_body or "").strip() else {}
+    unknown = sorted(set(body) - _RERUN_KEYS)
+    if unknown:
+        raise RequestRejected(400, f"unknown keys {unknown}; a rerun takes {sorted(_RERUN_KEYS)}")
+    job, downstream = body.get("job"), body.get("downstream", False)
+    if not isinstance(job, str | None) or not isinstance(downstream, bool):
+        raise RequestRejected(400, "'job' must be a job name and 'downstream' true or false")
+    if downstream and job is None:
+        raise RequestRejected(400, "'downstream' needs 'job': the job whose downstream runs again")
+    change = operations.rerun_graph(_services.get(), unquote(graph_id), job=job, downstream=downstream)
     logger.info("graph rerun", extra={"graph_id": change.graph.graph_id, "jobs": change.jobs_changed})
     return _json(200, _graph_view(change.graph, jobs_rerun=change.jobs_changed))
 
@@ -210,6 +224,7 @@ def _error_handler(status: int) -> Callable[[Exception], Response]:
 
 app.exception_handler([InvalidGraph, TemplateError])(_error_handler(400))
 app.exception_handler(GraphNotFound)(_error_handler(404))
+app.exception_handler(RerunRefused)(_error_handler(409))
 
 
 @app.exception_handler(RequestRejected)

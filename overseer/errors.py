@@ -53,18 +53,24 @@ class GraphNotFound(OverseerError):
     """No graph has this id."""
 
 
+class RerunRefused(OverseerError):
+    """A job to rerun is running: nothing was changed."""
+
+
 class HandlerCrashed(OverseerError):
     """The handler's process died or overran its time: the job is faulted (tried again)."""
 
 
 class RemoteHandlerError(Exception):
-    """An exception raised by the handler in the child process (type name kept for the job)."""
+    """An exception raised by the handler in the child process (type name kept for the job).
+    ``retryable``: the child matched it against the job's ``retry_on``."""
 
-    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+    def __init__(self, type_name: str, message: str, traceback_text: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.type_name = type_name
         self.message = message
         self.traceback_text = traceback_text
+        self.retryable = retryable
 
 
 class SweepFailed(OverseerError):

@@ -11,6 +11,7 @@ A graph document::
         deps: [start]
         args: {format: pdf}                # merged over the graph's args
         max_attempts: 3                    # optional, overrides the handler's
+        retry_on: [requests.ConnectionError]   # optional, overrides the handler's
         timeout_seconds: 600               # optional
 """
 
@@ -40,8 +41,11 @@ MAX_NAME_LENGTH = 128
 GRAPH_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=+@-]{0,127}$")
 _FORBIDDEN_IN_NAMES = re.compile(r"[#\x00-\x1f\x7f]")
 _GRAPH_KEYS = {"id", "args", "jobs"}
-_JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds"}
+_JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds", "retry_on"}
 _MAX_PROBLEMS_SHOWN = 10
+# A job's retry_on: at most this many exception names, each a dotted path of identifiers.
+MAX_RETRY_ON = 20
+_EXCEPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,15}$")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class JobSpec:
     args: dict[str, Any]
     max_attempts: int | None = None
     timeout_seconds: int | None = None
+    retry_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,29 @@ def _positive_int(value: Any, what: str, problems: list[str]) -> int | None:
     return value
 
 
+def _retry_on(value: Any, what: str, problems: list[str]) -> tuple[str, ...]:
+    """A job's ``retry_on``: a list of dotted exception names (``requests.ConnectionError``)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        problems.append(f"{what} must be a list of exception names (ConnectionError), got {value!r:.80}")
+        return ()
+    if len(value) > MAX_RETRY_ON:
+        problems.append(f"{what} lists {len(value)} exceptions; the limit is {MAX_RETRY_ON}")
+        return ()
+    bad = [n for n in value if not isinstance(n, str) or len(n) > 200 or not _EXCEPTION_NAME.match(n)]
+    if bad:
+        problems.append(
+            f"{what} holds {bad[0]!r:.80}, which is not an exception name: use a builtin "
+            "(ConnectionError), a class of the handlers module (FlakyError) or a dotted path "
+            "(requests.ConnectionError)"
+        )
+        return ()
+    return tuple(value)
+
+
 def parse_graph(
     source: str | Path | Mapping[str, Any],
     *,
@@ -251,6 +279,7 @@ def parse_graph(
         deps: Any = body
         job_args: Any = {}
         max_attempts = timeout = None
+        retry_on: tuple[str, ...] = ()
         if isinstance(body, dict):
             extra = set(body) - _JOB_KEYS
             if extra:
@@ -262,6 +291,7 @@ def parse_graph(
             job_args = body.get("args") or {}
             max_attempts = _positive_int(body.get("max_attempts"), f"job {name!r} max_attempts", problems)
             timeout = _positive_int(body.get("timeout_seconds"), f"job {name!r} timeout_seconds", problems)
+            retry_on = _retry_on(body.get("retry_on"), f"job {name!r} retry_on", problems)
         elif body is None:
             deps = []
         if not _check_name(job_type, f"job {name!r} type", problems):
@@ -284,7 +314,7 @@ def parse_graph(
         merged = {**graph_args, **job_args}
         if _json_size(merged, f"args of job {name!r}", problems) > MAX_ARGS_BYTES:
             problems.append(f"args of job {name!r} are larger than {MAX_ARGS_BYTES} bytes of JSON")
-        jobs[name] = JobSpec(name, job_type, tuple(deps), merged, max_attempts, timeout)
+        jobs[name] = JobSpec(name, job_type, tuple(deps), merged, max_attempts, timeout, retry_on)
 
     for job in jobs.values():
         missing = [d for d in job.deps if d not in raw_jobs]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.util
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,14 @@ from typing import Any
 from .errors import HandlersModuleError, InvalidArtifact
 from .job import Artifact, Job, Rows
 
-_STAGE_KEYS = {"process", "pre_process", "post_process", "max_attempts", "timeout_seconds"}
+_STAGE_KEYS = {
+    "process", "pre_process", "post_process", "max_attempts", "timeout_seconds",
+    "retry_on", "backoff_seconds", "backoff_max_seconds",
+}  # fmt: skip
+# A name in ``retry_on``: a dotted path of Python identifiers (``requests.ConnectionError``).
+EXCEPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+RetryOn = tuple[type[BaseException] | str, ...]
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,17 @@ class HandlerSpec:
     post_process: Callable[[Job, Any], Any] | None = None
     max_attempts: int | None = None
     timeout_seconds: int | None = None
+    # Exceptions that make the job try again (with backoff) instead of failing at once:
+    # classes, or dotted names resolved in the handler's process (see ``retry_matches``).
+    retry_on: RetryOn = ()
+    # Backoff of this type's retries (None: the settings' fault_backoff_*).
+    backoff_seconds: float | None = None
+    backoff_max_seconds: float | None = None
+
+    def retries(self, exc: BaseException, job_retry_on: Sequence[str] = ()) -> bool:
+        """Whether ``exc`` is retried: it is an instance of one of the job's ``retry_on``
+        names (from the graph) or, when the job sets none, of this handler's ``retry_on``."""
+        return retry_matches(exc, tuple(job_retry_on) or self.retry_on, home=self.process.__module__)
 
     def run(self, job: Job) -> list[Artifact | Rows]:
         """pre_process(job) may return a replacement job; post_process(job, result) may
@@ -55,6 +75,84 @@ def normalize_result(result: Any, job_type: str) -> list[Artifact | Rows]:
     )
 
 
+def resolve_exception(name: str, home: str | None = None) -> type[BaseException] | None:
+    """The exception class ``name`` names, or None when it names none.
+
+    A plain name is a builtin (``ConnectionError``) or a class of the module ``home`` (the
+    handlers module); a dotted name is imported: the longest importable module prefix,
+    then attributes (``requests.ConnectionError``, ``botocore.exceptions.ClientError``).
+    """
+    found: Any = None
+    if "." not in name:
+        found = getattr(builtins, name, None)
+        module = sys.modules.get(home or "")
+        if found is None and module is not None:
+            found = getattr(module, name, None)
+    else:
+        parts = name.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:cut]))
+            except Exception:
+                continue
+            for attr in parts[cut:]:
+                found = getattr(found, attr, None)
+            break
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
+def retry_matches(
+    exc: BaseException, retry_on: Sequence[type[BaseException] | str], *, home: str | None = None
+) -> bool:
+    """Whether ``exc`` is an instance of a class in ``retry_on`` (its subclasses match too).
+
+    Run in the handler's process, where the classes are: ``requests.ConnectionError`` is
+    not the builtin ``ConnectionError``. A name that resolves to no class (its module is
+    not installed here) matches a class of the raised exception's hierarchy by its
+    qualified name (``module.Class``) or its plain name.
+    """
+    names = set()
+    for entry in retry_on:
+        cls = resolve_exception(entry, home) if isinstance(entry, str) else entry
+        if cls is not None and isinstance(exc, cls):
+            return True
+        if cls is None and isinstance(entry, str):
+            names.add(entry)
+    if names:
+        for cls in type(exc).__mro__:
+            if {cls.__qualname__, f"{cls.__module__}.{cls.__qualname__}"} & names:
+                return True
+    return False
+
+
+def _retry_on(job_type: str, value: Any, home: str) -> RetryOn:
+    """A handler's ``retry_on``, checked when the handlers are loaded: a class or dotted name,
+    or a list of them; every name resolves to an exception class here."""
+    entries = list(value) if isinstance(value, list | tuple) else [value]
+    for entry in entries:
+        if isinstance(entry, type) and issubclass(entry, BaseException):
+            continue
+        if not isinstance(entry, str) or not EXCEPTION_NAME.match(entry):
+            raise HandlersModuleError(
+                f"handler {job_type!r} retry_on must hold exception classes or dotted names "
+                f"such as 'requests.ConnectionError', got {entry!r}"
+            )
+        if resolve_exception(entry, home) is None:
+            raise HandlersModuleError(
+                f"handler {job_type!r} retry_on names {entry!r}, which is no exception class: "
+                "give a builtin, a class of the handlers module, or an importable dotted path"
+            )
+    return tuple(entries)
+
+
+def _seconds(job_type: str, key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise HandlersModuleError(f"handler {job_type!r} {key} must be seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def to_spec(job_type: str, handler: Any) -> HandlerSpec:
     if callable(handler) and not isinstance(handler, Mapping):
         return HandlerSpec(job_type, handler)
@@ -77,6 +175,9 @@ def to_spec(job_type: str, handler: Any) -> HandlerSpec:
             handler.get("post_process"),
             handler.get("max_attempts"),
             handler.get("timeout_seconds"),
+            _retry_on(job_type, handler.get("retry_on") or (), process.__module__),
+            _seconds(job_type, "backoff_seconds", handler.get("backoff_seconds")),
+            _seconds(job_type, "backoff_max_seconds", handler.get("backoff_max_seconds")),
         )
     raise HandlersModuleError(
         f"handler {job_type!r} must be a function or a mapping with 'process', got {type(handler).__name__}"

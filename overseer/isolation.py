@@ -256,11 +256,13 @@ def _child_main(
         except MemoryError:
             outcome = ("oom", f"out of memory (the limit is {memory_limit_mb} MB)")
         except BaseException as exc:
-            outcome = ("error", type(exc).__name__, str(exc)[:2000], short_traceback(exc))
+            # Matched here, where the exception's classes are: the verdict crosses the pipe.
+            retryable = handlers[request.job_type].retries(exc, job.retry_on)
+            outcome = ("error", type(exc).__name__, str(exc)[:2000], short_traceback(exc), retryable)
         try:
             conn.send(outcome)
         except Exception as exc:  # e.g. results that cannot be pickled
-            conn.send(("error", type(exc).__name__, f"cannot return the handler's result: {exc}", ""))
+            conn.send(("error", type(exc).__name__, f"cannot return the handler's result: {exc}", "", False))
 
 
 _child_services: Services | None = None
@@ -412,7 +414,7 @@ class IsolatedRunner:
             # The child's heap may be in a bad state: start a fresh one for the next job.
             self.close()
             raise HandlerCrashed(outcome[1])
-        raise RemoteHandlerError(outcome[1], outcome[2], outcome[3])
+        raise RemoteHandlerError(outcome[1], outcome[2], outcome[3], retryable=outcome[4])
 
 
 __all__ = [

@@ -100,6 +100,7 @@ def job_items(spec: GraphSpec, max_attempts: Mapping[str, int], stamp: str) -> I
             "attempts": 0,
             "max_attempts": job.max_attempts or max_attempts.get(job.type),
             "timeout_seconds": job.timeout_seconds,
+            "retry_on": list(job.retry_on) or None,
             "deps_count": len(job.deps),
             "deps": list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
             "dependents": out if len(out) <= INLINE_EDGES else None,
@@ -147,6 +148,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         attempts=_int(values.get("attempts")),
         max_attempts=_int(values.get("max_attempts"), 0) or None,
         timeout_seconds=_int(values.get("timeout_seconds"), 0) or None,
+        retry_on=[str(name) for name in values.get("retry_on") or ()],
         deps_count=_int(values.get("deps_count")),
         deps=list(deps) if deps is not None else None,
         dependents=[Dependent(str(c), int(i), int(n)) for c, i, n in dependents]
@@ -154,6 +156,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         else None,
         finished_deps=len(finished) if finished else 0,
         error=error,
+        errors=json.loads(values.get("errors") or "[]"),
         reason=values.get("reason"),
         artifacts=json.loads(values.get("artifacts") or "[]"),
         rows=json.loads(values.get("rows") or "[]"),
@@ -164,6 +167,8 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         dispatched_at=values.get("dispatched_at"),
         released_by=values.get("released_by"),
         carried_finished=_int(values.get("carried_finished")),
+        carried_from=values.get("carried_from"),
+        rerun_at=values.get("rerun_at"),
         created_at=values.get("created_at"),
         updated_at=values.get("updated_at"),
         started_at=values.get("started_at"),
@@ -171,8 +176,27 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
     )
 
 
-JSON_FIELDS = ("args", "artifacts", "rows")
+JSON_FIELDS = ("args", "artifacts", "rows", "errors")
 ERROR_FIELDS = ("error_type", "error_message", "error_traceback")
+# A job's error history (``errors``): the last MAX_ERRORS_KEPT attempts' errors, each
+# message cut to ERROR_MESSAGE_KEPT characters (at most about 8 KB on the item).
+MAX_ERRORS_KEPT = 10
+ERROR_MESSAGE_KEPT = 500
+
+
+def error_history(
+    history: Iterable[Mapping[str, Any]], attempt: int, error: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """``history`` with the error of attempt number ``attempt`` added (bounded in size): what a
+    job keeps so every attempt's error stays visible after a retry."""
+    entry = {
+        "attempt": attempt,
+        "type": str(error.get("type") or "Error")[:256],
+        "message": str(error.get("message") or "")[:ERROR_MESSAGE_KEPT],
+        "at": timeutil.iso(),
+    }
+    kept = [dict(e) for e in history if e.get("attempt") != attempt]
+    return [*kept, entry][-MAX_ERRORS_KEPT:]
 
 
 # -- the sweep index -----------------------------------------------------------------------

@@ -103,6 +103,8 @@ class Job:
     max_attempts: int
     scratch: Path
     deps: tuple[str, ...] = ()
+    # The graph's ``retry_on`` for this job (dotted exception names; empty: the handler's).
+    retry_on: tuple[str, ...] = ()
     inputs_loader: Callable[[], dict[str, list[StoredArtifact]]] | None = field(default=None, repr=False)
 
     @property

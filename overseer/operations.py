@@ -15,20 +15,24 @@ Example
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import GraphNotFound
+from . import timeutil
+from .errors import GraphNotFound, RerunRefused
 from .graph import parse_graph
 from .parallel import in_parallel
+from .scheduler import upstream_reason
 from .states import (
     CANCEL_RUNNING,
     CASCADE_ABORT,
     RELEASE,
     RELEASED_BY_RERUN,
     RERUN,
+    RERUN_JOB,
     GraphStatus,
     JobStatus,
     terminal_counts,
@@ -41,6 +45,7 @@ CANCEL_REASON = "graph cancelled"
 # A job that keeps moving while it is being cancelled is re-read this many times.
 _CANCEL_TRIES = 5
 _TERMINAL_GRAPH = (GraphStatus.FINISHED, GraphStatus.FAILED, GraphStatus.ABORTED)
+_ENDED_BADLY = (JobStatus.FAILED, JobStatus.ABORTED)
 
 GraphEvents = Callable[[GraphRecord], None]
 
@@ -201,37 +206,85 @@ def cancel_graph(
     return GraphChange(done or get_graph(services, graph_id), changed)
 
 
-# What a rerun job forgets of its previous run.
+# What a rerun job forgets of its previous run (its finished deps are counted again).
 _CLEARED_ON_RERUN = [
-    "error", "reason", "finished_at", "not_before", "lease_owner", "lease_expires_at", "released_by",
-    "carried_finished",
+    "error", "errors", "reason", "finished_at", "not_before", "lease_owner", "lease_expires_at",
+    "released_by", "carried_finished", "carried_from", "finished_deps",
 ]  # fmt: skip
 
 
-def rerun_graph(services: Services, graph_id: str) -> GraphChange:
-    """Run the graph's failed and aborted jobs again; finished jobs are kept.
+def downstream_of(store: JobStore, jobs: Mapping[str, JobRecord], name: str) -> list[str]:
+    """``name`` and every job that depends on it, directly or not (breadth first)."""
+    seen = {name: None}
+    todo = deque([name])
+    while todo:
+        for dep in store.dependents(jobs[todo.popleft()]):
+            if dep.child not in seen:
+                seen[dep.child] = None
+                todo.append(dep.child)
+    return list(seen)
 
-    Each failed or aborted job goes back to waiting (``RERUN``) with its error, reason,
-    attempts and end time cleared; then the finished dependencies of each are recorded
-    and those whose deps have all finished are released, so the scheduler carries on as
-    for a new graph. Every job is moved to waiting before any is released, so no job can
-    finish before its dependents wait for it. An ended graph goes back to running with
-    its counters recomputed from the jobs; a running graph's counters are corrected by
-    the jobs taken back. Raises ``GraphNotFound``.
+
+def _rerun_selection(
+    store: JobStore, graph_id: str, jobs: Mapping[str, JobRecord], job: str, downstream: bool
+) -> list[JobRecord]:
+    """The jobs a rerun of ``job`` (and its downstream) moves back to waiting; raises
+    ``GraphNotFound`` for an unknown job and ``RerunRefused`` while any of them runs."""
+    if job not in jobs:
+        raise GraphNotFound(f"graph {graph_id!r} has no job {job!r}: `overseer jobs {graph_id}` lists them")
+    names = downstream_of(store, jobs, job) if downstream else [job]
+    running = [n for n in names if jobs[n].status == JobStatus.RUNNING]
+    if running:
+        shown = ", ".join(repr(n) for n in running[:10]) + (" ..." if len(running) > 10 else "")
+        raise RerunRefused(
+            f"cannot rerun {job!r}{' with its downstream' if downstream else ''} in graph {graph_id!r}: "
+            f"{len(running)} of those jobs {'is' if len(running) == 1 else 'are'} running ({shown}); "
+            "wait for them to end (overseer status --watch), or cancel the graph, then rerun"
+        )
+    # A waiting job is waiting already; with the downstream, one released already waits again.
+    movable = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.ABORTED, JobStatus.READY}
+    return [jobs[n] for n in names if jobs[n].status in movable and (n != job or jobs[n].status.terminal)]
+
+
+def rerun_graph(
+    services: Services, graph_id: str, *, job: str | None = None, downstream: bool = False
+) -> GraphChange:
+    """Run the graph's failed and aborted jobs again; finished jobs are kept. With ``job``:
+    run that job again, finished or not, and with ``downstream`` every job that depends on
+    it; every other job keeps its status, attempts and artifacts.
+
+    Each job taken back goes to waiting (``RERUN``, or ``RERUN_JOB`` for a job) with its
+    error, reason, attempts, end time and counted deps cleared; then the finished
+    dependencies of each are recorded and those whose deps have all finished are released,
+    so the scheduler carries on as for a new graph. Every job is moved to waiting before
+    any is released, so no job can finish before its dependents wait for it; a finished
+    job taken back is also taken out of the finished deps of its waiting dependents.
+    An ended graph goes back to running with its counters recomputed from the jobs; a
+    running graph's counters are corrected by the jobs taken back (and by the counts the
+    ones released already carried, see ``overseer.scheduler``). Raises ``GraphNotFound``,
+    and ``RerunRefused`` when a job to rerun is running.
     """
     store = services.store
+    # Ends of dependencies before this moment are counted here; the scheduler's records of
+    # them release nothing of the jobs taken back (``rerun_at``).
+    start = timeutil.iso()
     graph = get_graph(services, graph_id)
-    jobs = {job.name: job for job in store.list_jobs(graph_id)}
-    targets = [job for job in jobs.values() if job.status in (JobStatus.FAILED, JobStatus.ABORTED)]
+    jobs = {record.name: record for record in store.list_jobs(graph_id)}
+    if job is None:
+        transition = RERUN
+        targets = [j for j in jobs.values() if j.status in (JobStatus.FAILED, JobStatus.ABORTED)]
+    else:
+        transition = RERUN_JOB
+        targets = _rerun_selection(store, graph_id, jobs, job, downstream)
     if not targets:
         return GraphChange(graph, 0)
 
-    def rerun(job: JobRecord) -> JobRecord | None:
+    def rerun(record: JobRecord) -> JobRecord | None:
         return store.transition(
             graph_id,
-            job.name,
-            RERUN,
-            changes={"attempts": 0},
+            record.name,
+            transition,
+            changes={"attempts": 0, "rerun_at": start},
             remove=_CLEARED_ON_RERUN,
         )
 
@@ -239,11 +292,15 @@ def rerun_graph(services: Services, graph_id: str) -> GraphChange:
     if not moved:
         return GraphChange(get_graph(services, graph_id), 0)
 
+    # A job taken back from an end was counted (or is carried to be counted): uncount it. One
+    # taken back from ready carried finished jobs upstream, to be counted at its end: count them now.
     taken_back: dict[str, int] = {}
     for old, _ in moved:
-        taken_back[old.status.value] = taken_back.get(old.status.value, 0) - 1
+        status = old.status.value if old.status.terminal else JobStatus.FINISHED.value
+        n = -1 if old.status.terminal else old.carried_finished
+        taken_back[status] = taken_back.get(status, 0) + n
     if graph.status.terminal:
-        counts = terminal_counts(job.status for job in jobs.values())
+        counts = terminal_counts(j.status for j in jobs.values())
         for status, n in taken_back.items():
             counts[status] += n
         reopened = store.set_graph_status(
@@ -254,20 +311,48 @@ def rerun_graph(services: Services, graph_id: str) -> GraphChange:
     else:
         store.add_graph_progress(graph_id, taken_back)
 
-    finished = {name for name, job in jobs.items() if job.status == JobStatus.FINISHED}
+    moved_names = {old.name for old, _ in moved}
+    finished = {n for n, j in jobs.items() if j.status == JobStatus.FINISHED and n not in moved_names}
+    # The waiting jobs that counted a finished job now taken back forget it, and count their
+    # other finished deps here (as the jobs taken back do).
+    forget = [
+        (dep.child, dep.index)
+        for old, _ in moved
+        if old.status == JobStatus.FINISHED
+        for dep in store.dependents(old)
+        if dep.count > 1 and dep.child not in moved_names and jobs[dep.child].status == JobStatus.WAITING
+    ]
+    in_parallel(lambda edge: store.forget_finished_dependency(graph_id, *edge, rerun_at=start), forget)
+    recount = [
+        (name, index)
+        for name in dict.fromkeys(name for name, _ in forget)
+        for index, dep in enumerate(store.dependencies(jobs[name]))
+        if dep in finished
+    ]
+    in_parallel(lambda edge: store.record_finished_dependency(graph_id, *edge), recount)
 
-    def release_if_ready(job: JobRecord) -> bool:
-        deps = store.dependencies(job)
+    def release_if_ready(record: JobRecord) -> bool:
+        deps = store.dependencies(record)
+        ended_badly = [
+            jobs[dep] for dep in deps if dep not in moved_names and jobs[dep].status in _ENDED_BADLY
+        ]
+        if ended_badly:
+            # A dep that failed and is not rerun: this job is aborted again, and its downstream.
+            reason = upstream_reason(ended_badly[0])
+            store.transition(graph_id, record.name, CASCADE_ABORT, changes={"reason": reason})
+            return False
         done = [index for index, dep in enumerate(deps) if dep in finished]
         counted = len(done)
-        if len(deps) > 1 and job.finished_deps < len(done):
-            # Deps that finished after this job was aborted were never counted in it. The
-            # last writer (this call or the scheduler) sees the full count and releases.
+        if len(deps) > 1:
+            # Its counted deps were cleared: count the finished ones. The last writer (this
+            # call or the scheduler, for a dep finishing now) sees the full count and releases.
             for index in done:
-                counted = store.record_finished_dependency(graph_id, job.name, index) or 0
+                counted = store.record_finished_dependency(graph_id, record.name, index) or 0
         if counted < len(deps):
             return False
-        released = store.transition(graph_id, job.name, RELEASE, changes={"released_by": RELEASED_BY_RERUN})
+        released = store.transition(
+            graph_id, record.name, RELEASE, changes={"released_by": RELEASED_BY_RERUN}
+        )
         return released is not None
 
     in_parallel(release_if_ready, [new for _, new in moved])

@@ -41,6 +41,7 @@ from .config import DEFAULT_STATE_DIR, Settings
 from .errors import EXIT_FAILED
 from .graph import GraphSpec
 from .handlers import HandlerSpec
+from .operations import rerun_graph
 from .scheduler import Scheduler
 from .states import GraphStatus, terminal_counts
 from .store import GraphRecord, Services
@@ -74,6 +75,8 @@ class RunResult:
     seconds: float
     created: bool = True
     requests: Counter[str] = field(default_factory=Counter)
+    # Failed and aborted jobs of a stored graph that ended badly taken back by --rerun-failed.
+    rerun: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -85,6 +88,8 @@ class RunResult:
             "graph_id": self.graph_id,
             "status": self.status,
             "jobs": self.jobs,
+            # Failed and aborted jobs of the stored graph that --rerun-failed ran again.
+            "rerun": self.rerun,
             "stats": {
                 "seconds": round(self.seconds, 3),
                 "aws_requests": total,
@@ -440,6 +445,7 @@ def run_graph(
     settings: Settings | None = None,
     state_dir: Path | None = None,
     start_emulator: bool = True,
+    rerun_failed: bool = False,
 ) -> RunResult:
     """Run ``spec`` to its end on ``workers`` worker processes and download its artifacts
     under ``out``.
@@ -447,7 +453,9 @@ def run_graph(
     ``backend="aws"``: the AWS adapters, on a fresh local emulator (or, with
     ``start_emulator=False``, the endpoint the AWS configuration names). ``"embedded"``:
     SQLite and files in ``state_dir`` (default ``./.overseer``), where a graph id already
-    stored resumes instead of starting over.
+    stored resumes instead of starting over. A stored graph that ended failed or aborted
+    is shown as it ended, or with ``rerun_failed`` its failed and aborted jobs run again
+    (``operations.rerun_graph``; finished jobs are kept).
     """
     started = time.monotonic()
     env = handlers_env(handlers_path)
@@ -460,6 +468,10 @@ def run_graph(
         store = where.services.store
         defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
         graph, created = store.create_graph(spec, max_attempts=defaults)
+        rerun = 0
+        if rerun_failed and graph.status in (GraphStatus.FAILED, GraphStatus.ABORTED):
+            change = rerun_graph(where.services, spec.id)
+            graph, rerun = change.graph, change.jobs_changed
         if progress:
             progress(graph)
         if not graph.status.terminal:
@@ -477,4 +489,5 @@ def run_graph(
         if out is not None:
             download_artifacts(where.services, jobs, out)
         requests = where.requests()
-    return RunResult(spec.id, graph.status.value, jobs, time.monotonic() - started, created, requests)
+    seconds = time.monotonic() - started
+    return RunResult(spec.id, graph.status.value, jobs, seconds, created, requests, rerun)

@@ -174,35 +174,47 @@ class Scheduler:
         def release(task: tuple[int, JobRecord, Dependent, int]) -> tuple[JobRecord | None, bool]:
             _, job, dep, carry = task
             if dep.count > 1:
-                counted = self.store.record_finished_dependency(job.graph_id, dep.child, dep.index)
+                counted = self.store.record_finished_dependency(
+                    job.graph_id, dep.child, dep.index, dep_finished_at=job.finished_at
+                )
                 if counted is None or counted < dep.count:
                     return None, False
-            return self._release(job.graph_id, dep.child, carry)
+            return self._release(job.graph_id, dep.child, carry, job.finished_at)
 
         releases = [Releases() for _ in finished]
         for (i, _, _, carry), (child, fresh) in zip(work, in_parallel(release, work), strict=True):
             if child is None:
                 continue
             # Released before (a duplicate record, or this batch retried after the write):
-            # the count went with that write if the child still holds it.
+            # the count went with that write if the child still holds it, from this very end
+            # of the job (not from its end before a rerun).
             if carry and (
-                fresh or (child.released_by == RELEASED_BY_SCHEDULER and child.carried_finished == carry)
+                fresh
+                or (
+                    child.released_by == RELEASED_BY_SCHEDULER
+                    and child.carried_finished == carry
+                    and child.carried_from == finished[i].finished_at
+                )
             ):
                 releases[i].handed_over = True
             if child.status == JobStatus.READY:
                 releases[i].messages.append((_message(child), fresh))
         return releases
 
-    def _release(self, graph_id: str, name: str, carry: int = 0) -> tuple[JobRecord | None, bool]:
-        """Release a waiting job: (its record after the release, True), or when it was not
-        waiting (its record as it is, False). A job released already, by a duplicate of
-        this record or by this very batch before the invocation died without sending, is
-        sent again while it is still ready: a second message is harmless, the claim is
-        fenced by the attempt number."""
+    def _release(
+        self, graph_id: str, name: str, carry: int = 0, dep_finished_at: str | None = None
+    ) -> tuple[JobRecord | None, bool]:
+        """Release a waiting job, for the end of its dependency at ``dep_finished_at``: (its
+        record after the release, True), or when it was not waiting (its record as it is,
+        False). A job released already, by a duplicate of this record or by this very batch
+        before the invocation died without sending, is sent again while it is still ready: a
+        second message is harmless, the claim is fenced by the attempt number. A record of an
+        end from before the job was rerun releases nothing (the rerun counted that end)."""
         changes: dict[str, Any] = {"released_by": RELEASED_BY_SCHEDULER}
         if carry:
             changes["carried_finished"] = carry
-        job = self.store.transition(graph_id, name, RELEASE, changes=changes)
+            changes["carried_from"] = dep_finished_at
+        job = self.store.transition(graph_id, name, RELEASE, changes=changes, dep_finished_at=dep_finished_at)
         if job is not None:
             return job, True
         return self.store.get_job(graph_id, name), False

@@ -8,6 +8,7 @@
        |                                                           |--(abort)--------> aborted
        +--(upstream failed/aborted, graph cancelled)---------------------------------> aborted
     failed / aborted --(rerun)--> waiting or ready
+    finished / failed / aborted / ready --(rerun of a job and its downstream)--> waiting
 
 Every write that changes a job's status names one of the ``Transition`` objects below;
 the stores turn it into a single conditional write ("status is one of ``sources``", plus
@@ -88,12 +89,15 @@ EXPIRE_FAIL = _t("expire_fail", {S.RUNNING}, S.FAILED)
 CASCADE_ABORT = _t("cascade_abort", {S.WAITING, S.READY}, S.ABORTED)
 CANCEL_RUNNING = _t("cancel_running", {S.RUNNING}, S.ABORTED)
 RERUN = _t("rerun", {S.FAILED, S.ABORTED}, S.WAITING)
+# `overseer rerun ID --job NAME [--downstream]`: that job (finished or not) and what depends
+# on it run again; a downstream job released already waits again for the rerun upstream.
+RERUN_JOB = _t("rerun_job", {S.FINISHED, S.FAILED, S.ABORTED, S.READY}, S.WAITING)
 
 TRANSITIONS: dict[str, Transition] = {
     t.name: t
     for t in (
         RELEASE, CLAIM, FINISH, FAIL, ABORT, RETRY, SHUTDOWN_RELEASE, EXPIRE, EXPIRE_FAIL,
-        DEAD_LETTER, REDISPATCH, CASCADE_ABORT, CANCEL_RUNNING, RERUN,
+        DEAD_LETTER, REDISPATCH, CASCADE_ABORT, CANCEL_RUNNING, RERUN, RERUN_JOB,
     )
 }  # fmt: skip
 

@@ -57,12 +57,16 @@ class JobRecord:
     attempts: int = 0
     max_attempts: int | None = None
     timeout_seconds: int | None = None
+    # Exception names the graph gives this job (see ``overseer.handlers.retry_matches``).
+    retry_on: list[str] = field(default_factory=list)
     deps_count: int = 0
     # None when the edges are kept in chunk items (see ``JobStore.dependencies``).
     deps: list[str] | None = field(default_factory=list)
     dependents: list[Dependent] | None = field(default_factory=list)
     finished_deps: int = 0
     error: dict[str, Any] | None = None
+    # Every attempt's error, oldest first: [{"attempt", "type", "message", "at"}] (bounded).
+    errors: list[dict[str, Any]] = field(default_factory=list)
     reason: str | None = None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +79,12 @@ class JobRecord:
     # Finished jobs upstream that the graph's counters have not counted yet: they are
     # counted with this job's own end (see ``overseer.scheduler``).
     carried_finished: int = 0
+    # Which end of its one dependency the count came with (that job's ``finished_at``), so a
+    # repeated record of that end is told apart from the end of a rerun of it.
+    carried_from: str | None = None
+    # When a rerun last took the job back (or took a dependency of it back): ends of its
+    # dependencies from before then release nothing (the rerun counted them itself).
+    rerun_at: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
     started_at: str | None = None
@@ -95,6 +105,8 @@ class JobRecord:
         }
         if self.rows:
             out["rows"] = self.rows
+        if self.errors:
+            out["errors"] = self.errors
         if self.started_at:
             out["started_at"] = self.started_at
         if self.finished_at:
@@ -294,23 +306,35 @@ class JobStore(Protocol):
         fence: Fence | None = None,
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
+        dep_finished_at: str | None = None,
     ) -> JobRecord | None:
         """Move the job along ``transition`` in one conditional write.
 
         Succeeds only if the job's status is one of ``transition.sources`` and, when
         ``fence`` is given, its attempts and lease owner match. ``changes`` sets other
         attributes (``attempts`` may be set; JobRecord field names), ``remove`` clears
-        them. Returns the new record, or None when the condition did not hold (someone
-        else moved the job first; the caller treats that as "nothing to do").
+        them. With ``dep_finished_at`` (a release for the end of a dependency at that
+        time), also only if the job was not rerun since (its ``rerun_at`` is absent or
+        earlier): a stream record of an end from before a rerun releases nothing. Returns
+        the new record, or None when the condition did not hold (someone else moved the
+        job first; the caller treats that as "nothing to do").
         """
         ...
 
-    def record_finished_dependency(self, graph_id: str, name: str, index: int) -> int | None:
-        """Note that dependency number ``index`` of a waiting job finished.
+    def record_finished_dependency(
+        self, graph_id: str, name: str, index: int, *, dep_finished_at: str | None = None
+    ) -> int | None:
+        """Note that dependency number ``index`` of a waiting job finished (at
+        ``dep_finished_at``: not if the job was rerun since, as for ``transition``).
 
         Idempotent (a set of indices): returns how many distinct deps are now finished,
-        or None when the job is no longer waiting.
+        or None when the job is no longer waiting (or was rerun since that end).
         """
+        ...
+
+    def forget_finished_dependency(self, graph_id: str, name: str, index: int, *, rerun_at: str) -> bool:
+        """Take dependency number ``index`` out of a waiting job's finished ones (that
+        dependency runs again) and set its ``rerun_at``. False when it is no longer waiting."""
         ...
 
     def renew_lease(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -28,7 +29,7 @@ from .config import logs_dir
 from .errors import AbortJob, FaultJob, HandlerCrashed, InvalidArtifact, RemoteHandlerError
 from .handlers import HandlerSpec
 from .isolation import inputs_in_child, short_traceback
-from .items import minute, next_lease_bucket
+from .items import error_history, minute, next_lease_bucket
 from .job import Job
 from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE, gave_up
 from .store import Delivery, Fence, JobRecord, Services
@@ -56,6 +57,17 @@ class Outcome:
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff after the ``attempt``-th try: base, 2 base, 4 base... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """How long a job waits before its next try: full jitter, a uniform draw from zero to
+    ``backoff_seconds(attempt, base, cap)``, so jobs that failed together do not retry together."""
+    return (rng or random).uniform(0.0, backoff_seconds(attempt, base, cap))
+
+
+def _error(kind: str, message: str, trace: str = "") -> dict[str, str]:
+    """A job's error as the store keeps it."""
+    return {"type": kind, "message": message, "traceback": trace}
 
 
 RunHandler = Callable[[HandlerSpec, Job, Callable[[], bool]], list[Any]]
@@ -296,6 +308,7 @@ class Worker:
             max_attempts=max_attempts,
             scratch=scratch,
             deps=tuple(record.deps or ()),
+            retry_on=tuple(record.retry_on),
             inputs_loader=lambda: load_inputs(self.services, record),
         )
 
@@ -341,7 +354,7 @@ class Worker:
             except AbortJob as signal:
                 return self._record(record, fence, ABORT, "aborted", {"reason": signal.message})
             except FaultJob as signal:
-                return self._fault(record, fence, max_attempts, "Fault", signal.message, "")
+                return self._retry(record, fence, max_attempts, spec, _error("Fault", signal.message))
             except HandlerCrashed as exc:
                 if self._grace_over() and not lease_lost():
                     return self._record(
@@ -351,19 +364,20 @@ class Worker:
                         "released",
                         {"attempts": record.attempts - 1, "reason": "released by a worker shutting down"},
                     )
-                return self._fault(record, fence, max_attempts, "HandlerCrashed", str(exc), "")
+                return self._retry(record, fence, max_attempts, spec, _error("HandlerCrashed", str(exc)))
             except RemoteHandlerError as exc:
-                error = {"type": exc.type_name, "message": exc.message, "traceback": exc.traceback_text}
+                error = _error(exc.type_name, exc.message, exc.traceback_text)
+                if exc.retryable:
+                    return self._retry(record, fence, max_attempts, spec, error)
                 return self._record(record, fence, FAIL, "failed", {"error": error})
             except InvalidArtifact as exc:
-                error = {"type": "InvalidArtifact", "message": str(exc), "traceback": ""}
+                error = _error("InvalidArtifact", str(exc))
                 return self._record(record, fence, FAIL, "failed", {"error": error})
             except Exception as exc:
-                error = {
-                    "type": type(exc).__name__,
-                    "message": str(exc)[:2000],
-                    "traceback": short_traceback(exc),
-                }
+                # The handler ran in this process (no isolation): match its retry_on here.
+                error = _error(type(exc).__name__, str(exc)[:2000], short_traceback(exc))
+                if spec.retries(exc, record.retry_on):
+                    return self._retry(record, fence, max_attempts, spec, error)
                 return self._record(record, fence, FAIL, "failed", {"error": error})
             return self._record(
                 record,
@@ -376,16 +390,19 @@ class Worker:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _fault(
-        self, record: JobRecord, fence: Fence, max_attempts: int, kind: str, message: str, trace: str
+    def _retry(
+        self, record: JobRecord, fence: Fence, max_attempts: int, spec: HandlerSpec, error: dict[str, str]
     ) -> Outcome:
-        error = {"type": kind, "message": message, "traceback": trace}
+        """Try the job again after a jittered backoff (the handler's, else the settings'), or
+        fail it when this was its last attempt."""
         if record.attempts >= max_attempts:
-            error["message"] = gave_up(message, record.attempts)
+            error = {**error, "message": gave_up(error["message"], record.attempts)}
             return self._record(record, fence, FAIL, "failed", {"error": error})
-        delay = backoff_seconds(
-            record.attempts, self.settings.fault_backoff_seconds, self.settings.fault_backoff_max_seconds
-        )
+        base = self.settings.fault_backoff_seconds if spec.backoff_seconds is None else spec.backoff_seconds
+        cap = self.settings.fault_backoff_max_seconds
+        if spec.backoff_max_seconds is not None:
+            cap = spec.backoff_max_seconds
+        delay = retry_delay(record.attempts, base, cap)
         return self._record(
             record, fence, RETRY, "retry", {"error": error, "not_before": timeutil.iso_in(delay)}
         )
@@ -399,6 +416,9 @@ class Worker:
         changes: dict[str, Any],
         remove: list[str] | None = None,
     ) -> Outcome:
+        if "error" in changes:
+            # Every attempt's error stays on the job, not only the last one.
+            changes = {**changes, "errors": error_history(record.errors, record.attempts, changes["error"])}
         done = self.services.store.transition(
             record.graph_id,
             record.name,

@@ -134,8 +134,10 @@ class RemoteApi:
     def cancel(self, graph_id: str) -> dict[str, Any]:
         return self.request("POST", f"/graphs/{quote(graph_id, safe='')}/cancel")
 
-    def rerun(self, graph_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/graphs/{quote(graph_id, safe='')}/rerun")
+    def rerun(self, graph_id: str, job: str | None = None, downstream: bool = False) -> dict[str, Any]:
+        """``POST /graphs/{id}/rerun``, with ``{"job", "downstream"}`` to rerun one job."""
+        body = {"job": job, "downstream": downstream} if job is not None else None
+        return self.request("POST", f"/graphs/{quote(graph_id, safe='')}/rerun", body=body)
 
 
 def _decode(raw: bytes) -> dict[str, Any]:

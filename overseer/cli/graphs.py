@@ -202,19 +202,38 @@ def cancel(graph_id: str, state_dir: Path, api: str | None) -> None:
 
 @click.command()
 @click.argument("graph_id")
+@click.option(
+    "--job",
+    "job",
+    metavar="NAME",
+    help="Run this job again, finished or not (default: every failed and aborted job).",
+)
+@click.option("--downstream", is_flag=True, help="With --job: also every job that depends on it.")
 @target_options
-def rerun(graph_id: str, state_dir: Path, api: str | None) -> None:
-    """Run a graph's failed and aborted jobs again; finished jobs and their artifacts are kept."""
+def rerun(graph_id: str, job: str | None, downstream: bool, state_dir: Path, api: str | None) -> None:
+    """Run a graph's failed and aborted jobs again; finished jobs and their artifacts are kept.
+
+    With --job NAME, run that job again (finished or not), and with --downstream every job
+    that depends on it; every other job keeps its status, attempts and artifacts. Refused
+    (exit 1, nothing changed) while any of those jobs is running.
+    """
+    if downstream and not job:
+        fail("--downstream needs --job NAME: the job whose downstream runs again", EXIT_INVALID)
     client = make_client(state_dir, api)
-    view = guard(lambda: client.rerun(graph_id))
+    view = guard(lambda: client.rerun(graph_id, job, downstream))
     n = view.get("jobs_rerun", 0)
-    if not n:
-        out.print(f"graph [bold]{view['graph_id']}[/] {styled(view['status'])}: nothing to rerun")
+    head = f"graph [bold]{view['graph_id']}[/] {styled(view['status'])}"
+    if job is not None:
+        if not n:
+            out.print(f"{head}: job {job!r} has not run yet (it runs when its deps finish): nothing to rerun")
+            return
+        what = f"job {job!r} and its downstream ({n} jobs) go" if downstream else f"job {job!r} goes"
+        out.print(f"{head}: {what} again; every other job is kept")
         return
-    out.print(
-        f"graph [bold]{view['graph_id']}[/] {styled(view['status'])}: {n} failed or aborted jobs go again; "
-        "finished jobs are kept"
-    )
+    if not n:
+        out.print(f"{head}: nothing to rerun")
+        return
+    out.print(f"{head}: {n} failed or aborted jobs go again; finished jobs are kept")
 
 
 @click.command(name="graph")

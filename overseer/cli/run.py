@@ -9,7 +9,7 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -22,7 +22,10 @@ from ..graph import parse_graph
 from ..handlers import load_handlers
 from ..store import GraphRecord
 from .targets import state_dir_option
-from .views import STATUS_STYLE
+from .views import STATUS_STYLE, error_lines
+
+if TYPE_CHECKING:
+    from ..runner import RunResult
 
 
 def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
@@ -37,9 +40,27 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
             f"[{style}]{job['status']}[/]",
             str(job["attempts"]),
             str(len(job["artifacts"])),
-            (job["error"] or "")[:100],
+            error_lines(job, width=100),
         )
     return table
+
+
+def _stored_graph_note(result: RunResult, state_dir: Path | None) -> str:
+    """What ``overseer run`` did with a graph id that was stored already, and what else it can do."""
+    where = str(state_dir) if state_dir is not None else "the configured tables"
+    if result.rerun:
+        return f"this graph id was already in {where}: its {result.rerun} failed and aborted jobs ran again"
+    bad = sum(1 for job in result.jobs.values() if job["status"] in ("failed", "aborted"))
+    if result.status in ("failed", "aborted") and bad:
+        return (
+            f"this graph id was already in {where} and ended {result.status}: run again with "
+            f"--rerun-failed to rerun its {bad} failed and aborted jobs"
+        )
+    return (
+        f"this graph id was already in {where}: it was resumed, or shown as stored if it had "
+        f"ended; to run it afresh, give the graph another id"
+        + (f" or remove {state_dir}" if state_dir is not None else "")
+    )
 
 
 @click.command()
@@ -71,6 +92,12 @@ def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
     show_default=True,
     help="With --backend aws: start a local AWS emulator (--no-emulator: the configured endpoint).",
 )
+@click.option(
+    "--rerun-failed",
+    is_flag=True,
+    help="When GRAPH's id is stored and ended failed or aborted: run its failed and aborted jobs "
+    "again (finished jobs are kept).",
+)
 def run(
     graph: str,
     handlers_path: str,
@@ -80,6 +107,7 @@ def run(
     backend: str,
     state_dir: Path,
     emulator: bool,
+    rerun_failed: bool,
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
     from ..runner import run_graph
@@ -120,6 +148,7 @@ def run(
                 progress=show,
                 state_dir=state_dir,
                 start_emulator=emulator,
+                rerun_failed=rerun_failed,
             )
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")
@@ -133,12 +162,7 @@ def run(
         + (f"; {artifacts} artifacts written under {out}/<bucket>/<key>" if out else "")
     )
     if not result.created:
-        where = str(state_dir) if backend == "embedded" else "the configured tables"
-        console.print(
-            f"this graph id was already in {where}: it was resumed, or shown as stored if it had "
-            f"ended; to run it afresh, give the graph another id"
-            + (f" or remove {state_dir}" if backend == "embedded" else "")
-        )
+        console.print(_stored_graph_note(result, state_dir if backend == "embedded" else None))
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     sys.exit(result.exit_code)

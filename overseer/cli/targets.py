@@ -37,7 +37,7 @@ class Client(Protocol):
 
     def cancel(self, graph_id: str) -> dict[str, Any]: ...
 
-    def rerun(self, graph_id: str) -> dict[str, Any]: ...
+    def rerun(self, graph_id: str, job: str | None = None, downstream: bool = False) -> dict[str, Any]: ...
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]: ...
 
@@ -96,10 +96,10 @@ class LocalClient:
         change = operations.cancel_graph(self.services, graph_id)
         return _graph_view(change.graph, jobs_aborted=change.jobs_changed)
 
-    def rerun(self, graph_id: str) -> dict[str, Any]:
+    def rerun(self, graph_id: str, job: str | None = None, downstream: bool = False) -> dict[str, Any]:
         from .. import operations
 
-        change = operations.rerun_graph(self.services, graph_id)
+        change = operations.rerun_graph(self.services, graph_id, job=job, downstream=downstream)
         return _graph_view(change.graph, jobs_rerun=change.jobs_changed)
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
@@ -155,8 +155,8 @@ class ApiClient:
     def cancel(self, graph_id: str) -> dict[str, Any]:
         return self.api.cancel(graph_id)
 
-    def rerun(self, graph_id: str) -> dict[str, Any]:
-        return self.api.rerun(graph_id)
+    def rerun(self, graph_id: str, job: str | None = None, downstream: bool = False) -> dict[str, Any]:
+        return self.api.rerun(graph_id, job, downstream)
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
         from .api_client import job_log_lines

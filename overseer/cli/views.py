@@ -99,6 +99,24 @@ def status_counts(jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     return counts
 
 
+# Attempts' errors a table row shows (the JSON views have them all).
+ERRORS_SHOWN = 5
+
+
+def error_lines(job: Mapping[str, Any], width: int = 160) -> str:
+    """A job's error cell: the error of each attempt (``attempt 2: ConnectionError: ...``),
+    then the job's own error or reason when it is not the last of them."""
+    lines = []
+    last = ""
+    for entry in job.get("errors") or []:
+        last = f"{entry.get('type')}: {entry.get('message')}"
+        lines.append(f"attempt {entry.get('attempt')}: {last}"[:width])
+    error = str(job.get("error") or "")
+    if error and error != last:
+        lines.append(error[:width])
+    return "\n".join(lines[-ERRORS_SHOWN:])
+
+
 def jobs_table(
     jobs: Mapping[str, Mapping[str, Any]], *, limit: int | None = None, title: str = "jobs"
 ) -> Table:
@@ -123,7 +141,7 @@ def jobs_table(
             str(job.get("attempts", 0)),
             format_duration(_seconds(job, now)),
             started[11:19] if len(started) >= 19 else started,
-            Text((job.get("error") or "")[:160]),
+            Text(error_lines(job)),
         )
     if hidden:
         table.caption = f"... and {hidden} more jobs (overseer jobs shows them all)"

@@ -66,6 +66,36 @@ def test_a_job_that_faults_twice_then_succeeds_finishes_on_its_third_attempt(bac
     assert [o.kind for o in backend.outcomes] == ["retry", "retry", "finished", "finished"]
 
 
+def test_retry_on_from_the_graph_retries_what_it_names_and_keeps_every_attempt_s_error(
+    backend: Backend,
+) -> None:
+    def flaky(job: overseer.Job) -> None:
+        if job.attempt < 3:
+            raise ConnectionRefusedError(f"refused on attempt {job.attempt}")
+
+    def picky(job: overseer.Job) -> None:
+        raise ValueError("bad row 7")
+
+    g = backend.gid("retry-on")
+    retry = {"retry_on": ["ConnectionError"], "max_attempts": 3}
+    graph = backend.run(
+        {"id": g, "jobs": {"fetch": {"type": "flaky", **retry}, "parse": {"type": "picky", **retry}}},
+        {"flaky": flaky, "picky": picky},
+    )
+    jobs = backend.jobs(g)
+    assert graph.status == GraphStatus.FAILED
+    assert jobs["fetch"].retry_on == ["ConnectionError"]
+    fetch = jobs["fetch"]
+    assert (fetch.status, fetch.attempts, fetch.error) == (JobStatus.FINISHED, 3, None)
+    assert [(e["attempt"], e["type"], e["message"]) for e in jobs["fetch"].errors] == [
+        (1, "ConnectionRefusedError", "refused on attempt 1"),
+        (2, "ConnectionRefusedError", "refused on attempt 2"),
+    ]
+    assert (jobs["parse"].status, jobs["parse"].attempts) == (JobStatus.FAILED, 1)
+    assert jobs["parse"].error_text() == "ValueError: bad row 7"
+    assert [e["attempt"] for e in jobs["parse"].errors] == [1]
+
+
 def test_a_failure_aborts_every_descendant_and_the_graph_fails(backend: Backend) -> None:
     def broken(job: overseer.Job) -> None:
         raise ValueError("bad row 17")

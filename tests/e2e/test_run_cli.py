@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.cli import overseer
+
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
 HANDLERS = str(HERE / "data" / "handlers.py")
-
-
-def overseer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the command in ``cwd``, where the embedded backend keeps its state (.overseer)."""
-    return subprocess.run(
-        [sys.executable, "-m", "overseer", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 @pytest.mark.parametrize(

@@ -208,6 +208,34 @@ def test_cancel_then_rerun(deployed: Deployed, context: FakeLambdaContext) -> No
     assert jobs["a"].attempts == 0
 
 
+def test_rerun_one_job_with_its_downstream(deployed: Deployed, context: FakeLambdaContext) -> None:
+    graph = {"id": "api-rerun-job", "jobs": {"a": [], "b": ["a"], "c": ["b"], "x": []}}
+    assert call(with_body(load_event("api_submit_graph"), {"graph": graph}), context)[0] == 201
+    for name in ("a", "x"):
+        deployed.finish("api-rerun-job", name)
+    deployed.pump(context)  # b released
+    deployed.claim("api-rerun-job", "b")  # b runs
+
+    rerun = "/graphs/api-rerun-job/rerun"
+    status, body, _ = call(with_body(post_event(rerun), {"job": "a", "downstream": True}), context)
+    assert status == 409, body
+    assert "1 of those jobs is running ('b')" in body["error"]
+    status, body, _ = call(with_body(post_event(rerun), {"job": "a"}), context)  # a alone may
+    assert (status, body["jobs_rerun"], body["status"]) == (200, 1, "running")
+    jobs = {j.name: j.status.value for j in deployed.services.store.list_jobs("api-rerun-job")}
+    assert jobs == {"a": "ready", "b": "running", "c": "waiting", "x": "finished"}
+
+    for payload, message in [
+        ({"job": "nope"}, "has no job 'nope'"),
+        ({"downstream": True}, "'downstream' needs 'job'"),
+        ({"job": 3}, "'job' must be a job name"),
+        ({"job": "a", "downstream": "yes"}, "'downstream' true or false"),
+        ({"jobs": ["a"]}, "unknown keys ['jobs']"),
+    ]:
+        status, body, _ = call(with_body(post_event(rerun), payload), context)
+        assert (status, message in body["error"]) == (404 if "nope" in message else 400, True), body
+
+
 def test_base64_body_is_decoded(deployed: Deployed, context: FakeLambdaContext) -> None:
     event = load_event("api_submit_graph")
     body = json.dumps({"graph": {"id": "api-base64", "jobs": {"x": []}}}).encode()

@@ -133,6 +133,8 @@ DRAWN_MOVES = {
     (R, FAIL),  # its message was dead-lettered before any worker took it
     (FAIL, W),  # rerun (then released as any waiting job)
     (AB, W),
+    (FIN, W),  # rerun of a job and its downstream: a finished job runs again
+    (R, W),  # ... and a downstream job released already waits again for it
 }
 # Each named transition: the statuses it accepts, the one it writes, and whether it is fenced.
 NAMED_TRANSITIONS = {
@@ -150,6 +152,7 @@ NAMED_TRANSITIONS = {
     "cascade_abort": ({W, R}, AB, False),
     "cancel_running": ({RUN}, AB, False),
     "rerun": ({FAIL, AB}, W, False),
+    "rerun_job": ({FIN, FAIL, AB, R}, W, False),
 }
 
 

@@ -233,6 +233,7 @@ class DynamoJobStore:
         fence: Fence | None = None,
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
+        dep_finished_at: str | None = None,
     ) -> JobRecord | None:
         J = self.Job
         values, removed = transition_values(
@@ -247,6 +248,8 @@ class DynamoJobStore:
             condition &= J.attempts == fence.attempts
             if fence.owner is not None:
                 condition &= J.lease_owner == fence.owner
+        if dep_finished_at is not None:
+            condition &= self._not_rerun_since(dep_finished_at)
         item = J(graph_id, job_entry(name))
         try:
             item.update(actions=actions, condition=condition)
@@ -256,8 +259,17 @@ class DynamoJobStore:
             raise StoreError(f"cannot {transition.name} job {graph_id}/{name}: {exc}") from exc
         return record_from_item({**item.attribute_values})
 
-    def record_finished_dependency(self, graph_id: str, name: str, index: int) -> int | None:
+    def _not_rerun_since(self, moment: str) -> Condition:
         J = self.Job
+        return J.rerun_at.does_not_exist() | (J.rerun_at < moment)
+
+    def record_finished_dependency(
+        self, graph_id: str, name: str, index: int, *, dep_finished_at: str | None = None
+    ) -> int | None:
+        J = self.Job
+        condition: Condition = J.status == JobStatus.WAITING.value
+        if dep_finished_at is not None:
+            condition &= self._not_rerun_since(dep_finished_at)
         try:
             # Only the set comes back (UPDATED_NEW), not the whole item: a wide layer makes
             # one of these writes per edge, and parsing the item was a fifth of their CPU.
@@ -265,7 +277,7 @@ class DynamoJobStore:
                 graph_id,
                 range_key=job_entry(name),
                 actions=[J.finished_deps.add({index})],
-                condition=J.status == JobStatus.WAITING.value,
+                condition=condition,
                 return_values="UPDATED_NEW",
             )
         except UpdateError as exc:
@@ -279,6 +291,19 @@ class DynamoJobStore:
             job = self.get_job(graph_id, name)
             return job.finished_deps if job is not None else None
         return len(finished.get("NS", ()))
+
+    def forget_finished_dependency(self, graph_id: str, name: str, index: int, *, rerun_at: str) -> bool:
+        J = self.Job
+        try:
+            J(graph_id, job_entry(name)).update(
+                actions=[J.finished_deps.delete({index}), J.rerun_at.set(rerun_at)],
+                condition=J.status == JobStatus.WAITING.value,
+            )
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise StoreError(f"cannot forget a finished dependency of {graph_id}/{name}: {exc}") from exc
+        return True
 
     def renew_lease(
         self,

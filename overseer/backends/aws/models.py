@@ -96,6 +96,8 @@ class JobItemBase(Model):
     attempts = NumberAttribute(default=0)
     max_attempts = NumberAttribute(null=True)
     timeout_seconds = NumberAttribute(null=True)
+    # Exception names that retry this job (from the graph); absent: the handler's.
+    retry_on = ListAttribute(of=UnicodeAttribute, null=True)
     deps_count = NumberAttribute(default=0)
     # Inline edges while few; absent when kept in chunk items.
     deps = ListAttribute(of=UnicodeAttribute, null=True)
@@ -105,6 +107,8 @@ class JobItemBase(Model):
     error_type = UnicodeAttribute(null=True)
     error_message = UnicodeAttribute(null=True)
     error_traceback = UnicodeAttribute(null=True)
+    # JSON: every attempt's error [{"attempt", "type", "message", "at"}], the last 10.
+    errors = UnicodeAttribute(null=True)
     reason = UnicodeAttribute(null=True)
     artifacts = UnicodeAttribute(null=True)  # JSON manifest
     rows = UnicodeAttribute(null=True)  # JSON manifest of Rows artifacts
@@ -125,6 +129,10 @@ class JobItemBase(Model):
     released_by = UnicodeAttribute(null=True)
     # Finished jobs upstream not yet in the graph's counters, counted when this job ends.
     carried_finished = NumberAttribute(null=True)
+    # The finished_at of the dependency whose count it carries (see JobRecord.carried_from).
+    carried_from = UnicodeAttribute(null=True)
+    # When a rerun last took it (or one of its deps) back: older ends of its deps release nothing.
+    rerun_at = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)

@@ -34,9 +34,12 @@ def provision(settings: Settings) -> Settings:
     # The scheduler's on-failure destination (Lambda's, on AWS): read by the sweep.
     failures_url = sqs.create_queue(QueueName=f"{settings.jobs_table}-stream-failures")["QueueUrl"]
     s3 = clients.client("s3")
+    region = s3.meta.region_name
+    # Outside us-east-1, S3 wants the bucket's region named.
+    where = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
     for bucket in {settings.artifact_bucket, *settings.allowed_buckets}:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            s3.create_bucket(Bucket=bucket)
+            s3.create_bucket(Bucket=bucket, **where)
     return settings.with_(
         queue_url=queue_url, dead_letter_queue_url=dlq_url, stream_failures_queue_url=failures_url
     )

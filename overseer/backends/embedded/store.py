@@ -52,6 +52,12 @@ def _upper(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+def _rerun_since(item: Mapping[str, Any], dep_finished_at: str | None) -> bool:
+    """Whether the job was rerun at or after a dependency's end at ``dep_finished_at``."""
+    rerun_at = item.get("rerun_at")
+    return dep_finished_at is not None and rerun_at is not None and rerun_at >= dep_finished_at
+
+
 class SqliteJobStore:
     """Graphs and jobs in one SQLite file. See ``overseer.store.JobStore``."""
 
@@ -253,6 +259,7 @@ class SqliteJobStore:
         fence: Fence | None = None,
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
+        dep_finished_at: str | None = None,
     ) -> JobRecord | None:
         values, removed = transition_values(
             transition, changes, remove, fenced=fence is not None, graph_id=graph_id, name=name
@@ -268,6 +275,8 @@ class SqliteJobStore:
                     return None
                 if fence.owner is not None and old.get("lease_owner") != fence.owner:
                     return None
+            if _rerun_since(old, dep_finished_at):
+                return None
             new = dict(old)
             for key, value in values.items():
                 if value is None:
@@ -279,17 +288,36 @@ class SqliteJobStore:
             self._put(conn, new, old)
         return record_from_item(new)
 
-    def record_finished_dependency(self, graph_id: str, name: str, index: int) -> int | None:
+    def record_finished_dependency(
+        self, graph_id: str, name: str, index: int, *, dep_finished_at: str | None = None
+    ) -> int | None:
         entry = job_entry(name)
         with self.db.write() as conn:
             old = self._get(conn, graph_id, entry)
-            if old is None or old.get("status") != JobStatus.WAITING.value:
+            if (
+                old is None
+                or old.get("status") != JobStatus.WAITING.value
+                or _rerun_since(old, dep_finished_at)
+            ):
                 return None
             finished = set(old.get("finished_deps") or ())
             finished.add(int(index))
             # DynamoDB writes (and streams) an ADD to a set even when it changes nothing.
             self._put(conn, {**old, "finished_deps": sorted(finished)}, old)
         return len(finished)
+
+    def forget_finished_dependency(self, graph_id: str, name: str, index: int, *, rerun_at: str) -> bool:
+        entry = job_entry(name)
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, entry)
+            if old is None or old.get("status") != JobStatus.WAITING.value:
+                return False
+            finished = set(old.get("finished_deps") or ()) - {int(index)}
+            new = {**old, "finished_deps": sorted(finished), "rerun_at": rerun_at}
+            if not finished:
+                del new["finished_deps"]  # DynamoDB drops a set that becomes empty
+            self._put(conn, new, old)
+        return True
 
     def renew_lease(
         self,

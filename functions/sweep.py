@@ -15,7 +15,7 @@ invocation that finds it held returns ``{"lease_held_elsewhere": 1, ...}`` at on
 
 Every counter of the report is an EMF metric (QueueDepth, WorkersStarted, LeasesExpired,
 HostsReclaimed, StreamBatchesReplayed, StreamBatchesPastRetention, CreatingGraphsRolledBack,
-LeaseHeldElsewhere, ...). A step that raised is logged with its name and counted as
+LeaseHeldElsewhere, GraphsPastDeadline, ...). A step that raised is logged with its name and counted as
 ``SweepStepFailed`` (dimension ``Step``); once every step has run, the invocation fails
 with ``SweepFailed`` naming the failed steps, so the function's Errors metric and alarm
 see it (the schedule's invocations are not retried). Otherwise it returns the counters,

@@ -4,6 +4,7 @@ A graph document::
 
     id: nightly-2026-11-26-company-42      # optional; generated when absent
     args: {company_id: 42}                 # given to every job
+    timeout: 3600                          # optional: seconds; past it the graph is aborted
     jobs:
       start: []                            # compact form: name (= type) -> deps
       report:                              # full form
@@ -40,7 +41,7 @@ MAX_DEPS_PER_JOB = 20_000
 MAX_NAME_LENGTH = 128
 GRAPH_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=+@-]{0,127}$")
 _FORBIDDEN_IN_NAMES = re.compile(r"[#\x00-\x1f\x7f]")
-_GRAPH_KEYS = {"id", "args", "jobs"}
+_GRAPH_KEYS = {"id", "args", "jobs", "timeout"}
 _JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds", "retry_on"}
 _MAX_PROBLEMS_SHOWN = 10
 # A job's retry_on: at most this many exception names, each a dotted path of identifiers.
@@ -66,6 +67,8 @@ class GraphSpec:
     jobs: dict[str, JobSpec]
     # Job names in a dependency order (every job after its dependencies).
     order: tuple[str, ...] = field(default=())
+    # The graph's deadline, counted from its submission: past it, it is aborted.
+    timeout_seconds: int | None = None
 
     def dependents(self) -> dict[str, list[tuple[str, int, int]]]:
         """parent -> [(child, index of parent in child's deps, number of child's deps)]."""
@@ -80,10 +83,12 @@ class GraphSpec:
 
 
 def definition_digest(spec: GraphSpec) -> str:
-    body = {
+    body: dict[str, Any] = {
         "args": spec.args,
         "jobs": {n: [j.type, list(j.deps), j.args] for n, j in sorted(spec.jobs.items())},
     }
+    if spec.timeout_seconds:
+        body["timeout"] = spec.timeout_seconds
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -254,6 +259,8 @@ def parse_graph(
             "starting with a letter or digit"
         )
 
+    timeout = _positive_int(document.get("timeout"), "graph timeout (seconds)", problems)
+
     graph_args = document.get("args") or {}
     if not isinstance(graph_args, dict):
         problems.append(f"graph args must be a mapping, got {type(graph_args).__name__}")
@@ -278,7 +285,7 @@ def parse_graph(
         job_type: Any = name
         deps: Any = body
         job_args: Any = {}
-        max_attempts = timeout = None
+        max_attempts = job_timeout = None
         retry_on: tuple[str, ...] = ()
         if isinstance(body, dict):
             extra = set(body) - _JOB_KEYS
@@ -290,7 +297,9 @@ def parse_graph(
             deps = body.get("deps") or []
             job_args = body.get("args") or {}
             max_attempts = _positive_int(body.get("max_attempts"), f"job {name!r} max_attempts", problems)
-            timeout = _positive_int(body.get("timeout_seconds"), f"job {name!r} timeout_seconds", problems)
+            job_timeout = _positive_int(
+                body.get("timeout_seconds"), f"job {name!r} timeout_seconds", problems
+            )
             retry_on = _retry_on(body.get("retry_on"), f"job {name!r} retry_on", problems)
         elif body is None:
             deps = []
@@ -314,7 +323,7 @@ def parse_graph(
         merged = {**graph_args, **job_args}
         if _json_size(merged, f"args of job {name!r}", problems) > MAX_ARGS_BYTES:
             problems.append(f"args of job {name!r} are larger than {MAX_ARGS_BYTES} bytes of JSON")
-        jobs[name] = JobSpec(name, job_type, tuple(deps), merged, max_attempts, timeout, retry_on)
+        jobs[name] = JobSpec(name, job_type, tuple(deps), merged, max_attempts, job_timeout, retry_on)
 
     for job in jobs.values():
         missing = [d for d in job.deps if d not in raw_jobs]
@@ -343,4 +352,4 @@ def parse_graph(
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
         raise InvalidGraph("invalid graph: dependency cycle " + " -> ".join(map(str, cycle))) from exc
-    return GraphSpec(id=gid, args=graph_args, jobs=jobs, order=order)
+    return GraphSpec(id=gid, args=graph_args, jobs=jobs, order=order, timeout_seconds=timeout)

@@ -64,7 +64,15 @@ def graph_item(spec: GraphSpec, stamp: str) -> dict[str, Any]:
         "created_at": stamp,
         "updated_at": stamp,
         **graph_index_values(GraphStatus.CREATING),
+        **_deadline(spec.timeout_seconds, stamp),
     }
+
+
+def _deadline(timeout_seconds: int | None, stamp: str) -> dict[str, Any]:
+    if not timeout_seconds:
+        return {}
+    deadline = timeutil.parse(stamp) + dt.timedelta(seconds=timeout_seconds)
+    return {"timeout_seconds": timeout_seconds, "deadline_at": timeutil.iso(deadline)}
 
 
 def graph_record(item: Mapping[str, Any]) -> GraphRecord:
@@ -79,6 +87,9 @@ def graph_record(item: Mapping[str, Any]) -> GraphRecord:
         updated_at=item.get("updated_at"),
         finished_at=item.get("finished_at"),
         definition_sha256=item.get("definition_sha256"),
+        timeout_seconds=_int(item.get("timeout_seconds"), 0) or None,
+        deadline_at=item.get("deadline_at"),
+        reason=item.get("reason"),
     )
 
 

@@ -163,14 +163,14 @@ def list_jobs(
     return jobs
 
 
-def _stop_job(store: JobStore, job: JobRecord) -> bool:
+def _stop_job(store: JobStore, job: JobRecord, reason: str) -> bool:
     """Move one job to aborted, following it if it moves meanwhile. True if this call moved it."""
     current: JobRecord | None = job
     for _ in range(_CANCEL_TRIES):
         if current is None or current.status.terminal:
             return False
         transition = CANCEL_RUNNING if current.status == JobStatus.RUNNING else CASCADE_ABORT
-        moved = store.transition(job.graph_id, job.name, transition, changes={"reason": CANCEL_REASON})
+        moved = store.transition(job.graph_id, job.name, transition, changes={"reason": reason})
         if moved is not None:
             return True
         current = store.get_job(job.graph_id, job.name)
@@ -183,13 +183,18 @@ def job_view(services: Services, job: JobRecord) -> dict[str, Any]:
 
 
 def cancel_graph(
-    services: Services, graph_id: str, *, on_graph_done: GraphEvents | None = None
+    services: Services,
+    graph_id: str,
+    *,
+    on_graph_done: GraphEvents | None = None,
+    reason: str = CANCEL_REASON,
 ) -> GraphChange:
     """Abort every job that has not ended, then mark the graph aborted.
 
     Waiting and ready jobs are aborted (``CASCADE_ABORT``), running ones too
     (``CANCEL_RUNNING``): their worker's outcome is then refused by the fence and the
-    job stays aborted. Every job gets the reason "graph cancelled". Finished, failed and
+    job stays aborted (its worker stops the handler at its next heartbeat). Every job and
+    the graph get ``reason`` (default "graph cancelled"). Finished, failed and
     aborted jobs are left as they are. The graph goes from running to aborted
     (``on_graph_done`` is called with it); a graph that already ended keeps its status.
     Its counters are set from the jobs as they are then (the scheduler counts only running
@@ -198,9 +203,11 @@ def cancel_graph(
     store = services.store
     get_graph(services, graph_id)
     open_jobs = [job for job in store.list_jobs(graph_id) if not job.status.terminal]
-    changed = sum(in_parallel(lambda job: _stop_job(store, job), open_jobs))
+    changed = sum(in_parallel(lambda job: _stop_job(store, job, reason), open_jobs))
     exact = terminal_counts(job.status for job in store.list_jobs(graph_id))
-    done = store.set_graph_status(graph_id, GraphStatus.ABORTED, sources=[GraphStatus.RUNNING], counts=exact)
+    done = store.set_graph_status(
+        graph_id, GraphStatus.ABORTED, sources=[GraphStatus.RUNNING], counts=exact, reason=reason
+    )
     if done is not None and on_graph_done is not None:
         on_graph_done(done)
     return GraphChange(done or get_graph(services, graph_id), changed)

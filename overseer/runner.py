@@ -77,6 +77,11 @@ class RunResult:
     requests: Counter[str] = field(default_factory=Counter)
     # Failed and aborted jobs of a stored graph that ended badly taken back by --rerun-failed.
     rerun: int = 0
+    # Why the graph ended as it did, when not by its jobs ("deadline of 3 s passed").
+    reason: str | None = None
+    # When the graph was submitted and when it ended (ISO 8601 UTC).
+    created_at: str | None = None
+    finished_at: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -90,6 +95,9 @@ class RunResult:
             "jobs": self.jobs,
             # Failed and aborted jobs of the stored graph that --rerun-failed ran again.
             "rerun": self.rerun,
+            **({"reason": self.reason} if self.reason else {}),
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
             "stats": {
                 "seconds": round(self.seconds, 3),
                 "aws_requests": total,
@@ -490,4 +498,15 @@ def run_graph(
             download_artifacts(where.services, jobs, out)
         requests = where.requests()
     seconds = time.monotonic() - started
-    return RunResult(spec.id, graph.status.value, jobs, seconds, created, requests, rerun)
+    return RunResult(
+        spec.id,
+        graph.status.value,
+        jobs,
+        seconds,
+        created,
+        requests,
+        rerun,
+        graph.reason,
+        graph.created_at,
+        graph.finished_at,
+    )

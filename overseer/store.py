@@ -130,8 +130,14 @@ class GraphRecord:
     updated_at: str | None = None
     finished_at: str | None = None
     definition_sha256: str | None = None
+    # The graph's timeout and the moment it passes (from its submission), when it has one.
+    timeout_seconds: int | None = None
+    deadline_at: str | None = None
+    # Why it ended as it did, when not by its jobs (e.g. "deadline of 3 s passed").
+    reason: str | None = None
 
     def summary(self) -> dict[str, Any]:
+        optional = {"deadline_at": self.deadline_at, "reason": self.reason}
         return {
             "graph_id": self.graph_id,
             "status": str(self.status),
@@ -139,6 +145,7 @@ class GraphRecord:
             "counts": self.counts,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
+            **{key: value for key, value in optional.items() if value},
         }
 
 
@@ -366,8 +373,10 @@ class JobStore(Protocol):
         *,
         sources: Iterable[GraphStatus],
         counts: Mapping[str, int] | None = None,
+        reason: str | None = None,
     ) -> GraphRecord | None:
-        """Conditionally set the graph's status (only from ``sources``); None if it did not hold."""
+        """Conditionally set the graph's status (only from ``sources``), its counters from
+        ``counts`` and its ``reason`` when given; None if the condition did not hold."""
         ...
 
 

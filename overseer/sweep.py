@@ -13,6 +13,9 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
    so a sweep's cost grows with what is wrong, not with the jobs in flight (no scan, no
    read of every job; bench/sweep_cost.py, docs/cost-model.md):
 
+   * **deadlines**: a running graph whose ``deadline_at`` (its ``timeout`` from the
+     submission) has passed is aborted as ``operations.cancel_graph`` aborts it, with
+     the reason "deadline of N s passed" on the graph and its jobs;
    * **unfinished graphs whose jobs have all ended**: the running graphs come from the
      active-graphs index, each with its counters. A graph whose counters say every job
      ended is still running when the scheduler's invocation counted the last job and died
@@ -94,8 +97,18 @@ from typing import Concatenate, ParamSpec
 from . import timeutil
 from .errors import StreamRecordsGone, SweepFailed
 from .items import DUE, LATE, LEASE, SWEEP_SHARDS, minute
+from .operations import cancel_graph
 from .scheduler import GraphEvents, Scheduler, finalize_graph
-from .states import DEAD_LETTER, EXPIRE, EXPIRE_FAIL, REDISPATCH, SHUTDOWN_RELEASE, JobStatus, gave_up
+from .states import (
+    DEAD_LETTER,
+    EXPIRE,
+    EXPIRE_FAIL,
+    REDISPATCH,
+    SHUTDOWN_RELEASE,
+    GraphStatus,
+    JobStatus,
+    gave_up,
+)
 from .store import (
     MAX_SQS_DELAY,
     DispatchQueue,
@@ -151,6 +164,8 @@ class SweepReport:
     stranded_jobs_aborted: int = 0
     # Graphs left `creating` by a submission that stopped half-way, rolled back.
     creating_graphs_rolled_back: int = 0
+    # Graphs aborted because their deadline (``timeout``) passed.
+    graphs_past_deadline: int = 0
     # Pages of the sweep index read, and 1 when the work budget ran out before the end.
     index_pages: int = 0
     stopped_early: int = 0
@@ -295,7 +310,7 @@ def _repair_graphs(
 ) -> None:
     store = services.store
     now = timeutil.now()
-    _end_counted_graphs(store, report, on_graph_done)
+    _end_graphs(services, report, now, on_graph_done)
     # What the index is asked, kind by kind: leases expired (give or take the clock skew),
     # late retries whose minute came, and, only when the queue is empty, ready jobs due.
     until = {
@@ -347,11 +362,24 @@ def _repair_graphs(
                 _expire(services, job, report)
 
 
-def _end_counted_graphs(store: JobStore, report: SweepReport, on_graph_done: GraphEvents | None) -> None:
-    """End the running graphs whose counters say every job ended (the scheduler counted the
-    last job but did not get to end the graph); only their jobs are read."""
+def _end_graphs(
+    services: Services, report: SweepReport, now: dt.datetime, on_graph_done: GraphEvents | None
+) -> None:
+    """End the running graphs past their deadline (aborted, as a cancel does, with the
+    reason "deadline of N s passed"), and those whose counters say every job ended (the
+    scheduler counted the last job but did not get to end the graph). Only those graphs'
+    jobs are read."""
+    store = services.store
     for graph in store.running_graphs():
         report.graphs += 1
+        if graph.deadline_at and timeutil.parse(graph.deadline_at) <= now:
+            with _step(report, "repairs", f" on graph {graph.graph_id}"):
+                reason = f"deadline of {graph.timeout_seconds} s passed"
+                change = cancel_graph(services, graph.graph_id, on_graph_done=on_graph_done, reason=reason)
+                if change.graph.status == GraphStatus.ABORTED:
+                    log.warning("graph %s: %s; %d jobs aborted", graph.graph_id, reason, change.jobs_changed)
+                    report.graphs_past_deadline += 1
+            continue
         if sum(graph.counts.values()) < graph.jobs_total:
             continue
         with _step(report, "repairs", f" on graph {graph.graph_id}"):

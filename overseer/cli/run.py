@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -158,7 +159,9 @@ def run(
     requests = f", {sum(result.requests.values())} AWS requests" if backend == "aws" else ""
     artifacts = sum(len(job["artifacts"]) for job in result.jobs.values())
     console.print(
-        f"graph [bold]{result.graph_id}[/] [{style}]{result.status}[/] in {result.seconds:.1f}s{requests}"
+        f"graph [bold]{result.graph_id}[/] [{style}]{result.status}[/]"
+        + (f" ({escape(result.reason)})" if result.reason else "")
+        + f" in {result.seconds:.1f}s{requests}"
         + (f"; {artifacts} artifacts written under {out}/<bucket>/<key>" if out else "")
     )
     if not result.created:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -159,4 +160,8 @@ def status_view(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]],
         Text(f"{done}/{total} done"),
     )
     line = "  ".join(f"{styled(s)} {n}" for s, n in counts.items() if n)
+    if graph.get("reason"):
+        line += f"  ({escape(str(graph['reason']))})"
+    elif graph.get("deadline_at") and graph["status"] == "running":
+        line += f"  (deadline {graph['deadline_at']})"
     return Group(header, Text.from_markup(line or "no jobs"), jobs_table(jobs, limit=rows))

@@ -329,3 +329,47 @@ def test_a_fixed_graph_runs_again_with_rerun_failed(tmp_path: Path, place: Place
         assert fixed["jobs"][name] == failed["jobs"][name]  # kept as they were
     assert fixed["jobs"]["c"]["attempts"] == 1 and fixed["jobs"]["c"]["error"] is None
     assert "its 2 failed and aborted jobs ran again" in " ".join(stderr.split())
+
+
+SLOW_HANDLERS = """
+import time
+
+import overseer
+
+
+def slow(job):
+    time.sleep(1)
+    return [overseer.Artifact(key=f"{job.graph_id}/{job.name}.txt", data=b"12345678")]
+
+
+HANDLERS = {"slow": slow}
+"""
+
+
+@BACKENDS
+def test_a_graph_past_its_timeout_ends_aborted_with_the_reason(tmp_path, backend):
+    (tmp_path / "handlers.py").write_text(SLOW_HANDLERS)
+    chain = {f"s{i}": {"type": "slow", "deps": [f"s{i - 1}"] if i else []} for i in range(10)}
+    (tmp_path / "graph.json").write_text(json.dumps({"id": "deadline", "timeout": 3, "jobs": chain}))
+    code, result, err = run_json(tmp_path, "graph.json", "--handlers", "handlers.py", "--backend", backend)
+    assert (code, result["status"], result["reason"]) == (1, "aborted", "deadline of 3 s passed")
+    assert "aborted (deadline of 3 s passed)" in err
+    jobs = result["jobs"]
+    finished = [n for n, j in jobs.items() if j["status"] == "finished"]
+    aborted = [n for n, j in jobs.items() if j["status"] == "aborted"]
+    # Ten one-second links do not fit in 3 s: what had not finished was aborted, saying why.
+    assert len(finished) < 10 and aborted and len(finished) + len(aborted) == 10, jobs
+    assert {jobs[n]["error"] for n in aborted} == {"deadline of 3 s passed"}
+    # Ended within 10 s of its start (the deadline, plus at most a sweep period).
+    started, ended = parse_time(result["created_at"]), parse_time(result["finished_at"])
+    assert 3 <= ended - started < 10, (result["created_at"], result["finished_at"])
+    assert max(parse_time(jobs[n]["finished_at"]) for n in aborted) <= ended
+    if backend == "embedded":  # the stored graph says why it ended
+        shown = overseer(tmp_path, "status", "deadline")
+        assert "aborted" in shown.stdout and "deadline of 3 s passed" in shown.stdout, shown.stdout
+
+
+def parse_time(text: str) -> float:
+    from overseer import timeutil
+
+    return timeutil.parse(text).timestamp()

@@ -44,3 +44,11 @@ def test_fan_out() -> None:
     ]
     with pytest.raises(TemplateError, match="more than once"):
         fan_out({"company_ids": [1, 1]})
+
+
+def test_a_template_s_timeout_reaches_the_graph(tmp_path) -> None:
+    from overseer.graph import parse_graph
+
+    (tmp_path / "nightly.yaml").write_text('id: "nightly-{date}"\ntimeout: 7200\njobs:\n  a: []\n')
+    spec = parse_graph(render_template(tmp_path, "nightly", {"date": "2026-11-29"}))
+    assert (spec.id, spec.timeout_seconds) == ("nightly-2026-11-29", 7200)

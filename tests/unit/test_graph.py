@@ -7,7 +7,7 @@ import json
 import pytest
 
 from overseer.errors import InvalidGraph, UnknownHandler
-from overseer.graph import MAX_ARGS_BYTES, parse_graph
+from overseer.graph import MAX_ARGS_BYTES, definition_digest, parse_graph
 
 
 def test_compact_and_full_forms_with_merged_args():
@@ -61,6 +61,8 @@ def test_a_missing_id_is_generated():
         ({"jobs": {"a": {"max_attempts": 0}}}, "max_attempts must be a positive integer"),
         ({"jobs": ["a", "b"]}, "'jobs' must be a mapping"),
         ({"graph": 1, "jobs": {"a": []}}, "unknown top-level keys ['graph']"),
+        ({"timeout": 0, "jobs": {"a": []}}, "graph timeout (seconds) must be a positive integer, got 0"),
+        ({"timeout": "1h", "jobs": {"a": []}}, "graph timeout (seconds) must be a positive integer, got '1h"),
     ],
 )
 def test_invalid_graphs_are_rejected_with_a_message_naming_the_problem(document, message):
@@ -107,3 +109,12 @@ def test_wide_fan_in_and_hostile_names_parse():
     spec = parse_graph({"jobs": jobs})
     assert len(spec.jobs["join"].deps) == 10_000
     assert spec.order[-1] == "名前 'OR 1=1; --"
+
+
+def test_a_graph_timeout_is_part_of_its_definition():
+    with_timeout = parse_graph({"id": "g", "timeout": 3600, "jobs": {"a": []}})
+    without = parse_graph({"id": "g", "jobs": {"a": []}})
+    assert (with_timeout.timeout_seconds, without.timeout_seconds) == (3600, None)
+    assert definition_digest(with_timeout) != definition_digest(without)
+    # A graph without a timeout keeps the digest it had before timeouts existed.
+    assert definition_digest(without) == "8e1414c3085fbb3e580298276ace3d784aa4499f9d94c5b4331a17b7665f9c53"

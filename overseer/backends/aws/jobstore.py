@@ -354,6 +354,7 @@ class DynamoJobStore:
         *,
         sources: Iterable[GraphStatus],
         counts: Mapping[str, int] | None = None,
+        reason: str | None = None,
     ) -> GraphRecord | None:
         G = self.Graph
         stamp = timeutil.iso()
@@ -364,6 +365,8 @@ class DynamoJobStore:
             actions.append(G.finished_at.set(stamp))
         for key, n in (counts or {}).items():
             actions.append(getattr(G, f"count_{key}").set(n))
+        if reason:
+            actions.append(G.reason.set(reason))
         item = G(graph_id)
         try:
             item.update(actions=actions, condition=G.status.is_in(*[s.value for s in sources]))

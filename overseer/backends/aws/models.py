@@ -47,6 +47,11 @@ class GraphItemBase(Model):
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     finished_at = UnicodeAttribute(null=True)
+    # A graph with a timeout: the moment it passes (the sweep aborts the graph then).
+    timeout_seconds = NumberAttribute(null=True)
+    deadline_at = UnicodeAttribute(null=True)
+    # Why the graph ended as it did, when not by its jobs (a deadline).
+    reason = UnicodeAttribute(null=True)
 
 
 class LeaseItemBase(Model):

@@ -369,6 +369,7 @@ class SqliteJobStore:
         *,
         sources: Iterable[GraphStatus],
         counts: Mapping[str, int] | None = None,
+        reason: str | None = None,
     ) -> GraphRecord | None:
         for key in counts or {}:
             if key not in COUNTERS:
@@ -384,6 +385,8 @@ class SqliteJobStore:
                 item["finished_at"] = stamp
             for key, n in (counts or {}).items():
                 item[f"count_{key}"] = int(n)
+            if reason:
+                item["reason"] = reason
             self._put_graph(conn, item)
         return graph_record(item)
 

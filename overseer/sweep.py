@@ -96,7 +96,7 @@ from typing import Concatenate, ParamSpec
 
 from . import timeutil
 from .errors import StreamRecordsGone, SweepFailed
-from .items import DUE, LATE, LEASE, SWEEP_SHARDS, minute
+from .items import DUE, LATE, LEASE, SWEEP_SHARDS, error_history, minute
 from .operations import cancel_graph
 from .scheduler import GraphEvents, Scheduler, finalize_graph
 from .states import (
@@ -498,8 +498,11 @@ def _expire(services: Services, job: JobRecord, report: SweepReport) -> None:
     remove = ["lease_owner", "lease_expires_at"]
     if job.attempts >= max_attempts:
         error["message"] = gave_up(error["message"], job.attempts)
+    # The attempt's error joins the job's history, as a worker's failed attempt does.
+    changes = {"error": error, "errors": error_history(job.errors, job.attempts, error)}
+    if job.attempts >= max_attempts:
         done = services.store.transition(
-            job.graph_id, job.name, EXPIRE_FAIL, fence=fence, changes={"error": error}, remove=remove
+            job.graph_id, job.name, EXPIRE_FAIL, fence=fence, changes=changes, remove=remove
         )
         if done is not None:
             report.jobs_failed += 1
@@ -509,7 +512,7 @@ def _expire(services: Services, job: JobRecord, report: SweepReport) -> None:
             job.name,
             EXPIRE,
             fence=fence,
-            changes={"error": error},
+            changes=changes,
             remove=[*remove, "not_before"],
         )
         if done is not None:

@@ -67,6 +67,8 @@ def test_an_expired_lease_puts_the_job_back_and_the_next_attempt_finishes(stack)
     job = stack.store.get_job("lease", "a")
     assert graph.status == GraphStatus.FINISHED
     assert (job.status, job.attempts, job.error) == (JobStatus.FINISHED, 2, None)
+    # The lost attempt's error stays in the job's history.
+    assert [(e["attempt"], e["type"]) for e in job.errors] == [(1, "LeaseExpired")]
     # The dead worker, were it only slow, can no longer record anything.
     assert stack.store.transition("lease", "a", FINISH, fence=Fence(1, "dead-worker")) is None
 

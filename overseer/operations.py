@@ -310,8 +310,10 @@ def rerun_graph(
         counts = terminal_counts(j.status for j in jobs.values())
         for status, n in taken_back.items():
             counts[status] += n
+        # A graph with a timeout gets it afresh: the rerun is a new run against the clock.
+        deadline = timeutil.iso_in(graph.timeout_seconds) if graph.timeout_seconds else None
         reopened = store.set_graph_status(
-            graph_id, GraphStatus.RUNNING, sources=_TERMINAL_GRAPH, counts=counts
+            graph_id, GraphStatus.RUNNING, sources=_TERMINAL_GRAPH, counts=counts, deadline_at=deadline
         )
         if reopened is None:  # it was running again already (a concurrent rerun)
             store.add_graph_progress(graph_id, taken_back)

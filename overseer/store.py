@@ -374,9 +374,11 @@ class JobStore(Protocol):
         sources: Iterable[GraphStatus],
         counts: Mapping[str, int] | None = None,
         reason: str | None = None,
+        deadline_at: str | None = None,
     ) -> GraphRecord | None:
         """Conditionally set the graph's status (only from ``sources``), its counters from
-        ``counts`` and its ``reason`` when given; None if the condition did not hold."""
+        ``counts``, its ``reason`` (cleared when None: it explains the latest change) and,
+        when given, a new ``deadline_at``; None if the condition did not hold."""
         ...
 
 

@@ -355,6 +355,7 @@ class DynamoJobStore:
         sources: Iterable[GraphStatus],
         counts: Mapping[str, int] | None = None,
         reason: str | None = None,
+        deadline_at: str | None = None,
     ) -> GraphRecord | None:
         G = self.Graph
         stamp = timeutil.iso()
@@ -365,8 +366,10 @@ class DynamoJobStore:
             actions.append(G.finished_at.set(stamp))
         for key, n in (counts or {}).items():
             actions.append(getattr(G, f"count_{key}").set(n))
-        if reason:
-            actions.append(G.reason.set(reason))
+        # The reason is the latest status change's: a rerun's ``running`` clears a deadline's.
+        actions.append(G.reason.set(reason) if reason else G.reason.remove())
+        if deadline_at:
+            actions.append(G.deadline_at.set(deadline_at))
         item = G(graph_id)
         try:
             item.update(actions=actions, condition=G.status.is_in(*[s.value for s in sources]))

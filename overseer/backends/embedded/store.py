@@ -370,6 +370,7 @@ class SqliteJobStore:
         sources: Iterable[GraphStatus],
         counts: Mapping[str, int] | None = None,
         reason: str | None = None,
+        deadline_at: str | None = None,
     ) -> GraphRecord | None:
         for key in counts or {}:
             if key not in COUNTERS:
@@ -385,8 +386,13 @@ class SqliteJobStore:
                 item["finished_at"] = stamp
             for key, n in (counts or {}).items():
                 item[f"count_{key}"] = int(n)
+            # The reason is the latest status change's: a rerun's ``running`` clears a deadline's.
             if reason:
                 item["reason"] = reason
+            else:
+                item.pop("reason", None)
+            if deadline_at:
+                item["deadline_at"] = deadline_at
             self._put_graph(conn, item)
         return graph_record(item)
 

@@ -89,7 +89,7 @@ def _build_scheduler() -> Scheduler:
     services = build_services()
     bus = services.settings.event_bus
     on_graph_done = _announce(EventBridgePublisher(clients.client("events"), bus)) if bus else _count_graph
-    return Scheduler(services.store, services.queue, on_graph_done=on_graph_done)
+    return Scheduler.for_services(services, on_graph_done)
 
 
 _scheduler = Lazy(_build_scheduler)

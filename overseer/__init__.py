@@ -13,9 +13,9 @@ The handler API::
 
 from .errors import AbortJob, FaultJob, InvalidArtifact, InvalidGraph, OverseerError, abort, fault
 from .graph import GraphSpec, JobSpec, parse_graph
-from .job import Artifact, Job, Rows, StoredArtifact, harness
+from .job import Artifact, Expand, Job, Rows, StoredArtifact, harness
 
 __all__ = [
-    "AbortJob", "Artifact", "FaultJob", "GraphSpec", "InvalidArtifact", "InvalidGraph", "Job",
+    "AbortJob", "Artifact", "Expand", "FaultJob", "GraphSpec", "InvalidArtifact", "InvalidGraph", "Job",
     "JobSpec", "OverseerError", "Rows", "StoredArtifact", "abort", "fault", "harness", "parse_graph",
 ]  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArtifact
+from .expansion import tree_outputs
 from .job import Artifact, Rows, StoredArtifact
 from .store import MAX_MANIFEST_BYTES, ArtifactStore, JobRecord, RowSink, Services
 
@@ -173,13 +174,13 @@ def persist_artifacts(
 
 
 def load_inputs(services: Services, record: JobRecord) -> dict[str, list[StoredArtifact]]:
-    """dependency name -> the artifacts it stored, for ``job.inputs``."""
+    """dependency name -> the artifacts it stored, for ``job.inputs``; a dependency that
+    expanded is followed by every job of its tree (``overseer.expansion.tree_outputs``)."""
     deps = services.store.dependencies(record)
-    manifests = services.store.manifests(record.graph_id, deps) if deps else {}
     return {
-        dep: [
+        name: [
             StoredArtifact(m["bucket"], m["key"], int(m["size"]), m["sha256"], services.artifacts)
-            for m in manifests.get(dep, [])
+            for m in outputs.artifacts
         ]
-        for dep in deps
+        for name, outputs in tree_outputs(services.store, record, deps).items()
     }

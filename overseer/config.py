@@ -82,6 +82,12 @@ class Settings:
     max_workers: int = 16
     # Jobs (queued messages) one worker is expected to drain per sweep interval.
     jobs_per_worker: int = 50
+    # The most items (children) one Expand may list, and bytes of its items as JSON.
+    max_expand_items: int = 10_000
+    max_expand_bytes: int = 16 * 1024 * 1024
+    # How long one scheduler invocation makes children before it hands on (a record of the
+    # parent carries on from where it stopped).
+    expand_budget_seconds: float = 30.0
     # "package.module:function" called with every botocore client the engine builds ("" = none):
     # the one place where test tooling (e.g. fault injection) attaches to the engine.
     client_hook: str = ""

@@ -28,6 +28,11 @@ class InvalidArtifact(OverseerError):
     """A handler returned an artifact that cannot be persisted (checked before any upload)."""
 
 
+class InvalidExpansion(InvalidArtifact):
+    """A handler returned an ``Expand`` that cannot be committed (too many or too large
+    items, an unknown type, child names over the limit); nothing of it was stored."""
+
+
 class TemplateError(OverseerError):
     """A graph template cannot be found or rendered; nothing was written."""
 

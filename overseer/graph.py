@@ -232,6 +232,19 @@ def _retry_on(value: Any, what: str, problems: list[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+_CHILD_SUFFIX = re.compile(r"^(.+)\.\d+$")
+
+
+def _child_of(name: str, names: Mapping[str, Any]) -> str | None:
+    """The job of ``names`` whose expansion's tree would hold a job named ``name``
+    (``fetch.3``, ``fetch.3.0``: ``fetch``), or None."""
+    while (match := _CHILD_SUFFIX.match(name)) is not None:
+        name = match.group(1)
+        if name in names:
+            return name
+    return None
+
+
 def parse_graph(
     source: str | Path | Mapping[str, Any],
     *,
@@ -329,6 +342,12 @@ def parse_graph(
         missing = [d for d in job.deps if d not in raw_jobs]
         if missing:
             problems.append(f"job {job.name!r} depends on unknown job(s) {missing[:10]}")
+        owner = _child_of(job.name, raw_jobs)
+        if owner is not None:
+            problems.append(
+                f"job name {job.name!r} is reserved for the children of job {owner!r} "
+                "(an expansion names them <job>.<index>); rename it"
+            )
 
     if handler_types is not None:
         known = set(handler_types)

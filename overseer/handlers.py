@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HandlersModuleError, InvalidArtifact
-from .job import Artifact, Job, Rows
+from .job import Artifact, Expand, Job, Rows
 
 _STAGE_KEYS = {
     "process", "pre_process", "post_process", "max_attempts", "timeout_seconds",
@@ -47,7 +47,7 @@ class HandlerSpec:
         names (from the graph) or, when the job sets none, of this handler's ``retry_on``."""
         return retry_matches(exc, tuple(job_retry_on) or self.retry_on, home=self.process.__module__)
 
-    def run(self, job: Job) -> list[Artifact | Rows]:
+    def run(self, job: Job) -> list[Result]:
         """pre_process(job) may return a replacement job; post_process(job, result) may
         return a replacement result (None keeps process's result)."""
         if self.pre_process is not None:
@@ -62,16 +62,19 @@ class HandlerSpec:
         return normalize_result(result, job.type)
 
 
-def normalize_result(result: Any, job_type: str) -> list[Artifact | Rows]:
+Result = Artifact | Rows | Expand
+
+
+def normalize_result(result: Any, job_type: str) -> list[Result]:
     if result is None:
         return []
-    if isinstance(result, Artifact | Rows):
+    if isinstance(result, Result):
         return [result]
-    if isinstance(result, list | tuple) and all(isinstance(a, Artifact | Rows) for a in result):
+    if isinstance(result, list | tuple) and all(isinstance(a, Result) for a in result):
         return list(result)
     raise InvalidArtifact(
         f"handler {job_type!r} returned {type(result).__name__}; "
-        "return None or a list of overseer.Artifact / overseer.Rows"
+        "return None or a list of overseer.Artifact / overseer.Rows / overseer.Expand"
     )
 
 

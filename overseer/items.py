@@ -30,7 +30,7 @@ from typing import Any
 
 from . import timeutil
 from .graph import GraphSpec, definition_digest
-from .states import GraphStatus, JobStatus, Transition
+from .states import RELEASED_BY_EXPANSION, GraphStatus, JobStatus, Transition
 from .store import EDGE_CHUNK, INLINE_EDGES, MAX_SQS_DELAY, Dependent, GraphRecord, JobRecord
 
 JOB_PREFIX = "job#"
@@ -138,6 +138,10 @@ def _int(value: Any, default: int = 0) -> int:
     return default if value is None else int(value)
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def record_from_item(values: Mapping[str, Any]) -> JobRecord:
     """A JobRecord from an item's attributes (a PynamoDB model's or a stream image's)."""
     error = None
@@ -180,6 +184,12 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         carried_finished=_int(values.get("carried_finished")),
         carried_from=values.get("carried_from"),
         rerun_at=values.get("rerun_at"),
+        parent=values.get("parent"),
+        child_index=_optional_int(values.get("child_index")),
+        siblings=_optional_int(values.get("siblings")),
+        expansion=json.loads(values["expansion"]) if values.get("expansion") else None,
+        expand_made=_int(values.get("expand_made")),
+        expand_done_at=values.get("expand_done_at"),
         created_at=values.get("created_at"),
         updated_at=values.get("updated_at"),
         started_at=values.get("started_at"),
@@ -187,7 +197,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
     )
 
 
-JSON_FIELDS = ("args", "artifacts", "rows", "errors")
+JSON_FIELDS = ("args", "artifacts", "rows", "errors", "expansion")
 ERROR_FIELDS = ("error_type", "error_message", "error_traceback")
 # A job's error history (``errors``): the last MAX_ERRORS_KEPT attempts' errors, each
 # message cut to ERROR_MESSAGE_KEPT characters (at most about 8 KB on the item).
@@ -316,3 +326,58 @@ def transition_values(
         elif key not in values:
             removed.append(key)
     return values, removed
+
+
+# -- expansions ----------------------------------------------------------------------------
+EXPANSION_PREFIX = "exp#"
+
+
+def expansion_entry(parent: str, group: int | None = None) -> str:
+    """The counter item of ``parent``'s children: ``exp#<parent>#<group>`` holds the indices
+    (within the group) of the children whose tree ended, ``exp#<parent>`` the groups that
+    are complete (``overseer.expansion``). Not ``job#`` items: never listed as jobs."""
+    top = f"{EXPANSION_PREFIX}{parent}"
+    return top if group is None else f"{top}#{group:05d}"
+
+
+def child_name(parent: str, index: int) -> str:
+    return f"{parent}.{index}"
+
+
+def child_item(
+    parent: JobRecord,
+    index: int,
+    job_type: str,
+    args: Mapping[str, Any],
+    *,
+    aborted_reason: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The item of child ``index`` of ``parent``'s expansion as first written: ready (its one
+    dependency, the parent, has finished), or aborted with ``aborted_reason`` (its graph
+    was cancelled before the child was made)."""
+    moment = now or timeutil.now()
+    stamp = timeutil.iso(moment)
+    name = child_name(parent.name, index)
+    assert parent.expansion is not None
+    item: dict[str, Any] = {
+        "graph_id": parent.graph_id,
+        "entry": job_entry(name),
+        "job_name": name,
+        "job_type": job_type,
+        "args": _json(dict(args)),
+        "attempts": 0,
+        "deps_count": 1,
+        "deps": [parent.name],
+        "parent": parent.name,
+        "child_index": index,
+        "siblings": int(parent.expansion["count"]),
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+    if aborted_reason is None:
+        item.update(status=JobStatus.READY.value, released_by=RELEASED_BY_EXPANSION)
+        item.update(sweep_index_values(parent.graph_id, name, JobStatus.READY, {}, moment))
+    else:
+        item.update(status=JobStatus.ABORTED.value, reason=aborted_reason, finished_at=stamp)
+    return item

@@ -41,6 +41,24 @@ class Rows:
     items: Sequence[Mapping[str, Any]]
 
 
+@dataclass(frozen=True)
+class Expand:
+    """Child jobs of this job, one per item found at run time (a fan-out).
+
+    Returned beside the job's artifacts. Each child is a job of the same graph, of ``type``,
+    named ``<this job>.<i>`` (``i`` the item's 0-based index), with the graph's args, then
+    ``args``, then its item merged into its own args; this job's artifacts are in its
+    ``job.inputs[<this job>]``. A job that depends on this one waits for every child (and
+    their children) and finds each child's artifacts in its inputs, in item order::
+
+        return [overseer.Expand(type="process_file", items=[{"key": k} for k in keys])]
+    """
+
+    type: str
+    items: Sequence[Mapping[str, Any]]
+    args: Mapping[str, Any] | None = None
+
+
 class ArtifactReader(Protocol):
     def get_bytes(self, bucket: str, key: str) -> bytes: ...
     def download(self, bucket: str, key: str, path: Path) -> None: ...

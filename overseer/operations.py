@@ -322,6 +322,11 @@ def rerun_graph(
 
     moved_names = {old.name for old, _ in moved}
     finished = {n for n, j in jobs.items() if j.status == JobStatus.FINISHED and n not in moved_names}
+
+    def satisfied(record: JobRecord, dep: str) -> bool:
+        """Whether ``dep`` no longer holds ``record`` back: it finished and, unless it is the
+        record's own parent, so did its expansion's tree (``overseer.expansion``)."""
+        return dep in finished and (dep == record.parent or jobs[dep].tree_done)
     # The waiting jobs that counted a finished job now taken back forget it, and count their
     # other finished deps here (as the jobs taken back do).
     forget = [
@@ -336,7 +341,7 @@ def rerun_graph(
         (name, index)
         for name in dict.fromkeys(name for name, _ in forget)
         for index, dep in enumerate(store.dependencies(jobs[name]))
-        if dep in finished
+        if satisfied(jobs[name], dep)
     ]
     in_parallel(lambda edge: store.record_finished_dependency(graph_id, *edge), recount)
 
@@ -350,7 +355,7 @@ def rerun_graph(
             reason = upstream_reason(ended_badly[0])
             store.transition(graph_id, record.name, CASCADE_ABORT, changes={"reason": reason})
             return False
-        done = [index for index, dep in enumerate(deps) if dep in finished]
+        done = [index for index, dep in enumerate(deps) if satisfied(record, dep)]
         counted = len(done)
         if len(deps) > 1:
             # Its counted deps were cleared: count the finished ones. The last writer (this

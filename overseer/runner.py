@@ -268,7 +268,7 @@ class Pump:
     ) -> None:
         self.services = services
         self.reader = reader
-        self.scheduler = scheduler or Scheduler(services.store, services.queue)
+        self.scheduler = scheduler or Scheduler.for_services(services)
         self.skip_failed_batches = skip_failed_batches
         self.trim_seconds = trim_seconds
         self.on_sweep = on_sweep
@@ -486,7 +486,7 @@ def run_graph(
             with WorkerPool(workers, where.worker_env, where.log_dir) as pool:
                 graph = pump_until_done(
                     where.services,
-                    Scheduler(store, where.services.queue),
+                    Scheduler.for_services(where.services),
                     where.reader,
                     spec.id,
                     progress=progress,

@@ -29,12 +29,14 @@ status`` and the runners count from the jobs.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import timeutil
+from .expansion import Expansions
 from .parallel import in_parallel
 from .states import (
     CASCADE_ABORT,
@@ -45,7 +47,17 @@ from .states import (
     graph_outcome,
     terminal_counts,
 )
-from .store import MAX_SQS_DELAY, Dependent, DispatchQueue, GraphRecord, JobMessage, JobRecord, JobStore
+from .store import (
+    MAX_SQS_DELAY,
+    ArtifactStore,
+    Dependent,
+    DispatchQueue,
+    GraphRecord,
+    JobMessage,
+    JobRecord,
+    JobStore,
+    Services,
+)
 from .stream import StatusChange, status_changes
 
 log = logging.getLogger("overseer.scheduler")
@@ -90,11 +102,29 @@ def upstream_reason(job: JobRecord) -> str:
 
 class Scheduler:
     def __init__(
-        self, store: JobStore, queue: DispatchQueue, on_graph_done: GraphEvents | None = None
+        self,
+        store: JobStore,
+        queue: DispatchQueue,
+        on_graph_done: GraphEvents | None = None,
+        *,
+        artifacts: ArtifactStore | None = None,
+        expand_budget_seconds: float = 30.0,
     ) -> None:
+        """``artifacts`` is where expansions' items are read from (``overseer.expansion``)."""
         self.store = store
         self.queue = queue
         self.on_graph_done = on_graph_done
+        self.expansions = Expansions(store, artifacts, expand_budget_seconds)
+
+    @classmethod
+    def for_services(cls, services: Services, on_graph_done: GraphEvents | None = None) -> Scheduler:
+        return cls(
+            services.store,
+            services.queue,
+            on_graph_done,
+            artifacts=services.artifacts,
+            expand_budget_seconds=services.settings.expand_budget_seconds,
+        )
 
     def process_stream_event(self, event: Mapping[str, Any]) -> SchedulerReport:
         """Apply one Lambda-shaped stream event. Raises on a store error, so Lambda retries."""
@@ -105,18 +135,29 @@ class Scheduler:
 
     def apply(self, changes: Iterable[StatusChange]) -> SchedulerReport:
         report = SchedulerReport()
+        deadline = time.monotonic() + self.expansions.budget_seconds
         messages: list[JobMessage] = []
         deltas: dict[str, Counter[str]] = defaultdict(Counter)
         finished: list[JobRecord] = []
+        expanding: list[JobRecord] = []
         ended_badly: list[JobRecord] = []
         for change in changes:
             report.changes += 1
             job = change.job
+            if job.status == JobStatus.FINISHED and change.previous == JobStatus.FINISHED:
+                # Not an end: a finished job's expansion moved on (children made, tree ended).
+                if job.expansion is not None:
+                    expanding.append(job)
+                continue
             if job.status == JobStatus.READY and not self._sent_when_released(change):
                 delay = int(max(0.0, timeutil.seconds_until(job.not_before)))
                 # Beyond SQS's 15-minute delay the sweep sends the message when it is due.
                 if delay <= MAX_SQS_DELAY:
                     messages.append(JobMessage(job.graph_id, job.name, job.attempts, delay))
+            elif job.status == JobStatus.FINISHED and job.expansion is not None:
+                # Counted at its end; its dependents wait for its tree.
+                deltas[job.graph_id][JobStatus.FINISHED.value] += 1 + job.carried_finished
+                expanding.append(job)
             elif job.status == JobStatus.FINISHED:
                 finished.append(job)
             elif job.status in (JobStatus.FAILED, JobStatus.ABORTED):
@@ -132,12 +173,19 @@ class Scheduler:
                 report.terminal.append((job.type, job.status.value, seconds))
             if change.previous is not None and change.previous.terminal and not job.status.terminal:
                 deltas[job.graph_id][change.previous.value] -= 1
+        unique = {job.id: job for job in expanding}.values()
+        trees_done = [tree for job in unique if (tree := self.expansions.advance(job, deadline))]
         for job, releases in zip(finished, self.release_dependents(finished), strict=True):
             for message, fresh in releases.messages:
                 report.released += fresh
                 messages.append(message)
             if not releases.handed_over:
                 deltas[job.graph_id][JobStatus.FINISHED.value] += 1 + job.carried_finished
+        for releases in self.release_dependents(trees_done):
+            for message, fresh in releases.messages:
+                report.released += fresh
+                messages.append(message)
+        in_parallel(self.expansions.child_done, [job for job in finished + trees_done if job.parent])
         for job in ended_badly:
             report.aborted += self.abort_dependents(job)
         if messages:
@@ -168,18 +216,19 @@ class Scheduler:
         work: list[tuple[int, JobRecord, Dependent, int]] = []
         for i, job in enumerate(finished):
             for k, dep in enumerate(self.store.dependents(job)):
-                carry = 1 + job.carried_finished if k == 0 and dep.count == 1 else 0
+                # A job that expanded was counted at its own end: nothing to hand over.
+                carry = 1 + job.carried_finished if k == 0 and dep.count == 1 and job.expansion is None else 0
                 work.append((i, job, dep, carry))
 
         def release(task: tuple[int, JobRecord, Dependent, int]) -> tuple[JobRecord | None, bool]:
             _, job, dep, carry = task
             if dep.count > 1:
                 counted = self.store.record_finished_dependency(
-                    job.graph_id, dep.child, dep.index, dep_finished_at=job.finished_at
+                    job.graph_id, dep.child, dep.index, dep_finished_at=job.done_at
                 )
                 if counted is None or counted < dep.count:
                     return None, False
-            return self._release(job.graph_id, dep.child, carry, job.finished_at)
+            return self._release(job.graph_id, dep.child, carry, job.done_at)
 
         releases = [Releases() for _ in finished]
         for (i, _, _, carry), (child, fresh) in zip(work, in_parallel(release, work), strict=True):
@@ -193,7 +242,7 @@ class Scheduler:
                 or (
                     child.released_by == RELEASED_BY_SCHEDULER
                     and child.carried_finished == carry
-                    and child.carried_from == finished[i].finished_at
+                    and child.carried_from == finished[i].done_at
                 )
             ):
                 releases[i].handed_over = True
@@ -220,6 +269,8 @@ class Scheduler:
         return self.store.get_job(graph_id, name), False
 
     def abort_dependents(self, job: JobRecord) -> int:
+        """Abort the waiting dependents of a job that failed or was aborted and, for a child
+        of an expansion, those of its parent and every ancestor (their trees cannot end)."""
         # A stale record (the job was rerun since) must not abort the rerun's jobs.
         current = self.store.get_job(job.graph_id, job.name)
         if current is None or current.status not in (JobStatus.FAILED, JobStatus.ABORTED):
@@ -232,7 +283,12 @@ class Scheduler:
             )
             return changed is not None
 
-        return sum(in_parallel(abort, self.store.dependents(job)))
+        aborted = sum(in_parallel(abort, self.store.dependents(current)))
+        ancestor = current.parent
+        while ancestor is not None and (record := self.store.get_job(job.graph_id, ancestor)) is not None:
+            aborted += sum(in_parallel(abort, self.store.dependents(record)))
+            ancestor = record.parent
+        return aborted
 
     def finalize_graph(self, graph_id: str) -> GraphRecord | None:
         return finalize_graph(self.store, graph_id, self.on_graph_done)
@@ -244,7 +300,10 @@ def finalize_graph(
     """Read every job once; if all are terminal, record the graph's outcome (from running
     only, so of the scheduler and the sweep one records it and ``on_graph_done`` is
     called once)."""
-    statuses = [job.status for job in store.list_jobs(graph_id)]
+    # A job whose children are not all made yet has not ended, for its graph.
+    statuses = [
+        JobStatus.WAITING if job.children_pending else job.status for job in store.list_jobs(graph_id)
+    ]
     outcome = graph_outcome(Counter(statuses))
     if outcome is None:
         return None

@@ -71,6 +71,8 @@ RELEASE = _t("release", {S.WAITING}, S.READY)
 RELEASED_BY_SCHEDULER = "scheduler"
 RELEASED_BY_SUBMISSION = "submission"
 RELEASED_BY_RERUN = "rerun"
+# A child of an expansion, written ready by the scheduler (``overseer.expansion``).
+RELEASED_BY_EXPANSION = "expansion"
 CLAIM = _t("claim", {S.READY}, S.RUNNING)
 FINISH = _t("finish", {S.RUNNING}, S.FINISHED, fenced=True)
 FAIL = _t("fail", {S.RUNNING}, S.FAILED, fenced=True)

@@ -85,6 +85,16 @@ class JobRecord:
     # When a rerun last took the job back (or took a dependency of it back): ends of its
     # dependencies from before then release nothing (the rerun counted them itself).
     rerun_at: str | None = None
+    # A child of an expansion (``overseer.expansion``): its parent, its index among the
+    # parent's children and how many children the parent has.
+    parent: str | None = None
+    child_index: int | None = None
+    siblings: int | None = None
+    # The expansion its finish committed ({"type", "count", "sha256", "bucket", "key"}), how
+    # many of its children exist so far, and when the last of its tree ended (finished).
+    expansion: dict[str, Any] | None = None
+    expand_made: int = 0
+    expand_done_at: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
     started_at: str | None = None
@@ -93,6 +103,24 @@ class JobRecord:
     @property
     def id(self) -> str:
         return f"{self.graph_id}/{self.name}"
+
+    @property
+    def children_pending(self) -> bool:
+        """It expanded and not all its children exist yet: not ended, for its graph."""
+        return self.expansion is not None and self.expand_made < int(self.expansion["count"])
+
+    @property
+    def tree_done(self) -> bool:
+        """Finished, and so is every job of its expansion's tree (if it expanded): what its
+        dependents wait for."""
+        if self.status != JobStatus.FINISHED:
+            return False
+        return self.expansion is None or self.expand_done_at is not None
+
+    @property
+    def done_at(self) -> str | None:
+        """When its dependents' wait ended: its end, or its tree's when that came later."""
+        return max(filter(None, (self.finished_at, self.expand_done_at)), default=None)
 
     def summary(self) -> dict[str, Any]:
         """The job as ``overseer run --json`` prints it."""
@@ -107,6 +135,14 @@ class JobRecord:
             out["rows"] = self.rows
         if self.errors:
             out["errors"] = self.errors
+        if self.expansion is not None:
+            out["expansion"] = {
+                "type": self.expansion["type"],
+                "count": int(self.expansion["count"]),
+                "done": self.expand_done_at is not None,
+            }
+        if self.parent is not None:
+            out["parent"] = self.parent
         if self.started_at:
             out["started_at"] = self.started_at
         if self.finished_at:
@@ -117,6 +153,15 @@ class JobRecord:
         if self.error:
             return f"{self.error.get('type', 'Error')}: {self.error.get('message', '')}"
         return self.reason
+
+
+@dataclass(frozen=True)
+class JobOutputs:
+    """What a job leaves its dependents: its artifact manifest, and how many children its
+    expansion has (0: it did not expand)."""
+
+    artifacts: list[dict[str, Any]]
+    children: int = 0
 
 
 @dataclass
@@ -300,8 +345,8 @@ class JobStore(Protocol):
         """The jobs that depend on ``job`` (inline or from chunks)."""
         ...
 
-    def manifests(self, graph_id: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """name -> artifact manifest of each named job (batched reads)."""
+    def outputs(self, graph_id: str, names: Sequence[str]) -> dict[str, JobOutputs]:
+        """name -> what each named job left for its dependents (batched reads)."""
         ...
 
     def transition(
@@ -314,6 +359,7 @@ class JobStore(Protocol):
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
         dep_finished_at: str | None = None,
+        add_jobs: int = 0,
     ) -> JobRecord | None:
         """Move the job along ``transition`` in one conditional write.
 
@@ -322,10 +368,32 @@ class JobStore(Protocol):
         attributes (``attempts`` may be set; JobRecord field names), ``remove`` clears
         them. With ``dep_finished_at`` (a release for the end of a dependency at that
         time), also only if the job was not rerun since (its ``rerun_at`` is absent or
-        earlier): a stream record of an end from before a rerun releases nothing. Returns
-        the new record, or None when the condition did not hold (someone else moved the
-        job first; the caller treats that as "nothing to do").
+        earlier): a stream record of an end from before a rerun releases nothing. With
+        ``add_jobs``, the graph's ``jobs_total`` grows by that many in the same atomic write
+        (a finish that commits an expansion). Returns the new record, or None when the
+        condition did not hold (someone else moved the job first; the caller treats that
+        as "nothing to do").
         """
+        ...
+
+    def put_children(self, graph_id: str, items: Sequence[Mapping[str, Any]]) -> int:
+        """Write the job items of an expansion's children (``overseer.items.child_item``),
+        each only if no job of its name exists (so a child is never written twice); returns
+        how many were written."""
+        ...
+
+    def advance_expansion(self, graph_id: str, name: str, made: int) -> bool:
+        """Record that the first ``made`` children of the job's expansion exist (only
+        forward: False when it said as many already)."""
+        ...
+
+    def complete_expansion(self, graph_id: str, name: str) -> bool:
+        """Set the job's ``expand_done_at`` (its whole tree ended), once: False when it was set."""
+        ...
+
+    def count_done(self, graph_id: str, entry: str, index: int) -> int:
+        """Add ``index`` to the done set of the counter item ``entry`` (created when absent;
+        ``overseer.items.expansion_entry``); returns how many distinct indices it holds."""
         ...
 
     def record_finished_dependency(
@@ -439,6 +507,10 @@ class ArtifactStore(Protocol):
 
     def download(self, bucket: str, key: str, path: Path) -> None:
         """Write the object to a local file."""
+        ...
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove the object (nothing when it does not exist)."""
         ...
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from .items import JOB_PREFIX, record_from_item
-from .states import RELEASED_BY_RERUN, RELEASED_BY_SUBMISSION, JobStatus
+from .states import RELEASED_BY_EXPANSION, RELEASED_BY_RERUN, RELEASED_BY_SUBMISSION, JobStatus
 from .store import JobRecord
 
 _deserializer = TypeDeserializer()
@@ -38,12 +38,13 @@ STREAM_FILTER_PATTERNS: list[dict[str, Any]] = [
     _job_records({"NewImage": {"status": {"S": ["finished", "failed", "aborted"]}}}),
     # Ready again after running (a retry, an expired lease, a worker shutting down).
     _job_records({"NewImage": {"status": {"S": ["ready"]}}, "OldImage": {"status": {"S": ["running"]}}}),
-    # Released by the graph's submission (its roots) or by a rerun.
+    # Released by the graph's submission (its roots) or by a rerun, or written ready as a
+    # child of an expansion.
     _job_records(
         {
             "NewImage": {
                 "status": {"S": ["ready"]},
-                "released_by": {"S": [RELEASED_BY_SUBMISSION, RELEASED_BY_RERUN]},
+                "released_by": {"S": [RELEASED_BY_SUBMISSION, RELEASED_BY_RERUN, RELEASED_BY_EXPANSION]},
             }
         }
     ),
@@ -80,9 +81,15 @@ def _image(body: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {name: _deserializer.deserialize(value) for name, value in (body.get(key) or {}).items()}
 
 
+def _expansion_moved(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a write to a finished job moved its expansion on (children made, tree ended):
+    the scheduler carries on from such records (``overseer.expansion``)."""
+    return any(old.get(key) != new.get(key) for key in ("expand_made", "expand_done_at"))
+
+
 def status_changes(event: Mapping[str, Any]) -> tuple[int, list[StatusChange]]:
-    """The job status changes in a Lambda DynamoDB stream event (``{"Records": [...]}``), in
-    record order, and the number of records."""
+    """The job status changes in a Lambda DynamoDB stream event (``{"Records": [...]}``), and
+    the moves of finished jobs' expansions, in record order; and the number of records."""
     changes: list[StatusChange] = []
     records = event["Records"]
     for record in records:
@@ -93,7 +100,7 @@ def status_changes(event: Mapping[str, Any]) -> tuple[int, list[StatusChange]]:
         if not new or not str(new.get("entry", "")).startswith(JOB_PREFIX):
             continue
         old = _image(body, "OldImage")
-        if old.get("status") == new.get("status"):
+        if old.get("status") == new.get("status") and not _expansion_moved(old, new):
             continue
         previous = JobStatus(old["status"]) if old.get("status") else None
         changes.append(StatusChange(previous, record_from_item(new)))

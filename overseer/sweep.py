@@ -551,7 +551,7 @@ def _replay_failed_batches(
     """Read each failed stream batch again and apply it through the scheduler (idempotent,
     so dependents are released or aborted exactly as they would have been); then forget
     its note. Batches that cannot be read again have their graphs repaired from the jobs."""
-    scheduler = Scheduler(services.store, services.queue, on_graph_done)
+    scheduler = Scheduler.for_services(services, on_graph_done)
     gone: list[FailedBatch] = []
     seen: set[str] = set()
     while len(seen) < MAX_FAILED_BATCHES:

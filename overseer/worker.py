@@ -27,10 +27,12 @@ from . import timeutil
 from .artifacts import load_inputs, persist_artifacts
 from .config import logs_dir
 from .errors import AbortJob, FaultJob, HandlerCrashed, InvalidArtifact, RemoteHandlerError
+from .expansion import prepare as prepare_expansion
+from .expansion import split_results
 from .handlers import HandlerSpec
 from .isolation import inputs_in_child, short_traceback
 from .items import error_history, minute, next_lease_bucket
-from .job import Job
+from .job import Expand, Job
 from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE, gave_up
 from .store import Delivery, Fence, JobRecord, Services
 
@@ -344,13 +346,15 @@ class Worker:
             job = self._job(record, max_attempts, scratch)
             try:
                 results = self.run_handler(spec, job, lambda: lease_lost() or self._grace_over())
+                artifacts, expand = split_results(results)
                 persisted = persist_artifacts(
-                    results,
+                    artifacts,
                     store=self.services.artifacts,
                     default_bucket=self.settings.artifact_bucket,
                     allowed_buckets=self.settings.allowed_buckets,
                     row_sink=self.services.rows,
                 )
+                expansion = self._expansion(record, expand)
             except AbortJob as signal:
                 return self._record(record, fence, ABORT, "aborted", {"reason": signal.message})
             except FaultJob as signal:
@@ -371,7 +375,7 @@ class Worker:
                     return self._retry(record, fence, max_attempts, spec, error)
                 return self._record(record, fence, FAIL, "failed", {"error": error})
             except InvalidArtifact as exc:
-                error = _error("InvalidArtifact", str(exc))
+                error = _error(type(exc).__name__, str(exc))
                 return self._record(record, fence, FAIL, "failed", {"error": error})
             except Exception as exc:
                 # The handler ran in this process (no isolation): match its retry_on here.
@@ -379,16 +383,42 @@ class Worker:
                 if spec.retries(exc, record.retry_on):
                     return self._retry(record, fence, max_attempts, spec, error)
                 return self._record(record, fence, FAIL, "failed", {"error": error})
+            finish: dict[str, Any] = {"artifacts": persisted.manifest, "rows": persisted.rows}
+            if expansion is not None:
+                finish.update(expansion=expansion, expand_made=0)
+                if not expansion["count"]:
+                    finish["expand_done_at"] = timeutil.iso()  # nothing to wait for
             return self._record(
                 record,
                 fence,
                 FINISH,
                 "finished",
-                {"artifacts": persisted.manifest, "rows": persisted.rows},
+                finish,
                 remove=["error", "reason"],
+                add_jobs=expansion["count"] if expansion else 0,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _expansion(self, record: JobRecord, expand: Expand | None) -> dict[str, Any] | None:
+        """The expansion this finish commits: ``expand`` checked and its items stored, or None
+        when there is none, or when the job committed one already (a rerun keeps it)."""
+        if expand is None:
+            return None
+        if record.expansion is not None:
+            log.warning(
+                "%s expanded again; its first committed expansion (%s items) stands",
+                record.id,
+                record.expansion["count"],
+            )
+            return None
+        return prepare_expansion(
+            expand,
+            record,
+            handler_types=self.handlers.keys(),
+            settings=self.settings,
+            artifacts=self.services.artifacts,
+        )
 
     def _retry(
         self, record: JobRecord, fence: Fence, max_attempts: int, spec: HandlerSpec, error: dict[str, str]
@@ -415,6 +445,7 @@ class Worker:
         kind: str,
         changes: dict[str, Any],
         remove: list[str] | None = None,
+        add_jobs: int = 0,
     ) -> Outcome:
         if "error" in changes:
             # Every attempt's error stays on the job, not only the last one.
@@ -426,6 +457,7 @@ class Worker:
             fence=fence,
             changes=changes,
             remove=[*(remove or []), "lease_owner", "lease_expires_at"],
+            add_jobs=add_jobs,
         )
         if done is None:
             # We lost the job (lease expired and someone else took it, or it was cancelled):

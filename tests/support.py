@@ -36,7 +36,7 @@ class LocalStack:
         configured = provision(settings)
         services = build_services(configured)
         reader = StreamReader(clients.client("dynamodbstreams"), stream_arn(configured))
-        return cls(configured, services, Scheduler(services.store, services.queue), reader)
+        return cls(configured, services, Scheduler.for_services(services), reader)
 
     @property
     def store(self) -> Any:

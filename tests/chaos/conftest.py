@@ -96,7 +96,7 @@ class ChaosStack:
 
         return pump_until_done(
             services,
-            scheduler or Scheduler(services.store, services.queue),
+            scheduler or Scheduler.for_services(services),
             reader or self.stack.reader,
             graph_id,
             progress=in_time,

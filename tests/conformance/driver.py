@@ -41,7 +41,7 @@ class Backend:
     outcomes: list[Outcome] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.scheduler = Scheduler(self.services.store, self.services.queue)
+        self.scheduler = Scheduler.for_services(self.services)
 
     def gid(self, name: str) -> str:
         return self.namespace + name

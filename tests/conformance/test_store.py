@@ -24,7 +24,7 @@ from overseer.states import (
     JobStatus,
     Transition,
 )
-from overseer.store import Dependent, Fence
+from overseer.store import Dependent, Fence, JobOutputs
 
 from .driver import Backend
 
@@ -224,7 +224,7 @@ def test_job_attributes_from_the_spec_and_defaults(backend: Backend) -> None:
     assert (a.type, a.args, a.max_attempts, a.timeout_seconds) == ("t1", {"company": 42, "x": "é"}, 2, 60)
     assert (b.type, b.max_attempts, b.timeout_seconds, b.deps_count) == ("t2", 7, None, 1)
     assert [j.name for j in backend.store.list_jobs(g)] == ["a", "b"]
-    assert backend.store.manifests(g, ["a", "b"]) == {"a": [], "b": []}
+    assert backend.store.outputs(g, ["a", "b"]) == {"a": JobOutputs([]), "b": JobOutputs([])}
 
 
 @pytest.fixture

@@ -6,10 +6,18 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, PynamoDBException, UpdateError
+from pynamodb.exceptions import (
+    DeleteError,
+    DoesNotExist,
+    PutError,
+    PynamoDBException,
+    TransactWriteError,
+    UpdateError,
+)
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
+from pynamodb.transactions import TransactWrite
 
 from ... import timeutil
 from ...errors import StoreError
@@ -26,7 +34,7 @@ from ...items import (
 )
 from ...parallel import in_parallel
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
-from ...store import Dependent, Fence, GraphRecord, JobRecord
+from ...store import Dependent, Fence, GraphRecord, JobOutputs, JobRecord
 from .models import GraphItemBase, JobItemBase, graph_model, job_model, lease_model
 
 
@@ -215,12 +223,13 @@ class DynamoJobStore:
             for c, i, n in chunk.dependents or []
         ]
 
-    def manifests(self, graph_id: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        keys = [(graph_id, job_entry(n)) for n in names]
-        out: dict[str, list[dict[str, Any]]] = {}
-        attrs = ["job_name", "artifacts"]
+    def outputs(self, graph_id: str, names: Sequence[str]) -> dict[str, JobOutputs]:
+        keys = [(graph_id, job_entry(n)) for n in dict.fromkeys(names)]
+        out: dict[str, JobOutputs] = {}
+        attrs = ["job_name", "artifacts", "expansion"]
         for item in self.Job.batch_get(keys, consistent_read=True, attributes_to_get=attrs):
-            out[item.job_name or ""] = json.loads(item.artifacts or "[]")
+            children = int(json.loads(item.expansion)["count"]) if item.expansion else 0
+            out[item.job_name or ""] = JobOutputs(json.loads(item.artifacts or "[]"), children)
         return out
 
     # -- writing ----------------------------------------------------------------------
@@ -234,6 +243,7 @@ class DynamoJobStore:
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
         dep_finished_at: str | None = None,
+        add_jobs: int = 0,
     ) -> JobRecord | None:
         J = self.Job
         values, removed = transition_values(
@@ -251,6 +261,8 @@ class DynamoJobStore:
         if dep_finished_at is not None:
             condition &= self._not_rerun_since(dep_finished_at)
         item = J(graph_id, job_entry(name))
+        if add_jobs:
+            return self._transition_adding_jobs(item, actions, condition, add_jobs, transition)
         try:
             item.update(actions=actions, condition=condition)
         except UpdateError as exc:
@@ -258,6 +270,82 @@ class DynamoJobStore:
                 return None
             raise StoreError(f"cannot {transition.name} job {graph_id}/{name}: {exc}") from exc
         return record_from_item({**item.attribute_values})
+
+    def _transition_adding_jobs(
+        self,
+        item: JobItemBase,
+        actions: list[Action],
+        condition: Condition,
+        add_jobs: int,
+        transition: Transition,
+    ) -> JobRecord | None:
+        """The job's write and the graph's new ``jobs_total`` in one transaction."""
+        G = self.Graph
+        graph = G(item.graph_id)
+        grow: list[Action] = [G.jobs_total.add(add_jobs), G.updated_at.set(timeutil.iso())]
+        try:
+            with TransactWrite(connection=self.Job._get_connection().connection) as tx:
+                tx.update(item, actions=actions, condition=condition)
+                tx.update(graph, actions=grow, condition=G.graph_id.exists())
+        except TransactWriteError as exc:
+            reasons = [reason.code for reason in exc.cancellation_reasons if reason]
+            if "ConditionalCheckFailed" in reasons:
+                return None
+            raise StoreError(f"cannot {transition.name} job {item.graph_id}/{item.entry}: {exc}") from exc
+        return self.get_job(item.graph_id, str(item.entry)[len(JOB_PREFIX) :])
+
+    def put_children(self, graph_id: str, items: Sequence[Mapping[str, Any]]) -> int:
+        J = self.Job
+
+        def put(values: Mapping[str, Any]) -> bool:
+            try:
+                J(**values).save(condition=J.entry.does_not_exist())
+            except PutError as exc:
+                if _condition_failed(exc):
+                    return False
+                raise StoreError(f"cannot write job {graph_id}/{values['job_name']}: {exc}") from exc
+            return True
+
+        return sum(in_parallel(put, list(items)))
+
+    def advance_expansion(self, graph_id: str, name: str, made: int) -> bool:
+        J = self.Job
+        condition = J.expand_made.does_not_exist() | (J.expand_made < made)
+        return self._update(graph_id, job_entry(name), [J.expand_made.set(made)], condition)
+
+    def complete_expansion(self, graph_id: str, name: str) -> bool:
+        J = self.Job
+        stamp = timeutil.iso()
+        actions: list[Action] = [J.expand_done_at.set(stamp), J.updated_at.set(stamp)]
+        return self._update(graph_id, job_entry(name), actions, J.expand_done_at.does_not_exist())
+
+    def _update(self, graph_id: str, entry: str, actions: list[Action], condition: Condition) -> bool:
+        J = self.Job
+        try:
+            J(graph_id, entry).update(actions=actions, condition=condition & J.entry.exists())
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise StoreError(f"cannot update {graph_id}/{entry}: {exc}") from exc
+        return True
+
+    def count_done(self, graph_id: str, entry: str, index: int) -> int:
+        J = self.Job
+        try:
+            data = J._get_connection().update_item(
+                graph_id, range_key=entry, actions=[J.done.add({index})], return_values="UPDATED_NEW"
+            )
+        except UpdateError as exc:
+            raise StoreError(f"cannot count {graph_id}/{entry}: {exc}") from exc
+        done = data.get("Attributes", {}).get("done")
+        if done is None:
+            # The index was in the set already, and the emulator returns nothing for an ADD
+            # that changed nothing: read the set.
+            try:
+                return len(J.get(graph_id, entry, consistent_read=True).done or ())
+            except DoesNotExist:
+                return 0
+        return len(done.get("NS", ()))
 
     def _not_rerun_since(self, moment: str) -> Condition:
         J = self.Job

@@ -138,6 +138,17 @@ class JobItemBase(Model):
     carried_from = UnicodeAttribute(null=True)
     # When a rerun last took it (or one of its deps) back: older ends of its deps release nothing.
     rerun_at = UnicodeAttribute(null=True)
+    # A child of an expansion: its parent job, its index, and how many children the parent has.
+    parent = UnicodeAttribute(null=True)
+    child_index = NumberAttribute(null=True)
+    siblings = NumberAttribute(null=True)
+    # JSON: the expansion the job's finish committed {"type", "count", "sha256", "bucket", "key"};
+    # how many of its children exist; when its whole tree ended.
+    expansion = UnicodeAttribute(null=True)
+    expand_made = NumberAttribute(null=True)
+    expand_done_at = UnicodeAttribute(null=True)
+    # On an expansion's counter items ("exp#<parent>[#<group>]"): the indices that ended.
+    done = NumberSetAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)

@@ -67,6 +67,9 @@ class S3ArtifactStore:
     def download(self, bucket: str, key: str, path: Path) -> None:
         self.client.download_file(bucket, key, str(path), Config=self.transfer)
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
+
 
 class DynamoRowSink:
     """Rows artifacts: items into the user's own DynamoDB tables."""

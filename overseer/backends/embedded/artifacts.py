@@ -103,6 +103,10 @@ class DirectoryArtifactStore:
         with self._atomic(target.resolve()) as handle, self._path(bucket, key).open("rb") as source:
             shutil.copyfileobj(source, handle, 1024 * 1024)
 
+    def delete(self, bucket: str, key: str) -> None:
+        for path in (self._path(bucket, key), self._path(bucket, key, meta=True)):
+            path.unlink(missing_ok=True)
+
     def keys(self, bucket: str) -> list[str]:
         """Every key of a bucket, sorted (embedded only: listing, tests)."""
         base = self.root / bucket

@@ -44,7 +44,7 @@ REGION = "local"
 SHARD = "feed"
 _serializer = TypeSerializer()
 # Attributes stored as a number set (NS) in DynamoDB; kept as JSON lists here.
-NUMBER_SETS = frozenset({"finished_deps"})
+NUMBER_SETS = frozenset({"finished_deps", "done"})
 
 
 def stream_arn(path: object) -> str:

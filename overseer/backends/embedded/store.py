@@ -36,7 +36,7 @@ from ...items import (
     transition_values,
 )
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
-from ...store import Dependent, Fence, GraphRecord, JobRecord
+from ...store import Dependent, Fence, GraphRecord, JobOutputs, JobRecord
 from . import feed
 from .db import Database, database
 
@@ -234,8 +234,8 @@ class SqliteJobStore:
             Dependent(str(c), int(i), int(n)) for chunk in chunks for c, i, n in chunk.get("dependents") or []
         ]
 
-    def manifests(self, graph_id: str, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
+    def outputs(self, graph_id: str, names: Sequence[str]) -> dict[str, JobOutputs]:
+        out: dict[str, JobOutputs] = {}
         names = list(dict.fromkeys(names))
         for start in range(0, len(names), _LIST_BATCH):
             batch = [job_entry(n) for n in names[start : start + _LIST_BATCH]]
@@ -246,7 +246,10 @@ class SqliteJobStore:
                 ).fetchall()
             for (text,) in rows:
                 item = json.loads(text)
-                out[item.get("job_name") or ""] = json.loads(item.get("artifacts") or "[]")
+                out[item.get("job_name") or ""] = JobOutputs(
+                    json.loads(item.get("artifacts") or "[]"),
+                    int(json.loads(item["expansion"])["count"]) if item.get("expansion") else 0,
+                )
         return out
 
     # -- writing ----------------------------------------------------------------------
@@ -260,6 +263,7 @@ class SqliteJobStore:
         changes: Mapping[str, Any] | None = None,
         remove: Iterable[str] = (),
         dep_finished_at: str | None = None,
+        add_jobs: int = 0,
     ) -> JobRecord | None:
         values, removed = transition_values(
             transition, changes, remove, fenced=fence is not None, graph_id=graph_id, name=name
@@ -286,7 +290,51 @@ class SqliteJobStore:
             for key in removed:
                 new.pop(key, None)
             self._put(conn, new, old)
+            if add_jobs:
+                graph = self._get_graph(conn, graph_id)
+                if graph is not None:
+                    graph["jobs_total"] = int(graph["jobs_total"]) + add_jobs
+                    graph["updated_at"] = timeutil.iso()
+                    self._put_graph(conn, graph)
         return record_from_item(new)
+
+    def put_children(self, graph_id: str, items: Sequence[Mapping[str, Any]]) -> int:
+        written = 0
+        with self.db.write() as conn:
+            for item in items:
+                if self._get(conn, graph_id, item["entry"]) is None:
+                    self._put(conn, dict(item), None, insert=True)
+                    written += 1
+        return written
+
+    def advance_expansion(self, graph_id: str, name: str, made: int) -> bool:
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, job_entry(name))
+            if old is None or int(old.get("expand_made") or 0) >= made:
+                return False
+            self._put(conn, {**old, "expand_made": made, "updated_at": timeutil.iso()}, old)
+        return True
+
+    def complete_expansion(self, graph_id: str, name: str) -> bool:
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, job_entry(name))
+            if old is None or old.get("expand_done_at"):
+                return False
+            stamp = timeutil.iso()
+            self._put(conn, {**old, "expand_done_at": stamp, "updated_at": stamp}, old)
+        return True
+
+    def count_done(self, graph_id: str, entry: str, index: int) -> int:
+        with self.db.write() as conn:
+            old = self._get(conn, graph_id, entry)
+            done = set((old or {}).get("done") or ()) | {int(index)}
+            self._put(
+                conn,
+                {**(old or {}), "graph_id": graph_id, "entry": entry, "done": sorted(done)},
+                old,
+                insert=True,
+            )
+        return len(done)
 
     def record_finished_dependency(
         self, graph_id: str, name: str, index: int, *, dep_finished_at: str | None = None

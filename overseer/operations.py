@@ -327,6 +327,7 @@ def rerun_graph(
         """Whether ``dep`` no longer holds ``record`` back: it finished and, unless it is the
         record's own parent, so did its expansion's tree (``overseer.expansion``)."""
         return dep in finished and (dep == record.parent or jobs[dep].tree_done)
+
     # The waiting jobs that counted a finished job now taken back forget it, and count their
     # other finished deps here (as the jobs taken back do).
     forget = [

@@ -28,7 +28,9 @@ class Fan:
 
     def start(self, job: overseer.Job) -> list[Any]:
         self.runs[job.name] += 1
-        items = [{"i": i, **job.args.get("extra", {})} for i in range(job.args["n"])]
+        # A later run lists one more item each time (the first committed expansion must win).
+        count = job.args["n"] + self.runs[job.name] - 1
+        items = [{"i": i, **job.args.get("extra", {})} for i in range(count)]
         return [
             overseer.Artifact(key=f"{job.graph_id}/{job.name}.txt", data=b"listed"),
             overseer.Expand(type="child", items=items, args={"tag": "t"}),
@@ -191,3 +193,16 @@ def test_too_many_items_is_a_clear_error(backend: Backend) -> None:
         "expands into 4 items; the maximum is 3 (OVERSEER_MAX_EXPAND_ITEMS)"
         in (backend.jobs(g)["start"].error["message"])
     )
+
+
+def test_a_rerun_of_the_expanded_job_keeps_its_first_committed_expansion(backend: Backend) -> None:
+    g = backend.gid("expand-rerun-parent")
+    fan = Fan()
+    assert backend.run(fan_graph(g, 3), fan.handlers).status == GraphStatus.FINISHED
+    operations.rerun_graph(backend.services, g, job="start", downstream=True)
+    graph = backend.drive(g, fan.handlers)
+    assert (graph.status, graph.jobs_total) == (GraphStatus.FINISHED, 5)
+    assert (fan.runs["start"], fan.runs["join"]) == (2, 2)
+    assert all(fan.runs[f"start.{i}"] == 1 for i in range(3))
+    assert fan.joined == ["start", "start.0", "start.1", "start.2"]
+    assert sorted(backend.jobs(g)) == ["join", "start", "start.0", "start.1", "start.2"]

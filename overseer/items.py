@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -344,6 +345,15 @@ def child_name(parent: str, index: int) -> str:
     return f"{parent}.{index}"
 
 
+def natural_order(name: str) -> list[tuple[int, int | str]]:
+    """A sort key that puts numbers in number order: ``p``, ``p.2``, ``p.10``, ``q``.
+
+    >>> sorted(["p.10", "q", "p.2", "p"], key=natural_order)
+    ['p', 'p.2', 'p.10', 'q']
+    """
+    return [(1, int(part)) if part.isdigit() else (0, part) for part in re.split(r"(\d+)", name) if part]
+
+
 def child_item(
     parent: JobRecord,
     index: int,
@@ -369,6 +379,8 @@ def child_item(
         "attempts": 0,
         "deps_count": 1,
         "deps": [parent.name],
+        # Its parent's dependents wait for it through the parent's tree: none of its own.
+        "dependents": [],
         "parent": parent.name,
         "child_index": index,
         "siblings": int(parent.expansion["count"]),

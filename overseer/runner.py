@@ -41,6 +41,7 @@ from .config import DEFAULT_STATE_DIR, Settings
 from .errors import EXIT_FAILED
 from .graph import GraphSpec
 from .handlers import HandlerSpec
+from .items import natural_order
 from .operations import rerun_graph
 from .scheduler import Scheduler
 from .states import GraphStatus, terminal_counts
@@ -493,7 +494,9 @@ def run_graph(
                     poll_seconds=where.poll_seconds,
                     alive=pool.alive,
                 )
-        jobs = {job.name: job.summary() for job in store.list_jobs(spec.id)}
+        # Children in item order (``p.2`` before ``p.10``), not in the store's string order.
+        ordered = sorted(store.list_jobs(spec.id), key=lambda job: natural_order(job.name))
+        jobs = {job.name: job.summary() for job in ordered}
         if out is not None:
             download_artifacts(where.services, jobs, out)
         requests = where.requests()

@@ -136,7 +136,8 @@ def run(
         def show(record: GraphRecord) -> None:
             done = sum(record.counts.values())
             counts = " ".join(f"{k}={v}" for k, v in record.counts.items() if v)
-            bar.update(task, completed=min(done, record.jobs_total), counts=counts)
+            # The total grows when a job expands into children.
+            bar.update(task, total=record.jobs_total, completed=min(done, record.jobs_total), counts=counts)
 
         try:
             result = run_graph(

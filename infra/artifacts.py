@@ -6,6 +6,10 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+# Where workers store the items of an expansion in the bucket (``overseer.expansion.items_key``);
+# the scheduler reads and deletes objects under it only.
+EXPANSION_ITEMS_PREFIX = "_overseer/expansions/"
+
 
 class Artifacts(Construct):
     """The artifact bucket.

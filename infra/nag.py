@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from aws_cdk import Acknowledgment, Stack, Validations
 from constructs import IConstruct
 
+from infra.artifacts import EXPANSION_ITEMS_PREFIX
+
 if TYPE_CHECKING:
     from infra.stack import OverseerStack
 
@@ -20,6 +22,13 @@ PACK = "AwsSolutions::"
 
 def _ack(construct: IConstruct, rule: str, reason: str) -> None:
     Validations.of(construct).acknowledge(Acknowledgment(id=PACK + rule, reason=reason))
+
+
+def _artifact_objects(s: OverseerStack, pattern: str) -> str:
+    """How cdk-nag names the resource of objects ``pattern`` of the artifact bucket."""
+    if s.artifacts.created:
+        return f"Resource::<ArtifactsBucket88671897.Arn>/{pattern}"
+    return f"Resource::arn:<AWS::Partition>:s3:::{s.config.existing_bucket_name}/{pattern}"
 
 
 def acknowledge_findings(stack: Stack) -> None:
@@ -53,12 +62,22 @@ def acknowledge_findings(stack: Stack) -> None:
             + ".",
         )
 
+    # The scheduler reads an expansion's items and deletes those of attempts that did not
+    # commit; the sweep's replay of a failed stream batch runs the scheduler's code.
+    for function in (s.scheduler.function, s.sweep.function):
+        assert function.role is not None
+        _ack(
+            function.role,
+            f"AwsSolutions-IAM5[{_artifact_objects(s, EXPANSION_ITEMS_PREFIX + '*')}]",
+            "Expansions' items files are keyed by graph, job and attempt, not known at deploy "
+            "time; access is limited to Get/DeleteObject under the expansions prefix of the "
+            "artifact bucket (no artifact).",
+        )
+
     # --- Workers -------------------------------------------------------------------------
     _ack(
         s.workers.job_role,
-        "AwsSolutions-IAM5[Resource::<ArtifactsBucket88671897.Arn>/*]"
-        if s.artifacts.created
-        else f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{s.config.existing_bucket_name}/*]",
+        f"AwsSolutions-IAM5[{_artifact_objects(s, '*')}]",
         "Workers write artifacts under keys derived from graph and job ids, not known at "
         "deploy time; access is limited to Get/Put/AbortMultipartUpload of objects of the "
         "artifact bucket (no delete).",

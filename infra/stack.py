@@ -12,7 +12,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.api import Api
-from infra.artifacts import Artifacts
+from infra.artifacts import EXPANSION_ITEMS_PREFIX, Artifacts
 from infra.config import DeploymentConfig
 from infra.dispatch import Dispatch
 from infra.events_out import GraphEvents
@@ -147,24 +147,32 @@ class OverseerStack(Stack):
         BatchGetItem; ``sweep_page`` Query (jobs' sweep index) and BatchGetItem;
         ``get_sweep_cursor`` GetItem, ``put_sweep_cursor`` UpdateItem (graphs);
         ``list_jobs`` / ``dependencies`` /
-        ``dependents`` Query (jobs); ``manifests`` BatchGetItem (jobs); ``transition``,
+        ``dependents`` Query (jobs); ``outputs`` BatchGetItem (jobs); ``transition``,
         ``renew_lease``, ``record_finished_dependency`` (GetItem after a no-op),
         ``add_graph_progress`` (GetItem when empty), ``set_graph_status`` UpdateItem.
+        Expansions (``overseer.expansion``): a ``transition`` with ``add_jobs`` is a
+        TransactWriteItems of two UpdateItems (the job, the graph's ``jobs_total``), which
+        IAM authorizes as those UpdateItems; ``put_children`` PutItem (jobs);
+        ``advance_expansion``, ``complete_expansion``, ``count_done`` UpdateItem (jobs).
         """
         graphs, jobs = self.tables.graphs_table, self.tables.jobs_table
         queue, dlq = self.dispatch.queue, self.dispatch.dead_letter_queue
         bucket = self.artifacts.bucket
 
-        # Worker (runs user code: no delete, no scan, nothing on the graphs table). Jobs:
-        # claim / heartbeat / outcome (UpdateItem), inputs: dependencies (Query) and their
-        # manifests (BatchGetItem), the handler process re-reading its job (GetItem).
+        # Worker (runs user code: no delete, no scan). Jobs: claim / heartbeat / outcome
+        # (UpdateItem), inputs: dependencies (Query) and their outputs, with every child of
+        # an expansion (BatchGetItem), the handler process re-reading its job (GetItem).
+        # Graphs: only the finish that commits an expansion, which adds its children to the
+        # graph's jobs_total in the same transaction (UpdateItem); no read, no put.
         worker = self.workers.job_role
         _allow(worker, jobs, "GetItem", "Query", "BatchGetItem", "UpdateItem")
+        _allow(worker, graphs, "UpdateItem")
         # Receive, delete (DeleteMessageBatch) and extend / release (ChangeMessageVisibility).
         queue.grant(worker, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
         # Objects only: read job inputs, write (and abort multipart uploads of) artifacts;
         # HeadObject before each put skips identical objects: it needs GetObject, and
-        # ListBucket to answer 404 rather than 403 for a new key. No delete.
+        # ListBucket to answer 404 rather than 403 for a new key. An expansion's items are
+        # a PutObject in the artifact bucket too. No delete.
         buckets = [bucket] + [
             s3.Bucket.from_bucket_name(self, f"AllowedBucket{index}", name)
             for index, name in enumerate(self.config.allowed_buckets)
@@ -203,10 +211,16 @@ class OverseerStack(Stack):
         # Scheduler (overseer.scheduler): releases dependents (Query for edge chunks,
         # UpdateItem, GetItem of a job not released by this call), aborts dependents
         # (GetItem, UpdateItem), counts graph progress and ends graphs (UpdateItem, Query
-        # in finalize_graph; GetItem when there is nothing to count).
+        # in finalize_graph; GetItem when there is nothing to count). Expansions
+        # (overseer.expansion): the parent and its graph (GetItem), its children (PutItem,
+        # conditional), how many exist and when its tree ended (UpdateItem), the counter
+        # items of ended children (UpdateItem).
         scheduler = self.scheduler.function
-        _allow(scheduler, jobs, "GetItem", "Query", "UpdateItem")
+        _allow(scheduler, jobs, "GetItem", "Query", "UpdateItem", "PutItem")
         _allow(scheduler, graphs, "GetItem", "UpdateItem")
+        # The committed items (GetObject), and the items files of attempts that did not
+        # commit (DeleteObject): under the expansions prefix only, never an artifact.
+        _allow_expansion_items(scheduler, bucket)
         queue.grant(scheduler, "sqs:SendMessage")  # SendMessageBatch of released jobs
         self.events.bus.grant_put_events_to(scheduler)  # Graph Finished / Failed / Aborted
 
@@ -216,10 +230,12 @@ class OverseerStack(Stack):
         # expired leases, re-sent messages, dead letters (UpdateItem); a graph whose
         # counters say it ended (finalize_graph: Query of its jobs, set_graph_status:
         # UpdateItem, announced with PutEvents). Replaying a failed stream batch runs the
-        # scheduler's calls (GetItem of jobs and graphs). Graphs left creating are rolled
-        # back (DeleteItem of the graph and its jobs). No Scan.
+        # scheduler's calls (GetItem of jobs and graphs; an expansion's children: PutItem,
+        # and its items, as the scheduler's). Graphs left creating are rolled back
+        # (DeleteItem of the graph and its jobs). No Scan.
         sweep = self.sweep.function
-        _allow(sweep, jobs, "GetItem", "Query", "UpdateItem", "DeleteItem", "BatchGetItem")
+        _allow(sweep, jobs, "GetItem", "Query", "UpdateItem", "DeleteItem", "BatchGetItem", "PutItem")
+        _allow_expansion_items(sweep, bucket)
         _allow(sweep, graphs, "GetItem", "UpdateItem", "PutItem", "DeleteItem", "BatchGetItem")
         _allow_index(sweep, jobs, self.tables.SWEEP_INDEX, "Query")
         _allow_index(sweep, graphs, self.tables.ACTIVE_GRAPHS_INDEX, "Query")
@@ -292,6 +308,16 @@ def _allow(principal: iam.IGrantable, table: dynamodb.ITable, *operations: str) 
     """Allow ``dynamodb:<operation>`` on ``table`` itself (not its indexes)."""
     principal.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(actions=[f"dynamodb:{op}" for op in operations], resources=[table.table_arn])
+    )
+
+
+def _allow_expansion_items(principal: iam.IGrantable, bucket: s3.IBucket) -> None:
+    """Allow reading and deleting the expansions' items files (``EXPANSION_ITEMS_PREFIX``)."""
+    principal.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["s3:GetObject", "s3:DeleteObject"],
+            resources=[bucket.arn_for_objects(f"{EXPANSION_ITEMS_PREFIX}*")],
+        )
     )
 
 

@@ -12,10 +12,19 @@ deployment rehearsal (tests/rehearsal) runs this graph against the synthesized s
 - ``write_rows``: rows into a table of ``rowsTables`` (args ``table``; key ``id``);
 - ``wait``: sleeps ``seconds`` (default 20) and then writes an artifact: long enough to
   watch a worker being stopped or lost mid-job.
+- ``fan_out``: a graph that grows at run time: one ``write_item`` child per entry of args
+  ``items`` (the worker's finish commits it with the graph's new job count; the scheduler
+  writes the children, reads the items and, when the job ran more than once, deletes the
+  items files of its other attempts). With ``fail_first`` its first attempt fails and is
+  retried, so that last step runs too.
+- ``write_item``: a child of ``fan_out``: an artifact holding its ``item``;
+- ``list_inputs``: a join: an artifact listing its inputs, job by job in the order it got
+  them, each with the text of its artifacts (a ``fan_out``'s children in item order).
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import overseer
@@ -45,6 +54,32 @@ def wait(job: overseer.Job) -> list[overseer.Artifact]:
     return [overseer.Artifact(key=f"{job.graph_id}/{job.name}.txt", data=b"waited")]
 
 
+class FirstAttemptFailed(Exception):
+    """``fan_out``'s first attempt, asked to fail (args ``fail_first``); it is retried."""
+
+
+def fan_out(job: overseer.Job) -> list[overseer.Artifact | overseer.Expand]:
+    if job.args.get("fail_first") and job.attempt == 1:
+        raise FirstAttemptFailed(f"{job.id} fails its first attempt, as asked")
+    items = [{"item": item} for item in job.args["items"]]
+    return [
+        overseer.Artifact(key=f"{job.graph_id}/{job.name}.json", data=json.dumps(items).encode()),
+        overseer.Expand(type="write_item", items=items),
+    ]
+
+
+def write_item(job: overseer.Job) -> list[overseer.Artifact]:
+    return [overseer.Artifact(key=f"{job.graph_id}/{job.name}.txt", data=str(job.args["item"]).encode())]
+
+
+def list_inputs(job: overseer.Job) -> list[overseer.Artifact]:
+    listing = [
+        {"job": name, "artifacts": [artifact.read().decode() for artifact in artifacts]}
+        for name, artifacts in job.inputs.items()
+    ]
+    return [overseer.Artifact(key=f"{job.graph_id}/{job.name}.json", data=json.dumps(listing).encode())]
+
+
 HANDLERS = {
     **DAILY_REPORT,
     "write_artifact": write_artifact,
@@ -52,4 +87,7 @@ HANDLERS = {
     "write_elsewhere": write_elsewhere,
     "write_rows": write_rows,
     "wait": {"process": wait, "max_attempts": 3},
+    "fan_out": {"process": fan_out, "max_attempts": 2, "retry_on": FirstAttemptFailed, "backoff_seconds": 1},
+    "write_item": write_item,
+    "list_inputs": list_inputs,
 }

@@ -164,11 +164,16 @@ def test_worker_settings_are_validated_with_clear_errors() -> None:
 
 # Role -> table -> the DynamoDB actions its code paths use (see OverseerStack._grant).
 TABLE_ACTIONS = {
-    "worker": {"jobs": {"GetItem", "Query", "BatchGetItem", "UpdateItem"}, "graphs": set()},
-    "scheduler": {"jobs": {"GetItem", "Query", "UpdateItem"}, "graphs": {"GetItem", "UpdateItem"}},
+    # Graphs: the finish that commits an expansion adds its children to jobs_total.
+    "worker": {"jobs": {"GetItem", "Query", "BatchGetItem", "UpdateItem"}, "graphs": {"UpdateItem"}},
+    # PutItem: an expansion's children (the sweep's replay of a failed batch makes them too).
+    "scheduler": {
+        "jobs": {"GetItem", "Query", "UpdateItem", "PutItem"},
+        "graphs": {"GetItem", "UpdateItem"},
+    },
     # No Scan: running graphs and the jobs to repair come from the two indexes (INDEX_ACTIONS).
     "sweep": {
-        "jobs": {"GetItem", "Query", "UpdateItem", "DeleteItem", "BatchGetItem"},
+        "jobs": {"GetItem", "Query", "UpdateItem", "DeleteItem", "BatchGetItem", "PutItem"},
         "graphs": {"GetItem", "UpdateItem", "PutItem", "DeleteItem", "BatchGetItem"},
     },
     "api": {

@@ -21,8 +21,10 @@ from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from infra.app import build_app
+from infra.artifacts import EXPANSION_ITEMS_PREFIX
 from infra.config import ConfigError, DeploymentConfig
 from infra.stack import OverseerStack
+from overseer.expansion import items_key
 
 pytestmark = pytest.mark.infra
 
@@ -193,7 +195,7 @@ def test_scheduler_stream_filter_passes_only_job_records_it_acts_on(synth: Synth
     assert ready_again["dynamodb"]["OldImage"] == {"status": {"S": ["running"]}}
     assert released["dynamodb"]["NewImage"] == {
         "status": {"S": ["ready"]},
-        "released_by": {"S": ["submission", "rerun"]},
+        "released_by": {"S": ["submission", "rerun", "expansion"]},  # children are written ready
     }
     assert props["BatchSize"] == 100
     assert props["BisectBatchOnFunctionError"] is True
@@ -385,13 +387,37 @@ def test_worker_role_is_least_privilege(synth: Synthesis) -> None:
     }
     assert not actions & forbidden, actions & forbidden
     assert all(statement["Resource"] != "*" for statement in statements)
-    # Graphs: read only.
+    # Graphs: only the UpdateItem of the finish that commits an expansion (jobs_total grows).
     graphs_arn = {"Fn::GetAtt": [synth.logical_id(synth.stack.tables.graphs_table), "Arn"]}
-    for statement in statements:
-        resources = statement["Resource"]
-        resources = resources if isinstance(resources, list) else [resources]
-        if graphs_arn in resources:
-            assert not _actions([statement]) & {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+    assert _actions(_on_resource(statements, graphs_arn)) == {"dynamodb:UpdateItem"}
+
+
+def _on_resource(statements: list[dict[str, Any]], resource: Any) -> list[dict[str, Any]]:
+    """The statements that name ``resource``."""
+    return [
+        s
+        for s in statements
+        if resource in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+
+
+@pytest.mark.parametrize("which", ["synth", "variant"])
+def test_scheduler_and_sweep_read_and_delete_only_the_expansions_items_files(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    synthesis: Synthesis = request.getfixturevalue(which)
+    stack = synthesis.stack
+    # Where the worker stores them: the prefix the grants name.
+    assert items_key("g", "fan_out", 2) == f"{EXPANSION_ITEMS_PREFIX}g/fan_out/attempt-2.json"
+    bucket = stack.resolve(stack.artifacts.bucket.arn_for_objects(f"{EXPANSION_ITEMS_PREFIX}*"))
+    jobs_arn = {"Fn::GetAtt": [synthesis.logical_id(stack.tables.jobs_table), "Arn"]}
+    for function in (stack.scheduler.function, stack.sweep.function):
+        statements = _statements(synthesis, synthesis.logical_id(function.role))
+        s3_statements = [s for s in statements if any(a.startswith("s3:") for a in _actions([s]))]
+        assert [s["Resource"] for s in s3_statements] == [bucket]
+        assert _actions(s3_statements) == {"s3:GetObject", "s3:DeleteObject"}
+        # The children: written one by one, each only if it does not exist.
+        assert "dynamodb:PutItem" in _actions(_on_resource(statements, jobs_arn))
 
 
 def test_sweep_may_submit_workers_and_scheduler_may_publish_events(synth: Synthesis) -> None:

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from overseer.job import Artifact, Job, job_seed
+from overseer.errors import fault
+from overseer.job import Artifact, Expand, Job, job_seed
 from overseer.store import Delivery, DispatchQueue, JobMessage
 
 HANDLERS_MODULE = __name__
@@ -429,3 +430,70 @@ class DroppingScheduler:
                 self.dropped += 1
                 return None
         return self.scheduler.process_stream_event(event)
+
+
+# --- graphs that grow at run time (``overseer.Expand``) ---------------------------------
+
+# Where the expansion handlers note each run that reached its artifact write (the line
+# ``_note_run`` writes, to a file of its own): a killed attempt may have started without.
+ENV_RETURNS = "OVERSEER_CHAOS_RETURNS"
+
+
+def _note_return(job: Job) -> None:
+    path = os.environ.get(ENV_RETURNS)
+    if path:
+        line = json.dumps([job.graph_id, job.name, job.attempt, os.getppid()]) + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def listing(job: Job) -> list[Any]:
+    """Lists ``n`` items and expands into one ``item`` child per item (and writes its own
+    ``write`` artifact). With ``relist``, each attempt lists other items (attempt ``k``:
+    ``n + k - 1`` of them, each saying ``listed_by: k``); an attempt in
+    ``fault_after_listing`` faults once it has listed."""
+    _note_run(job)
+    count = int(job.args["n"]) + (job.attempt - 1 if job.args.get("relist") else 0)
+    items = [{"i": i, **({"listed_by": job.attempt} if job.args.get("relist") else {})} for i in range(count)]
+    if job.attempt in job.args.get("fault_after_listing", ()):
+        fault(f"attempt {job.attempt} listed {count} items, then lost its connection")
+    data = job.random.randbytes(int(job.args.get("size", 256)))
+    _note_return(job)
+    return [Artifact(key=artifact_key(job.graph_id, job.name), data=data), Expand(type="item", items=items)]
+
+
+def item(job: Job) -> list[Artifact]:
+    """A child: the ``write`` artifact, noted as it is returned."""
+    _note_run(job)
+    if job.args.get("sleep"):
+        time.sleep(float(job.args["sleep"]))
+    data = job.random.randbytes(int(job.args.get("size", 256)))
+    _note_return(job)
+    return [Artifact(key=artifact_key(job.graph_id, job.name), data=data)]
+
+
+def gathered_key(graph_id: str, name: str) -> str:
+    return f"chaos/{graph_id}/{name}.gathered.json"
+
+
+def gather(job: Job) -> list[Artifact]:
+    """A join: stores what it was given, ``[[input name, [artifact keys]], ...]`` in order."""
+    _note_run(job)
+    seen = [[name, [a.key for a in artifacts]] for name, artifacts in job.inputs.items()]
+    _note_return(job)
+    return [Artifact(key=gathered_key(job.graph_id, job.name), data=json.dumps(seen).encode())]
+
+
+HANDLERS.update(listing=listing, item=item, gather=gather)
+
+
+def expansion_graph(graph_id: str, children: int, **job_args: Any) -> dict[str, Any]:
+    """``start`` lists ``children`` items (``item`` jobs); ``join`` gathers them."""
+    return {
+        "id": graph_id,
+        "args": {"n": children, **job_args},
+        "jobs": {"start": {"type": "listing"}, "join": {"type": "gather", "deps": ["start"]}},
+    }

@@ -183,9 +183,9 @@ class Expansions:
             if time.monotonic() > deadline:
                 break
         log.info("%s: %d of %d children made", parent.id, made, count)
-        self.store.advance_expansion(parent.graph_id, parent.name, made)
         if made == count:
             self._reap(parent)
+        self.store.advance_expansion(parent.graph_id, parent.name, made)
 
     def _reap(self, parent: JobRecord) -> None:
         """Delete the items files of the parent's attempts that did not commit."""

@@ -388,7 +388,7 @@ class Worker:
                 finish.update(expansion=expansion, expand_made=0)
                 if not expansion["count"]:
                     finish["expand_done_at"] = timeutil.iso()  # nothing to wait for
-            return self._record(
+            outcome = self._record(
                 record,
                 fence,
                 FINISH,
@@ -397,6 +397,9 @@ class Worker:
                 remove=["error", "reason"],
                 add_jobs=expansion["count"] if expansion else 0,
             )
+            if expansion is not None and outcome.kind == "lost":
+                self.services.artifacts.delete(expansion["bucket"], expansion["key"])
+            return outcome
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -175,6 +175,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "allowedBuckets": ("allowed_buckets", []),
     "eventBusName": ("event_bus_name", ""),
     "maxWorkers": ("max_workers", 16),
+    "maxExpandItems": ("max_expand_items", 10_000),
+    "maxExpandBytes": ("max_expand_bytes", 16 * 1024 * 1024),
     "leaseSeconds": ("lease_seconds", 120),
     "idleExitSeconds": ("idle_exit_seconds", 300),
     "sweepSchedule": ("sweep_schedule", "rate(1 minute)"),
@@ -239,6 +241,8 @@ class DeploymentConfig:
     allowed_buckets: tuple[str, ...]
     event_bus_name: str
     max_workers: int
+    max_expand_items: int
+    max_expand_bytes: int
     lease_seconds: int
     idle_exit_seconds: int
     sweep_schedule: str
@@ -294,6 +298,8 @@ class DeploymentConfig:
             ("workerMemoryMiB", 512),
             ("scratchVolumeGiB", 0),
             ("maxWorkers", 0),
+            ("maxExpandItems", 0),
+            ("maxExpandBytes", 0),
             ("leaseSeconds", 30),
             ("idleExitSeconds", 0),
             ("logRetentionDays", 1),

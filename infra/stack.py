@@ -79,6 +79,9 @@ class OverseerStack(Stack):
             environment={
                 **shared_env,
                 "OVERSEER_IDLE_EXIT_SECONDS": str(config.idle_exit_seconds),
+                # The caps of a handler's Expand, checked by the worker before it commits one.
+                "OVERSEER_MAX_EXPAND_ITEMS": str(config.max_expand_items),
+                "OVERSEER_MAX_EXPAND_BYTES": str(config.max_expand_bytes),
             },
             log_retention=retention,
             existing_vpc_id=config.existing_vpc_id,

@@ -329,6 +329,10 @@ def test_job_definition_runs_the_worker_image_with_scratch_and_retries_host_fail
     assert env["AWS_REGION"] == {"Ref": "AWS::Region"}
     assert env["OVERSEER_HANDLERS"] == CONTEXT["handlersModule"]
     assert env["OVERSEER_LEASE_SECONDS"] == str(CONTEXT["leaseSeconds"])
+    assert (env["OVERSEER_MAX_EXPAND_ITEMS"], env["OVERSEER_MAX_EXPAND_BYTES"]) == (
+        str(CONTEXT["maxExpandItems"]),
+        str(CONTEXT["maxExpandBytes"]),
+    )
     assert container["Volumes"] == [{"Host": {"SourcePath": "/scratch"}, "Name": "scratch"}]
     assert [(m["SourceVolume"], m["ContainerPath"]) for m in container["MountPoints"]] == [
         ("scratch", "/scratch")

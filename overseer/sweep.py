@@ -534,12 +534,13 @@ def _fail_dead_letters(services: Services, dead_letters: DispatchQueue, limit: i
                 "message": f"its message was received {delivery.receive_count} times without an "
                 "outcome: a worker crashed on it each time (see the worker logs)",
             }
-            if (
-                services.store.transition(
-                    message.graph_id, message.job_name, DEAD_LETTER, changes={"error": error}
-                )
-                is not None
-            ):
+            # The job keeps this error in its history too, as a worker's failed attempt does.
+            job = services.store.get_job(message.graph_id, message.job_name)
+            if job is None or job.status not in DEAD_LETTER.sources:
+                continue
+            history = error_history(job.errors, job.attempts, error)
+            changes = {"error": error, "errors": history}
+            if services.store.transition(job.graph_id, job.name, DEAD_LETTER, changes=changes) is not None:
                 failed += 1
         dead_letters.delete([d.receipt for d in deliveries])
     return failed
@@ -595,8 +596,10 @@ def _repair_stranded(
     whose deps all finished, or one of whose deps failed or was aborted, is stranded. Its
     deps' ends are applied through the scheduler as their stream records would have been
     (a dep already counted is counted again: harmless, the graph's end is decided from
-    the jobs). A graph whose jobs have all ended gets its outcome recorded. Reads every job
-    of those graphs: the price of records lost for good."""
+    the jobs). So are the ends of an expansion's children its parent's tree has not counted,
+    and the finish of a job whose children are not all made. A graph whose jobs have all
+    ended gets its outcome recorded. Reads every job of those graphs: the price of records
+    lost for good."""
     store = services.store
     for graph in store.running_graphs():
         if created_before is not None and (graph.created_at or "") > created_before:
@@ -617,6 +620,13 @@ def _repair_stranded(
                 ends.setdefault(ended_badly[0].name, ended_badly[0])
             elif deps and all(d.status == JobStatus.FINISHED for d in deps):
                 ends.update((d.name, d) for d in deps)
+        for job in jobs.values():
+            # Expansions (overseer.expansion): children not all made, and children whose end
+            # their parent's tree has not counted (an end lost with its record).
+            parent = jobs.get(job.parent) if job.parent else None
+            ended = job.tree_done or job.status in (JobStatus.FAILED, JobStatus.ABORTED)
+            if job.children_pending or (parent is not None and not parent.tree_done and ended):
+                ends.setdefault(job.name, job)
         if not ends:
             continue
         applied = scheduler.apply([StatusChange(None, job) for job in ends.values()])

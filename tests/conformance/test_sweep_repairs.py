@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import overseer
 from overseer.errors import StoreError, StreamRecordsGone, SweepFailed
 from overseer.states import GraphStatus, JobStatus
 from overseer.store import FailedBatch, Services
@@ -49,7 +50,12 @@ def forked(graph_id: str) -> dict[str, Any]:
 
 
 def run_losing_every_end(
-    backend: Backend, graph_id: str, handlers: dict[str, Any], services: Services, lose: Any = None
+    backend: Backend,
+    graph_id: str,
+    handlers: dict[str, Any],
+    services: Services,
+    lose: Any = None,
+    stale_ready_seconds: int | None = None,
 ) -> list[SweepReport]:
     """Run the graph, but every stream batch holding a job's end is given up on (as Lambda
     does after its retries); only the sweep (on ``services``) can move the graph on."""
@@ -64,7 +70,7 @@ def run_losing_every_end(
         elif records:
             backend.scheduler.process_stream_event({"Records": records})
         backend.work_once(worker)
-        reports.append(sweep(services))
+        reports.append(sweep(services, stale_ready_seconds=stale_ready_seconds))
         if backend.store.get_graph(graph_id).status.terminal:
             return reports
     raise AssertionError(f"graph {graph_id} did not end: {backend.jobs(graph_id)}")
@@ -148,6 +154,46 @@ def test_past_the_stream_retention_the_sweep_repairs_the_graph_from_its_jobs(bac
     assert total(reports, "stranded_graphs_repaired") >= 2
     assert total(reports, "stranded_jobs_released") >= 3  # left, right, after_left
     assert total(reports, "stranded_jobs_aborted") >= 1  # after_right
+    assert [r.failures for r in reports if r.failures] == []
+
+
+def test_past_the_stream_retention_the_sweep_carries_expansions_on_from_the_jobs(backend: Backend) -> None:
+    calls: Counter[tuple[str, str]] = Counter()
+    base = counting_handlers(calls)
+
+    def expand(job: Any) -> list[Any]:
+        calls[job.graph_id, job.name] += 1
+        return [overseer.Expand(type="ok", items=[{"i": i} for i in range(3)] + [{"bad": True}])]
+
+    def ok_or_bad(job: Any) -> None:
+        (base["bad"] if job.args.get("bad") else base["ok"])(job)
+
+    handlers = {**base, "expand": expand, "ok": ok_or_bad}
+    graph_id = backend.gid("expansion-past-retention")
+    jobs = {"root": {"type": "expand", "deps": []}, "join": {"type": "ok", "deps": ["root"]}}
+    backend.submit({"id": graph_id, "jobs": jobs}, handlers)
+    if backend.kind == "embedded":
+        services, lose = backend.services, _delete_feed_records(backend)
+    else:
+        services = dataclasses.replace(
+            backend.services, stream_failures=GoneForGood(backend.services.stream_failures)
+        )
+        lose = None
+
+    # The children's own records go with the lost batches: the sweep finds them ready with no
+    # message (its due check, as it would have long before a batch passes the retention).
+    reports = run_losing_every_end(backend, graph_id, handlers, services, lose, stale_ready_seconds=0)
+
+    # The root's end and every child's were lost: the sweep made the children from the jobs,
+    # counted their ends, and aborted the join for the child that failed.
+    assert backend.store.get_graph(graph_id).status == GraphStatus.FAILED
+    statuses = {name: job.status.value for name, job in backend.jobs(graph_id).items()}
+    assert statuses == {
+        "root": "finished", "root.0": "finished", "root.1": "finished", "root.2": "finished",
+        "root.3": "failed", "join": "aborted",
+    }  # fmt: skip
+    assert backend.jobs(graph_id)["join"].reason == "upstream job 'root.3' failed"
+    assert set(Counter({n: c for (g, n), c in calls.items() if g == graph_id}).values()) == {1}
     assert [r.failures for r in reports if r.failures] == []
 
 

@@ -148,6 +148,7 @@ def test_dead_lettered_messages_fail_their_jobs_with_a_clear_error(stack):
     job = stack.store.get_job("poison", "a")
     assert job.status == JobStatus.FAILED and job.error["type"] == "DeadLettered"
     assert "without an outcome" in job.error["message"]
+    assert [(e["type"], e["attempt"]) for e in job.errors] == [("DeadLettered", 0)]
 
 
 def wait_for(condition, timeout: float = 20.0):

@@ -154,31 +154,24 @@ class Expansions:
 
     def make_children(self, parent: JobRecord, deadline: float) -> None:
         assert parent.expansion is not None
-        if self.artifacts is None:
-            raise RuntimeError("the scheduler has no artifact store: it cannot read expansions")
         expansion = parent.expansion
-        data = self.artifacts.get_bytes(expansion["bucket"], expansion["key"])
-        if hashlib.sha256(data).hexdigest() != expansion["sha256"]:
-            raise InvalidExpansion(
-                f"the items of {parent.id}'s expansion at s3://{expansion['bucket']}/{expansion['key']} "
-                "do not match the SHA-256 its finish committed; they were changed after"
-            )
-        document = json.loads(data)
+        document, problem = self._items(parent)
         graph = self.store.get_graph(parent.graph_id)
         base = {**(graph.args if graph else {}), **document["args"]}
         # Children of a graph that ended meanwhile (cancelled) are made aborted, so the graph's
-        # jobs are what it counted; a rerun of the graph runs them.
-        aborted = None
-        if graph is None or graph.status != GraphStatus.RUNNING:
+        # jobs are what it counted; a rerun of the graph runs them. So are those of items that
+        # cannot be read (their join is aborted, saying why, and the graph ends).
+        aborted = problem
+        if aborted is None and (graph is None or graph.status != GraphStatus.RUNNING):
             aborted = (graph.reason if graph else None) or "graph cancelled"
         count, made, kind = int(expansion["count"]), parent.expand_made, document["type"]
+        items = document["items"] or [{}] * count
         while made < count:
             page = range(made, min(count, made + PAGE))
-            items = [
-                child_item(parent, i, kind, {**base, **document["items"][i]}, aborted_reason=aborted)
-                for i in page
+            children = [
+                child_item(parent, i, kind, {**base, **items[i]}, aborted_reason=aborted) for i in page
             ]
-            self.store.put_children(parent.graph_id, items)
+            self.store.put_children(parent.graph_id, children)
             made = page.stop
             if time.monotonic() > deadline:
                 break
@@ -186,6 +179,24 @@ class Expansions:
         if made == count:
             self._reap(parent)
         self.store.advance_expansion(parent.graph_id, parent.name, made)
+
+    def _items(self, parent: JobRecord) -> tuple[dict[str, Any], str | None]:
+        """The committed items document, or (an empty one, why it cannot be used) when the
+        object is gone or no longer what the finish committed (a transient error raises:
+        the record is tried again)."""
+        if self.artifacts is None:
+            raise RuntimeError("the scheduler has no artifact store: it cannot read expansions")
+        expansion = parent.expansion
+        assert expansion is not None
+        where = f"s3://{expansion['bucket']}/{expansion['key']}"
+        empty = {"type": expansion["type"], "args": {}, "items": []}
+        if self.artifacts.stat(expansion["bucket"], expansion["key"]) is None:
+            return empty, f"the items of its parent's expansion are gone ({where})"
+        data = self.artifacts.get_bytes(expansion["bucket"], expansion["key"])
+        if hashlib.sha256(data).hexdigest() != expansion["sha256"]:
+            problem = f"the items of its parent's expansion ({where}) were changed after they were committed"
+            return empty, problem
+        return dict(json.loads(data)), None
 
     def _reap(self, parent: JobRecord) -> None:
         """Delete the items files of the parent's attempts that did not commit."""

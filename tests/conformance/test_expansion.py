@@ -60,6 +60,17 @@ class Fan:
         return {"start": self.start, "child": self.child, "join": self.join}
 
 
+def finish_start(backend: Backend, g: str, fan: Fan) -> None:
+    """Run the graph's first job only (the stream may take a moment to bring its record)."""
+    worker = backend.worker(fan.handlers)
+    for _ in range(200):
+        if backend.store.get_job(g, "start").status == JobStatus.FINISHED:
+            return
+        backend.pump()
+        backend.work_once(worker)
+    raise AssertionError(f"start did not finish: {backend.jobs(g)}")
+
+
 def fan_graph(g: str, n: int, **args: Any) -> dict[str, Any]:
     return {"id": g, "args": {"n": n, "graph_arg": 1, **args}, "jobs": {"start": [], "join": ["start"]}}
 
@@ -153,9 +164,7 @@ def test_a_cancelled_graph_makes_its_remaining_children_aborted(
     g = backend.gid("expand-cancel")
     fan = Fan()
     backend.submit(fan_graph(g, 10), fan.handlers)
-    worker = backend.worker(fan.handlers)
-    backend.pump()
-    backend.work_once(worker)  # start finishes
+    finish_start(backend, g, fan)
     backend.pump()  # the first page of children
     operations.cancel_graph(backend.services, g)
     while backend.pump():
@@ -206,3 +215,30 @@ def test_a_rerun_of_the_expanded_job_keeps_its_first_committed_expansion(backend
     assert all(fan.runs[f"start.{i}"] == 1 for i in range(3))
     assert fan.joined == ["start", "start.0", "start.1", "start.2"]
     assert sorted(backend.jobs(g)) == ["join", "start", "start.0", "start.1", "start.2"]
+
+
+@pytest.mark.parametrize("damage", ["changed", "gone"])
+def test_items_changed_or_gone_after_the_commit_end_the_graph_saying_why(
+    backend: Backend, damage: str
+) -> None:
+    g = backend.gid(f"expand-items-{damage}")
+    fan = Fan()
+    backend.submit(fan_graph(g, 3), fan.handlers)
+    finish_start(backend, g, fan)  # its expansion is committed, no child is made yet
+    expansion = backend.jobs(g)["start"].expansion
+    if damage == "changed":
+        backend.services.artifacts.put_bytes(expansion["bucket"], expansion["key"], b"{}", sha256="x")
+    else:
+        backend.services.artifacts.delete(expansion["bucket"], expansion["key"])
+    graph = backend.drive(g, fan.handlers)
+    assert graph.status == GraphStatus.ABORTED
+    jobs = backend.jobs(g)
+    children = [jobs[f"start.{i}"] for i in range(3)]
+    assert {c.status for c in children} == {JobStatus.ABORTED}
+    why = "were changed after they were committed" if damage == "changed" else "are gone"
+    assert all(why in (c.reason or "") for c in children), children[0].reason
+    assert jobs["join"].status == JobStatus.ABORTED
+    assert jobs["join"].reason.startswith(
+        "upstream job 'start.0' aborted: the items of its parent's expansion"
+    )
+    assert fan.runs == Counter(start=1)

@@ -256,6 +256,9 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     good = [r for r in runs if r["ok"]]
     fields = [k for k in good[0] if k != "ok"] if good else []
     summary: dict[str, Any] = {k: round(statistics.median(r[k] for r in good), 4) for k in fields}
+    if good:  # the spread says how far to trust a median on a shared machine
+        summary["seconds_min"] = round(min(r["seconds"] for r in good), 4)
+        summary["seconds_max"] = round(max(r["seconds"] for r in good), 4)
     summary["runs"] = len(runs)
     summary["failed"] = len(runs) - len(good)
     errors = [r["error"] for r in runs if not r["ok"]]
@@ -296,8 +299,12 @@ def print_tables(rows: list[dict[str, Any]], floor: dict[str, Any], fits: dict[s
     def cell(value: Any, scale: float = 1.0, digits: int = 2) -> str:
         return f"{value * scale:.{digits}f}" if isinstance(value, int | float) else "-"
 
+    def spread(summary: dict[str, Any]) -> str:
+        return f"{cell(summary.get('seconds_min'))}-{cell(summary.get('seconds_max'))}"
+
     header = (
-        f"{'case':<20} {'jobs':>5} {'wk':>3} {'overseer s':>11} {'luigi s':>8} {'ratio':>7} {'failed':>7}"
+        f"{'case':<20} {'jobs':>5} {'wk':>3} {'overseer s':>11} {'(min-max)':>11} {'luigi s':>8} "
+        f"{'(min-max)':>11} {'ratio':>7} {'failed':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -305,7 +312,8 @@ def print_tables(rows: list[dict[str, Any]], floor: dict[str, Any], fits: dict[s
         over, luigi = row["overseer"], row["luigi"]
         print(
             f"{row['case']:<20} {row['jobs']:>5} {row['workers']:>3} {cell(over.get('seconds')):>11} "
-            f"{cell(luigi.get('seconds')):>8} {cell(row['ratio']):>6}x {over['failed'] + luigi['failed']:>7}"
+            f"{spread(over):>11} {cell(luigi.get('seconds')):>8} {spread(luigi):>11} "
+            f"{cell(row['ratio']):>6}x {over['failed'] + luigi['failed']:>7}"
         )
     print()
     print("where the time goes (medians, ms)")
@@ -326,8 +334,13 @@ def print_tables(rows: list[dict[str, Any]], floor: dict[str, Any], fits: dict[s
             f"| {luigi[0]:>8} {luigi[1]:>8} {luigi[2]:>8}"
         )
     print()
-    for tool, fit in fits.items():
-        print(f"chains 10/50/100, {tool}: {fit['per_link_ms']:.1f} ms per link, {fit['fixed_s']:.2f} s fixed")
+    for tool, by_measure in fits.items():
+        for measure, fit in by_measure.items():
+            what = "whole process" if measure == "seconds" else "first job to last"
+            print(
+                f"chains 10/50/100, {tool}, {what}: {fit['per_link_ms']:.1f} ms per link, "
+                f"{fit['fixed_s']:.2f} s fixed"
+            )
     for tool, summary in floor.items():
         print(f"floor, {tool}: python + import {cell(summary.get('seconds'))} s")
 
@@ -402,12 +415,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     floor = {tool: medians(runs) for tool, runs in floor_runs.items()}
     by_case = {row["case"]: row for row in rows}
-    fits = {}
+    # Per link and fixed cost: a line through the chains' medians, of the whole process
+    # ("seconds") and of the part between the first job and the last ("running"), which
+    # start-up's noise does not reach.
+    fits: dict[str, dict[str, dict[str, float]]] = {}
     if all(case in by_case for case in CHAIN_LENGTHS):
         for tool in ("overseer", "luigi"):
-            points = [(n, by_case[case][tool].get("seconds")) for case, n in CHAIN_LENGTHS.items()]
-            if all(seconds is not None for _, seconds in points):
-                fits[tool] = line_fit([(float(n), float(s)) for n, s in points if s is not None])
+            for measure in ("seconds", "running"):
+                values = [by_case[case][tool].get(measure) for case in CHAIN_LENGTHS]
+                if all(isinstance(v, float | int) for v in values):
+                    points = [
+                        (float(n), float(v)) for n, v in zip(CHAIN_LENGTHS.values(), values, strict=True)
+                    ]
+                    fits.setdefault(tool, {})[measure] = line_fit(points)
 
     print_tables(rows, floor, fits)
     print(f"{about['date']}, {args.rounds} rounds; load before: {about['uptime']}")

@@ -416,16 +416,16 @@ def test_an_expansion_in_a_stream_batch_the_scheduler_gave_up_on_is_made_by_the_
 ) -> None:
     # A job written straight into the jobs table as its second attempt's finish left it:
     # an expansion of two items committed, no child made yet. Its first attempt's items
-    # file stayed behind (it lost its lease after storing them). The committed items file
-    # does not match the committed SHA-256, so the scheduler fails on the job's record until
-    # Lambda gives up.
+    # file stayed behind (it lost its lease after storing them). The committed expansion is
+    # written without its count, so the scheduler fails on the job's record until Lambda
+    # gives up.
     graph_id, bucket = "replayed-expansion", _artifact_bucket(rehearsal)
     prefix = f"_overseer/expansions/{graph_id}/fan_out/"
     items = {"type": "write_item", "args": {}, "items": [{"item": "west"}, {"item": "east"}]}
     committed = json.dumps(items, sort_keys=True, separators=(",", ":")).encode()
     s3 = rehearsal.client("s3")
     s3.put_object(Bucket=bucket, Key=f"{prefix}attempt-1.json", Body=committed)
-    s3.put_object(Bucket=bucket, Key=f"{prefix}attempt-2.json", Body=committed.replace(b"west", b"wes"))
+    s3.put_object(Bucket=bucket, Key=f"{prefix}attempt-2.json", Body=committed)
     _put_running_graph(rehearsal, graph_id, jobs_total=3)
     expansion = {
         "type": "write_item", "count": 2, "sha256": hashlib.sha256(committed).hexdigest(),
@@ -438,14 +438,20 @@ def test_an_expansion_in_a_stream_batch_the_scheduler_gave_up_on_is_made_by_the_
             "graph_id": {"S": graph_id}, "entry": {"S": "job#fan_out"}, "job_name": {"S": "fan_out"},
             "job_type": {"S": "fan_out"}, "status": {"S": "finished"}, "args": {"S": "{}"},
             "attempts": {"N": "2"}, "deps_count": {"N": "0"}, "deps": {"L": []}, "dependents": {"L": []},
-            "artifacts": {"S": "[]"}, "expansion": {"S": json.dumps(expansion)}, "expand_made": {"N": "0"},
+            "artifacts": {"S": "[]"}, "expand_made": {"N": "0"},
+            "expansion": {"S": json.dumps({k: v for k, v in expansion.items() if k != "count"})},
             "created_at": {"S": STAMP}, "updated_at": {"S": STAMP}, "finished_at": {"S": STAMP},
         },
     )  # fmt: skip
     _wait_for_given_up_records(rehearsal, before, 1, "the scheduler to give up on fan_out's record")
-    # The items are repaired; the record is only in the stream now: the sweep's replay makes
-    # the children and deletes the first attempt's items.
-    s3.put_object(Bucket=bucket, Key=f"{prefix}attempt-2.json", Body=committed)
+    # The expansion is repaired; the record is only in the stream now: the sweep's replay
+    # makes the children (from the job as it is now) and deletes the first attempt's items.
+    rehearsal.client("dynamodb").update_item(
+        TableName=_table(rehearsal, with_sort_key=True),
+        Key={"graph_id": {"S": graph_id}, "entry": {"S": "job#fan_out"}},
+        UpdateExpression="SET expansion = :e",
+        ExpressionAttributeValues={":e": {"S": json.dumps(expansion)}},
+    )
 
     assert wait_until_ended(rehearsal, graph_id) == "finished", jobs(rehearsal, graph_id)
     listed = jobs(rehearsal, graph_id)

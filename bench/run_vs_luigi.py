@@ -62,6 +62,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from embedded_vs_luigi import chain, fanout_join, layered_full
+
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = b"01234567"  # the 8 bytes every job writes
 
@@ -112,24 +114,7 @@ if __name__ == "__main__":
 '''
 
 
-# -- Graphs (the shapes of bench/embedded_vs_luigi.py, as overseer graph documents) ------
-def chain(n: int) -> dict[str, list[str]]:
-    return {f"c{i:03d}": [f"c{i - 1:03d}"] if i else [] for i in range(n)}
-
-
-def fanout_join(n: int) -> dict[str, list[str]]:
-    jobs: dict[str, list[str]] = {"start": []}
-    jobs.update({f"f{i:04d}": ["start"] for i in range(n)})
-    jobs["join"] = [f"f{i:04d}" for i in range(n)]
-    return jobs
-
-
-def layered_full(layers: int, width: int) -> dict[str, list[str]]:
-    jobs: dict[str, list[str]] = {}
-    for k in range(layers):
-        previous = [f"l{k - 1:02d}-{i:02d}" for i in range(width)] if k else []
-        jobs.update({f"l{k:02d}-{i:02d}": previous for i in range(width)})
-    return jobs
+# -- Graphs: the shapes of bench/embedded_vs_luigi.py (name -> deps) ------------------------
 
 
 # name -> (graph, workers); the first three are issue 17's shapes

@@ -130,21 +130,24 @@ class GoneForGood:
         self.failures.delete(batch)
 
 
+def records_gone_for_good(backend: Backend) -> tuple[Services, Any]:
+    """The services a sweep past the stream's retention runs on, and what loses the records of
+    a batch given up on (None when the adapter is told they are gone)."""
+    if backend.kind == "embedded":
+        # The feed's records really go: the adapter finds them missing.
+        return backend.services, _delete_feed_records(backend)
+    # The emulator's stream never trims: its adapter is told so (see test_stream_failures for
+    # the adapter's reading of DynamoDB Streams' TrimmedDataAccessException).
+    failures = GoneForGood(backend.services.stream_failures)
+    return dataclasses.replace(backend.services, stream_failures=failures), None
+
+
 def test_past_the_stream_retention_the_sweep_repairs_the_graph_from_its_jobs(backend: Backend) -> None:
     calls: Counter[tuple[str, str]] = Counter()
     handlers = counting_handlers(calls)
     graph_id = backend.gid("past-retention")
     backend.submit(forked(graph_id), handlers)
-    if backend.kind == "embedded":
-        # The feed's records really go: the adapter finds them missing.
-        services, lose = backend.services, _delete_feed_records(backend)
-    else:
-        # The emulator's stream never trims: its adapter is told so (see test_stream_failures
-        # for the adapter's reading of DynamoDB Streams' TrimmedDataAccessException).
-        services = dataclasses.replace(
-            backend.services, stream_failures=GoneForGood(backend.services.stream_failures)
-        )
-        lose = None
+    services, lose = records_gone_for_good(backend)
 
     reports = run_losing_every_end(backend, graph_id, handlers, services, lose)
 
@@ -172,13 +175,7 @@ def test_past_the_stream_retention_the_sweep_carries_expansions_on_from_the_jobs
     graph_id = backend.gid("expansion-past-retention")
     jobs = {"root": {"type": "expand", "deps": []}, "join": {"type": "ok", "deps": ["root"]}}
     backend.submit({"id": graph_id, "jobs": jobs}, handlers)
-    if backend.kind == "embedded":
-        services, lose = backend.services, _delete_feed_records(backend)
-    else:
-        services = dataclasses.replace(
-            backend.services, stream_failures=GoneForGood(backend.services.stream_failures)
-        )
-        lose = None
+    services, lose = records_gone_for_good(backend)
 
     # The children's own records go with the lost batches: the sweep finds them ready with no
     # message (its due check, as it would have long before a batch passes the retention).

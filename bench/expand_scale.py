@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -116,6 +116,49 @@ class RawRecords:
 
     def count(self, parsed: dict[str, Any], **_: Any) -> None:
         self.last = len(parsed.get("Records") or [])
+
+
+class Timing:
+    """Calls and seconds per operation of the clients it is attached to (the emulator's
+    answer time as the caller sees it), to say where the time goes."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.slowest: defaultdict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
+
+    def attach(self, client: Any) -> Any:
+        client.meta.events.register("before-call", self._started)
+        client.meta.events.register("after-call", self._ended)
+        return client
+
+    def _started(self, context: dict[str, Any], **_: Any) -> None:
+        context["bench_timing_started"] = time.perf_counter()
+
+    def _ended(self, event_name: str, context: dict[str, Any], **_: Any) -> None:
+        started = context.get("bench_timing_started")
+        if started is None:
+            return
+        seconds = time.perf_counter() - started
+        service, operation = event_name.split(".", 2)[1:]
+        name = f"{service}.{operation}"
+        with self._lock:
+            self.calls[name] += 1
+            self.seconds[name] += seconds
+            self.slowest[name] = max(self.slowest[name], seconds)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per operation, the most time first: calls, seconds, mean and slowest ms."""
+        return {
+            name: {
+                "calls": self.calls[name],
+                "seconds": round(self.seconds[name], 1),
+                "mean_ms": round(1000 * self.seconds[name] / self.calls[name], 1),
+                "slowest_ms": round(1000 * self.slowest[name], 1),
+            }
+            for name in sorted(self.seconds, key=lambda n: -self.seconds[n])
+        }
 
 
 @dataclass
@@ -205,8 +248,11 @@ def run(children: int, workers: int, log: Callable[[str], None]) -> dict[str, An
     settings, services, meters = metered_stack(
         f"x{uuid.uuid4().hex[:8]}", COMPONENTS, lease_seconds=LEASE_SECONDS
     )
+    timings = {c: Timing() for c in COMPONENTS}
+    for component in COMPONENTS:
+        attach_services(timings[component], services[component])  # type: ignore[arg-type]
     raw = RawRecords()
-    streams = meters["harness"].attach(clients.client("dynamodbstreams"))
+    streams = timings["harness"].attach(meters["harness"].attach(clients.client("dynamodbstreams")))
     streams.meta.events.register("after-call.dynamodbstreams.GetRecords", raw.count)
     reader = StreamReader(streams, stream_arn(settings))
     harness = services["harness"].store
@@ -220,6 +266,7 @@ def run(children: int, workers: int, log: Callable[[str], None]) -> dict[str, An
         own = services["worker"] if k == 0 else build_services(settings)
         if k:
             attach_services(meters["worker"], own)
+            attach_services(timings["worker"], own)  # type: ignore[arg-type]
         lanes.append(Lane(Worker(own, specs, worker_id=f"bench-worker-{k}"), own.queue))
 
     document = {
@@ -348,6 +395,7 @@ def run(children: int, workers: int, log: Callable[[str], None]) -> dict[str, An
             "slowest_seconds": max((e["seconds"] for e in each_invocation), default=0.0),
         },
         "per_child": per_child(meters, children),
+        "time_by_operation": {c: timings[c].summary() for c in BILLED},
         "largest_item_written_bytes": {c: meters[c].largest_write for c in BILLED},
         "stored": stored,
         "checks": checks,
@@ -552,6 +600,13 @@ def print_report(result: dict[str, Any]) -> None:
         f"{billed['read_units']:>8.3f} RU"
         " (submission + scheduler + worker)"
     )
+    print("\nwhere the time goes (the emulator's answers as each component saw them; threads overlap):")
+    for component, operations in result["time_by_operation"].items():
+        for op, t in list(operations.items())[:5]:
+            print(
+                f"  {component:<11}{op:<34}{t['calls']:>8,} calls{t['seconds']:>9} s"
+                f"  mean {t['mean_ms']} ms, slowest {t['slowest_ms']} ms"
+            )
     stored = result["stored"]
     print(f"\nlargest item written: {result['largest_item_written_bytes']} bytes by component")
     print(

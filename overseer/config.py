@@ -82,6 +82,15 @@ class Settings:
     max_workers: int = 16
     # Jobs (queued messages) one worker is expected to drain per sweep interval.
     jobs_per_worker: int = 50
+    # The worker pool this process belongs to (a worker takes jobs from its pool's queue),
+    # and every pool of the stack or run as JSON (``overseer.pools``; "" = the default only).
+    pool: str = "default"
+    pools: str = ""
+    # A worker takes no new job this long after its start (0 = no limit), and refuses (hands
+    # back, attempt not counted) a job it could not finish by its deadline: seconds after its
+    # start when it is stopped (AWS Batch's timeout, less a grace; 0 = none).
+    worker_lifetime_seconds: int = 0
+    worker_deadline_seconds: int = 0
     # The most items (children) one Expand may list, and bytes of its items as JSON.
     max_expand_items: int = 10_000
     max_expand_bytes: int = 16 * 1024 * 1024

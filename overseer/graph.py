@@ -14,6 +14,7 @@ A graph document::
         max_attempts: 3                    # optional, overrides the handler's
         retry_on: [requests.ConnectionError]   # optional, overrides the handler's
         timeout_seconds: 600               # optional
+        pool: gpu                          # optional: the worker pool that runs it
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 import yaml
 
 from .errors import InvalidGraph, UnknownHandler
+from .pools import POOL_NAME
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_ARGS_BYTES = 32 * 1024
@@ -42,7 +44,7 @@ MAX_NAME_LENGTH = 128
 GRAPH_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=+@-]{0,127}$")
 _FORBIDDEN_IN_NAMES = re.compile(r"[#\x00-\x1f\x7f]")
 _GRAPH_KEYS = {"id", "args", "jobs", "timeout"}
-_JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds", "retry_on"}
+_JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds", "retry_on", "pool"}
 _MAX_PROBLEMS_SHOWN = 10
 # A job's retry_on: at most this many exception names, each a dotted path of identifiers.
 MAX_RETRY_ON = 20
@@ -58,6 +60,8 @@ class JobSpec:
     max_attempts: int | None = None
     timeout_seconds: int | None = None
     retry_on: tuple[str, ...] = ()
+    # The worker pool that runs it (``overseer.pools``); None: its type's route, or default.
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,7 @@ def parse_graph(
         job_args: Any = {}
         max_attempts = job_timeout = None
         retry_on: tuple[str, ...] = ()
+        pool: str | None = None
         if isinstance(body, dict):
             extra = set(body) - _JOB_KEYS
             if extra:
@@ -314,6 +319,10 @@ def parse_graph(
                 body.get("timeout_seconds"), f"job {name!r} timeout_seconds", problems
             )
             retry_on = _retry_on(body.get("retry_on"), f"job {name!r} retry_on", problems)
+            pool = body.get("pool")
+            if pool is not None and not (isinstance(pool, str) and POOL_NAME.match(pool)):
+                problems.append(f"job {name!r} pool must be a pool name such as 'gpu', got {pool!r:.80}")
+                pool = None
         elif body is None:
             deps = []
         if not _check_name(job_type, f"job {name!r} type", problems):
@@ -336,7 +345,7 @@ def parse_graph(
         merged = {**graph_args, **job_args}
         if _json_size(merged, f"args of job {name!r}", problems) > MAX_ARGS_BYTES:
             problems.append(f"args of job {name!r} are larger than {MAX_ARGS_BYTES} bytes of JSON")
-        jobs[name] = JobSpec(name, job_type, tuple(deps), merged, max_attempts, job_timeout, retry_on)
+        jobs[name] = JobSpec(name, job_type, tuple(deps), merged, max_attempts, job_timeout, retry_on, pool)
 
     for job in jobs.values():
         missing = [d for d in job.deps if d not in raw_jobs]

@@ -17,7 +17,7 @@ from .job import Artifact, Expand, Job, Rows
 
 _STAGE_KEYS = {
     "process", "pre_process", "post_process", "max_attempts", "timeout_seconds",
-    "retry_on", "backoff_seconds", "backoff_max_seconds",
+    "retry_on", "backoff_seconds", "backoff_max_seconds", "pool",
 }  # fmt: skip
 # A name in ``retry_on``: a dotted path of Python identifiers (``requests.ConnectionError``).
 EXCEPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -41,6 +41,8 @@ class HandlerSpec:
     # Backoff of this type's retries (None: the settings' fault_backoff_*).
     backoff_seconds: float | None = None
     backoff_max_seconds: float | None = None
+    # The worker pool its jobs run on unless the graph says otherwise (``overseer.pools``).
+    pool: str | None = None
 
     def retries(self, exc: BaseException, job_retry_on: Sequence[str] = ()) -> bool:
         """Whether ``exc`` is retried: it is an instance of one of the job's ``retry_on``
@@ -156,6 +158,14 @@ def _seconds(job_type: str, key: str, value: Any) -> float | None:
     return float(value)
 
 
+def _pool_name(job_type: str, value: Any) -> str | None:
+    from .pools import POOL_NAME
+
+    if value is None or (isinstance(value, str) and POOL_NAME.match(value)):
+        return value
+    raise HandlersModuleError(f"handler {job_type!r} pool must be a pool name such as 'gpu', got {value!r}")
+
+
 def to_spec(job_type: str, handler: Any) -> HandlerSpec:
     if callable(handler) and not isinstance(handler, Mapping):
         return HandlerSpec(job_type, handler)
@@ -181,6 +191,7 @@ def to_spec(job_type: str, handler: Any) -> HandlerSpec:
             _retry_on(job_type, handler.get("retry_on") or (), process.__module__),
             _seconds(job_type, "backoff_seconds", handler.get("backoff_seconds")),
             _seconds(job_type, "backoff_max_seconds", handler.get("backoff_max_seconds")),
+            _pool_name(job_type, handler.get("pool")),
         )
     raise HandlersModuleError(
         f"handler {job_type!r} must be a function or a mapping with 'process', got {type(handler).__name__}"
@@ -224,3 +235,12 @@ def load_handlers(path: str) -> dict[str, HandlerSpec]:
             f"handlers module {path!r} must define HANDLERS, a non-empty dict of job type -> handler"
         )
     return {str(job_type): to_spec(str(job_type), h) for job_type, h in handlers.items()}
+
+
+def manifest(path: str) -> dict[str, dict[str, Any]]:
+    """What a pool's handlers module serves, for routing without importing it (the stack
+    lists it at synthesis): job type -> {"pool": the spec's pool or None, "timeout_seconds"}."""
+    return {
+        job_type: {"pool": spec.pool, "timeout_seconds": spec.timeout_seconds}
+        for job_type, spec in load_handlers(path).items()
+    }

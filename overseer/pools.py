@@ -143,14 +143,15 @@ class Pools:
     def to_json(self) -> str:
         """What ``from_settings`` reads back (``Settings.pools``)."""
         return json.dumps(
-            {"pools": {name: pool.to_json() for name, pool in self.pools.items()}, "routes": dict(self.routes)},
+            {
+                "pools": {name: pool.to_json() for name, pool in self.pools.items()},
+                "routes": dict(self.routes),
+            },
             sort_keys=True,
         )
 
     @classmethod
-    def local(
-        cls, names: Iterable[str], handler_pools: Mapping[str, str | None] | None = None
-    ) -> Pools:
+    def local(cls, names: Iterable[str], handler_pools: Mapping[str, str | None] | None = None) -> Pools:
         """The pools of a local run: ``names`` (with ``default``), all served by the one
         handlers module, whose specs' ``pool`` keys (``handler_pools``: type -> pool or
         None) are the routes."""
@@ -203,7 +204,9 @@ class Pools:
         else the one pool known to serve it."""
         if self.default.serves(job_type):
             return DEFAULT_POOL
-        known = [name for name, pool in self.pools.items() if pool.types is not None and job_type in pool.types]
+        known = [
+            name for name, pool in self.pools.items() if pool.types is not None and job_type in pool.types
+        ]
         return known[0] if len(known) == 1 else None
 
     def assign(self, spec: GraphSpec) -> GraphSpec:
@@ -239,15 +242,15 @@ def routes_from_manifests(manifests: Mapping[str, Mapping[str, str | None]]) -> 
                 continue
             if named not in manifests:
                 raise ValueError(
-                    f"handler {job_type!r} names pool {named!r}, which does not exist; pools: {list(manifests)}"
+                    f"handler {job_type!r} names pool {named!r}, which does not exist; "
+                    f"pools: {list(manifests)}"
                 )
             if job_type not in manifests[named]:
-                raise ValueError(
-                    f"handler {job_type!r} names pool {named!r}, whose handlers do not serve it"
-                )
+                raise ValueError(f"handler {job_type!r} names pool {named!r}, whose handlers do not serve it")
             if routes.get(job_type, named) != named:
                 raise ValueError(
-                    f"handler {job_type!r} names pools {routes[job_type]!r} and {named!r} in different modules"
+                    f"handler {job_type!r} names pools {routes[job_type]!r} and {named!r} "
+                    "in different modules"
                 )
             routes[job_type] = named
     for job_type, pools in served.items():

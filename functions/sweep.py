@@ -35,7 +35,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions import Lazy, publish_graph_done
 from overseer.backends import build_services
 from overseer.backends.aws import clients
-from overseer.backends.aws.scaling import host_terminations, scale_batch_workers
+from overseer.backends.aws.scaling import host_terminations, scale_pool
+from overseer.pools import Pools
 from overseer.sweep import sweep
 
 logger = Logger()
@@ -62,8 +63,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = services.settings
     on_batch = bool(settings.batch_job_queue and settings.batch_job_definition)
 
-    def scale(depth: int) -> int:
-        return scale_batch_workers(_batch.get(), services.queue, settings, queue_depth=depth)
+    pools = Pools.from_settings(settings)
+
+    def scale(pool: str, depth: int) -> tuple[int, int]:
+        return scale_pool(_batch.get(), pools[pool], depth)
 
     def hosts_lost(job_ids: Sequence[str]) -> dict[str, str]:
         return host_terminations(_batch.get(), job_ids)
@@ -77,13 +80,28 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     counts = report.counts()
     for name, value in counts.items():
         metrics.add_metric(name=name.title().replace("_", ""), unit=MetricUnit.Count, value=value)
+    # Per worker pool, for the dashboard: its queue's depth and its active workers.
+    for per_pool, metric_name in (
+        (report.queue_depths, "QueueDepth"),
+        (report.workers_active, "WorkersRunning"),
+    ):
+        for pool, value in per_pool.items():
+            with single_metric(
+                name=metric_name, unit=MetricUnit.Count, value=value, namespace=metrics.namespace
+            ) as metric:
+                metric.add_dimension(name="Pool", value=pool)
     for step, exc in report.failures.items():
         logger.error("sweep step %s failed", step, exc_info=exc, extra={"step": step})
         with single_metric(
             name="SweepStepFailed", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
         ) as metric:
             metric.add_dimension(name="Step", value=step)
-    summary = {**counts, "failed_steps": list(report.failures)}
+    summary = {
+        **counts,
+        "queue_depths": report.queue_depths,
+        "workers_active": report.workers_active,
+        "failed_steps": list(report.failures),
+    }
     logger.info("sweep done", extra=summary)
     report.raise_if_failed()
     return summary

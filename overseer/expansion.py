@@ -44,6 +44,7 @@ from .errors import InvalidExpansion
 from .graph import MAX_ARGS_BYTES, MAX_NAME_LENGTH
 from .items import child_item, child_name, expansion_entry
 from .job import Artifact, Expand, Rows
+from .pools import DEFAULT_POOL, Pools
 from .states import GraphStatus
 from .store import ArtifactStore, JobOutputs, JobRecord, JobStore
 
@@ -76,14 +77,24 @@ def prepare(
     settings: Settings,
     artifacts: ArtifactStore,
 ) -> dict[str, Any]:
-    """Check ``expand`` and store its items; returns the expansion the job's finish commits.
+    """Check ``expand`` and store its items; returns the expansion the job's finish commits,
+    with the children's worker pool (``overseer.pools``; absent for the default pool).
     Raises ``InvalidExpansion`` (nothing stored) naming what is wrong."""
     where = f"job {job.name!r}"
-    if not isinstance(expand.type, str) or expand.type not in handler_types:
+    pools = Pools.from_settings(settings)
+    # The worker's own handlers, and what the other pools serve (their manifests).
+    known = set(handler_types) | set(pools.routes)
+    for each in pools.pools.values():
+        known |= each.types or set()
+    if not isinstance(expand.type, str) or expand.type not in known:
         raise InvalidExpansion(
             f"{where} expands into type {expand.type!r}, which has no handler; "
-            f"known types: {', '.join(sorted(handler_types)) or 'none'}"
+            f"known types: {', '.join(sorted(known)) or 'none'}"
         )
+    problem = pools.problem(expand.type, None)
+    if problem:
+        raise InvalidExpansion(f"{where} expands into children that cannot run: {problem}")
+    pool = pools.route(expand.type)
     items = list(expand.items)
     if len(items) > settings.max_expand_items:
         raise InvalidExpansion(
@@ -127,7 +138,10 @@ def prepare(
     sha256 = hashlib.sha256(document).hexdigest()
     bucket, key = settings.artifact_bucket, items_key(job.graph_id, job.name, job.attempts)
     artifacts.put_bytes(bucket, key, document, sha256=sha256, content_type="application/json")
-    return {"type": expand.type, "count": len(items), "sha256": sha256, "bucket": bucket, "key": key}
+    expansion = {"type": expand.type, "count": len(items), "sha256": sha256, "bucket": bucket, "key": key}
+    if pool != DEFAULT_POOL:
+        expansion["pool"] = pool
+    return expansion
 
 
 class Expansions:

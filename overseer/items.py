@@ -113,6 +113,8 @@ def job_items(spec: GraphSpec, max_attempts: Mapping[str, int], stamp: str) -> I
             "max_attempts": job.max_attempts or max_attempts.get(job.type),
             "timeout_seconds": job.timeout_seconds,
             "retry_on": list(job.retry_on) or None,
+            # Absent for the default pool (overseer.pools).
+            "pool": job.pool,
             "deps_count": len(job.deps),
             "deps": list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
             "dependents": out if len(out) <= INLINE_EDGES else None,
@@ -165,6 +167,9 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         max_attempts=_int(values.get("max_attempts"), 0) or None,
         timeout_seconds=_int(values.get("timeout_seconds"), 0) or None,
         retry_on=[str(name) for name in values.get("retry_on") or ()],
+        pool=values.get("pool"),
+        worker=values.get("worker"),
+        worker_pool=values.get("worker_pool"),
         deps_count=_int(values.get("deps_count")),
         deps=list(deps) if deps is not None else None,
         dependents=[Dependent(str(c), int(i), int(n)) for c, i, n in dependents]
@@ -387,6 +392,8 @@ def child_item(
         "created_at": stamp,
         "updated_at": stamp,
     }
+    if parent.expansion.get("pool"):
+        item["pool"] = parent.expansion["pool"]
     if aborted_reason is None:
         item.update(status=JobStatus.READY.value, released_by=RELEASED_BY_EXPANSION)
         item.update(sweep_index_values(parent.graph_id, name, JobStatus.READY, {}, moment))

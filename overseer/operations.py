@@ -23,8 +23,9 @@ from typing import Any
 
 from . import timeutil
 from .errors import GraphNotFound, RerunRefused
-from .graph import parse_graph
+from .graph import GraphSpec, parse_graph
 from .parallel import in_parallel
+from .pools import Pools
 from .scheduler import upstream_reason
 from .states import (
     CANCEL_RUNNING,
@@ -67,13 +68,22 @@ def submit_graph(
 ) -> tuple[GraphRecord, bool]:
     """Validate a graph document and store it; its jobs without deps become ready.
 
-    Raises ``InvalidGraph`` (nothing written) for a bad document. Job types are not
-    checked against a handlers module (the caller may not have one, e.g. a Lambda); a
-    job whose type has no handler fails when a worker runs it. Idempotent on the graph
+    Raises ``InvalidGraph`` (nothing written) for a bad document. Each job's worker pool is
+    decided here (``route_jobs``); job types are checked against the pools' manifests when
+    they are known (a stack with pools), not against a handlers module (the caller may not
+    have one, e.g. a Lambda): a job whose type has no handler fails when a worker runs it.
+    Idempotent on the graph
     id: when the graph exists, nothing is written and ``(existing, False)`` is returned.
     """
-    spec = parse_graph(document, handler_types=None, graph_id=graph_id)
+    spec = route_jobs(services, parse_graph(document, handler_types=None, graph_id=graph_id))
     return services.store.create_graph(spec, max_attempts=max_attempts or {})
+
+
+def route_jobs(services: Services, spec: GraphSpec) -> GraphSpec:
+    """``spec`` with each job's worker pool decided (``overseer.pools``). Raises
+    ``InvalidGraph`` naming the pools when a job asks for an unknown pool or its type is
+    served by none."""
+    return Pools.from_settings(services.settings).assign(spec)
 
 
 def submit_template(
@@ -112,7 +122,7 @@ def trigger_template(
         render_template(services.settings.templates_dir, name, one, defaults=defaults)
         for one in fan_out(args)
     ]
-    specs = [parse_graph(document) for document in documents]
+    specs = [route_jobs(services, parse_graph(document)) for document in documents]
     return [services.store.create_graph(spec, max_attempts={}) for spec in specs]
 
 

@@ -51,11 +51,12 @@ from .store import (
     MAX_SQS_DELAY,
     ArtifactStore,
     Dependent,
-    DispatchQueue,
     GraphRecord,
     JobMessage,
     JobRecord,
     JobStore,
+    MessageSender,
+    PoolDispatch,
     Services,
 )
 from .stream import StatusChange, status_changes
@@ -88,7 +89,7 @@ class Releases:
 
 
 def _message(job: JobRecord) -> JobMessage:
-    return JobMessage(job.graph_id, job.name, job.attempts, 0)
+    return JobMessage.for_job(job)
 
 
 def upstream_reason(job: JobRecord) -> str:
@@ -104,13 +105,14 @@ class Scheduler:
     def __init__(
         self,
         store: JobStore,
-        queue: DispatchQueue,
+        queue: MessageSender,
         on_graph_done: GraphEvents | None = None,
         *,
         artifacts: ArtifactStore | None = None,
         expand_budget_seconds: float = 30.0,
     ) -> None:
-        """``artifacts`` is where expansions' items are read from (``overseer.expansion``)."""
+        """``queue`` is where ready jobs are sent (``PoolDispatch``: each to its pool's queue);
+        ``artifacts`` is where expansions' items are read from (``overseer.expansion``)."""
         self.store = store
         self.queue = queue
         self.on_graph_done = on_graph_done
@@ -120,7 +122,7 @@ class Scheduler:
     def for_services(cls, services: Services, on_graph_done: GraphEvents | None = None) -> Scheduler:
         return cls(
             services.store,
-            services.queue,
+            PoolDispatch(services),
             on_graph_done,
             artifacts=services.artifacts,
             expand_budget_seconds=services.settings.expand_budget_seconds,
@@ -153,7 +155,7 @@ class Scheduler:
                 delay = int(max(0.0, timeutil.seconds_until(job.not_before)))
                 # Beyond SQS's 15-minute delay the sweep sends the message when it is due.
                 if delay <= MAX_SQS_DELAY:
-                    messages.append(JobMessage(job.graph_id, job.name, job.attempts, delay))
+                    messages.append(JobMessage.for_job(job, delay))
             elif job.status == JobStatus.FINISHED and job.expansion is not None:
                 # Counted at its end; its dependents wait for its tree.
                 deltas[job.graph_id][JobStatus.FINISHED.value] += 1 + job.carried_finished

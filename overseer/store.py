@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from .config import Settings
 from .graph import GraphSpec
+from .pools import DEFAULT_POOL
 from .states import GraphStatus, JobStatus, Transition
 
 INLINE_EDGES = 100
@@ -59,6 +60,11 @@ class JobRecord:
     timeout_seconds: int | None = None
     # Exception names the graph gives this job (see ``overseer.handlers.retry_matches``).
     retry_on: list[str] = field(default_factory=list)
+    # The worker pool that runs it (None: the default pool), and the id and pool of the
+    # worker that claimed it last (kept after it ends: which machine ran it).
+    pool: str | None = None
+    worker: str | None = None
+    worker_pool: str | None = None
     deps_count: int = 0
     # None when the edges are kept in chunk items (see ``JobStore.dependencies``).
     deps: list[str] | None = field(default_factory=list)
@@ -127,6 +133,7 @@ class JobRecord:
         out: dict[str, Any] = {
             "type": self.type,
             "status": str(self.status),
+            "pool": self.pool or DEFAULT_POOL,
             "attempts": self.attempts,
             "error": self.error_text(),
             "artifacts": self.artifacts,
@@ -214,6 +221,12 @@ class JobMessage:
     job_name: str
     attempts: int  # the job's attempts count when it became ready
     delay_seconds: int = 0
+    # The job's worker pool: which queue it is sent to (not part of the message body).
+    pool: str | None = None
+
+    @classmethod
+    def for_job(cls, job: JobRecord, delay_seconds: int = 0) -> JobMessage:
+        return cls(job.graph_id, job.name, job.attempts, delay_seconds, job.pool)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -476,6 +489,24 @@ class DispatchQueue(Protocol):
         ...
 
 
+class MessageSender(Protocol):
+    def send(self, messages: Sequence[JobMessage]) -> None: ...
+
+
+class PoolDispatch:
+    """Sends each message to its job's pool's dispatch queue (``Services.queue_for``)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def send(self, messages: Sequence[JobMessage]) -> None:
+        by_pool: dict[str | None, list[JobMessage]] = {}
+        for message in messages:
+            by_pool.setdefault(message.pool, []).append(message)
+        for pool, batch in by_pool.items():
+            self.services.queue_for(pool).send(batch)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -533,3 +564,22 @@ class Services:
     rows: RowSink | None = None
     dead_letters: DispatchQueue | None = None
     stream_failures: StreamFailures | None = None
+    # Every worker pool's dispatch and dead-letter queues (``overseer.pools``), the
+    # default's included; ``queue`` and ``dead_letters`` are this process's own pool's.
+    pool_queues: Mapping[str, DispatchQueue] = field(default_factory=dict)
+    pool_dead_letters: Mapping[str, DispatchQueue] = field(default_factory=dict)
+
+    def queue_for(self, pool: str | None) -> DispatchQueue:
+        """The dispatch queue of ``pool`` (None: the default pool). A pool no longer
+        configured (the pools changed after the job was stored) falls back to the default's."""
+        queues = self.queues()
+        return queues.get(pool or DEFAULT_POOL) or queues.get(DEFAULT_POOL) or self.queue
+
+    def queues(self) -> Mapping[str, DispatchQueue]:
+        """Every pool's dispatch queue, by pool (this process's own pool's is ``queue``)."""
+        return {**self.pool_queues, self.settings.pool: self.queue}
+
+    def dead_letter_queues(self) -> Mapping[str, DispatchQueue]:
+        """Every pool's dead-letter queue, by pool (this process's own pool's is ``dead_letters``)."""
+        own = {self.settings.pool: self.dead_letters} if self.dead_letters is not None else {}
+        return {**self.pool_dead_letters, **own}

@@ -5,9 +5,10 @@ run in this order, each isolated: a step that raises is logged with its name and
 ``SweepReport.failures``, and the next step still runs (``SweepReport.raise_if_failed``
 lets a caller fail loudly at the end, as the sweep Lambda does):
 
-1. ``queue_depth``: the dispatch queue's depth (messages waiting, delayed or in flight);
+1. ``queue_depth``: each worker pool's dispatch queue's depth (messages waiting, delayed
+   or in flight; ``overseer.pools``: every per-queue check below is per pool);
 2. ``scale_workers``: when the caller passes ``scale`` (the sweep Lambda starts Batch
-   workers), it gets that depth before any repair runs, so no repair can keep the
+   workers), it gets each pool's depth before any repair runs, so no repair can keep the
    queued work from getting workers;
 3. ``repairs``: what needs repair is looked up in two sparse indexes (``overseer.items``),
    so a sweep's cost grows with what is wrong, not with the jobs in flight (no scan, no
@@ -47,11 +48,11 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
      Any other reason, no Batch job, or a failed lookup: the attempt counts;
    * **late retries**: a faulted job whose backoff is longer than SQS's 15-minute delay
      got no message from the scheduler; it is sent once the remaining delay fits;
-   * **lost messages**: when the queue is empty (nothing waiting, delayed or in flight)
-     yet a job has been ready and due for longer than ``stale_ready_seconds``, its
-     message was lost and is sent again (a duplicate would be harmless: claims are
-     fenced; an unknown depth never passes for an empty queue). The due jobs are only
-     looked up when the queue is empty;
+   * **lost messages**: when a pool's queue is empty (nothing waiting, delayed or in
+     flight) yet a job of that pool has been ready and due for longer than
+     ``stale_ready_seconds``, its message was lost and is sent again (a duplicate would be
+     harmless: claims are fenced; an unknown depth never passes for an empty queue). The
+     due jobs are only looked up when some pool's queue is empty;
    * **bounded work**: a sweep reads at most ``max_index_pages`` pages of the index and
      repairs about ``max_repairs`` jobs at most; then it stops (``report.stopped_early``),
      keeps where it stopped in the store's sweep cursor, and the next sweep goes on from
@@ -70,8 +71,8 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
 5. ``creating_graphs``: a graph still ``creating`` ``creating_timeout_seconds`` after its
    submission began (it stopped between the graph item and its jobs) is rolled back, so
    its id can be submitted again (a resubmission completes it before then);
-6. ``dead_letters``: messages that reached the dead-letter queue become failed jobs with
-   a clear error.
+6. ``dead_letters``: messages that reached a pool's dead-letter queue become failed jobs
+   with a clear error.
 
 One sweep at a time: ``sweep`` first takes the store's lease ``SWEEP_LEASE`` (a
 conditional write with an expiry, ``one_sweep_at_a_time``) and gives it back at the end;
@@ -98,6 +99,7 @@ from . import timeutil
 from .errors import StreamRecordsGone, SweepFailed
 from .items import DUE, LATE, LEASE, SWEEP_SHARDS, error_history, minute
 from .operations import cancel_graph
+from .pools import DEFAULT_POOL
 from .scheduler import GraphEvents, Scheduler, finalize_graph
 from .states import (
     DEAD_LETTER,
@@ -117,6 +119,7 @@ from .store import (
     JobMessage,
     JobRecord,
     JobStore,
+    PoolDispatch,
     Services,
     StreamFailures,
 )
@@ -126,8 +129,8 @@ log = logging.getLogger("overseer.sweep")
 P = ParamSpec("P")
 BATCH_OWNER_PREFIX = "batch:"
 
-# Starts workers for a queue depth; returns how many it started.
-ScaleWorkers = Callable[[int], int]
+# Starts workers of a pool for its queue depth: (workers started, workers active before).
+ScaleWorkers = Callable[[str, int], tuple[int, int]]
 # Given Batch job ids, the ones whose instance was terminated under them, with Batch's
 # reason (``overseer.backends.aws.scaling.host_terminations``).
 HostTerminations = Callable[[Sequence[str]], Mapping[str, str]]
@@ -151,6 +154,10 @@ class SweepReport:
     dead_letters: int = 0
     queue_depth: int = 0
     workers_started: int = 0
+    # By worker pool (``overseer.pools``): its queue's depth, and its workers active (when
+    # the sweep scales workers).
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    workers_active: dict[str, int] = field(default_factory=dict)
     # 1 when another sweep held the lease: this one did nothing.
     lease_held_elsewhere: int = 0
     # Stream batches the scheduler gave up on, read again from the stream and applied.
@@ -277,24 +284,30 @@ def sweep(
     skew = settings.clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
     stale = settings.lease_seconds if stale_ready_seconds is None else stale_ready_seconds
     report = SweepReport()
-    depth: int | None = None
+    # A pool whose depth is unknown never passes for one with an empty queue.
     with _step(report, "queue_depth"):
-        depth = report.queue_depth = services.queue.depth()
-    if scale is not None and depth is not None:
+        for pool, queue in services.queues().items():
+            report.queue_depths[pool] = queue.depth()
+        report.queue_depth = sum(report.queue_depths.values())
+    if scale is not None:
         with _step(report, "scale_workers"):
-            report.workers_started = scale(depth)
+            for pool, depth in report.queue_depths.items():
+                started, active = scale(pool, depth)
+                report.workers_started += started
+                report.workers_active[pool] = active
+    empty = {pool for pool, depth in report.queue_depths.items() if depth == 0}
     with _step(report, "repairs"):
         budget = Budget(max_index_pages, max_repairs)
-        _repair_graphs(services, report, skew, stale, depth == 0, on_graph_done, host_terminations, budget)
+        _repair_graphs(services, report, skew, stale, empty, on_graph_done, host_terminations, budget)
     if services.stream_failures is not None:
         with _step(report, "stream_replay"):
             _replay_failed_batches(services, services.stream_failures, report, on_graph_done)
     with _step(report, "creating_graphs"):
         report.creating_graphs_rolled_back = _roll_back_creating(services)
-    dead_letters = dead_letters or services.dead_letters
-    if dead_letters is not None:
+    dead_letter_queues = [dead_letters] if dead_letters else list(services.dead_letter_queues().values())
+    for queue in dead_letter_queues:
         with _step(report, "dead_letters"):
-            report.dead_letters = _fail_dead_letters(services, dead_letters)
+            report.dead_letters += _fail_dead_letters(services, queue)
     return report
 
 
@@ -303,7 +316,7 @@ def _repair_graphs(
     report: SweepReport,
     skew: float,
     stale: float,
-    queue_empty: bool,
+    empty_pools: set[str],
     on_graph_done: GraphEvents | None,
     host_terminations: HostTerminations | None,
     budget: Budget,
@@ -312,13 +325,14 @@ def _repair_graphs(
     now = timeutil.now()
     _end_graphs(services, report, now, on_graph_done)
     # What the index is asked, kind by kind: leases expired (give or take the clock skew),
-    # late retries whose minute came, and, only when the queue is empty, ready jobs due.
+    # late retries whose minute came, and, only when a pool's queue is empty, ready jobs due
+    # (of that pool: a job of a pool whose queue holds messages has one).
     until = {
         LEASE: minute(now - dt.timedelta(seconds=skew)),
         LATE: minute(now),
         DUE: minute(now - dt.timedelta(seconds=stale)),
     }
-    kinds = [LEASE, LATE, DUE] if queue_empty else [LEASE, LATE]
+    kinds = [LEASE, LATE, DUE] if empty_pools else [LEASE, LATE]
     queries = [(f"{kind}#{shard}", until[kind]) for kind in kinds for shard in range(SWEEP_SHARDS)]
     to_send: list[JobMessage] = []
     expired: list[JobRecord] = []
@@ -329,7 +343,7 @@ def _repair_graphs(
                     expired.append(job)
                     budget.repairs += 1
             elif job.status == JobStatus.READY:
-                due = _due_message(job, now, queue_empty, stale)
+                due = _due_message(job, now, (job.pool or DEFAULT_POOL) in empty_pools, stale)
                 if due is None:
                     continue
                 message, late = due
@@ -351,7 +365,7 @@ def _repair_graphs(
     report.index_pages = budget.pages_read
     if to_send:
         with _step(report, "repairs", " sending messages"):
-            services.queue.send(to_send)
+            PoolDispatch(services).send(to_send)
     lost_hosts = _lost_hosts(expired, host_terminations, report)
     for job in expired:
         with _step(report, "repairs", f" on job {job.id}"):
@@ -461,9 +475,9 @@ def _due_message(
         job.not_before and (timeutil.parse(job.not_before) - became_ready).total_seconds() > MAX_SQS_DELAY
     )
     if scheduled_late and not job.dispatched_at:
-        return JobMessage(job.graph_id, job.name, job.attempts, int(max(0.0, due_in))), True
+        return JobMessage.for_job(job, int(max(0.0, due_in))), True
     if queue_empty and due_in <= 0 and _age(job.updated_at, now) > stale:
-        return JobMessage(job.graph_id, job.name, job.attempts, 0), False
+        return JobMessage.for_job(job), False
     return None
 
 

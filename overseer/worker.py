@@ -172,6 +172,7 @@ class Worker:
         self._deletes: list[str] = []
         self._deletes_since = 0.0
         self.processed = 0
+        self.started = time.monotonic()
 
     def stop(self) -> None:
         """Take no new job; the running one may go on for ``shutdown_grace_seconds``, then
@@ -199,7 +200,11 @@ class Worker:
         return self.processed
 
     def _run_loop(self, idle_since: float) -> None:
+        lifetime = self.settings.worker_lifetime_seconds
         while not self._stopping.is_set():
+            if lifetime and time.monotonic() - self.started >= lifetime:
+                log.info("lived %ss (its lifetime): taking no more jobs, exiting", lifetime)
+                break
             if self._deletes and time.monotonic() - self._deletes_since > self.delete_delay:
                 self.flush_deletes()
             try:
@@ -280,6 +285,9 @@ class Worker:
                 "lease_expires_at": timeutil.iso_in(lease),
                 "heartbeat_at": stamp,
                 "started_at": stamp,
+                # Which worker, of which pool, ran it (kept after the job ends).
+                "worker": self.worker_id,
+                "worker_pool": self.settings.pool,
             },
             remove=["not_before", "dispatched_at"],
         )
@@ -339,6 +347,9 @@ class Worker:
                 "message": f"no handler for job type {record.type!r} in {self.settings.handlers!r}",
             }
             return self._record(record, fence, FAIL, "failed", {"error": error})
+        refusal = self._beyond_deadline(record, fence, spec)
+        if refusal is not None:
+            return refusal
         root = Path(self.settings.scratch_dir or tempfile.gettempdir()) / "overseer-scratch"
         scratch = root / f"{record.graph_id}-{record.name}-{record.attempts}-{uuid.uuid4().hex[:6]}"
         scratch.mkdir(parents=True, exist_ok=True)
@@ -402,6 +413,32 @@ class Worker:
             return outcome
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _beyond_deadline(self, record: JobRecord, fence: Fence, spec: HandlerSpec) -> Outcome | None:
+        """A job this worker could not finish before it is stopped (``worker_deadline_seconds``
+        after its start, AWS Batch's timeout less a grace): handed back without counting the
+        attempt, for a younger worker, and this one takes no more jobs; a job no worker of
+        this pool could finish fails, rather than going round the queue for ever."""
+        deadline = self.settings.worker_deadline_seconds
+        timeout = spec.timeout_seconds or self.settings.handler_timeout_seconds
+        if not deadline or not timeout:
+            return None
+        if timeout > deadline:
+            error = _error(
+                "JobTooLong",
+                f"its timeout of {timeout:g} s is longer than a worker of pool {self.settings.pool!r} "
+                f"may run ({deadline} s): lower the job's timeout_seconds, or raise the pool's "
+                "longestJobSeconds / batchTimeoutSeconds",
+            )
+            return self._record(record, fence, FAIL, "failed", {"error": error})
+        left = deadline - (time.monotonic() - self.started)
+        if timeout <= left:
+            return None
+        self.stop()
+        reason = f"released: this worker had {left:.0f} s left, the job may take {timeout:g} s"
+        return self._record(
+            record, fence, SHUTDOWN_RELEASE, "released", {"attempts": record.attempts - 1, "reason": reason}
+        )
 
     def _expansion(self, record: JobRecord, expand: Expand | None) -> dict[str, Any] | None:
         """The expansion this finish commits: ``expand`` checked and its items stored, or None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import DEFAULT_STATE_DIR, Settings
+from ..pools import Pools
 from ..store import Services
 
 
@@ -31,15 +32,25 @@ def build_services(settings: Settings | None = None) -> Services:
     store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
     for model in (store.Graph, store.Job):  # PynamoDB builds its own botocore clients
         clients.instrument(model._get_connection().connection.client)
+    pools = Pools.from_settings(settings)
+    if settings.pool not in pools:
+        raise ValueError(f"this process's pool {settings.pool!r} is not among the pools {pools.names}")
+    sqs = clients.client("sqs")
+    queues = {name: SqsDispatchQueue(sqs, pool.queue_url) for name, pool in pools.pools.items()}
+    dead_letters = {
+        name: SqsDispatchQueue(sqs, pool.dead_letter_queue_url)
+        for name, pool in pools.pools.items()
+        if pool.dead_letter_queue_url
+    }
     return Services(
         settings=settings,
         store=store,
-        queue=SqsDispatchQueue(clients.client("sqs"), settings.queue_url),
+        queue=queues[settings.pool],
         artifacts=S3ArtifactStore(clients.client("s3")),
         rows=DynamoRowSink(clients.resource("dynamodb")),
-        dead_letters=SqsDispatchQueue(clients.client("sqs"), settings.dead_letter_queue_url)
-        if settings.dead_letter_queue_url
-        else None,
+        dead_letters=dead_letters.get(settings.pool),
+        pool_queues=queues,
+        pool_dead_letters=dead_letters,
         stream_failures=StreamFailureQueue(
             clients.client("sqs"), settings.stream_failures_queue_url, clients.client("dynamodbstreams")
         )

@@ -11,10 +11,11 @@ import pytest
 from functions import Lazy, sweep
 from overseer import timeutil
 from overseer.backends import build_services
-from overseer.backends.aws.scaling import host_terminations, scale_batch_workers, workers_wanted
+from overseer.backends.aws.scaling import host_terminations, scale_pool, workers_wanted
 from overseer.config import Settings
 from overseer.errors import SweepFailed
 from overseer.graph import parse_graph
+from overseer.pools import Pool, Pools
 from overseer.states import CLAIM, JobStatus
 from overseer.store import Fence, JobMessage, Services
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
@@ -38,7 +39,7 @@ def test_sweep_reports_the_queue_depth(deployed: Deployed, context: FakeLambdaCo
     [(0, 0, 0), (1, 0, 1), (50, 0, 1), (51, 0, 2), (120, 1, 2), (10_000, 3, 13), (10_000, 20, 0)],
 )
 def test_workers_wanted(depth: int, running: int, wanted: int) -> None:
-    assert workers_wanted(depth, running, Settings(jobs_per_worker=50, max_workers=16)) == wanted
+    assert workers_wanted(depth, running, Pool("default", max_workers=16, backlog_per_worker=50)) == wanted
 
 
 class FakeBatch:
@@ -75,29 +76,40 @@ class FakeBatch:
         return {"jobId": str(len(self.submitted))}
 
 
-class FakeQueue:
-    def __init__(self, depth: int) -> None:
-        self._depth = depth
-
-    def depth(self) -> int:
-        return self._depth
-
-
-def test_scale_batch_workers_submits_the_missing_workers() -> None:
+def test_scale_pool_submits_the_missing_workers_of_its_pool() -> None:
     settings = Settings(
-        batch_job_queue="workers", batch_job_definition="worker:3", jobs_per_worker=10, max_workers=20
+        batch_job_queue="workers",
+        batch_job_definition="worker:3",
+        jobs_per_worker=10,
+        max_workers=20,
+        pools=json.dumps(
+            {
+                "pools": {
+                    "gpu": {
+                        "batch_job_queue": "gpu-workers",
+                        "batch_job_definition": "gpu:1",
+                        "max_workers": 2,
+                    }
+                }
+            }
+        ),
     )
+    pools = Pools.from_settings(settings)
     # A worker counts from its submission until it ends: 15 active, the ended ones not.
     active = {"SUBMITTED": 1, "PENDING": 2, "RUNNABLE": 3, "STARTING": 4, "RUNNING": 5}
     batch = FakeBatch(jobs={**active, "SUCCEEDED": 7, "FAILED": 6})
-    assert scale_batch_workers(batch, FakeQueue(195), settings) == 20 - 15
+    assert scale_pool(batch, pools["default"], 195) == (20 - 15, 15)
     assert {(j["jobQueue"], j["jobDefinition"]) for j in batch.submitted} == {("workers", "worker:3")}
     assert len({j["jobName"] for j in batch.submitted}) == 5
+    # Another pool: its own Batch queue and job definition, its own maximum.
+    gpu = FakeBatch()
+    assert scale_pool(gpu, pools["gpu"], 500) == (2, 0)
+    assert {(j["jobQueue"], j["jobDefinition"]) for j in gpu.submitted} == {("gpu-workers", "gpu:1")}
 
 
-def test_scale_batch_workers_needs_batch_settings() -> None:
+def test_scale_pool_needs_batch_settings() -> None:
     batch = FakeBatch()
-    assert scale_batch_workers(batch, FakeQueue(100), Settings()) == 0
+    assert scale_pool(batch, Pool("default"), 100) == (0, 0)
     assert batch.submitted == []
 
 

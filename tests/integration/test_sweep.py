@@ -329,12 +329,15 @@ def test_a_failing_step_does_not_stop_the_others(stack):
     stack.submit({"id": "isolated", "jobs": {"a": {"type": "write"}}}, HANDLERS)
     lose_lease(stack, "isolated", "a")
     stack.submit({"id": "isolated-ready", "jobs": {"a": {"type": "write"}}}, HANDLERS)  # no message sent
-    services = dataclasses.replace(
-        stack.services, queue=Unreadable(stack.services.queue.client, stack.settings.queue_url)
-    )
+    unreadable = Unreadable(stack.services.queue.client, stack.settings.queue_url)
+    services = dataclasses.replace(stack.services, queue=unreadable)
     started: list[int] = []
 
-    report = sweep(services, clock_skew_seconds=0, stale_ready_seconds=0, scale=started.append)
+    def scale(pool: str, depth: int) -> tuple[int, int]:
+        started.append(depth)
+        return 0, 0
+
+    report = sweep(services, clock_skew_seconds=0, stale_ready_seconds=0, scale=scale)
 
     assert list(report.failures) == ["queue_depth"]
     assert started == []  # no depth, no scaling decision

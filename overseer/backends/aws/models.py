@@ -103,6 +103,10 @@ class JobItemBase(Model):
     timeout_seconds = NumberAttribute(null=True)
     # Exception names that retry this job (from the graph); absent: the handler's.
     retry_on = ListAttribute(of=UnicodeAttribute, null=True)
+    # The worker pool that runs it (absent: default); the worker that claimed it last, and its pool.
+    pool = UnicodeAttribute(null=True)
+    worker = UnicodeAttribute(null=True)
+    worker_pool = UnicodeAttribute(null=True)
     deps_count = NumberAttribute(default=0)
     # Inline edges while few; absent when kept in chunk items.
     deps = ListAttribute(of=UnicodeAttribute, null=True)

@@ -16,8 +16,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ...config import Settings
-from ...store import DispatchQueue
+from ...pools import Pool
 
 log = logging.getLogger("overseer.scaling")
 
@@ -29,16 +28,16 @@ HOST_TERMINATED = "Host EC2"
 DESCRIBE_JOBS_MAX = 100  # job ids per DescribeJobs request
 
 
-def workers_wanted(queue_depth: int, running: int, settings: Settings) -> int:
-    """How many workers to start: one per ``jobs_per_worker`` queued jobs, at most
-    ``max_workers`` in all, minus those already active (never negative).
+def workers_wanted(queue_depth: int, running: int, pool: Pool) -> int:
+    """How many workers to start for ``pool``: one per ``backlog_per_worker`` queued jobs, at
+    most ``max_workers`` in all, counting those already active.
 
-    >>> workers_wanted(120, 1, Settings(jobs_per_worker=50, max_workers=16))
+    >>> workers_wanted(120, 1, Pool("default", max_workers=16, backlog_per_worker=50))
     2
     """
     if queue_depth <= 0:
         return 0
-    target = min(math.ceil(queue_depth / max(1, settings.jobs_per_worker)), settings.max_workers)
+    target = min(math.ceil(queue_depth / max(1, pool.backlog_per_worker)), pool.max_workers)
     return max(0, target - running)
 
 
@@ -52,31 +51,26 @@ def active_workers(batch_client: Any, job_queue: str) -> int:
     return total
 
 
-def scale_batch_workers(
-    batch_client: Any, queue: DispatchQueue, settings: Settings, *, queue_depth: int | None = None
-) -> int:
-    """Submit the worker jobs ``workers_wanted`` asks for; returns how many were submitted.
-
-    Uses ``settings.batch_job_queue`` and ``settings.batch_job_definition``; does nothing
-    when either is empty. ``queue_depth`` saves a queue read when the caller has it.
-    """
-    if not settings.batch_job_queue or not settings.batch_job_definition:
-        return 0
-    depth = queue.depth() if queue_depth is None else queue_depth
-    if depth <= 0:
-        return 0
-    running = active_workers(batch_client, settings.batch_job_queue)
-    wanted = workers_wanted(depth, running, settings)
+def scale_pool(batch_client: Any, pool: Pool, queue_depth: int) -> tuple[int, int]:
+    """Count ``pool``'s active workers and submit the ones ``workers_wanted`` asks for:
+    (workers started, workers active before). Nothing when the pool has no Batch job
+    queue and job definition."""
+    if not pool.batch_job_queue or not pool.batch_job_definition:
+        return 0, 0
+    running = active_workers(batch_client, pool.batch_job_queue)
+    wanted = workers_wanted(queue_depth, running, pool)
     batch = uuid.uuid4().hex[:8]
     for n in range(wanted):
         batch_client.submit_job(
-            jobName=f"overseer-worker-{batch}-{n + 1}",
-            jobQueue=settings.batch_job_queue,
-            jobDefinition=settings.batch_job_definition,
+            jobName=f"overseer-{pool.name}-{batch}-{n + 1}",
+            jobQueue=pool.batch_job_queue,
+            jobDefinition=pool.batch_job_definition,
         )
     if wanted:
-        log.info("queue depth %d, %d workers active: started %d", depth, running, wanted)
-    return wanted
+        log.info(
+            "pool %s: queue depth %d, %d workers active: started %d", pool.name, queue_depth, running, wanted
+        )
+    return wanted, running
 
 
 def host_terminations(batch_client: Any, job_ids: Sequence[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...config import Settings
+from ...pools import DEFAULT_POOL, Pools
 from ...store import Services
 from .artifacts import DirectoryArtifactStore, SqliteRowSink
 from .db import Database, database
@@ -57,16 +58,32 @@ def embedded_services(directory: str | Path, settings: Settings | None = None) -
     """
     settings = settings or Settings()
     db = provision(directory)
-    queue = SqliteDispatchQueue(db.path, visibility_seconds=settings.lease_seconds, db=db)
+    queues = {
+        pool: SqliteDispatchQueue(
+            db.path, name=queue_name(pool), visibility_seconds=settings.lease_seconds, db=db
+        )
+        for pool in Pools.from_settings(settings).names
+    }
+    queue = queues.get(settings.pool)
+    if queue is None:
+        raise ValueError(f"this process's pool {settings.pool!r} is not among the pools {list(queues)}")
+    dead_letters = {pool: each.dead_letter_queue() for pool, each in queues.items()}
     return Services(
         settings=settings,
         store=SqliteJobStore(db.path, db=db),
         queue=queue,
         artifacts=DirectoryArtifactStore(Path(directory) / ARTIFACTS_DIR),
         rows=SqliteRowSink(db.path, db=db),
-        dead_letters=queue.dead_letter_queue(),
+        dead_letters=dead_letters[settings.pool],
         stream_failures=FeedFailures(db),
+        pool_queues=queues,
+        pool_dead_letters=dead_letters,
     )
+
+
+def queue_name(pool: str) -> str:
+    """The dispatch queue of ``pool`` in the messages table (``dispatch`` for the default)."""
+    return "dispatch" if pool == DEFAULT_POOL else f"dispatch-{pool}"
 
 
 def feed_reader(directory: str | Path, *, name: str = "scheduler", resume: bool = True) -> FeedReader:

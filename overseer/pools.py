@@ -279,3 +279,50 @@ def _pool(base: Pool, raw: Mapping[str, Any]) -> Pool:
     if raw.get("types") is not None:
         changes["types"] = frozenset(str(t) for t in raw["types"])
     return replace(base, **changes)
+
+
+def parse_worker_counts(text: str) -> dict[str, int]:
+    """``--workers``: a number (the default pool's workers) or ``default=4,gpu=1``.
+    Raises ``ValueError`` saying what is expected."""
+    text = text.strip()
+    if text.isdigit():
+        counts = {DEFAULT_POOL: int(text)}
+    else:
+        counts = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, number = part.partition("=")
+            name = name.strip()
+            if not sep or not number.strip().isdigit() or not POOL_NAME.match(name):
+                raise ValueError(
+                    f"--workers: expected a number or POOL=N,... such as default=4,gpu=1, got {text!r}"
+                )
+            if name in counts:
+                raise ValueError(f"--workers: pool {name!r} is given twice")
+            counts[name] = int(number)
+    if not counts or sum(counts.values()) < 1:
+        raise ValueError(f"--workers: at least one worker is needed, got {text!r}")
+    if any(n > 64 for n in counts.values()):
+        raise ValueError(f"--workers: at most 64 workers per pool, got {text!r}")
+    return counts
+
+
+def plan_local_run(
+    spec: GraphSpec, counts: Mapping[str, int], handler_pools: Mapping[str, str | None]
+) -> tuple[Pools, GraphSpec]:
+    """The pools of a local run with ``counts`` workers per pool, and ``spec`` with each job's
+    pool decided. Raises ``InvalidGraph`` naming the pools when a job's pool has no workers."""
+    pools = Pools.local(counts, handler_pools)
+    routed = pools.assign(spec)
+    idle = [
+        f"job {job.name!r} runs on pool {job.pool or DEFAULT_POOL!r}"
+        for job in routed.jobs.values()
+        if not counts.get(job.pool or DEFAULT_POOL)
+    ]
+    if idle:
+        given = ",".join(f"{name}={number}" for name, number in counts.items())
+        more = f" (and {len(idle) - 5} more)" if len(idle) > 5 else ""
+        raise InvalidGraph(
+            f"invalid graph: {'; '.join(idle[:5])}{more}, which has no workers in this run "
+            f"(--workers {given}); give it workers, e.g. --workers default=4,gpu=1"
+        )
+    return pools, routed

@@ -43,6 +43,7 @@ from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .items import natural_order
 from .operations import rerun_graph
+from .pools import DEFAULT_POOL, Pools, plan_local_run
 from .scheduler import Scheduler
 from .states import GraphStatus, terminal_counts
 from .store import GraphRecord, Services
@@ -141,6 +142,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 @dataclass
 class _Slot:
     number: int
+    pool: str = DEFAULT_POOL
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     next_start: float = 0.0
@@ -148,7 +150,10 @@ class _Slot:
 
 
 class WorkerPool:
-    """``count`` ``overseer worker`` processes, each logging to ``log_dir/worker-<n>.log``.
+    """``count`` ``overseer worker`` processes, each logging to ``log_dir/worker-<n>.log``;
+    or, with ``count`` a mapping of worker pool -> count (``overseer.pools``), that many of
+    each pool (``OVERSEER_POOL``), logging to ``worker-<n>.log`` (default pool) or
+    ``worker-<pool>-<n>.log``.
 
     With ``restart``, ``supervise()`` starts a dead worker again (backing off while one
     keeps dying within ``QUICK_DEATH_SECONDS`` of its start); without it a dead worker
@@ -158,7 +163,7 @@ class WorkerPool:
 
     def __init__(
         self,
-        count: int,
+        count: int | Mapping[str, int],
         env: Mapping[str, str],
         log_dir: Path,
         *,
@@ -172,7 +177,8 @@ class WorkerPool:
         self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
         self.on_event = on_event
         self.restarts = 0
-        self._slots = [_Slot(n + 1) for n in range(count)]
+        counts = {DEFAULT_POOL: count} if isinstance(count, int) else count
+        self._slots = [_Slot(n + 1, pool) for pool, number in counts.items() for n in range(number)]
 
     def __enter__(self) -> WorkerPool:
         self.start()
@@ -187,10 +193,11 @@ class WorkerPool:
 
     def _start(self, slot: _Slot) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / f"worker-{slot.number}.log").open("ab") as log_file:
+        name = f"worker-{slot.number}" if slot.pool == DEFAULT_POOL else f"worker-{slot.pool}-{slot.number}"
+        with (self.log_dir / f"{name}.log").open("ab") as log_file:
             slot.process = subprocess.Popen(
                 [sys.executable, "-m", "overseer", "worker"],
-                env=self.env,
+                env={**self.env, "OVERSEER_POOL": slot.pool},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -222,8 +229,10 @@ class WorkerPool:
                 slot.next_start = now + delay
                 slot.process = None
                 self.restarts += 1
+                pool = "" if slot.pool == DEFAULT_POOL else f" of pool {slot.pool}"
+                which = f"worker {slot.number}{pool}"
                 self.on_event(
-                    f"worker {slot.number} exited with code {process.returncode}; "
+                    f"{which} exited with code {process.returncode}; "
                     f"restarting{f' in {delay:g}s' if delay else ''}"
                 )
             if now >= slot.next_start:
@@ -393,7 +402,9 @@ class _Place:
 
 
 @contextlib.contextmanager
-def _on_aws(settings: Settings | None, env: dict[str, str], start_emulator: bool) -> Iterator[_Place]:
+def _on_aws(
+    settings: Settings | None, env: dict[str, str], start_emulator: bool, pools: Pools
+) -> Iterator[_Place]:
     """A fresh local AWS emulator, or (``start_emulator=False``) the endpoint the standard
     AWS configuration names, with the resources the ``OVERSEER_*`` settings name created
     where they are missing."""
@@ -411,7 +422,7 @@ def _on_aws(settings: Settings | None, env: dict[str, str], start_emulator: bool
         env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **env}
         with environment(env):
             base = settings or Settings.from_env(defaults={"receive_wait_seconds": 2, "lease_seconds": 60})
-            configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"]))
+            configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json()))
 
             def requests() -> Counter[str]:
                 counted = clients.read_request_logs(request_dir)
@@ -431,9 +442,11 @@ def _on_aws(settings: Settings | None, env: dict[str, str], start_emulator: bool
 
 
 @contextlib.contextmanager
-def _on_embedded(state_dir: Path, settings: Settings | None, env: dict[str, str]) -> Iterator[_Place]:
+def _on_embedded(
+    state_dir: Path, settings: Settings | None, env: dict[str, str], pools: Pools
+) -> Iterator[_Place]:
     """SQLite and files in ``state_dir``, kept between runs."""
-    configured = local_settings(state_dir, settings, handlers=env["OVERSEER_HANDLERS"])
+    configured = local_settings(state_dir, settings, handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json())
     reader = feed_reader(state_dir)
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
         services = embedded_services(state_dir, configured)
@@ -448,7 +461,7 @@ def run_graph(
     handlers: dict[str, HandlerSpec],
     *,
     backend: str = "aws",
-    workers: int = 4,
+    workers: int | Mapping[str, int] = 4,
     out: Path | None = None,
     progress: Progress | None = None,
     settings: Settings | None = None,
@@ -456,8 +469,9 @@ def run_graph(
     start_emulator: bool = True,
     rerun_failed: bool = False,
 ) -> RunResult:
-    """Run ``spec`` to its end on ``workers`` worker processes and download its artifacts
-    under ``out``.
+    """Run ``spec`` to its end on ``workers`` worker processes (or that many per worker pool:
+    ``{"default": 4, "gpu": 1}``, see ``overseer.pools``) and download its artifacts under
+    ``out``. Raises ``InvalidGraph`` when a job's pool has no workers.
 
     ``backend="aws"``: the AWS adapters, on a fresh local emulator (or, with
     ``start_emulator=False``, the endpoint the AWS configuration names). ``"embedded"``:
@@ -467,11 +481,13 @@ def run_graph(
     (``operations.rerun_graph``; finished jobs are kept).
     """
     started = time.monotonic()
+    counts = {DEFAULT_POOL: workers} if isinstance(workers, int) else dict(workers)
+    pools, spec = plan_local_run(spec, counts, {t: h.pool for t, h in handlers.items()})
     env = handlers_env(handlers_path)
     place = (
-        _on_embedded(Path(state_dir or DEFAULT_STATE_DIR), settings, env)
+        _on_embedded(Path(state_dir or DEFAULT_STATE_DIR), settings, env, pools)
         if backend == "embedded"
-        else _on_aws(settings, env, start_emulator)
+        else _on_aws(settings, env, start_emulator, pools)
     )
     with place as where:
         store = where.services.store
@@ -484,7 +500,7 @@ def run_graph(
         if progress:
             progress(graph)
         if not graph.status.terminal:
-            with WorkerPool(workers, where.worker_env, where.log_dir) as pool:
+            with WorkerPool(counts, where.worker_env, where.log_dir) as pool:
                 graph = pump_until_done(
                     where.services,
                     Scheduler.for_services(where.services),

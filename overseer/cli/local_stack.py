@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ from .. import timeutil
 from ..config import Settings, logs_dir
 from ..errors import EXIT_INVALID, HandlersModuleError, StackAlreadyRunning
 from ..handlers import load_handlers
+from ..pools import DEFAULT_POOL, Pools, parse_worker_counts
 from .targets import state_dir_option
 from .views import err, fail, out
 
@@ -92,7 +93,8 @@ class LocalStack:
 
     state_dir: Path
     handlers: str
-    workers: int = 2
+    # Worker processes: a number (the default pool's), or per worker pool (overseer.pools).
+    workers: int | Mapping[str, int] = 2
     settings: Settings | None = None
     poll_seconds: float = 0.02
     on_event: Callable[[str], None] = lambda _message: None
@@ -105,8 +107,15 @@ class LocalStack:
         env = handlers_env(self.handlers)
         # Workers live as long as the stack: they die with it (Linux), else exit when idle.
         idle_exit = 0 if sys.platform.startswith("linux") else ORPHAN_IDLE_EXIT_SECONDS
+        self.counts = {DEFAULT_POOL: self.workers} if isinstance(self.workers, int) else dict(self.workers)
+        handler_pools = {t: spec.pool for t, spec in load_handlers(self.handlers).items()}
+        self.pools = Pools.local(self.counts, handler_pools).to_json()
         self.configured = local_settings(
-            self.state_dir, self.settings, handlers=env["OVERSEER_HANDLERS"], idle_exit_seconds=idle_exit
+            self.state_dir,
+            self.settings,
+            handlers=env["OVERSEER_HANDLERS"],
+            idle_exit_seconds=idle_exit,
+            pools=self.pools,
         )
         self.worker_env = {**env, **self.configured.to_env()}
 
@@ -116,6 +125,8 @@ class LocalStack:
             "started_at": self._started_at,
             "handlers": self.configured.handlers,
             "workers": pool.pids,
+            "worker_pools": self.counts,
+            "pools": self.pools,
             "worker_restarts": pool.restarts,
             "lease_seconds": self.configured.lease_seconds,
         }
@@ -156,7 +167,7 @@ class LocalStack:
             reader = feed_reader(self.state_dir)
             self._started_at = timeutil.iso()
             pool = WorkerPool(
-                self.workers,
+                self.counts,
                 self.worker_env,
                 logs_dir(self.state_dir) / WORKER_LOGS,
                 restart=True,
@@ -180,7 +191,8 @@ class LocalStack:
             pool.start()
             self._write_info(pool)
             self.on_event(
-                f"local stack on {self.state_dir}: {self.workers} workers, "
+                f"local stack on {self.state_dir}: workers "
+                f"{','.join(f'{name}={n}' for name, n in self.counts.items())}, "
                 f"handlers {self.configured.handlers}"
             )
             try:
@@ -200,7 +212,7 @@ class LocalStack:
 def run_stack(
     state_dir: Path,
     handlers: str,
-    workers: int,
+    workers: int | Mapping[str, int],
     *,
     settings: Settings | None = None,
     on_event: Callable[[str], None] = lambda _message: None,
@@ -238,7 +250,13 @@ def local() -> None:
 
 @local.command()
 @state_dir_option("Where the stack keeps its state (kept between runs).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    "workers_text",
+    default="2",
+    show_default=True,
+    help="Worker processes: a number (the default pool's), or per worker pool: default=4,gpu=1.",
+)
 @click.option(
     "--handlers",
     "handlers_path",
@@ -246,8 +264,12 @@ def local() -> None:
     required=True,
     help="Handlers module: an import path or a .py file exposing HANDLERS.",
 )
-def up(state_dir: Path, workers: int, handlers_path: str) -> None:
+def up(state_dir: Path, workers_text: str, handlers_path: str) -> None:
     """Run the local stack in the foreground until Ctrl-C / SIGTERM."""
+    try:
+        workers = parse_worker_counts(workers_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers") from None
     try:
         load_handlers(handlers_path)
     except HandlersModuleError as exc:

@@ -21,6 +21,7 @@ from ..config import Settings
 from ..errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph, OverseerError
 from ..graph import parse_graph
 from ..handlers import load_handlers
+from ..pools import DEFAULT_POOL, parse_worker_counts, plan_local_run
 from ..store import GraphRecord
 from .targets import state_dir_option
 from .views import STATUS_STYLE, error_lines
@@ -31,13 +32,15 @@ if TYPE_CHECKING:
 
 def _jobs_table(jobs: dict[str, dict[str, Any]]) -> Table:
     table = Table(title="jobs")
-    for column in ("job", "type", "status", "attempts", "artifacts", "error"):
+    pooled = any(job.get("pool", DEFAULT_POOL) != DEFAULT_POOL for job in jobs.values())
+    for column in ("job", "type", *(["pool"] if pooled else []), "status", "attempts", "artifacts", "error"):
         table.add_column(column)
     for name, job in jobs.items():
         style = STATUS_STYLE.get(job["status"], "")
         table.add_row(
             name,
             job["type"],
+            *([job.get("pool", DEFAULT_POOL)] if pooled else []),
             f"[{style}]{job['status']}[/]",
             str(job["attempts"]),
             str(len(job["artifacts"])),
@@ -72,7 +75,13 @@ def _stored_graph_note(result: RunResult, state_dir: Path | None) -> str:
     required=True,
     help="Handlers module: an import path or a .py file exposing HANDLERS.",
 )
-@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    "workers_text",
+    default="4",
+    show_default=True,
+    help="Worker processes: a number (the default pool's), or per worker pool: default=4,gpu=1.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -102,7 +111,7 @@ def _stored_graph_note(result: RunResult, state_dir: Path | None) -> str:
 def run(
     graph: str,
     handlers_path: str,
-    workers: int,
+    workers_text: str,
     out: Path | None,
     as_json: bool,
     backend: str,
@@ -116,8 +125,14 @@ def run(
     console = Console(stderr=as_json)
     errors = Console(stderr=True)
     try:
+        workers = parse_worker_counts(workers_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers") from None
+    try:
         handlers = load_handlers(handlers_path)
         spec = parse_graph(graph, handler_types=handlers.keys())
+        # Every job's pool has workers in this run (exit 2 naming the pools otherwise).
+        _, spec = plan_local_run(spec, workers, {t: h.pool for t, h in handlers.items()})
     except (InvalidGraph, HandlersModuleError) as exc:
         errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(EXIT_INVALID)

@@ -52,10 +52,13 @@ class LocalClient:
     def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
         from ..backends.embedded import embedded_services
         from ..runner import local_settings
+        from .local_stack import read_stack_info
 
         self.state_dir = Path(state_dir)
         self.where = f"local stack {self.state_dir}"
-        settings = local_settings(self.state_dir, templates_dir=templates_dir)
+        # The worker pools of the stack running there, if one runs (a job is routed to one).
+        pools = (read_stack_info(self.state_dir) or {}).get("pools") or None
+        settings = local_settings(self.state_dir, templates_dir=templates_dir, pools=pools)
         self.services = embedded_services(self.state_dir, settings)
 
     def submit(

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from pynamodb.exceptions import TableError
 
 from ...config import Settings
+from ...pools import Pools
 from . import clients
 from .jobstore import DynamoJobStore
 
@@ -40,8 +42,18 @@ def provision(settings: Settings) -> Settings:
     for bucket in {settings.artifact_bucket, *settings.allowed_buckets}:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=bucket, **where)
+    # Every other worker pool's queues (overseer.pools), named after the pool.
+    pools = Pools.from_settings(settings)
+    provisioned = dict(pools.pools)
+    for name in pools.names[1:]:
+        pool_queue, pool_dlq = create_queues(sqs, f"{settings.jobs_table}-{name}", settings.lease_seconds)
+        provisioned[name] = replace(pools[name], queue_url=pool_queue, dead_letter_queue_url=pool_dlq)
+    pools = replace(pools, pools=provisioned)
     return settings.with_(
-        queue_url=queue_url, dead_letter_queue_url=dlq_url, stream_failures_queue_url=failures_url
+        queue_url=queue_url,
+        dead_letter_queue_url=dlq_url,
+        stream_failures_queue_url=failures_url,
+        pools=pools.to_json() if settings.pools else "",
     )
 
 

@@ -146,8 +146,7 @@ class Pools:
             {
                 "pools": {name: pool.to_json() for name, pool in self.pools.items()},
                 "routes": dict(self.routes),
-            },
-            sort_keys=True,
+            }
         )
 
     @classmethod

@@ -79,8 +79,16 @@ class LocalClient:
 
     def graph(self, graph_id: str) -> dict[str, Any]:
         from .. import operations
+        from .local_stack import read_stack_info
 
-        return _graph_view(operations.get_graph(self.services, graph_id))
+        graph = _graph_view(operations.get_graph(self.services, graph_id))
+        # Each worker pool's queue depth, and its workers when a local stack runs here.
+        workers = (read_stack_info(self.state_dir) or {}).get("worker_pools") or {}
+        graph["pools"] = {
+            pool: {"queue_depth": queue.depth(), **({"workers": workers[pool]} if pool in workers else {})}
+            for pool, queue in self.services.queues().items()
+        }
+        return graph
 
     def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
         from .. import operations

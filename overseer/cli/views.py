@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -123,7 +124,18 @@ def jobs_table(
 ) -> Table:
     now = timeutil.now()
     table = Table(title=title, title_justify="left")
-    for column in ("job", "type", "status", "attempts", "duration", "started", "error"):
+    pooled = any(job.get("pool", "default") != "default" for job in jobs.values())
+    columns = (
+        "job",
+        "type",
+        *(["pool"] if pooled else []),
+        "status",
+        "attempts",
+        "duration",
+        "started",
+        "error",
+    )
+    for column in columns:
         table.add_column(column, no_wrap=column != "error")
     names = list(jobs)
     hidden = 0
@@ -138,6 +150,7 @@ def jobs_table(
         table.add_row(
             name,
             str(job.get("type", "")),
+            *([str(job.get("pool", "default"))] if pooled else []),
             styled(str(job.get("status"))),
             str(job.get("attempts", 0)),
             format_duration(_seconds(job, now)),
@@ -164,4 +177,31 @@ def status_view(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]],
         line += f"  ({escape(str(graph['reason']))})"
     elif graph.get("deadline_at") and graph["status"] == "running":
         line += f"  (deadline {graph['deadline_at']})"
-    return Group(header, Text.from_markup(line or "no jobs"), jobs_table(jobs, limit=rows))
+    return Group(
+        header, Text.from_markup(line or "no jobs"), *pools_lines(graph, jobs), jobs_table(jobs, limit=rows)
+    )
+
+
+def pools_lines(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]]) -> list[Text]:
+    """One line per worker pool when the graph's jobs use more than the default pool, or the
+    target reports its pools: the graph's jobs there by status, the pool's queue depth and
+    workers (``overseer.pools``)."""
+    by_pool: dict[str, Counter[str]] = {}
+    for job in jobs.values():
+        by_pool.setdefault(str(job.get("pool", "default")), Counter())[str(job.get("status"))] += 1
+    reported: Mapping[str, Mapping[str, Any]] = graph.get("pools") or {}
+    if set(by_pool) <= {"default"} and set(reported) <= {"default"}:
+        return []
+    lines = []
+    for pool in dict.fromkeys([*reported, *by_pool]):
+        counts = "  ".join(f"{styled(s)} {n}" for s, n in sorted(by_pool.get(pool, Counter()).items()))
+        about = reported.get(pool, {})
+        queue = f"queue {about['queue_depth']}" if "queue_depth" in about else ""
+        workers = f"{about['workers']} workers" if "workers" in about else ""
+        extra = ", ".join(filter(None, [queue, workers]))
+        lines.append(
+            Text.from_markup(
+                f"pool [bold]{escape(pool)}[/]: {counts or 'no jobs'}" + (f"  ({extra})" if extra else "")
+            )
+        )
+    return lines

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import click
 
@@ -42,7 +42,7 @@ from ..config import Settings, logs_dir
 from ..errors import EXIT_INVALID, HandlersModuleError, StackAlreadyRunning
 from ..handlers import load_handlers
 from ..pools import DEFAULT_POOL, Pools, parse_worker_counts
-from .targets import state_dir_option
+from .targets import STATE_FILE, pid_alive, read_stack_info, state_dir_option
 from .views import err, fail, out
 
 if TYPE_CHECKING:
@@ -53,35 +53,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("overseer.cli.local_stack")
 LOCK_FILE = "local.lock"
-STATE_FILE = "local.json"
 WORKER_LOGS = "workers"
 # Trim the feed of records every reader has passed this often.
 TRIM_INTERVAL_SECONDS = 60.0
 # Without a parent-death signal (not Linux), workers exit after this long without work.
 ORPHAN_IDLE_EXIT_SECONDS = 120
-
-
-def read_stack_info(state_dir: str | Path) -> dict[str, Any] | None:
-    """What ``local.json`` says about the running stack, or None when none runs."""
-    path = Path(state_dir) / STATE_FILE
-    try:
-        info: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    pid = int(info.get("pid", 0))
-    if not pid or not _alive(pid):
-        return None
-    return info
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -237,7 +213,7 @@ def stop_stack(state_dir: Path, *, timeout: float = 60.0) -> int | None:
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     return pid
 

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -18,6 +20,32 @@ import click
 
 from ..config import DEFAULT_STATE_DIR, Settings, logs_dir
 from ..errors import GraphNotFound
+
+# What a running ``overseer local up`` writes in its state directory (its pid, workers, pools).
+STATE_FILE = "local.json"
+
+
+def read_stack_info(state_dir: str | Path) -> dict[str, Any] | None:
+    """What ``local.json`` says about the running stack, or None when none runs."""
+    path = Path(state_dir) / STATE_FILE
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(info.get("pid", 0))
+    if not pid or not pid_alive(pid):
+        return None
+    return info
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Client(Protocol):
@@ -52,7 +80,6 @@ class LocalClient:
     def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
         from ..backends.embedded import embedded_services
         from ..runner import local_settings
-        from .local_stack import read_stack_info
 
         self.state_dir = Path(state_dir)
         self.where = f"local stack {self.state_dir}"
@@ -79,7 +106,6 @@ class LocalClient:
 
     def graph(self, graph_id: str) -> dict[str, Any]:
         from .. import operations
-        from .local_stack import read_stack_info
 
         graph = _graph_view(operations.get_graph(self.services, graph_id))
         # Each worker pool's queue depth, and its workers when a local stack runs here.

@@ -9,6 +9,7 @@ role). It is synthesised once for the module; the configuration errors need no s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -418,3 +419,14 @@ def test_a_module_that_cannot_be_imported_needs_its_job_types() -> None:
     plan = _plan({"ml": {"handlersModule": module, "jobTypes": ["infer"]}})
     assert plan.pools["ml"].types == {"infer"}
     assert plan.routes == {"infer": "ml"}
+
+
+def test_the_pools_example_of_the_deploy_guide_is_a_valid_configuration() -> None:
+    from tests.infra.test_stack import REPO_ROOT
+
+    guide = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    example = re.search(r'```json\n"pools": (\{.*?\n\})\n```', guide, re.S)
+    assert example is not None
+    plan = _plan(json.loads(example.group(1)))
+    assert plan.routes == {"embed": "gpu", "train": "gpu"}  # from its jobTypes
+    assert plan.pools["gpu"].batch_timeout_seconds == 14400 + 7200 + GRACE_SECONDS

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsii
 from aws_cdk import Annotations, CfnOutput, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IValidation
 
 from infra.api import Api
 from infra.artifacts import EXPANSION_ITEMS_PREFIX, Artifacts
@@ -96,7 +98,7 @@ class OverseerStack(Stack):
         }
         # Every pool's queues; no Batch names: a job definition cannot name itself, and
         # workers start no workers (the sweep does).
-        workers_pools = self._pools_json(batch=False) if config.pools_declared else None
+        workers_pools = self._pools_json(queues=True, batch=False) if config.pools_declared else None
         self.workers = Workers(
             self,
             "Workers",
@@ -137,8 +139,6 @@ class OverseerStack(Stack):
             "OVERSEER_MAX_WORKERS": str(default.max_workers),
             "OVERSEER_JOBS_PER_WORKER": str(default.backlog_per_worker),
         }
-        if config.pools_declared:
-            lambda_env["OVERSEER_POOLS"] = self._pools_json(batch=True)
         factory = FunctionFactory(
             code=lambda_code(templates_dir=config.templates_dir),
             environment=lambda_env,
@@ -168,6 +168,19 @@ class OverseerStack(Stack):
             triggers=config.triggers,
             dead_letter_queue=self.dispatch.delivery_failures,
         )
+        if config.pools_declared:
+            # What each function uses of the pools (Lambda allows 4 KB of variables in
+            # all): the API and the trigger route jobs (types, routes), the scheduler also
+            # sends them to their pools' queues, the sweep also starts each pool's workers.
+            routes_only = self._pools_json(queues=False, batch=False)
+            self.scheduler.function.add_environment(
+                "OVERSEER_POOLS", self._pools_json(queues=True, batch=False)
+            )
+            self.sweep.function.add_environment("OVERSEER_POOLS", self._pools_json(queues=True, batch=True))
+            self.api.function.add_environment("OVERSEER_POOLS", routes_only)
+            self.triggers.function.add_environment("OVERSEER_POOLS", routes_only)
+            for service, function in factory.functions.items():
+                function.node.add_validation(EnvironmentSize(service, function))
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -211,21 +224,23 @@ class OverseerStack(Stack):
             env["OVERSEER_POOLS"] = pools_json
         return env
 
-    def _pools_json(self, *, batch: bool) -> str:
-        """``OVERSEER_POOLS``: ``overseer.pools.Pools.to_json()`` of every pool (the default
-        pool without URLs: they are OVERSEER_QUEUE_URL etc.), with Batch job queue and job
-        definition when ``batch``, as a CloudFormation value (its tokens resolved at deploy)."""
+    def _pools_json(self, *, queues: bool, batch: bool) -> str:
+        """``OVERSEER_POOLS``: ``overseer.pools.Pools.to_json()`` of every pool (types, scaling,
+        and the routes), with each pool's queue URLs when ``queues`` and Batch job queue and
+        job definition when ``batch`` (the default pool's are OVERSEER_QUEUE_URL,
+        OVERSEER_BATCH_JOB_QUEUE and the like), as a CloudFormation value (its tokens
+        resolved at deploy)."""
         pools = {}
         for name, plan in self.plan.pools.items():
-            queues = self.dispatch.pool_queues[name]
-            workers = self.pools.get(name) if batch else None
             other = name != DEFAULT_POOL
+            pool_queues = self.dispatch.pool_queues[name] if queues and other else None
+            workers = self.pools[name] if batch and other else None
             pools[name] = Pool(
                 name,
-                queue_url=queues.queue.queue_url if other else "",
-                dead_letter_queue_url=queues.dead_letter_queue.queue_url if other else "",
-                batch_job_queue=workers.job_queue.job_queue_arn if workers and other else "",
-                batch_job_definition=workers.job_definition.job_definition_arn if workers and other else "",
+                queue_url=pool_queues.queue.queue_url if pool_queues else "",
+                dead_letter_queue_url=pool_queues.dead_letter_queue.queue_url if pool_queues else "",
+                batch_job_queue=workers.job_queue.job_queue_arn if workers else "",
+                batch_job_definition=workers.job_definition.job_definition_arn if workers else "",
                 max_workers=plan.config.max_workers,
                 backlog_per_worker=plan.config.backlog_per_worker,
                 types=plan.types,
@@ -443,6 +458,56 @@ def _allow_index(principal: iam.IGrantable, table: dynamodb.ITable, index: str, 
             actions=[f"dynamodb:{op}" for op in operations], resources=[f"{table.table_arn}/index/{index}"]
         )
     )
+
+
+# Lambda's limit on a function's environment variables, names and values together.
+LAMBDA_ENVIRONMENT_BYTES = 4096
+# A name or ARN known only at deploy: CloudFormation names a resource
+# "<stack>-<logical id>-<13 characters>", and a queue URL or an ARN puts up to this much
+# before it ("https://sqs.ap-southeast-2.amazonaws.com/123456789012/", "arn:aws:batch:...").
+DEPLOY_TIME_PREFIX_BYTES = 70
+
+
+@jsii.implements(IValidation)
+class EnvironmentSize:
+    """Fails synthesis when a function's variables would exceed Lambda's 4 KB (checked once
+    the function's environment is rendered; names and ARNs of resources are estimated from
+    the stack name and their logical ids)."""
+
+    def __init__(self, service: str, function: lambda_.Function) -> None:
+        self.service = service
+        self.function = function
+
+    def validate(self) -> list[str]:
+        stack = Stack.of(self.function)
+        cfn = self.function.node.default_child
+        assert isinstance(cfn, lambda_.CfnFunction)
+        # The L1's properties as synthesis renders them (the environment is lazy until then).
+        properties = stack.resolve(cfn._cfn_properties)
+        variables = properties.get("environment", {}).get("variables", {})
+        size = sum(
+            len(name) + _estimated_length(value, stack.stack_name) for name, value in variables.items()
+        )
+        if size <= LAMBDA_ENVIRONMENT_BYTES:
+            return []
+        return [
+            f"pools: the {self.service} function's environment would be about {size} bytes, over "
+            f"Lambda's {LAMBDA_ENVIRONMENT_BYTES} (OVERSEER_POOLS lists every pool's job types and "
+            "queues): use fewer pools, or fewer job types in the handlers modules of several pools"
+        ]
+
+
+def _estimated_length(value: Any, stack_name: str) -> int:
+    """The length of a resolved CloudFormation string value once deployed (estimated)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_estimated_length(v, stack_name) for v in value)
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return len(separator) * max(len(parts) - 1, 0) + _estimated_length(parts, stack_name)
+    logical_id = value.get("Ref") or value.get("Fn::GetAtt", [""])[0]
+    return DEPLOY_TIME_PREFIX_BYTES + len(stack_name) + len(str(logical_id))
 
 
 # CloudWatch Logs retention values, in the order of logs.RetentionDays (INFINITE excluded).

@@ -17,6 +17,9 @@ import pytest
 
 pytest.importorskip("aws_cdk", reason="the infra tests need the infra extra (aws-cdk-lib)")
 
+import aws_cdk as cdk
+
+from infra.app import build_app
 from infra.config import ConfigError, DeploymentConfig
 from infra.pool_plan import GRACE_SECONDS, plan_pools
 from overseer.config import Settings
@@ -227,12 +230,21 @@ def test_scheduler_and_sweep_reach_every_pool(pools: Synthesis) -> None:
 
 def test_the_lambdas_route_each_job_type_to_its_pool(pools: Synthesis) -> None:
     stack = pools.stack
-    for function in (
-        stack.scheduler.function,
-        stack.sweep.function,
-        stack.api.function,
-        stack.triggers.function,
-    ):
+    gpu_queues, gpu_workers = stack.dispatch.pool_queues["gpu"], stack.pools["gpu"]
+    queue_urls = (_ref(pools, gpu_queues.queue), _ref(pools, gpu_queues.dead_letter_queue))
+    batch = (
+        f"<Att:{pools.logical_id(gpu_workers.job_queue)}.JobQueueArn>",
+        _ref(pools, gpu_workers.job_definition),
+    )
+    # What each function uses (Lambda allows 4 KB of variables): the API and the trigger
+    # route, the scheduler also sends to the pools' queues, the sweep also starts workers.
+    expected = {
+        stack.api.function: (("", ""), ("", "")),
+        stack.triggers.function: (("", ""), ("", "")),
+        stack.scheduler.function: (queue_urls, ("", "")),
+        stack.sweep.function: (queue_urls, batch),
+    }
+    for function, (urls, batch_names) in expected.items():
         env = _lambda_env(pools, function)
         assert env["OVERSEER_JOBS_PER_WORKER"] == "20"  # pools.default.backlogPerWorker
         seen = _pools_of(pools, env)
@@ -242,11 +254,9 @@ def test_the_lambdas_route_each_job_type_to_its_pool(pools: Synthesis) -> None:
         # The graph's pool > the handler's > the pool serving the type > default.
         assert seen.route("train") == "gpu" and seen.route("revenue") == "default"
         assert seen.route("revenue", "large") == "large"
-        gpu, queues = seen["gpu"], stack.dispatch.pool_queues["gpu"]
-        assert gpu.queue_url == _ref(pools, queues.queue)
-        assert gpu.dead_letter_queue_url == _ref(pools, queues.dead_letter_queue)
-        assert gpu.batch_job_queue == f"<Att:{pools.logical_id(stack.pools['gpu'].job_queue)}.JobQueueArn>"
-        assert gpu.batch_job_definition == _ref(pools, stack.pools["gpu"].job_definition)
+        gpu = seen["gpu"]
+        assert (gpu.queue_url, gpu.dead_letter_queue_url) == urls
+        assert (gpu.batch_job_queue, gpu.batch_job_definition) == batch_names
         assert (gpu.max_workers, gpu.backlog_per_worker) == (2, 5)
         assert (seen["large"].max_workers, seen["large"].backlog_per_worker) == (4, 50)
         # The default pool's URLs are OVERSEER_QUEUE_URL's and the like.
@@ -430,3 +440,13 @@ def test_the_pools_example_of_the_deploy_guide_is_a_valid_configuration() -> Non
     plan = _plan(json.loads(example.group(1)))
     assert plan.routes == {"embed": "gpu", "train": "gpu"}  # from its jobTypes
     assert plan.pools["gpu"].batch_timeout_seconds == 14400 + 7200 + GRACE_SECONDS
+
+
+def test_a_lambda_environment_over_4_kb_fails_synthesis(tmp_path: Any) -> None:
+    many = {f"p{n}": {"jobTypes": [f"type_{n}_{t}" for t in range(20)]} for n in range(6)}
+    app = cdk.App(outdir=str(tmp_path), context={**CONTEXT, "pools": many})
+    build_app(app)
+    with pytest.raises(
+        RuntimeError, match=r"pools: the sweep function's environment would be about \d+ bytes"
+    ):
+        app.synth()

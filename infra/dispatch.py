@@ -1,15 +1,28 @@
-"""Dispatch: the SQS queue of ready jobs, its dead-letter queue, the queue of stream batches the
-scheduler gave up on, and a delivery-failure queue."""
+"""Dispatch: the SQS queue of ready jobs and its dead-letter queue (one pair per worker pool),
+the queue of stream batches the scheduler gave up on, and a delivery-failure queue."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aws_cdk import Duration
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from overseer.pools import DEFAULT_POOL
+
 # A message received this many times without being deleted (worker crashed, lease lost
 # again and again) goes to the dead-letter queue. Faults with backoff stay well below it.
 MAX_RECEIVE_COUNT = 10
+
+
+@dataclass(frozen=True)
+class PoolQueues:
+    """One pool's ready jobs and their dead letters."""
+
+    queue: sqs.Queue
+    dead_letter_queue: sqs.Queue
 
 
 class Dispatch(Construct):
@@ -22,6 +35,10 @@ class Dispatch(Construct):
         worker extends it with every heartbeat (every ``lease_seconds / 3``).
     dead_letter_queue:
         Messages received ``MAX_RECEIVE_COUNT`` times; the sweep reports them.
+    pool_queues:
+        Pool name -> its ``PoolQueues``: the default pool's are ``queue`` and
+        ``dead_letter_queue``, every other pool has a pair of its own with the same settings
+        (construct ids ``Queue<Pool>``, ``DeadLetterQueue<Pool>``).
     stream_failures:
         The scheduler's on-failure destination: Lambda's record of each stream batch it
         gave up on after its retries (shard and sequence range). The sweep reads those
@@ -31,26 +48,40 @@ class Dispatch(Construct):
         failed on (rule-target DLQ / on-failure destination), for people to read.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, lease_seconds: int) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        lease_seconds: int,
+        pool_ids: Mapping[str, str] | None = None,
+    ) -> None:
+        """``pool_ids``: pool name -> the suffix of its queues' construct ids ("" for the
+        default pool, whose queues predate pools)."""
         super().__init__(scope, construct_id)
         common = {
             "encryption": sqs.QueueEncryption.SQS_MANAGED,
             "enforce_ssl": True,
         }
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue", retention_period=Duration.days(14), **common
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            visibility_timeout=Duration.seconds(lease_seconds),
-            retention_period=Duration.days(4),
-            receive_message_wait_time=Duration.seconds(20),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=self.dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT
-            ),
-            **common,
-        )
+        self.pool_queues: dict[str, PoolQueues] = {}
+        for pool, suffix in (pool_ids or {DEFAULT_POOL: ""}).items():
+            dead_letter_queue = sqs.Queue(
+                self, f"DeadLetterQueue{suffix}", retention_period=Duration.days(14), **common
+            )
+            queue = sqs.Queue(
+                self,
+                f"Queue{suffix}",
+                visibility_timeout=Duration.seconds(lease_seconds),
+                retention_period=Duration.days(4),
+                receive_message_wait_time=Duration.seconds(20),
+                dead_letter_queue=sqs.DeadLetterQueue(
+                    queue=dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT
+                ),
+                **common,
+            )
+            self.pool_queues[pool] = PoolQueues(queue, dead_letter_queue)
+        self.queue = self.pool_queues[DEFAULT_POOL].queue
+        self.dead_letter_queue = self.pool_queues[DEFAULT_POOL].dead_letter_queue
         self.stream_failures = sqs.Queue(self, "StreamFailures", retention_period=Duration.days(14), **common)
         self.delivery_failures = sqs.Queue(
             self, "DeliveryFailures", retention_period=Duration.days(14), **common

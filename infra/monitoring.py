@@ -4,12 +4,14 @@ The engine's own metrics come from the scheduler Lambda as EMF (namespace ``Over
 dimension ``service=overseer-scheduler``): GraphsFinished / GraphsFailed / GraphsAborted,
 JobsFinished / JobsFailed / JobsAborted, and per job type (dimension ``JobType``, read with
 SEARCH expressions since the types are the user's) JobDuration and the job counts; the
-sweep Lambda adds QueueDepth and WorkersStarted (``service=overseer-sweep``).
+sweep Lambda adds QueueDepth and WorkersStarted (``service=overseer-sweep``), and, per worker
+pool, WorkersRunning with the dimension ``Pool`` (``service=overseer-sweep, Pool=<name>``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aws_cdk import Duration
 from aws_cdk import aws_batch as batch
@@ -34,6 +36,29 @@ STREAM_FAILURE_AGE_SECONDS = 900
 ERROR_ALARMS = {"sweep": "SweepErrors", "api": "ApiErrors", "trigger": "TriggerErrors"}
 # A dynamic label: the series' job type.
 TYPE_LABEL = "${PROP('Dim.JobType')}"
+
+
+@dataclass(frozen=True)
+class PoolMonitoring:
+    """What the dashboard shows of one worker pool."""
+
+    queue: sqs.IQueue
+    dead_letter_queue: sqs.IQueue
+    job_queue: batch.IJobQueue
+    # Added to its alarm's construct id ("" for the default pool).
+    id_suffix: str
+
+
+def workers_running(pool: str) -> cw.Metric:
+    """The sweep's count of a pool's Batch workers (EMF, dimension ``Pool``)."""
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name="WorkersRunning",
+        dimensions_map={"service": SWEEP_SERVICE, "Pool": pool},
+        statistic="Maximum",
+        period=Duration.minutes(1),
+        label=f"{pool} workers running",
+    )
 
 
 def engine_metric(
@@ -71,6 +96,9 @@ class Monitoring(Construct):
     falling behind the stream, ready jobs waiting over an hour, and a worker job blocked in
     RUNNABLE.
 
+    With worker pools (``pools`` in cdk.json), a row per pool: its ready jobs (queue depth)
+    beside its running workers, and a dead-letter alarm per pool (``DeadLetters<Pool>``).
+
     Blocked workers: Batch sends "Batch Job Queue Blocked" when the job at the head of the
     queue cannot be placed (vCPU limit of the compute environment, a job larger than any
     instance type, no capacity, invalid compute environments), with the reason. A rule
@@ -99,8 +127,12 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.IFunction],
         scheduler: lambda_.Function,
         job_queue: batch.IJobQueue,
+        pools: Mapping[str, PoolMonitoring] | None = None,
     ) -> None:
+        """``queue``, ``dead_letter_queue``, ``job_queue``: the default pool's; ``pools``:
+        every pool (the default included) when the stack has pools."""
         super().__init__(scope, construct_id)
+        pools = pools or {}
         self.blocked_queue = sqs.Queue(
             self,
             "WorkersBlocked",
@@ -115,7 +147,10 @@ class Monitoring(Construct):
             event_pattern=events.EventPattern(
                 source=["aws.batch"],
                 detail_type=["Batch Job Queue Blocked"],
-                detail={"jobQueue": [job_queue.job_queue_arn]},
+                detail={
+                    "jobQueue": [p.job_queue.job_queue_arn for p in pools.values()]
+                    or [job_queue.job_queue_arn]
+                },
             ),
             targets=[
                 targets.SqsQueue(
@@ -240,6 +275,23 @@ class Monitoring(Construct):
                 )
             )
 
+        for name, pool in pools.items():
+            if not pool.id_suffix:  # the default pool's: DeadLetters above
+                continue
+            alarm_id = f"DeadLetters{pool.id_suffix}"
+            self.alarms[alarm_id] = pool.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=period, statistic="Maximum"
+            ).create_alarm(
+                self,
+                alarm_id,
+                alarm_description=f"Jobs of pool {name} whose messages failed too often are in its "
+                "dead-letter queue",
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
         self.dashboard.add_widgets(
             cw.TextWidget(
@@ -295,6 +347,28 @@ class Monitoring(Construct):
                 title="Dead letters / delivery failures", left=[dlq_depth, failures_depth], width=8
             ),
         )
+        for name, pool in pools.items():
+            self.dashboard.add_widgets(
+                cw.GraphWidget(
+                    title=f"Pool {name}: ready jobs / workers running",
+                    left=[
+                        pool.queue.metric_approximate_number_of_messages_visible(
+                            period=period, label=f"{name} ready jobs"
+                        )
+                    ],
+                    right=[workers_running(name)],
+                    width=12,
+                ),
+                cw.GraphWidget(
+                    title=f"Pool {name}: dead letters",
+                    left=[
+                        pool.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                            period=period, statistic="Maximum", label=f"{name} dead letters"
+                        )
+                    ],
+                    width=12,
+                ),
+            )
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Lambda errors",

@@ -74,42 +74,49 @@ def acknowledge_findings(stack: Stack) -> None:
             "artifact bucket (no artifact).",
         )
 
-    # --- Workers -------------------------------------------------------------------------
-    _ack(
-        s.workers.job_role,
-        f"AwsSolutions-IAM5[{_artifact_objects(s, '*')}]",
-        "Workers write artifacts under keys derived from graph and job ids, not known at "
-        "deploy time; access is limited to Get/Put/AbortMultipartUpload of objects of the "
-        "artifact bucket (no delete).",
-    )
-    for name in s.config.allowed_buckets:
+    # --- Workers (every pool's) -------------------------------------------------------
+    computes = []
+    for workers in s.pools.values():
+        pool = workers.pool
         _ack(
-            s.workers.job_role,
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]",
-            f"allowedBuckets: handlers may write artifacts anywhere in {name} (Get before Put "
-            "to skip identical objects, Put, AbortMultipartUpload; no delete).",
+            workers.job_role,
+            f"AwsSolutions-IAM5[{_artifact_objects(s, '*')}]",
+            "Workers write artifacts under keys derived from graph and job ids, not known at "
+            "deploy time; access is limited to Get/Put/AbortMultipartUpload of objects of the "
+            "artifact bucket (no delete).",
         )
-    # What the user configured for the worker role is the user's decision.
-    for policy in s.config.worker_policies:
-        for wildcard in [f"Action::{a}" for a in policy.actions if "*" in a] + [
-            f"Resource::{r}" for r in policy.resources if "*" in r
-        ]:
-            _ack(s.workers.job_role, f"AwsSolutions-IAM5[{wildcard}]", "Configured in workerPolicies.")
-    for arn in s.config.worker_managed_policies:
-        _ack(s.workers.job_role, f"AwsSolutions-IAM4[Policy::{arn}]", "Configured in workerManagedPolicies.")
-    _ack(
-        s.workers.compute_environment,
-        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-        "AmazonEC2ContainerServiceforEC2Role]",
-        "The Batch instance role needs the ECS agent permissions of this AWS-maintained "
-        "policy; containers run with their own job role, not the instance role.",
-    )
-    _ack(
-        s.workers.container,
-        "AwsSolutions-IAM5[Resource::*]",
-        "The ECS execution role's ecr:GetAuthorizationToken supports no resource-level "
-        "permissions; image pulls are limited to the asset repository.",
-    )
+        for name in s.config.allowed_buckets:
+            _ack(
+                workers.job_role,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]",
+                f"allowedBuckets: handlers may write artifacts anywhere in {name} (Get before Put "
+                "to skip identical objects, Put, AbortMultipartUpload; no delete).",
+            )
+        # What the user configured for the worker role is the user's decision.
+        for policy in pool.worker_policies:
+            for wildcard in [f"Action::{a}" for a in policy.actions if "*" in a] + [
+                f"Resource::{r}" for r in policy.resources if "*" in r
+            ]:
+                _ack(workers.job_role, f"AwsSolutions-IAM5[{wildcard}]", "Configured in workerPolicies.")
+        for arn in pool.worker_managed_policies:
+            _ack(
+                workers.job_role, f"AwsSolutions-IAM4[Policy::{arn}]", "Configured in workerManagedPolicies."
+            )
+        if workers.compute_environment not in computes:  # pools may share one
+            computes.append(workers.compute_environment)
+            _ack(
+                workers.compute_environment,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonEC2ContainerServiceforEC2Role]",
+                "The Batch instance role needs the ECS agent permissions of this AWS-maintained "
+                "policy; containers run with their own job role, not the instance role.",
+            )
+        _ack(
+            workers.container,
+            "AwsSolutions-IAM5[Resource::*]",
+            "The ECS execution role's ecr:GetAuthorizationToken supports no resource-level "
+            "permissions; image pulls are limited to the asset repository.",
+        )
 
     # --- Queues and bucket ---------------------------------------------------------------
     _ack(

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+import jsii
+from aws_cdk import Annotations, CfnOutput, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct, IValidation
 
 from infra.api import Api
 from infra.artifacts import EXPANSION_ITEMS_PREFIX, Artifacts
-from infra.config import DeploymentConfig
+from infra.config import DeploymentConfig, PoolConfig
 from infra.dispatch import Dispatch
 from infra.events_out import GraphEvents
 from infra.function_factory import FunctionFactory
 from infra.lambda_code import LAMBDA_TEMPLATES_DIR, lambda_code
-from infra.monitoring import Monitoring
+from infra.monitoring import Monitoring, PoolMonitoring
 from infra.nag import acknowledge_findings
+from infra.pool_plan import plan_pools
 from infra.scheduler import Scheduler
 from infra.sweep import Sweep
 from infra.tables import Tables
 from infra.triggers import Triggers
-from infra.workers import Workers
+from infra.workers import WorkerPool, Workers
+from overseer.pools import DEFAULT_POOL, Pool, Pools
 
 
 class OverseerStack(Stack):
@@ -34,7 +40,12 @@ class OverseerStack(Stack):
     ----------
     tables, dispatch, artifacts, events, workers, scheduler, sweep, api, triggers,
     monitoring:
-        The constructs, one per concern.
+        The constructs, one per concern (``workers``: the default pool's, and the VPC).
+    pools:
+        Pool name -> its workers (``workers`` for the default pool).
+    plan:
+        What each pool serves, the routes of job types and each pool's Batch timeout
+        (``infra.pool_plan``).
     """
 
     def __init__(
@@ -42,10 +53,20 @@ class OverseerStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
+        # Manifests, routes, fit and timeout checks (ConfigError before any resource).
+        self.plan = plan_pools(config)
+        for warning in self.plan.warnings:
+            Annotations.of(self).add_warning_v2("overseer:pool-instance-types", warning)
         retention = _retention(config.log_retention_days)
+        default = config.default_pool
 
         self.tables = Tables(self, "Tables")
-        self.dispatch = Dispatch(self, "Dispatch", lease_seconds=config.lease_seconds)
+        self.dispatch = Dispatch(
+            self,
+            "Dispatch",
+            lease_seconds=config.lease_seconds,
+            pool_ids={name: pool.id_suffix for name, pool in config.pools.items()},
+        )
         self.artifacts = Artifacts(
             self,
             "Artifacts",
@@ -55,6 +76,8 @@ class OverseerStack(Stack):
         self.events = GraphEvents(self, "Events", bus_name=config.event_bus_name)
 
         # Settings shared by the Lambdas and the worker (read by overseer.config.Settings).
+        # The queue URLs are the default pool's; a worker of another pool finds its own
+        # queue in OVERSEER_POOLS under its OVERSEER_POOL.
         shared_env = {
             "OVERSEER_GRAPHS_TABLE": self.tables.graphs_table.table_name,
             "OVERSEER_JOBS_TABLE": self.tables.jobs_table.table_name,
@@ -62,42 +85,63 @@ class OverseerStack(Stack):
             "OVERSEER_DEAD_LETTER_QUEUE_URL": self.dispatch.dead_letter_queue.queue_url,
             "OVERSEER_ARTIFACT_BUCKET": self.artifacts.bucket.bucket_name,
             "OVERSEER_ALLOWED_BUCKETS": ",".join(config.allowed_buckets),
-            "OVERSEER_HANDLERS": config.handlers_module,
+            "OVERSEER_HANDLERS": default.handlers_module,
             "OVERSEER_LEASE_SECONDS": str(config.lease_seconds),
             "OVERSEER_EVENT_BUS": self.events.bus_name,
         }
+        worker_env = {
+            **shared_env,
+            "OVERSEER_IDLE_EXIT_SECONDS": str(config.idle_exit_seconds),
+            # The caps of a handler's Expand, checked by the worker before it commits one.
+            "OVERSEER_MAX_EXPAND_ITEMS": str(config.max_expand_items),
+            "OVERSEER_MAX_EXPAND_BYTES": str(config.max_expand_bytes),
+        }
+        # Every pool's queues; no Batch names: a job definition cannot name itself, and
+        # workers start no workers (the sweep does).
+        workers_pools = self._pools_json(queues=True, batch=False) if config.pools_declared else None
         self.workers = Workers(
             self,
             "Workers",
-            instance_types=config.instance_types,
-            max_vcpus=config.max_vcpus,
-            spot=config.spot,
-            worker_vcpus=config.worker_vcpus,
-            worker_memory_mib=config.worker_memory_mib,
-            scratch_volume_gib=config.scratch_volume_gib,
-            handlers_dir=config.handlers_dir,
-            environment={
-                **shared_env,
-                "OVERSEER_IDLE_EXIT_SECONDS": str(config.idle_exit_seconds),
-                # The caps of a handler's Expand, checked by the worker before it commits one.
-                "OVERSEER_MAX_EXPAND_ITEMS": str(config.max_expand_items),
-                "OVERSEER_MAX_EXPAND_BYTES": str(config.max_expand_bytes),
-            },
+            pool=default,
+            batch_timeout_seconds=self.plan.pools[DEFAULT_POOL].batch_timeout_seconds,
+            environment=self._worker_env(worker_env, DEFAULT_POOL, workers_pools),
             log_retention=retention,
             existing_vpc_id=config.existing_vpc_id,
-            secrets=config.worker_secrets,
             egress=config.worker_egress,
         )
+        # Pool name -> its workers, the default first. Pools of the same instance needs
+        # share a compute environment, pools of the same handlersDir an image.
+        self.pools: dict[str, Workers | WorkerPool] = {DEFAULT_POOL: self.workers}
+        computes = {default.instance_needs: self.workers.compute}
+        images = {default.handlers_dir: self.workers.image}
+        for name, pool in config.pools.items():
+            if pool.is_default:
+                continue
+            workers = WorkerPool(
+                self,
+                f"Workers{pool.id_suffix}",
+                pool=pool,
+                batch_timeout_seconds=self.plan.pools[name].batch_timeout_seconds,
+                environment=self._worker_env(worker_env, name, workers_pools),
+                network=self.workers,
+                compute=computes.get(pool.instance_needs),
+                image=images.get(pool.handlers_dir),
+            )
+            computes.setdefault(pool.instance_needs, workers.compute)
+            images.setdefault(pool.handlers_dir, workers.image)
+            self.pools[name] = workers
 
+        lambda_env = {
+            **shared_env,
+            "OVERSEER_TEMPLATES_DIR": LAMBDA_TEMPLATES_DIR,
+            "OVERSEER_BATCH_JOB_QUEUE": self.workers.job_queue.job_queue_arn,
+            "OVERSEER_BATCH_JOB_DEFINITION": self.workers.job_definition.job_definition_arn,
+            "OVERSEER_MAX_WORKERS": str(default.max_workers),
+            "OVERSEER_JOBS_PER_WORKER": str(default.backlog_per_worker),
+        }
         factory = FunctionFactory(
             code=lambda_code(templates_dir=config.templates_dir),
-            environment={
-                **shared_env,
-                "OVERSEER_TEMPLATES_DIR": LAMBDA_TEMPLATES_DIR,
-                "OVERSEER_BATCH_JOB_QUEUE": self.workers.job_queue.job_queue_arn,
-                "OVERSEER_BATCH_JOB_DEFINITION": self.workers.job_definition.job_definition_arn,
-                "OVERSEER_MAX_WORKERS": str(config.max_workers),
-            },
+            environment=lambda_env,
             log_retention=retention,
         )
         self.scheduler = Scheduler(
@@ -124,6 +168,19 @@ class OverseerStack(Stack):
             triggers=config.triggers,
             dead_letter_queue=self.dispatch.delivery_failures,
         )
+        if config.pools_declared:
+            # What each function uses of the pools (Lambda allows 4 KB of variables in
+            # all): the API and the trigger route jobs (types, routes), the scheduler also
+            # sends them to their pools' queues, the sweep also starts each pool's workers.
+            routes_only = self._pools_json(queues=False, batch=False)
+            self.scheduler.function.add_environment(
+                "OVERSEER_POOLS", self._pools_json(queues=True, batch=False)
+            )
+            self.sweep.function.add_environment("OVERSEER_POOLS", self._pools_json(queues=True, batch=True))
+            self.api.function.add_environment("OVERSEER_POOLS", routes_only)
+            self.triggers.function.add_environment("OVERSEER_POOLS", routes_only)
+            for service, function in factory.functions.items():
+                function.node.add_validation(EnvironmentSize(service, function))
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -134,11 +191,62 @@ class OverseerStack(Stack):
             functions=factory.functions,
             scheduler=self.scheduler.function,
             job_queue=self.workers.job_queue,
+            pools=(
+                {
+                    name: PoolMonitoring(
+                        queue=self.dispatch.pool_queues[name].queue,
+                        dead_letter_queue=self.dispatch.pool_queues[name].dead_letter_queue,
+                        job_queue=workers.job_queue,
+                        id_suffix=workers.pool.id_suffix,
+                    )
+                    for name, workers in self.pools.items()
+                }
+                if config.pools_declared
+                else {}
+            ),
         )
 
         self._grant()
         self._outputs()
         acknowledge_findings(self)
+
+    def _worker_env(self, base: dict[str, str], pool: str, pools_json: str | None) -> dict[str, str]:
+        """A worker's settings: ``base``, its pool, handlers, lifetime and deadline."""
+        plan = self.plan.pools[pool]
+        env = {
+            **base,
+            "OVERSEER_POOL": pool,
+            "OVERSEER_HANDLERS": plan.config.handlers_module,
+            "OVERSEER_WORKER_LIFETIME_SECONDS": str(plan.config.worker_lifetime_seconds),
+            "OVERSEER_WORKER_DEADLINE_SECONDS": str(plan.deadline_seconds),
+        }
+        if pools_json is not None:
+            env["OVERSEER_POOLS"] = pools_json
+        return env
+
+    def _pools_json(self, *, queues: bool, batch: bool) -> str:
+        """``OVERSEER_POOLS``: ``overseer.pools.Pools.to_json()`` of every pool (types, scaling,
+        and the routes), with each pool's queue URLs when ``queues`` and Batch job queue and
+        job definition when ``batch`` (the default pool's are OVERSEER_QUEUE_URL,
+        OVERSEER_BATCH_JOB_QUEUE and the like), as a CloudFormation value (its tokens
+        resolved at deploy)."""
+        pools = {}
+        for name, plan in self.plan.pools.items():
+            other = name != DEFAULT_POOL
+            pool_queues = self.dispatch.pool_queues[name] if queues and other else None
+            workers = self.pools[name] if batch and other else None
+            pools[name] = Pool(
+                name,
+                queue_url=pool_queues.queue.queue_url if pool_queues else "",
+                dead_letter_queue_url=pool_queues.dead_letter_queue.queue_url if pool_queues else "",
+                batch_job_queue=workers.job_queue.job_queue_arn if workers else "",
+                batch_job_definition=workers.job_definition.job_definition_arn if workers else "",
+                max_workers=plan.config.max_workers,
+                backlog_per_worker=plan.config.backlog_per_worker,
+                types=plan.types,
+            )
+        document = json.loads(Pools(pools, dict(self.plan.routes)).to_json())
+        return self.to_json_string(document)
 
     def _grant(self) -> None:
         """Each role gets exactly the calls its code makes; the comments name the code path.
@@ -159,57 +267,14 @@ class OverseerStack(Stack):
         ``advance_expansion``, ``complete_expansion``, ``count_done`` UpdateItem (jobs).
         """
         graphs, jobs = self.tables.graphs_table, self.tables.jobs_table
-        queue, dlq = self.dispatch.queue, self.dispatch.dead_letter_queue
+        pool_queues = self.dispatch.pool_queues
         bucket = self.artifacts.bucket
-
-        # Worker (runs user code: no delete, no scan). Jobs: claim / heartbeat / outcome
-        # (UpdateItem), inputs: dependencies (Query) and their outputs, with every child of
-        # an expansion (BatchGetItem), the handler process re-reading its job (GetItem).
-        # Graphs: only the finish that commits an expansion, which adds its children to the
-        # graph's jobs_total in the same transaction (UpdateItem); no read, no put.
-        worker = self.workers.job_role
-        _allow(worker, jobs, "GetItem", "Query", "BatchGetItem", "UpdateItem")
-        _allow(worker, graphs, "UpdateItem")
-        # Receive, delete (DeleteMessageBatch) and extend / release (ChangeMessageVisibility).
-        queue.grant(worker, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
-        # Objects only: read job inputs, write (and abort multipart uploads of) artifacts;
-        # HeadObject before each put skips identical objects: it needs GetObject, and
-        # ListBucket to answer 404 rather than 403 for a new key. An expansion's items are
-        # a PutObject in the artifact bucket too. No delete.
         buckets = [bucket] + [
             s3.Bucket.from_bucket_name(self, f"AllowedBucket{index}", name)
             for index, name in enumerate(self.config.allowed_buckets)
         ]
-        for each in buckets:
-            worker.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                    resources=[each.arn_for_objects("*")],
-                )
-            )
-            worker.add_to_principal_policy(
-                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[each.bucket_arn])
-            )
-        # overseer.Rows: boto3's batch_writer sends BatchWriteItem, to these tables only.
-        if self.config.rows_tables:
-            worker.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["dynamodb:BatchWriteItem"],
-                    resources=[
-                        self.format_arn(service="dynamodb", resource="table", resource_name=name)
-                        for name in self.config.rows_tables
-                    ],
-                )
-            )
-        # The user's own additions (workerPolicies / workerManagedPolicies in cdk.json).
-        for extra in self.config.worker_policies:
-            worker.add_to_principal_policy(
-                iam.PolicyStatement(actions=list(extra.actions), resources=list(extra.resources))
-            )
-        for index, arn in enumerate(self.config.worker_managed_policies):
-            worker.add_managed_policy(
-                iam.ManagedPolicy.from_managed_policy_arn(self, f"WorkerPolicy{index}", arn)
-            )
+        for name, workers in self.pools.items():
+            self._grant_worker(workers.job_role, workers.pool, pool_queues[name].queue, buckets)
 
         # Scheduler (overseer.scheduler): releases dependents (Query for edge chunks,
         # UpdateItem, GetItem of a job not released by this call), aborts dependents
@@ -224,7 +289,8 @@ class OverseerStack(Stack):
         # The committed items (GetObject), and the items files of attempts that did not
         # commit (DeleteObject): under the expansions prefix only, never an artifact.
         _allow_expansion_items(scheduler, bucket)
-        queue.grant(scheduler, "sqs:SendMessage")  # SendMessageBatch of released jobs
+        for queues in pool_queues.values():  # SendMessageBatch of released jobs, to their pools' queues
+            queues.queue.grant(scheduler, "sqs:SendMessage")
         self.events.bus.grant_put_events_to(scheduler)  # Graph Finished / Failed / Aborted
 
         # Sweep (overseer.sweep): its lease (PutItem, DeleteItem under a reserved key) and
@@ -242,9 +308,11 @@ class OverseerStack(Stack):
         _allow(sweep, graphs, "GetItem", "UpdateItem", "PutItem", "DeleteItem", "BatchGetItem")
         _allow_index(sweep, jobs, self.tables.SWEEP_INDEX, "Query")
         _allow_index(sweep, graphs, self.tables.ACTIVE_GRAPHS_INDEX, "Query")
-        queue.grant(sweep, "sqs:SendMessage", "sqs:GetQueueAttributes")  # re-send; queue depth
-        # _fail_dead_letters: receive, fail the job, delete (DeleteMessageBatch).
-        dlq.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
+        for queues in pool_queues.values():
+            # Every pool's: re-send; queue depth.
+            queues.queue.grant(sweep, "sqs:SendMessage", "sqs:GetQueueAttributes")
+            # _fail_dead_letters: receive, fail the job, delete (DeleteMessageBatch).
+            queues.dead_letter_queue.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
         # _replay_failed_batches: the notes of failed stream batches, and the batches read
         # again from the jobs stream (GetShardIterator AT_SEQUENCE_NUMBER, GetRecords).
         self.dispatch.stream_failures.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
@@ -256,12 +324,14 @@ class OverseerStack(Stack):
             )
         )
         self.events.bus.grant_put_events_to(sweep)
+        # Starting workers: each pool's job definition on its job queue.
         sweep.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["batch:SubmitJob"],
                 resources=[
-                    self.workers.job_queue.job_queue_arn,
-                    self.workers.job_definition.job_definition_arn,
+                    arn
+                    for workers in self.pools.values()
+                    for arn in (workers.job_queue.job_queue_arn, workers.job_definition.job_definition_arn)
                 ],
             )
         )
@@ -288,6 +358,56 @@ class OverseerStack(Stack):
         _allow(trigger, graphs, "PutItem", "GetItem", "UpdateItem")
         _allow(trigger, jobs, "BatchWriteItem", "UpdateItem", "Query")
 
+    def _grant_worker(
+        self, worker: iam.Role, pool: PoolConfig, queue: sqs.IQueue, buckets: list[s3.IBucket]
+    ) -> None:
+        """A worker role of ``pool``: runs user code, so no delete and no scan, and its own
+        pool's queue only."""
+        # Jobs: claim / heartbeat / outcome (UpdateItem), inputs: dependencies (Query) and
+        # their outputs, with every child of an expansion (BatchGetItem), the handler
+        # process re-reading its job (GetItem). Graphs: only the finish that commits an
+        # expansion, which adds its children to the graph's jobs_total in the same
+        # transaction (UpdateItem); no read, no put.
+        graphs, jobs = self.tables.graphs_table, self.tables.jobs_table
+        _allow(worker, jobs, "GetItem", "Query", "BatchGetItem", "UpdateItem")
+        _allow(worker, graphs, "UpdateItem")
+        # Receive, delete (DeleteMessageBatch) and extend / release (ChangeMessageVisibility).
+        queue.grant(worker, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
+        # Objects only: read job inputs, write (and abort multipart uploads of) artifacts;
+        # HeadObject before each put skips identical objects: it needs GetObject, and
+        # ListBucket to answer 404 rather than 403 for a new key. An expansion's items are
+        # a PutObject in the artifact bucket too. No delete.
+        for each in buckets:
+            worker.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                    resources=[each.arn_for_objects("*")],
+                )
+            )
+            worker.add_to_principal_policy(
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[each.bucket_arn])
+            )
+        # overseer.Rows: boto3's batch_writer sends BatchWriteItem, to these tables only.
+        if self.config.rows_tables:
+            worker.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["dynamodb:BatchWriteItem"],
+                    resources=[
+                        self.format_arn(service="dynamodb", resource="table", resource_name=name)
+                        for name in self.config.rows_tables
+                    ],
+                )
+            )
+        # The user's own additions (the pool's workerPolicies / workerManagedPolicies).
+        for extra in pool.worker_policies:
+            worker.add_to_principal_policy(
+                iam.PolicyStatement(actions=list(extra.actions), resources=list(extra.resources))
+            )
+        for index, arn in enumerate(pool.worker_managed_policies):
+            worker.add_managed_policy(
+                iam.ManagedPolicy.from_managed_policy_arn(self, f"WorkerPolicy{pool.id_suffix}{index}", arn)
+            )
+
     def _outputs(self) -> None:
         outputs = {
             "ApiUrl": self.api.rest_api.url,
@@ -303,6 +423,13 @@ class OverseerStack(Stack):
             # `overseer logs --api URL --log-group <this>` reads the workers' job logs.
             "WorkerLogGroup": self.workers.log_group.log_group_name,
         }
+        for workers in self.pools.values():
+            pool = workers.pool
+            if pool.is_default:
+                continue
+            outputs[f"{pool.id_suffix}QueueUrl"] = self.dispatch.pool_queues[pool.name].queue.queue_url
+            outputs[f"{pool.id_suffix}BatchJobQueue"] = workers.job_queue.job_queue_arn
+            outputs[f"{pool.id_suffix}BatchJobDefinition"] = workers.job_definition.job_definition_arn
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
 
@@ -331,6 +458,56 @@ def _allow_index(principal: iam.IGrantable, table: dynamodb.ITable, index: str, 
             actions=[f"dynamodb:{op}" for op in operations], resources=[f"{table.table_arn}/index/{index}"]
         )
     )
+
+
+# Lambda's limit on a function's environment variables, names and values together.
+LAMBDA_ENVIRONMENT_BYTES = 4096
+# A name or ARN known only at deploy: CloudFormation names a resource
+# "<stack>-<logical id>-<13 characters>", and a queue URL or an ARN puts up to this much
+# before it ("https://sqs.ap-southeast-2.amazonaws.com/123456789012/", "arn:aws:batch:...").
+DEPLOY_TIME_PREFIX_BYTES = 70
+
+
+@jsii.implements(IValidation)
+class EnvironmentSize:
+    """Fails synthesis when a function's variables would exceed Lambda's 4 KB (checked once
+    the function's environment is rendered; names and ARNs of resources are estimated from
+    the stack name and their logical ids)."""
+
+    def __init__(self, service: str, function: lambda_.Function) -> None:
+        self.service = service
+        self.function = function
+
+    def validate(self) -> list[str]:
+        stack = Stack.of(self.function)
+        cfn = self.function.node.default_child
+        assert isinstance(cfn, lambda_.CfnFunction)
+        # The L1's properties as synthesis renders them (the environment is lazy until then).
+        properties = stack.resolve(cfn._cfn_properties)
+        variables = properties.get("environment", {}).get("variables", {})
+        size = sum(
+            len(name) + _estimated_length(value, stack.stack_name) for name, value in variables.items()
+        )
+        if size <= LAMBDA_ENVIRONMENT_BYTES:
+            return []
+        return [
+            f"pools: the {self.service} function's environment would be about {size} bytes, over "
+            f"Lambda's {LAMBDA_ENVIRONMENT_BYTES} (OVERSEER_POOLS lists every pool's job types and "
+            "queues): use fewer pools, or fewer job types in the handlers modules of several pools"
+        ]
+
+
+def _estimated_length(value: Any, stack_name: str) -> int:
+    """The length of a resolved CloudFormation string value once deployed (estimated)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_estimated_length(v, stack_name) for v in value)
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return len(separator) * max(len(parts) - 1, 0) + _estimated_length(parts, stack_name)
+    logical_id = value.get("Ref") or value.get("Fn::GetAtt", [""])[0]
+    return DEPLOY_TIME_PREFIX_BYTES + len(stack_name) + len(str(logical_id))
 
 
 # CloudWatch Logs retention values, in the order of logs.RetentionDays (INFINITE excluded).

@@ -159,8 +159,7 @@ def _worker_secrets(value: Any, key: str = "workerSecrets") -> dict[str, str]:
     return dict(value)
 
 
-# context key -> (attribute, default). The defaults are repeated in cdk.json, except those
-# of OPTIONAL_KEYS.
+# context key -> (attribute, default). The defaults are repeated in cdk.json.
 _KEYS: dict[str, tuple[str, Any]] = {
     "instanceTypes": ("instance_types", ["m6i.large", "m6i.xlarge", "m6i.2xlarge"]),
     "maxVcpus": ("max_vcpus", 64),
@@ -193,8 +192,6 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "apiGatewayAccount": ("api_gateway_account", True),
     "pools": ("pools", {}),
 }
-# Keys cdk.json may leave out: without them the stack is what it was before they existed.
-OPTIONAL_KEYS = ("backlogPerWorker", "pools")
 
 
 def _as_int(key: str, value: Any, minimum: int) -> int:

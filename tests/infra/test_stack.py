@@ -692,11 +692,11 @@ def test_variant_event_pattern_trigger_with_one_target_per_args(variant: Synthes
 
 
 def test_every_context_key_is_in_cdk_json_and_documented_with_its_default() -> None:
-    from infra.config import DEFAULTS, OPTIONAL_KEYS
+    from infra.config import DEFAULTS
 
     docs = (REPO_ROOT / "docs" / "deploy.md").read_text()
     for key, default in DEFAULTS.items():
-        assert key in CONTEXT or key in OPTIONAL_KEYS, f"{key} missing from cdk.json"
-        if key != "triggers" and key in CONTEXT:
+        assert key in CONTEXT, f"{key} missing from cdk.json"
+        if key != "triggers":
             assert CONTEXT[key] == default, f"cdk.json {key} differs from infra/config.py"
         assert f"| `{key}` |" in docs, f"{key} not documented in docs/deploy.md"

@@ -414,7 +414,7 @@ class Meter:
 
 def attach_services(meter: Meter, services: Any) -> None:
     """Attach ``meter`` to every client one ``Services`` holds."""
-    meter.attach(services.queue.client)
+    meter.attach(services.queue.normal.client)
     meter.attach(services.artifacts.client)
     for model in (services.store.Graph, services.store.Job):
         meter.attach(model._get_connection().connection.client)

@@ -166,7 +166,7 @@ def measure_size(size: int, log: Any) -> dict[str, Any]:
     counter = RequestCounter()
     # Every client the sweep calls: the dispatch queue (depth), the dead-letter queue and
     # the stream-failures queue (one receive each), and below, the store's tables.
-    for client in (services.queue.client, services.dead_letters.client, services.stream_failures.sqs):
+    for client in (services.queue.normal.client, services.dead_letters.client, services.stream_failures.sqs):
         counter.attach(client)
     # Every model the store writes through: graphs, jobs, and the sweep's lease item.
     for model in (services.store.Graph, services.store.Job, services.store.Lease):

@@ -39,6 +39,10 @@ class Settings:
     jobs_table: str = "overseer-jobs"
     queue_url: str = ""
     dead_letter_queue_url: str = ""
+    # The default pool's queues of high- and low-priority jobs ("" = none: every job goes to
+    # ``queue_url``; ``overseer.priority``).
+    high_queue_url: str = ""
+    low_queue_url: str = ""
     # The scheduler's on-failure destination: stream batches it gave up on, which the sweep
     # reads again from the stream and replays ("" = none).
     stream_failures_queue_url: str = ""

@@ -5,6 +5,7 @@ A graph document::
     id: nightly-2026-11-26-company-42      # optional; generated when absent
     args: {company_id: 42}                 # given to every job
     timeout: 3600                          # optional: seconds; past it the graph is aborted
+    priority: high                         # optional: high, normal (default) or low
     jobs:
       start: []                            # compact form: name (= type) -> deps
       report:                              # full form
@@ -43,7 +44,10 @@ MAX_DEPS_PER_JOB = 20_000
 MAX_NAME_LENGTH = 128
 GRAPH_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=+@-]{0,127}$")
 _FORBIDDEN_IN_NAMES = re.compile(r"[#\x00-\x1f\x7f]")
-_GRAPH_KEYS = {"id", "args", "jobs", "timeout"}
+_GRAPH_KEYS = {"id", "args", "jobs", "timeout", "priority"}
+# A graph's priority: within a worker pool, its ready jobs are taken before those of lower
+# priority (``overseer.priority``).
+PRIORITIES = ("high", "normal", "low")
 _JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds", "retry_on", "pool"}
 _MAX_PROBLEMS_SHOWN = 10
 # A job's retry_on: at most this many exception names, each a dotted path of identifiers.
@@ -73,6 +77,7 @@ class GraphSpec:
     order: tuple[str, ...] = field(default=())
     # The graph's deadline, counted from its submission: past it, it is aborted.
     timeout_seconds: int | None = None
+    priority: str = "normal"
 
     def dependents(self) -> dict[str, list[tuple[str, int, int]]]:
         """parent -> [(child, index of parent in child's deps, number of child's deps)]."""
@@ -93,6 +98,11 @@ def definition_digest(spec: GraphSpec) -> str:
     }
     if spec.timeout_seconds:
         body["timeout"] = spec.timeout_seconds
+    if spec.priority != "normal":
+        body["priority"] = spec.priority
+    pools = {n: j.pool for n, j in spec.jobs.items() if j.pool}
+    if pools:
+        body["pools"] = pools
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -277,6 +287,10 @@ def parse_graph(
         )
 
     timeout = _positive_int(document.get("timeout"), "graph timeout (seconds)", problems)
+    priority = document.get("priority", "normal")
+    if priority not in PRIORITIES:
+        problems.append(f"graph priority must be one of {list(PRIORITIES)}, got {priority!r:.80}")
+        priority = "normal"
 
     graph_args = document.get("args") or {}
     if not isinstance(graph_args, dict):
@@ -380,4 +394,6 @@ def parse_graph(
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
         raise InvalidGraph("invalid graph: dependency cycle " + " -> ".join(map(str, cycle))) from exc
-    return GraphSpec(id=gid, args=graph_args, jobs=jobs, order=order, timeout_seconds=timeout)
+    return GraphSpec(
+        id=gid, args=graph_args, jobs=jobs, order=order, timeout_seconds=timeout, priority=priority
+    )

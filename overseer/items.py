@@ -113,8 +113,9 @@ def job_items(spec: GraphSpec, max_attempts: Mapping[str, int], stamp: str) -> I
             "max_attempts": job.max_attempts or max_attempts.get(job.type),
             "timeout_seconds": job.timeout_seconds,
             "retry_on": list(job.retry_on) or None,
-            # Absent for the default pool (overseer.pools).
+            # Absent for the default pool (overseer.pools) and for normal priority.
             "pool": job.pool,
+            "priority": spec.priority if spec.priority != "normal" else None,
             "deps_count": len(job.deps),
             "deps": list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
             "dependents": out if len(out) <= INLINE_EDGES else None,
@@ -168,6 +169,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         timeout_seconds=_int(values.get("timeout_seconds"), 0) or None,
         retry_on=[str(name) for name in values.get("retry_on") or ()],
         pool=values.get("pool"),
+        priority=values.get("priority"),
         worker=values.get("worker"),
         worker_pool=values.get("worker_pool"),
         deps_count=_int(values.get("deps_count")),
@@ -394,6 +396,8 @@ def child_item(
     }
     if parent.expansion.get("pool"):
         item["pool"] = parent.expansion["pool"]
+    if parent.priority:
+        item["priority"] = parent.priority
     if aborted_reason is None:
         item.update(status=JobStatus.READY.value, released_by=RELEASED_BY_EXPANSION)
         item.update(sweep_index_values(parent.graph_id, name, JobStatus.READY, {}, moment))

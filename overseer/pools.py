@@ -55,6 +55,9 @@ class Pool:
     name: str
     queue_url: str = ""
     dead_letter_queue_url: str = ""
+    # Its queues of high- and low-priority jobs ("": they go to ``queue_url``).
+    high_queue_url: str = ""
+    low_queue_url: str = ""
     batch_job_queue: str = ""
     batch_job_definition: str = ""
     # The most workers at once, and queued jobs per running worker before another starts.
@@ -72,6 +75,8 @@ class Pool:
             for key, value in (
                 ("queue_url", self.queue_url),
                 ("dead_letter_queue_url", self.dead_letter_queue_url),
+                ("high_queue_url", self.high_queue_url),
+                ("low_queue_url", self.low_queue_url),
                 ("batch_job_queue", self.batch_job_queue),
                 ("batch_job_definition", self.batch_job_definition),
             )
@@ -112,6 +117,8 @@ class Pools:
             DEFAULT_POOL,
             queue_url=settings.queue_url,
             dead_letter_queue_url=settings.dead_letter_queue_url,
+            high_queue_url=settings.high_queue_url,
+            low_queue_url=settings.low_queue_url,
             batch_job_queue=settings.batch_job_queue,
             batch_job_definition=settings.batch_job_definition,
             max_workers=settings.max_workers,
@@ -265,12 +272,14 @@ def routes_from_manifests(manifests: Mapping[str, Mapping[str, str | None]]) -> 
 
 
 def _pool(base: Pool, raw: Mapping[str, Any]) -> Pool:
-    known = {"queue_url", "dead_letter_queue_url", "batch_job_queue", "batch_job_definition",
-             "max_workers", "backlog_per_worker", "types"}  # fmt: skip
+    known = {"queue_url", "dead_letter_queue_url", "high_queue_url", "low_queue_url",
+             "batch_job_queue", "batch_job_definition", "max_workers", "backlog_per_worker",
+             "types"}  # fmt: skip
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"OVERSEER_POOLS: pool {base.name!r} has unknown keys {unknown}")
-    texts = ("queue_url", "dead_letter_queue_url", "batch_job_queue", "batch_job_definition")
+    texts = ("queue_url", "dead_letter_queue_url", "high_queue_url", "low_queue_url",
+             "batch_job_queue", "batch_job_definition")  # fmt: skip
     changes: dict[str, Any] = {key: str(raw[key]) for key in texts if raw.get(key)}
     for key in ("max_workers", "backlog_per_worker"):
         if raw.get(key) is not None:

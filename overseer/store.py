@@ -65,6 +65,8 @@ class JobRecord:
     pool: str | None = None
     worker: str | None = None
     worker_pool: str | None = None
+    # Its graph's priority (None: normal; ``overseer.priority``).
+    priority: str | None = None
     deps_count: int = 0
     # None when the edges are kept in chunk items (see ``JobStore.dependencies``).
     deps: list[str] | None = field(default_factory=list)
@@ -138,6 +140,8 @@ class JobRecord:
             "error": self.error_text(),
             "artifacts": self.artifacts,
         }
+        if self.priority:
+            out["priority"] = self.priority
         if self.rows:
             out["rows"] = self.rows
         if self.errors:
@@ -221,12 +225,13 @@ class JobMessage:
     job_name: str
     attempts: int  # the job's attempts count when it became ready
     delay_seconds: int = 0
-    # The job's worker pool: which queue it is sent to (not part of the message body).
+    # The job's worker pool and priority: which queue it is sent to (not in the message body).
     pool: str | None = None
+    priority: str | None = None
 
     @classmethod
     def for_job(cls, job: JobRecord, delay_seconds: int = 0) -> JobMessage:
-        return cls(job.graph_id, job.name, job.attempts, delay_seconds, job.pool)
+        return cls(job.graph_id, job.name, job.attempts, delay_seconds, job.pool, job.priority)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -105,7 +105,7 @@ class LocalStack:
 
     def count_requests(self) -> RequestCounter:
         counter = RequestCounter()
-        counter.attach(self.services.queue.client)  # type: ignore[attr-defined]
+        counter.attach(self.services.queue.normal.client)  # type: ignore[attr-defined]
         counter.attach(self.services.artifacts.client)  # type: ignore[attr-defined]
         for model in (self.store.Graph, self.store.Job):
             counter.attach(model._get_connection().connection.client)

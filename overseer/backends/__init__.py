@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_STATE_DIR, Settings
 from ..pools import Pools
+from ..priority import by_priority
 from ..store import Services
 
 
@@ -36,7 +37,20 @@ def build_services(settings: Settings | None = None) -> Services:
     if settings.pool not in pools:
         raise ValueError(f"this process's pool {settings.pool!r} is not among the pools {pools.names}")
     sqs = clients.client("sqs")
-    queues = {name: SqsDispatchQueue(sqs, pool.queue_url) for name, pool in pools.pools.items()}
+    queues = {
+        name: by_priority(
+            {
+                priority: SqsDispatchQueue(sqs, url)
+                for priority, url in (
+                    ("high", pool.high_queue_url),
+                    ("normal", pool.queue_url),
+                    ("low", pool.low_queue_url),
+                )
+                if url or priority == "normal"
+            }
+        )
+        for name, pool in pools.pools.items()
+    }
     dead_letters = {
         name: SqsDispatchQueue(sqs, pool.dead_letter_queue_url)
         for name, pool in pools.pools.items()

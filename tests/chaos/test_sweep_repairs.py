@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 def dropping(chaos_stack) -> toolkit.DroppingScheduler:
     services = chaos_stack.services
-    sqs, streams = services.queue.client, chaos_stack.stack.reader.client
+    sqs, streams = services.queue.normal.client, chaos_stack.stack.reader.client
     url = chaos_stack.settings.stream_failures_queue_url
     assert url and services.stream_failures is not None
     return toolkit.DroppingScheduler(

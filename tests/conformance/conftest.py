@@ -127,7 +127,8 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
     shared.count += 1
     settings = shared.settings
     from overseer.backends.aws.queue import SqsDispatchQueue
-    from overseer.backends.aws.resources import MAX_RECEIVE_COUNT
+    from overseer.backends.aws.resources import MAX_RECEIVE_COUNT, create_priority_queues
+    from overseer.priority import by_priority
     from overseer.backends.aws.stream import StreamFailureQueue
     from overseer.store import Services
 
@@ -147,14 +148,23 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
             ),
         },
     )["QueueUrl"]
-    settings = settings.with_(queue_url=queue_url, dead_letter_queue_url=dlq_url)
+    high_url, low_url = create_priority_queues(sqs, base, dlq_url, settings.lease_seconds)
+    settings = settings.with_(
+        queue_url=queue_url, dead_letter_queue_url=dlq_url, high_queue_url=high_url, low_queue_url=low_url
+    )
     failures_url = sqs.create_queue(QueueName=f"{base}-stream-failures")["QueueUrl"]
     settings = settings.with_(stream_failures_queue_url=failures_url)
     base_services = shared.services
     services = Services(
         settings=settings,
         store=base_services.store,
-        queue=SqsDispatchQueue(sqs, queue_url),
+        queue=by_priority(
+            {
+                "high": SqsDispatchQueue(sqs, high_url),
+                "normal": SqsDispatchQueue(sqs, queue_url),
+                "low": SqsDispatchQueue(sqs, low_url),
+            }
+        ),
         artifacts=base_services.artifacts,
         rows=base_services.rows,
         stream_failures=StreamFailureQueue(sqs, failures_url, shared.streams),

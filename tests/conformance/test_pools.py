@@ -50,7 +50,7 @@ def _queues(backend: Backend) -> tuple[dict[str, Any], dict[str, Any]]:
     if backend.kind == "embedded":
         from overseer.backends.embedded.queue import SqliteDispatchQueue
 
-        queue = backend.services.queue
+        queue = backend.services.queue.normal  # type: ignore[attr-defined]
         assert isinstance(queue, SqliteDispatchQueue)
         made = {
             pool: SqliteDispatchQueue(queue.db.path, name=f"dispatch-{pool}", db=queue.db)
@@ -60,7 +60,7 @@ def _queues(backend: Backend) -> tuple[dict[str, Any], dict[str, Any]]:
     from overseer.backends.aws.queue import SqsDispatchQueue
     from overseer.backends.aws.resources import create_queues
 
-    sqs = backend.services.queue.client  # type: ignore[attr-defined]
+    sqs = backend.services.queue.normal.client  # type: ignore[attr-defined]
     queues, dead = {}, {}
     for pool in ("large", "gpu"):
         url, dlq = create_queues(sqs, f"p{uuid.uuid4().hex[:8]}-{pool}", backend.settings.lease_seconds)

@@ -91,7 +91,7 @@ def test_a_message_received_too_often_goes_to_the_dead_letters(backend: Backend)
     assert receive(backend) == []
     assert backend.dead_letter_reader() == [JobMessage("g", "poison", 0)]
     if backend.kind == "embedded":
-        (history,) = backend.queue.dead_letters()
+        (history,) = backend.queue.normal.dead_letters()
         assert (history["message"], history["receive_count"]) == (
             JobMessage("g", "poison", 0),
             MAX_RECEIVE_COUNT,

@@ -142,7 +142,7 @@ def test_a_retry_beyond_the_sqs_delay_is_sent_by_the_sweep_when_due(stack, monke
 def test_dead_lettered_messages_fail_their_jobs_with_a_clear_error(stack):
     stack.submit({"id": "poison", "jobs": {"a": {"type": "write"}}}, HANDLERS)
     stack.pump()
-    dlq = SqsDispatchQueue(stack.services.queue.client, stack.settings.dead_letter_queue_url)
+    dlq = SqsDispatchQueue(stack.services.queue.normal.client, stack.settings.dead_letter_queue_url)
     dlq.send([JobMessage("poison", "a", 0)])
     assert sweep(stack.services).dead_letters == 1
     job = stack.store.get_job("poison", "a")
@@ -292,7 +292,7 @@ def test_a_failed_batch_lookup_counts_the_attempt_and_the_sweep_goes_on(stack, m
     stack.submit({"id": "no-lookup", "jobs": {"a": {"type": "write"}}}, HANDLERS)
     claim_and_die(stack, "no-lookup", "a", owner=batch_worker_id(stack, monkeypatch, "0c7e9a11"))
     stack.submit({"id": "no-lookup-poison", "jobs": {"a": {"type": "write"}}}, HANDLERS)
-    dlq = SqsDispatchQueue(stack.services.queue.client, stack.settings.dead_letter_queue_url)
+    dlq = SqsDispatchQueue(stack.services.queue.normal.client, stack.settings.dead_letter_queue_url)
     dlq.send([JobMessage("no-lookup-poison", "a", 0)])
     batch = StandInBatch(error=RuntimeError("AccessDeniedException: batch:DescribeJobs"))
 
@@ -329,7 +329,7 @@ def test_a_failing_step_does_not_stop_the_others(stack):
     stack.submit({"id": "isolated", "jobs": {"a": {"type": "write"}}}, HANDLERS)
     lose_lease(stack, "isolated", "a")
     stack.submit({"id": "isolated-ready", "jobs": {"a": {"type": "write"}}}, HANDLERS)  # no message sent
-    unreadable = Unreadable(stack.services.queue.client, stack.settings.queue_url)
+    unreadable = Unreadable(stack.services.queue.normal.client, stack.settings.queue_url)
     services = dataclasses.replace(stack.services, queue=unreadable)
     started: list[int] = []
 

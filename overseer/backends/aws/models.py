@@ -105,6 +105,8 @@ class JobItemBase(Model):
     retry_on = ListAttribute(of=UnicodeAttribute, null=True)
     # The worker pool that runs it (absent: default); the worker that claimed it last, and its pool.
     pool = UnicodeAttribute(null=True)
+    # Its graph's priority: "high" or "low" (absent: normal).
+    priority = UnicodeAttribute(null=True)
     worker = UnicodeAttribute(null=True)
     worker_pool = UnicodeAttribute(null=True)
     deps_count = NumberAttribute(default=0)

@@ -33,6 +33,7 @@ def provision(settings: Settings) -> Settings:
                 raise
     sqs = clients.client("sqs")
     queue_url, dlq_url = create_queues(sqs, settings.jobs_table, settings.lease_seconds)
+    high_url, low_url = create_priority_queues(sqs, settings.jobs_table, dlq_url, settings.lease_seconds)
     # The scheduler's on-failure destination (Lambda's, on AWS): read by the sweep.
     failures_url = sqs.create_queue(QueueName=f"{settings.jobs_table}-stream-failures")["QueueUrl"]
     s3 = clients.client("s3")
@@ -46,12 +47,22 @@ def provision(settings: Settings) -> Settings:
     pools = Pools.from_settings(settings)
     provisioned = dict(pools.pools)
     for name in pools.names[1:]:
-        pool_queue, pool_dlq = create_queues(sqs, f"{settings.jobs_table}-{name}", settings.lease_seconds)
-        provisioned[name] = replace(pools[name], queue_url=pool_queue, dead_letter_queue_url=pool_dlq)
+        base = f"{settings.jobs_table}-{name}"
+        pool_queue, pool_dlq = create_queues(sqs, base, settings.lease_seconds)
+        pool_high, pool_low = create_priority_queues(sqs, base, pool_dlq, settings.lease_seconds)
+        provisioned[name] = replace(
+            pools[name],
+            queue_url=pool_queue,
+            dead_letter_queue_url=pool_dlq,
+            high_queue_url=pool_high,
+            low_queue_url=pool_low,
+        )
     pools = replace(pools, pools=provisioned)
     return settings.with_(
         queue_url=queue_url,
         dead_letter_queue_url=dlq_url,
+        high_queue_url=high_url,
+        low_queue_url=low_url,
         stream_failures_queue_url=failures_url,
         pools=pools.to_json() if settings.pools else "",
     )
@@ -60,11 +71,23 @@ def provision(settings: Settings) -> Settings:
 def create_queues(sqs: Any, base: str, visibility_seconds: int) -> tuple[str, str]:
     """The dispatch queue ``<base>-dispatch`` and its dead-letter queue; returns their URLs."""
     dlq_url = sqs.create_queue(QueueName=f"{base}-dead-letter")["QueueUrl"]
+    return _dispatch_queue(sqs, f"{base}-dispatch", dlq_url, visibility_seconds), dlq_url
+
+
+def create_priority_queues(sqs: Any, base: str, dlq_url: str, visibility_seconds: int) -> tuple[str, str]:
+    """The queues of high- and low-priority jobs (``overseer.priority``), dead-lettering into
+    ``dlq_url``; returns their URLs."""
+    high = _dispatch_queue(sqs, f"{base}-dispatch-high", dlq_url, visibility_seconds)
+    low = _dispatch_queue(sqs, f"{base}-dispatch-low", dlq_url, visibility_seconds)
+    return high, low
+
+
+def _dispatch_queue(sqs: Any, name: str, dlq_url: str, visibility_seconds: int) -> str:
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    queue_url = sqs.create_queue(
-        QueueName=f"{base}-dispatch",
+    url: str = sqs.create_queue(
+        QueueName=name,
         Attributes={
             "VisibilityTimeout": str(visibility_seconds),
             "RedrivePolicy": json.dumps(
@@ -72,7 +95,7 @@ def create_queues(sqs: Any, base: str, visibility_seconds: int) -> tuple[str, st
             ),
         },
     )["QueueUrl"]
-    return queue_url, dlq_url
+    return url
 
 
 def stream_arn(settings: Settings) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ...config import Settings
 from ...pools import DEFAULT_POOL, Pools
-from ...store import Services
+from ...priority import by_priority
+from ...store import DispatchQueue, Services
 from .artifacts import DirectoryArtifactStore, SqliteRowSink
 from .db import Database, database
 from .feed import FeedFailures, FeedReader
@@ -58,16 +59,27 @@ def embedded_services(directory: str | Path, settings: Settings | None = None) -
     """
     settings = settings or Settings()
     db = provision(directory)
-    queues = {
-        pool: SqliteDispatchQueue(
-            db.path, name=queue_name(pool), visibility_seconds=settings.lease_seconds, db=db
-        )
-        for pool in Pools.from_settings(settings).names
-    }
+    queues: dict[str, DispatchQueue] = {}
+    dead_letters = {}
+    for pool in Pools.from_settings(settings).names:
+        name = queue_name(pool)
+        normal = SqliteDispatchQueue(db.path, name=name, visibility_seconds=settings.lease_seconds, db=db)
+        # The high- and low-priority queues dead-letter into the pool's one dead-letter queue.
+        others = {
+            priority: SqliteDispatchQueue(
+                db.path,
+                name=f"{name}-{priority}",
+                visibility_seconds=settings.lease_seconds,
+                db=db,
+                dead_letter_name=normal.dead_letter_name,
+            )
+            for priority in ("high", "low")
+        }
+        queues[pool] = by_priority({"normal": normal, **others})
+        dead_letters[pool] = normal.dead_letter_queue()
     queue = queues.get(settings.pool)
     if queue is None:
         raise ValueError(f"this process's pool {settings.pool!r} is not among the pools {list(queues)}")
-    dead_letters = {pool: each.dead_letter_queue() for pool, each in queues.items()}
     return Services(
         settings=settings,
         store=SqliteJobStore(db.path, db=db),

@@ -41,13 +41,14 @@ class SqliteDispatchQueue:
         max_receive_count: int = MAX_RECEIVE_COUNT,
         db: Database | None = None,
         poll_max_seconds: float = POLL_MAX_SECONDS,
+        dead_letter_name: str | None = None,
     ) -> None:
         self.db = db or database(str(path))
         self.name = name
         self.visibility_seconds = visibility_seconds
         self.max_receive_count = max_receive_count
         self.poll_max_seconds = poll_max_seconds
-        self.dead_letter_name = f"{name}-dead-letter"
+        self.dead_letter_name = dead_letter_name or f"{name}-dead-letter"
 
     def dead_letter_queue(self) -> SqliteDispatchQueue:
         """The dead-letter queue, as a queue (the sweep reads it like the SQS one)."""

@@ -128,8 +128,8 @@ def aws_backend(shared: SharedAwsStack) -> Backend:
     settings = shared.settings
     from overseer.backends.aws.queue import SqsDispatchQueue
     from overseer.backends.aws.resources import MAX_RECEIVE_COUNT, create_priority_queues
-    from overseer.priority import by_priority
     from overseer.backends.aws.stream import StreamFailureQueue
+    from overseer.priority import by_priority
     from overseer.store import Services
 
     # A fresh queue and dead-letter queue per test (cheap), with the stack's redrive policy.

@@ -6,7 +6,9 @@ Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``)
     Body, at most 1 MB (else 413), one of:
     ``{"graph": {"id"?, "args"?, "jobs": {...}}}`` -- an inline graph (the graph file format);
     ``{"id"?, "args"?, "jobs": {...}}`` -- the same, unwrapped;
-    ``{"template": NAME, "args": {...}, "id"?: ID}`` -- start a graph template.
+    ``{"template": NAME, "args": {...}, "id"?: ID}`` -- start a graph template;
+    beside ``graph`` or ``template``, ``"priority": "high" | "normal" | "low"`` sets the
+    graph's priority over the document's (``overseer.priority``).
     201 with the graph (``{"graph_id", "status", "jobs_total", "counts", "args", ...,
     "created": true}``) and a ``Location`` header; 200 with ``"created": false`` when a
     graph with that id exists (nothing written); 400 for malformed JSON, an invalid graph
@@ -46,13 +48,14 @@ from overseer import operations
 from overseer.backends import build_services
 from overseer.backends.aws import clients
 from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, RerunRefused, StoreError
+from overseer.graph import PRIORITIES
 from overseer.store import GraphRecord
 from overseer.templates import TemplateError
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_PAGE = 500
 MAX_PAGE = 1000
-_TEMPLATE_KEYS = {"template", "args", "id"}
+_TEMPLATE_KEYS = {"template", "args", "id", "priority"}
 _RERUN_KEYS = {"job", "downstream"}
 _ROUTES = "POST /graphs, GET /graphs/{id}, GET /graphs/{id}/jobs, POST /graphs/{id}/cancel|rerun"
 _USAGE = 'send {"graph": {"jobs": {...}}} or {"template": NAME, "args": {...}}'
@@ -120,6 +123,14 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
+def _priority(body: dict[str, Any]) -> str | None:
+    """The submission's ``priority`` (over the graph's or the template's), or None."""
+    priority = body.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise RequestRejected(400, f"'priority' must be one of {list(PRIORITIES)}, got {priority!r:.80}")
+    return priority
+
+
 def _announce(record: GraphRecord) -> None:
     publish_graph_done(_events.get(), _services.get().settings.event_bus, record, logger)
 
@@ -138,11 +149,15 @@ def submit_graph() -> Response:
         name, args, graph_id = body["template"], body.get("args") or {}, body.get("id")
         if not isinstance(name, str) or not isinstance(args, dict) or not isinstance(graph_id, str | None):
             raise RequestRejected(400, "'template' and 'id' must be strings and 'args' an object")
-        graph, created = operations.submit_template(services, name, args, graph_id=graph_id)
+        graph, created = operations.submit_template(
+            services, name, args, graph_id=graph_id, priority=_priority(body)
+        )
     elif "graph" in body:
-        if set(body) != {"graph"} or not isinstance(body["graph"], dict):
-            raise RequestRejected(400, f"'graph' must be the only key and hold a JSON object: {_USAGE}")
-        graph, created = operations.submit_graph(services, body["graph"])
+        if not set(body) <= {"graph", "priority"} or not isinstance(body["graph"], dict):
+            raise RequestRejected(
+                400, f"'graph' must hold a JSON object, with at most 'priority' beside it: {_USAGE}"
+            )
+        graph, created = operations.submit_graph(services, body["graph"], priority=_priority(body))
     elif "jobs" in body:
         graph, created = operations.submit_graph(services, body)
     else:

@@ -66,6 +66,7 @@ def graph_item(spec: GraphSpec, stamp: str) -> dict[str, Any]:
         "updated_at": stamp,
         **graph_index_values(GraphStatus.CREATING),
         **_deadline(spec.timeout_seconds, stamp),
+        **({"priority": spec.priority} if spec.priority != "normal" else {}),
     }
 
 
@@ -91,6 +92,7 @@ def graph_record(item: Mapping[str, Any]) -> GraphRecord:
         timeout_seconds=_int(item.get("timeout_seconds"), 0) or None,
         deadline_at=item.get("deadline_at"),
         reason=item.get("reason"),
+        priority=item.get("priority") or "normal",
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import timeutil
 from .errors import GraphNotFound, RerunRefused
-from .graph import GraphSpec, parse_graph
+from .graph import GraphSpec, load_document, parse_graph
 from .parallel import in_parallel
 from .pools import Pools
 from .scheduler import upstream_reason
@@ -65,6 +65,7 @@ def submit_graph(
     *,
     graph_id: str | None = None,
     max_attempts: Mapping[str, int] | None = None,
+    priority: str | None = None,
 ) -> tuple[GraphRecord, bool]:
     """Validate a graph document and store it; its jobs without deps become ready.
 
@@ -75,6 +76,8 @@ def submit_graph(
     Idempotent on the graph
     id: when the graph exists, nothing is written and ``(existing, False)`` is returned.
     """
+    if priority is not None:  # the submission's priority, over the document's
+        document = {**load_document(document), "priority": priority}
     spec = route_jobs(services, parse_graph(document, handler_types=None, graph_id=graph_id))
     return services.store.create_graph(spec, max_attempts=max_attempts or {})
 
@@ -93,13 +96,14 @@ def submit_template(
     *,
     graph_id: str | None = None,
     defaults: Mapping[str, Any] | None = None,
+    priority: str | None = None,
 ) -> tuple[GraphRecord, bool]:
     """Start template ``name`` (see ``overseer.templates``) with ``args``; as ``submit_graph``.
 
     Raises ``UnknownTemplate`` / ``TemplateError`` when the template cannot be rendered.
     """
     document = render_template(services.settings.templates_dir, name, args, defaults=defaults)
-    return submit_graph(services, document, graph_id=graph_id)
+    return submit_graph(services, document, graph_id=graph_id, priority=priority)
 
 
 def trigger_template(

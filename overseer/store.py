@@ -191,9 +191,15 @@ class GraphRecord:
     deadline_at: str | None = None
     # Why it ended as it did, when not by its jobs (e.g. "deadline of 3 s passed").
     reason: str | None = None
+    # high, normal or low (``overseer.priority``).
+    priority: str = "normal"
 
     def summary(self) -> dict[str, Any]:
-        optional = {"deadline_at": self.deadline_at, "reason": self.reason}
+        optional = {
+            "deadline_at": self.deadline_at,
+            "reason": self.reason,
+            "priority": self.priority if self.priority != "normal" else None,
+        }
         return {
             "graph_id": self.graph_id,
             "status": str(self.status),

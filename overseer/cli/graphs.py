@@ -51,6 +51,11 @@ def _parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
     type=click.Path(file_okay=False),
     help="Where the templates are (local stack; the API has its own).",
 )
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    help="The graph's priority, over the file's or the template's (default: theirs, else normal).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 @target_options
 def submit(
@@ -59,6 +64,7 @@ def submit(
     arg_pairs: tuple[str, ...],
     graph_id: str | None,
     templates_dir: str | None,
+    priority: str | None,
     as_json: bool,
     state_dir: Path,
     api: str | None,
@@ -71,9 +77,11 @@ def submit(
     document = None
     if graph:
         document = guard(lambda: load_document(graph))
+        if priority is not None:
+            document = {**document, "priority": priority}
         guard(lambda: parse_graph(document, graph_id=graph_id))  # nothing is sent when invalid
     client = make_client(state_dir, api, templates_dir)
-    view = guard(lambda: client.submit(document, template, _parse_args(arg_pairs), graph_id))
+    view = guard(lambda: client.submit(document, template, _parse_args(arg_pairs), graph_id, priority))
     if as_json:
         click.echo(json.dumps(view, ensure_ascii=False, default=str))
         return

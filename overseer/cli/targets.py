@@ -57,6 +57,7 @@ class Client(Protocol):
         template: str | None,
         args: dict[str, Any],
         graph_id: str | None,
+        priority: str | None = None,
     ) -> dict[str, Any]: ...
 
     def graph(self, graph_id: str) -> dict[str, Any]: ...
@@ -94,11 +95,14 @@ class LocalClient:
         template: str | None,
         args: dict[str, Any],
         graph_id: str | None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
         from .. import operations
 
         if template:
-            graph, created = operations.submit_template(self.services, template, args, graph_id=graph_id)
+            graph, created = operations.submit_template(
+                self.services, template, args, graph_id=graph_id, priority=priority
+            )
         else:
             assert document is not None
             graph, created = operations.submit_graph(self.services, document, graph_id=graph_id)
@@ -173,6 +177,7 @@ class ApiClient:
         template: str | None,
         args: dict[str, Any],
         graph_id: str | None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
         if template:
             body: dict[str, Any] = {"template": template, "args": args}
@@ -181,6 +186,8 @@ class ApiClient:
         else:
             assert document is not None
             body = {"graph": {**document, **({"id": graph_id} if graph_id else {})}}
+        if priority is not None:
+            body["priority"] = priority
         return self.api.submit(body)
 
     def graph(self, graph_id: str) -> dict[str, Any]:

@@ -173,6 +173,8 @@ def status_view(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]],
         Text(f"{done}/{total} done"),
     )
     line = "  ".join(f"{styled(s)} {n}" for s, n in counts.items() if n)
+    if graph.get("priority"):
+        line += f"  (priority {escape(str(graph['priority']))})"
     if graph.get("reason"):
         line += f"  ({escape(str(graph['reason']))})"
     elif graph.get("deadline_at") and graph["status"] == "running":

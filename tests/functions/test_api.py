@@ -74,6 +74,23 @@ def test_submit_unwrapped_graph(deployed: Deployed, context: FakeLambdaContext) 
     assert deployed.services.store.get_job("api-unwrapped", "only") is not None
 
 
+def test_a_submission_sets_the_graphs_priority(deployed: Deployed, context: FakeLambdaContext) -> None:
+    event = with_body(
+        load_event("api_submit_graph"), {"graph": {"id": "api-high", "jobs": {"a": []}}, "priority": "high"}
+    )
+    status, body, _ = call(event, context)
+    assert (status, body["priority"]) == (201, "high")
+    assert deployed.services.store.get_job("api-high", "a").priority == "high"
+    template = {
+        "template": "daily-report",
+        "args": {"company_id": 5, "date": "2026-11-30"},
+        "priority": "low",
+    }
+    status, body, _ = call(with_body(load_event("api_submit_graph"), template), context)
+    assert (status, body["priority"]) == (201, "low")
+    assert {job.priority for job in deployed.services.store.list_jobs(body["graph_id"])} == {"low"}
+
+
 def test_submit_template_names_graph_from_args(deployed: Deployed, context: FakeLambdaContext) -> None:
     status, body, _ = call(load_event("api_submit_template"), context)
     assert status == 201, body
@@ -104,8 +121,16 @@ def test_submit_rejects_bad_requests(
     [
         ("", "has no body"),
         ("[1, 2]", "must be a JSON object"),
-        ({"graph": {"jobs": {"a": []}}, "extra": 1}, "'graph' must be the only key"),
-        ({"graph": "a.yaml"}, "'graph' must be the only key and hold a JSON object"),
+        ({"graph": {"jobs": {"a": []}}, "extra": 1}, "with at most 'priority' beside it"),
+        ({"graph": "a.yaml"}, "'graph' must hold a JSON object"),
+        (
+            {"graph": {"jobs": {"a": []}}, "priority": "urgent"},
+            "'priority' must be one of ['high', 'normal', 'low']",
+        ),
+        (
+            {"jobs": {"a": []}, "priority": "urgent"},
+            "graph priority must be one of ['high', 'normal', 'low']",
+        ),
         ({"graph": {"jobs": {"a": ["missing"]}}}, "unknown job(s) ['missing']"),
         ({"template": "daily-report", "args": {"date": "2026-11-26"}}, "needs args ['company_id']"),
         ({"template": "daily-report", "args": [1]}, "'args' an object"),

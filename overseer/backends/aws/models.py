@@ -50,6 +50,8 @@ class GraphItemBase(Model):
     # A graph with a timeout: the moment it passes (the sweep aborts the graph then).
     timeout_seconds = NumberAttribute(null=True)
     deadline_at = UnicodeAttribute(null=True)
+    # "high" or "low" (absent: normal), as its jobs.
+    priority = UnicodeAttribute(null=True)
     # Why the graph ended as it did, when not by its jobs (a deadline).
     reason = UnicodeAttribute(null=True)
 

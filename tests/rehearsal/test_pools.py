@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from tests.rehearsal.sources import client_for
 from tests.rehearsal.template import ACCOUNT, REGION
-from tests.rehearsal.test_story import api, jobs, objects, wait_until_ended
+from tests.rehearsal.test_story import api, jobs, objects, removal_report, wait_until_ended
 from tests.rehearsal.world import Rehearsal
 
 pytestmark = pytest.mark.rehearsal
@@ -242,3 +242,49 @@ def test_each_pools_worker_ran_as_its_own_role_on_its_own_queue(rehearsal: Rehea
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
     assert f"not authorized to perform: sqs:ReceiveMessage on resource: {default}" in str(denied.value)
     assert [call.principal for call in rehearsal.gateway.denied()] == ["worker-large"]
+
+
+# The grants naming a resource of the large pool (its queues, Batch job queue and job
+# definition) that no call of this story needs, each with the reason. The stack makes a
+# pool's grants as it makes the default pool's, whose calls test_story makes.
+LARGE_POOL_NOT_EXERCISED = {
+    ("Sweep", "sqs:SendMessage", "DispatchQueueLarge"): "re-sends a lost message (test_story: the "
+    "default pool's)",
+    ("Sweep", "sqs:DeleteMessage", "DispatchDeadLetterQueueLarge"): "deletes a dead letter once its job is "
+    "failed (test_story: the default pool's)",
+    ("WorkersLarge", "sqs:ChangeMessageVisibility", "DispatchQueueLarge"): "extends the message of a job "
+    "running longer than the lease, or releases it on SIGTERM (not exercised for the default pool either)",
+}
+
+
+def test_every_grant_on_the_large_pools_resources_is_needed_by_a_call_or_says_why_not(
+    rehearsal: Rehearsal,
+) -> None:
+    exempted: set[tuple[str, str, str]] = set()
+
+    def exemption(role: str, action: str, resource: str) -> str | None:
+        for key, reason in LARGE_POOL_NOT_EXERCISED.items():
+            role_fragment, exempt_action, fragment = key
+            if role_fragment in role and action == exempt_action and fragment in resource:
+                exempted.add(key)
+                return reason
+        return None
+
+    needed, unneeded = removal_report(
+        rehearsal, exempt=exemption, considered=lambda role, action, resource: "Large" in resource
+    )
+    print("\n".join(f"{grant}\n    -> denies {call}" for grant, call in sorted(needed.items())))
+    assert unneeded == [], "granted but used by no call of the two-pool story:\n" + "\n".join(unneeded)
+    stale = set(LARGE_POOL_NOT_EXERCISED) - exempted
+    assert not stale, f"exempt, yet needed by a call of the story (or no longer granted): {stale}"
+    # The calls that needed them: the scheduler's sends, the sweep's depth, dead letters and
+    # workers, the large worker's receives and deletes.
+    assert sorted(needed.values()) == [
+        "scheduler sqs:SendMessageBatch",
+        "sweep batch:SubmitJob",  # the job queue
+        "sweep batch:SubmitJob",  # the job definition
+        "sweep sqs:GetQueueAttributes",
+        "sweep sqs:ReceiveMessage",  # the dead-letter queue
+        "worker-large sqs:DeleteMessageBatch",
+        "worker-large sqs:ReceiveMessage",
+    ]

@@ -1,12 +1,13 @@
 """A stand-in for AWS Batch: each SubmitJob starts a worker container as the job definition says.
 
 Only what the stack uses is modelled: SubmitJob (the queue and the job definition must be
-the template's), ListJobs and DescribeJobs with statuses taken from the containers, and a
-host loss (``reclaim``) that fails the attempt with Batch's ``Host EC2 ...`` reason and
-retries it as the job definition's retry strategy says. The container gets the job
-definition's environment, user, volumes and memory; Batch's own variables; credentials
-from the container credentials endpoint (never static keys); and one deviation:
-``AWS_ENDPOINT_URL`` pointing at the rehearsal's gateway.
+among the template's; a stack with worker pools has one of each per pool), ListJobs of one
+job queue and DescribeJobs with statuses taken from the containers, and a host loss
+(``reclaim``) that fails the attempt with Batch's ``Host EC2 ...`` reason and retries it as
+the job definition's retry strategy says. The container gets the submitted job
+definition's environment, user, volumes and memory; Batch's own variables; credentials of
+that job definition's job role from the container credentials endpoint (never static
+keys); and one deviation: ``AWS_ENDPOINT_URL`` pointing at the rehearsal's gateway.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import fnmatch
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,31 @@ from tests.rehearsal import docker_env
 from tests.rehearsal.gateway import Gateway, Principal
 from tests.rehearsal.permissions import Permission
 from tests.rehearsal.template import ACCOUNT, REGION, Template
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """One of the template's job definitions, resolved, with the principals ECS gives its
+    container (the job role) and uses to start it (the execution role)."""
+
+    logical_id: str
+    arn: str
+    properties: dict[str, Any]
+    job_role: Principal
+    execution_role: Principal
+
+    @property
+    def container(self) -> dict[str, Any]:
+        return dict(self.properties["ContainerProperties"])
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {e["Name"]: e["Value"] for e in self.container.get("Environment", [])}
+
+    def named_by(self, given: str | None) -> bool:
+        """Whether SubmitJob's ``jobDefinition`` (an ARN, ``name:revision`` or ``name``) names it."""
+        name_and_revision = self.arn.rsplit("/", 1)[-1]
+        return given in (self.arn, name_and_revision, name_and_revision.rsplit(":", 1)[0])
 
 
 @dataclass
@@ -39,7 +66,7 @@ class BatchJob:
     job_id: str
     name: str
     queue: str
-    definition: str
+    definition: JobDefinition
     created_at: int
     attempts: list[Attempt] = field(default_factory=list)
     status: str = "SUBMITTED"
@@ -63,23 +90,40 @@ class BatchStandIn:
         template: Template,
         image: str,
         gateway: Gateway,
-        worker: Principal,
-        execution: Principal,
+        principal_for_role: Callable[[str, Any], Principal],
         scratch_dir: Path,
     ) -> None:
+        """``principal_for_role(name, role_arn_expression)``: the principal of a role of the
+        template, named ``name`` in the gateway's record."""
         self.template = template
         self.image = image
         self.gateway = gateway
-        self.worker = worker
-        self.execution = execution
         self.scratch_dir = scratch_dir
         self.jobs: dict[str, BatchJob] = {}
         self._lock = threading.Lock()
-        queue_id = next(iter(template.of_type("AWS::Batch::JobQueue")))
-        self.definition_id = next(iter(template.of_type("AWS::Batch::JobDefinition")))
-        self.queue_arn = template.get_att(queue_id, "JobQueueArn")
-        self.definition_arn = template.ref(self.definition_id)
-        self.definition = template.resolve(template.props(self.definition_id))
+        self.queue_arns = [
+            template.get_att(queue_id, "JobQueueArn") for queue_id in template.of_type("AWS::Batch::JobQueue")
+        ]
+        self.definitions: list[JobDefinition] = []
+        for definition_id in template.of_type("AWS::Batch::JobDefinition"):
+            roles = template.props(definition_id)["ContainerProperties"]  # as Fn::GetAtt, unresolved
+            properties = template.resolve(template.props(definition_id))
+            variables = properties["ContainerProperties"].get("Environment", [])
+            # The record names a worker by its pool: "worker" (the default pool's), "worker-large".
+            pool = next((v["Value"] for v in variables if v["Name"] == "OVERSEER_POOL"), "default")
+            name = "worker" if pool == "default" else f"worker-{pool}"
+            self.definitions.append(
+                JobDefinition(
+                    logical_id=definition_id,
+                    arn=template.ref(definition_id),
+                    properties=properties,
+                    job_role=principal_for_role(name, roles["JobRoleArn"]),
+                    execution_role=principal_for_role(f"{name}-execution", roles["ExecutionRoleArn"]),
+                )
+            )
+
+    def _queue_named(self, given: str | None) -> str | None:
+        return next((arn for arn in self.queue_arns if given in (arn, arn.rsplit("/", 1)[-1])), None)
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -93,25 +137,34 @@ class BatchStandIn:
         return handler(body)
 
     def _submit(self, body: dict[str, Any]) -> tuple[int, Any]:
-        if body.get("jobQueue") not in (self.queue_arn, self.queue_arn.rsplit("/", 1)[-1]):
+        queue = self._queue_named(body.get("jobQueue"))
+        if queue is None:
             return 400, {
                 "__type": "ClientException",
                 "message": f"job queue {body.get('jobQueue')} not found",
             }
-        if body.get("jobDefinition") not in (self.definition_arn, self.definition_arn.rsplit("/", 1)[-1]):
+        definition = next((d for d in self.definitions if d.named_by(body.get("jobDefinition"))), None)
+        if definition is None:
             return 400, {
                 "__type": "ClientException",
                 "message": f"job definition {body.get('jobDefinition')} not found",
             }
-        job = BatchJob(str(uuid.uuid4()), body["jobName"], self.queue_arn, self.definition_arn, _now_ms())
+        job = BatchJob(str(uuid.uuid4()), body["jobName"], queue, definition, _now_ms())
         with self._lock:
             self.jobs[job.job_id] = job
         self._start_attempt(job)
         return 200, {"jobArn": job.arn, "jobName": job.name, "jobId": job.job_id}
 
     def _list(self, body: dict[str, Any]) -> tuple[int, Any]:
+        # Batch lists one job queue's jobs (the stack never lists array or multi-node jobs).
+        queue = self._queue_named(body.get("jobQueue"))
+        if queue is None:
+            return 400, {
+                "__type": "ClientException",
+                "message": f"job queue {body.get('jobQueue')} not found",
+            }
         wanted = body.get("jobStatus", "RUNNING")
-        summaries = [self._summary(j) for j in self._refreshed() if j.status == wanted]
+        summaries = [self._summary(j) for j in self._refreshed() if j.queue == queue and j.status == wanted]
         return 200, {"jobSummaryList": summaries}
 
     def _describe(self, body: dict[str, Any]) -> tuple[int, Any]:
@@ -121,9 +174,10 @@ class BatchStandIn:
     # -- jobs and their containers ---------------------------------------------------------
 
     def _start_attempt(self, job: BatchJob) -> None:
-        container = self.definition["ContainerProperties"]
-        environment = {e["Name"]: e["Value"] for e in container.get("Environment", [])}
-        environment.update(self._secrets(container.get("Secrets", [])))
+        definition = job.definition
+        container = definition.container
+        environment = definition.environment
+        environment.update(self._secrets(definition, container.get("Secrets", [])))
         environment.update(
             {
                 "AWS_BATCH_JOB_ID": job.job_id,
@@ -132,7 +186,7 @@ class BatchStandIn:
                 "AWS_BATCH_CE_NAME": "rehearsal",
                 "AWS_EXECUTION_ENV": "AWS_ECS_EC2",
                 # ECS gives RELATIVE_URI on 169.254.170.2; here the same protocol on loopback.
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.gateway.credentials_uri(self.worker),
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.gateway.credentials_uri(definition.job_role),
                 # The one deviation from the job definition: calls reach the emulator.
                 "AWS_ENDPOINT_URL": self.gateway.url,
             }
@@ -161,12 +215,12 @@ class BatchStandIn:
             job.attempts.append(Attempt(started, _now_ms()))
             job.status = "RUNNING"
 
-    def _secrets(self, secrets: list[dict[str, str]]) -> dict[str, str]:
+    def _secrets(self, definition: JobDefinition, secrets: list[dict[str, str]]) -> dict[str, str]:
         """ECS fetches the job's secrets with the execution role before the container starts."""
         values = {}
         for secret in secrets:
             check = self.gateway.check(
-                self.execution, Permission("secretsmanager:GetSecretValue", secret["ValueFrom"])
+                definition.execution_role, Permission("secretsmanager:GetSecretValue", secret["ValueFrom"])
             )
             if not check.allowed:
                 raise AssertionError(f"execution role cannot read secret {secret['ValueFrom']}")
@@ -201,7 +255,7 @@ class BatchStandIn:
             job.status, job.status_reason = "FAILED", attempt.status_reason
 
     def _retries(self, job: BatchJob, reason: str) -> bool:
-        strategy = self.definition.get("RetryStrategy", {})
+        strategy = job.definition.properties.get("RetryStrategy", {})
         if len(job.attempts) >= int(strategy.get("Attempts", 1)):
             return False
         for rule in strategy.get("EvaluateOnExit", []):
@@ -240,7 +294,7 @@ class BatchStandIn:
         return {
             **self._summary(job),
             "jobQueue": job.queue,
-            "jobDefinition": job.definition,
+            "jobDefinition": job.definition.arn,
             "attempts": attempts,
             "dependsOn": [],
             "container": {},

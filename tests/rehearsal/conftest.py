@@ -29,6 +29,14 @@ CONTEXT = {
     "allowedBuckets": json.dumps([ALLOWED_BUCKET]),
     "rowsTables": json.dumps([ROWS_TABLE]),
 }
+LARGE_POOL = {
+    "vcpus": 2,
+    "memoryMiB": 7000,
+    "instanceTypes": ["m6i.xlarge"],
+    "maxWorkers": 2,
+    "handlersModule": "examples.pools.handlers",
+}
+POOLS_CONTEXT = {**CONTEXT, "pools": json.dumps({"large": LARGE_POOL})}
 
 
 def synthesize(outdir: Path, context: dict[str, object] = CONTEXT) -> Path:
@@ -49,8 +57,8 @@ def synthesize(outdir: Path, context: dict[str, object] = CONTEXT) -> Path:
     return outdir
 
 
-def _sources_digest() -> str:
-    digest = hashlib.sha256(json.dumps(CONTEXT, sort_keys=True).encode())
+def _sources_digest(context: dict[str, object]) -> str:
+    digest = hashlib.sha256(json.dumps(context, sort_keys=True).encode())
     for root in ("cdk.json", "infra", "functions", "overseer", "worker_batch", "examples", "templates"):
         for path in (
             sorted((REPO_ROOT / root).rglob("*")) if (REPO_ROOT / root).is_dir() else [REPO_ROOT / root]
@@ -60,13 +68,25 @@ def _sources_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-@pytest.fixture(scope="session")
-def synthesized() -> Path:
-    """One fresh synth of the current sources per run, shared by the pytest-xdist workers."""
-    outdir = Path(tempfile.gettempdir()) / f"overseer-rehearsal-synth-{_sources_digest()}"
+def synthesized_once(context: dict[str, object]) -> Path:
+    """One fresh synth of the current sources with ``context``, shared by the pytest-xdist
+    workers and kept until a source or the context changes."""
+    outdir = Path(tempfile.gettempdir()) / f"overseer-rehearsal-synth-{_sources_digest(context)}"
     with (Path(tempfile.gettempdir()) / "overseer-rehearsal-synth.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (outdir / "manifest.json").exists():
             shutil.rmtree(outdir, ignore_errors=True)
-            synthesize(outdir)
+            synthesize(outdir, context)
     return outdir
+
+
+@pytest.fixture(scope="session")
+def synthesized() -> Path:
+    """The stack with the default pool only (cdk.json's ``pools: {}``)."""
+    return synthesized_once(CONTEXT)
+
+
+@pytest.fixture(scope="session")
+def synthesized_with_pools() -> Path:
+    """The stack with a second worker pool, ``large`` (``POOLS_CONTEXT``)."""
+    return synthesized_once(POOLS_CONTEXT)

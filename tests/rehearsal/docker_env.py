@@ -39,6 +39,9 @@ BASE_IMAGE = "python:3.12-slim"
 LAMBDA_BASE_IMAGE = "overseer-rehearsal/lambda-base:3.12"
 WORKER_IMAGE = "overseer-worker:rehearsal"
 LABEL = "overseer-rehearsal=1"
+# The process that started a container: leftovers are the containers whose process has ended,
+# so that rehearsals running side by side (pytest-xdist workers, other checkouts) keep theirs.
+OWNER_LABEL = "overseer-rehearsal.owner"
 IMAGE_PATH = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The shared libraries pyenv's CPython links against (readelf -d lib-dynload/*.so), and what the
 # official slim image adds (ca-certificates, netbase, tzdata). Tk is left out, as in slim.
@@ -379,6 +382,8 @@ def run_container(
         name,
         "--label",
         LABEL,
+        "--label",
+        f"{OWNER_LABEL}={os.getpid()}",
         "--stop-timeout",
         str(stop_timeout),
     ]
@@ -409,7 +414,25 @@ def unique_name(prefix: str) -> str:
 
 
 def remove_leftovers() -> None:
-    """Remove every container a rehearsal started (by label), e.g. after an interrupted session."""
-    ids = docker("ps", "--all", "--quiet", "--filter", f"label={LABEL}").stdout.split()
+    """Remove every container a rehearsal started (by label) whose process has ended, e.g.
+    after an interrupted session; those of running processes are theirs."""
+    listing = docker(
+        "ps", "--all", "--filter", f"label={LABEL}", "--format", f'{{{{.ID}}}} {{{{.Label "{OWNER_LABEL}"}}}}'
+    ).stdout
+    rows = [line.split(" ", 1) for line in listing.splitlines() if line.strip()]
+    ids = [row[0] for row in rows if not _running(row[1] if len(row) > 1 else "")]
     if ids:
         docker("rm", "--force", "--volumes", *ids, check=False)
+
+
+def _running(pid: str) -> bool:
+    """Whether process ``pid`` runs (False for a container without an owner: "<no value>")."""
+    if not pid.strip().isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True

@@ -217,6 +217,8 @@ def _handler_for(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             try:
                 self._serve()
+            except ConnectionError:
+                pass  # the caller went away mid-request (its container was removed): no one to answer
             except Exception as exc:  # a harness defect: answer, and let the tests see it
                 gateway.harness_errors.append(repr(exc))
                 self._send(

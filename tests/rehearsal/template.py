@@ -319,6 +319,10 @@ class Template:
             if str(v["Properties"].get("Runtime", "")).startswith("python")
         }
 
+    def output(self, name: str) -> Any:
+        """A stack output's value, as ``aws cloudformation describe-stacks`` shows it."""
+        return self.resolve(self.body["Outputs"][name]["Value"])
+
     def find(self, type_: str, predicate: Callable[[dict[str, Any]], bool]) -> str:
         """The one logical id of ``type_`` whose properties satisfy ``predicate``."""
         found = [k for k, v in self.of_type(type_).items() if predicate(v.get("Properties", {}))]

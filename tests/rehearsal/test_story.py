@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -549,10 +549,15 @@ def _allows(documents: list[Any], permission: Any) -> bool:
     return evaluate(documents, permission.action, permission.resource).allowed
 
 
-def removal_report(rehearsal: Rehearsal) -> tuple[dict[str, str], list[str]]:
+def removal_report(
+    rehearsal: Rehearsal,
+    exempt: Callable[[str, str, str], str | None] = _exempt,
+    considered: Callable[[str, str, str], bool] = lambda role, action, resource: True,
+) -> tuple[dict[str, str], list[str]]:
     """Every (role, statement, action, resource) grant -> the first call that removing it
     alone would deny, replayed in the order the story made them; and the grants no call
-    needs that are not exempt."""
+    needs for which ``exempt(role, action, resource)`` gives no reason. Only the grants
+    ``considered`` are looked at."""
     needed: dict[str, str] = {}
     unneeded: list[str] = []
     for principal in rehearsal.gateway.principals.values():
@@ -562,6 +567,8 @@ def removal_report(rehearsal: Rehearsal) -> tuple[dict[str, str], list[str]]:
             (call, check) for call in rehearsal.gateway.calls_of(principal.name) for check in call.checks
         ]
         for doc, index, action, resource in _grants(principal.documents):
+            if not considered(principal.role, action, resource):
+                continue
             label = f"{principal.role} [{principal.document_names[doc]}#{index}] {action} on {resource}"
             reduced = _without_grant(principal.documents, doc, index, action, resource)
             lost = (
@@ -570,7 +577,7 @@ def removal_report(rehearsal: Rehearsal) -> tuple[dict[str, str], list[str]]:
             denied = next(lost, None)
             if denied is not None:
                 needed[label] = f"{denied.principal} {denied.operation}"
-            elif _exempt(principal.role, action, resource) is None:
+            elif exempt(principal.role, action, resource) is None:
                 unneeded.append(label)
     return needed, unneeded
 

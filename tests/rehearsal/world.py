@@ -122,19 +122,15 @@ class Rehearsal:
         return next(f for f in self.functions.values() if f.arn == arn)
 
     def _start_batch(self) -> None:
-        definition_id = next(iter(self.template.of_type("AWS::Batch::JobDefinition")))
-        container = self.template.props(definition_id)["ContainerProperties"]
-        self.worker = self._principal_for_role("worker", container["JobRoleArn"])
-        self.execution = self._principal_for_role("worker-execution", container["ExecutionRoleArn"])
         scratch = self.workdir / "instance-scratch"
         scratch.mkdir()
         scratch.chmod(0o1777)  # as the boot script leaves /scratch
+        # Each job definition's container runs as its own job role ("worker", "worker-large").
         self.batch = BatchStandIn(
             template=self.template,
             image=self.image,
             gateway=self.gateway,
-            worker=self.worker,
-            execution=self.execution,
+            principal_for_role=self._principal_for_role,
             scratch_dir=scratch,
         )
 

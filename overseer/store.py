@@ -142,6 +142,8 @@ class JobRecord:
         }
         if self.priority:
             out["priority"] = self.priority
+        if self.worker_pool:  # which worker ran it last, of which pool
+            out["worker"] = {"id": self.worker, "pool": self.worker_pool}
         if self.rows:
             out["rows"] = self.rows
         if self.errors:

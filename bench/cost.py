@@ -32,7 +32,9 @@ Each component has its own clients (its own ``Services``), so every request is a
 * ``harness`` (not billed to the job): the stream's GetRecords (on AWS, Lambda's event
   source mapping reads the stream at no request charge), the driver's graph-status
   GetItem polling, and the worker's empty receives (on AWS an idle worker long-polls:
-  a cost per worker-minute, not per job; see docs/cost-model.md).
+  a cost per worker-minute, not per job; see docs/cost-model.md). The worker's empty
+  receives of the high- and low-priority queues (``overseer.priority``) are billed, and
+  reported as ``priority_queue_checks_per_job``: what priorities cost while normal jobs flow.
 
 Billing units are computed, not read from ``ConsumedCapacity``: moto returns a constant
 ``CapacityUnits`` (1.0 for writes, 0.5 for GetItem) whatever the item size, and nothing for
@@ -260,6 +262,9 @@ class Meter:
     sizes: ItemSizes
     requests: Counter[str] = field(default_factory=Counter)
     empty_receives: int = 0
+    # Empty receives of the high- and low-priority queues (overseer.priority): billed, the
+    # price of priorities while normal jobs flow.
+    priority_checks: int = 0
     wcu: float = 0.0
     rcu: float = 0.0
     sqs_units: int = 0
@@ -315,7 +320,9 @@ class Meter:
     def _sqs(self, operation: str, params: dict[str, Any], parsed: dict[str, Any]) -> None:
         if operation == "ReceiveMessage":
             messages = parsed.get("Messages") or []
-            if not messages:
+            if not messages and str(params.get("QueueUrl", "")).endswith(("-high", "-low")):
+                self.priority_checks += 1
+            elif not messages:
                 self.empty_receives += 1
             payload = sum(len(m.get("Body", "").encode()) for m in messages)
         elif operation == "SendMessageBatch":
@@ -764,6 +771,7 @@ def summarize(run: ShapeRun) -> dict[str, Any]:
         "status": run.status,
         "seconds": round(run.seconds, 2),
         "requests_per_job": round(total_requests / n, 3),
+        "priority_queue_checks_per_job": round(run.meters["worker"].priority_checks / n, 3),
         "usd_per_million_jobs": round(total_usd * per_million, 3),
         "min_usd_per_million_jobs": round(run.minimum["usd"] * per_million, 3),
         "step_functions_usd_per_million_jobs": round(

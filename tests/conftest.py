@@ -44,19 +44,20 @@ SLOWEST_FILES_FIRST = (
     "tests/rehearsal/test_story.py",
     "tests/e2e/test_failure_policy.py",
     "tests/chaos/test_sweep_repairs.py",
+    "tests/chaos/test_kills.py",
     "tests/integration/test_scale.py",
     "tests/integration/test_sweep.py",
     "tests/rehearsal/test_worker_image.py",
-    "tests/chaos/test_kills.py",
     "tests/e2e/test_expansion_example.py",
+    "tests/chaos/test_messages.py",
     "tests/chaos/test_faults.py",
     "tests/chaos/test_expansion.py",
-    "tests/chaos/test_messages.py",
     "tests/integration/test_engine.py",
     "tests/chaos/test_hostile.py",
     "tests/e2e/test_example.py",
     "tests/e2e/test_pools_example.py",
     "tests/e2e/test_run_cli.py",
+    "tests/rehearsal/test_lambda_runtime.py",
 )
 
 

@@ -1,4 +1,4 @@
-"""SIGKILL a random worker every ~2 s during a 300-job graph, replacing it each time."""
+"""SIGKILL a random worker every ~2 s during a 150-job graph, replacing it each time."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 
 def test_killing_workers_loses_nothing_and_finishes_every_job_once(chaos_stack):
-    document = toolkit.layered_graph("kills", layers=10, width=30, sleep=0.1)
+    document = toolkit.layered_graph("kills", layers=10, width=15, sleep=0.1)
     chaos_stack.submit(document)
     pool = chaos_stack.pool(4).start()
     try:
@@ -22,7 +22,7 @@ def test_killing_workers_loses_nothing_and_finishes_every_job_once(chaos_stack):
 
     jobs = chaos_stack.jobs("kills")
     assert graph.status == GraphStatus.FINISHED
-    assert len(jobs) == 300
+    assert len(jobs) == 150
     assert {n for n, j in jobs.items() if j.status != JobStatus.FINISHED} == set()
     # Every job was recorded finished exactly once, and never changed after.
     into, after = toolkit.finished_transitions(chaos_stack.stream(), "kills")

@@ -103,6 +103,9 @@ class SharedAwsStack:
     sqs: Any
     streams: Any
     count: int = 0
+    # Where the stream has been read up to: each test's reader starts there, so a test reads
+    # only the records written since (the stream holds every earlier test's records).
+    stream_end: Any = None
 
 
 def _drained_reader(shared: SharedAwsStack) -> Any:
@@ -110,16 +113,18 @@ def _drained_reader(shared: SharedAwsStack) -> Any:
     from overseer.backends.aws.resources import stream_arn
     from overseer.backends.aws.stream import StreamReader
 
-    if "arn" not in shared.__dict__:
-        shared.__dict__["arn"] = stream_arn(shared.settings)
-    reader = StreamReader(shared.streams, shared.__dict__["arn"])
-    reader._discover()
-    for shard, iterator in list(reader.iterators.items()):
+    if shared.stream_end is None:
+        shared.stream_end = StreamReader(shared.streams, stream_arn(shared.settings))
+    end = shared.stream_end
+    end._discover()  # any shard not met yet, from its start
+    for shard, iterator in list(end.iterators.items()):
         while iterator is not None:
-            response = reader.client.get_records(ShardIterator=iterator, Limit=1000)
-            reader.iterators[shard] = iterator = response.get("NextShardIterator")
+            response = end.client.get_records(ShardIterator=iterator, Limit=1000)
+            end.iterators[shard] = iterator = response.get("NextShardIterator")
             if not response.get("Records"):
                 break
+    reader = StreamReader(shared.streams, end.stream_arn)
+    reader.iterators = dict(end.iterators)
     return reader
 
 

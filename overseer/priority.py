@@ -10,9 +10,9 @@ up, and a receipt names the queue it came from. Only ``receive`` has a policy:
 * **Highest first.** A receive asks ``high``, then ``normal``, then ``low``, and returns
   the first message found.
 * **No empty receive per job.** A high or low queue found empty is not asked again for a
-  while (``EMPTY_BACKOFF``: 0.5 s, then 1 s, then 2 s each time it is found empty again;
+  while (``EMPTY_BACKOFF``: 0.25 s, then 0.5 s, then 1 s each time it is found empty again;
   back to the start when it has a message), so a worker busy with normal jobs asks the
-  empty high and low queues at most about once every 2 seconds each, however short its
+  empty high and low queues at most about once a second each, however short its
   jobs are. The normal queue is asked every time, as a worker without priorities would.
 * **Never starved for ever.** Every ``FAIR_EVERY``-th receive (10th) asks the queues the
   other way round, lowest first: while higher-priority work keeps coming, each lower
@@ -32,7 +32,7 @@ from .store import Delivery, DispatchQueue, JobMessage
 
 PRIORITIES = ("high", "normal", "low")
 NORMAL = "normal"
-EMPTY_BACKOFF = (0.5, 1.0, 2.0)
+EMPTY_BACKOFF = (0.25, 0.5, 1.0)
 FAIR_EVERY = 10
 IDLE_WAIT_SECONDS = 5
 

@@ -8,9 +8,10 @@ adapters on a fresh local emulator, SQS queues per priority), as ``overseer run`
 the worker processes start, a graph of ``--low`` independent low-priority jobs (each
 sleeping ``--seconds``) is submitted, and once the scheduler has queued them (the workers
 already taking them), a one-job high-priority graph is submitted. Every job's start time
-is read from its record at the end. It prints how many low-priority jobs had started before the high job started (the
-issue asks for fewer than 50, counted from the first low job), how many started between
-the high graph's submission and its job's start, and that wait in seconds.
+is read from its record at the end. It prints how many low-priority jobs had started
+before the high job started (the issue asks for fewer than 50, counted from the first low
+job), how many started between the high graph's submission and its job's start, and that
+wait in seconds.
 
 The receive policy (``overseer/priority.py``) checks an empty high queue at most every
 0.25-1 s per worker, so the wait is about that long whatever the backlog.

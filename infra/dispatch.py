@@ -1,5 +1,6 @@
-"""Dispatch: the SQS queue of ready jobs and its dead-letter queue (one pair per worker pool),
-the queue of stream batches the scheduler gave up on, and a delivery-failure queue."""
+"""Dispatch: the SQS queues of ready jobs, one per priority, and their dead-letter queue (per
+worker pool), the queue of stream batches the scheduler gave up on, and a delivery-failure
+queue."""
 
 from __future__ import annotations
 
@@ -19,10 +20,18 @@ MAX_RECEIVE_COUNT = 10
 
 @dataclass(frozen=True)
 class PoolQueues:
-    """One pool's ready jobs and their dead letters."""
+    """One pool's ready jobs, a queue per priority (``overseer.priority``: ``queue`` is the
+    normal one), and their one dead-letter queue."""
 
     queue: sqs.Queue
     dead_letter_queue: sqs.Queue
+    high_queue: sqs.Queue
+    low_queue: sqs.Queue
+
+    @property
+    def dispatch_queues(self) -> tuple[sqs.Queue, sqs.Queue, sqs.Queue]:
+        """High, normal and low: every queue the pool's workers take jobs from."""
+        return (self.high_queue, self.queue, self.low_queue)
 
 
 class Dispatch(Construct):
@@ -31,14 +40,18 @@ class Dispatch(Construct):
     Attributes
     ----------
     queue:
-        Ready jobs, one message per job. The visibility timeout equals the job lease: the
-        worker extends it with every heartbeat (every ``lease_seconds / 3``).
+        Ready jobs of normal priority, one message per job. The visibility timeout equals
+        the job lease: the worker extends it with every heartbeat (every
+        ``lease_seconds / 3``).
+    high_queue, low_queue:
+        Ready jobs of high and low priority (``overseer.priority``), with the same settings,
+        dead-lettering into ``dead_letter_queue`` (construct ids ``QueueHigh``, ``QueueLow``).
     dead_letter_queue:
         Messages received ``MAX_RECEIVE_COUNT`` times; the sweep reports them.
     pool_queues:
-        Pool name -> its ``PoolQueues``: the default pool's are ``queue`` and
-        ``dead_letter_queue``, every other pool has a pair of its own with the same settings
-        (construct ids ``Queue<Pool>``, ``DeadLetterQueue<Pool>``).
+        Pool name -> its ``PoolQueues``: the default pool's are the queues above, every
+        other pool has its own with the same settings (construct ids ``Queue<Pool>``,
+        ``Queue<Pool>High``, ``Queue<Pool>Low``, ``DeadLetterQueue<Pool>``).
     stream_failures:
         The scheduler's on-failure destination: Lambda's record of each stream batch it
         gave up on after its retries (shard and sequence range). The sweep reads those
@@ -68,20 +81,25 @@ class Dispatch(Construct):
             dead_letter_queue = sqs.Queue(
                 self, f"DeadLetterQueue{suffix}", retention_period=Duration.days(14), **common
             )
-            queue = sqs.Queue(
-                self,
-                f"Queue{suffix}",
-                visibility_timeout=Duration.seconds(lease_seconds),
-                retention_period=Duration.days(4),
-                receive_message_wait_time=Duration.seconds(20),
-                dead_letter_queue=sqs.DeadLetterQueue(
+            # The same settings for the three priorities (``overseer.priority``), one DLQ.
+            dispatch = {
+                "visibility_timeout": Duration.seconds(lease_seconds),
+                "retention_period": Duration.days(4),
+                "receive_message_wait_time": Duration.seconds(20),
+                "dead_letter_queue": sqs.DeadLetterQueue(
                     queue=dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT
                 ),
                 **common,
+            }
+            self.pool_queues[pool] = PoolQueues(
+                queue=sqs.Queue(self, f"Queue{suffix}", **dispatch),
+                dead_letter_queue=dead_letter_queue,
+                high_queue=sqs.Queue(self, f"Queue{suffix}High", **dispatch),
+                low_queue=sqs.Queue(self, f"Queue{suffix}Low", **dispatch),
             )
-            self.pool_queues[pool] = PoolQueues(queue, dead_letter_queue)
-        self.queue = self.pool_queues[DEFAULT_POOL].queue
-        self.dead_letter_queue = self.pool_queues[DEFAULT_POOL].dead_letter_queue
+        default = self.pool_queues[DEFAULT_POOL]
+        self.queue, self.dead_letter_queue = default.queue, default.dead_letter_queue
+        self.high_queue, self.low_queue = default.high_queue, default.low_queue
         self.stream_failures = sqs.Queue(self, "StreamFailures", retention_period=Duration.days(14), **common)
         self.delivery_failures = sqs.Queue(
             self, "DeliveryFailures", retention_period=Duration.days(14), **common

@@ -10,7 +10,7 @@ pool, WorkersRunning with the dimension ``Pool`` (``service=overseer-sweep, Pool
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aws_cdk import Duration
@@ -23,12 +23,14 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.function_factory import METRICS_NAMESPACE
+from overseer.priority import PRIORITIES
 
 SCHEDULER_SERVICE = "overseer-scheduler"
 SWEEP_SERVICE = "overseer-sweep"
 # The failed-jobs alarm: more than this many job failures in 5 minutes.
 FAILED_JOBS_THRESHOLD = 0
-# The oldest ready job alarm: a message older than this (seconds) for 5 minutes.
+# The oldest ready job alarm: a message of high or normal priority older than this (seconds)
+# for 5 minutes. Low-priority jobs are left out: they are meant to wait behind the others.
 OLDEST_MESSAGE_SECONDS = 3600
 # A failed stream batch not replayed by the sweep this long after it was noted.
 STREAM_FAILURE_AGE_SECONDS = 900
@@ -42,7 +44,8 @@ TYPE_LABEL = "${PROP('Dim.JobType')}"
 class PoolMonitoring:
     """What the dashboard shows of one worker pool."""
 
-    queue: sqs.IQueue
+    # Its dispatch queues, one per priority: high, normal, low (``overseer.priority``).
+    queues: Sequence[sqs.IQueue]
     dead_letter_queue: sqs.IQueue
     job_queue: batch.IJobQueue
     # Added to its alarm's construct id ("" for the default pool).
@@ -59,6 +62,16 @@ def workers_running(pool: str) -> cw.Metric:
         period=Duration.minutes(1),
         label=f"{pool} workers running",
     )
+
+
+def ready_jobs(queues: Sequence[sqs.IQueue], period: Duration, pool: str = "") -> list[cw.Metric]:
+    """A pool's ready jobs, a line per priority (``queues``: high, normal, low)."""
+    return [
+        queue.metric_approximate_number_of_messages_visible(
+            period=period, label=f"{pool} {priority}" if pool else priority
+        )
+        for priority, queue in zip(PRIORITIES, queues, strict=True)
+    ]
 
 
 def engine_metric(
@@ -93,10 +106,11 @@ class Monitoring(Construct):
     delivery-failure depth, Lambda invocations / errors / duration, the scheduler's stream
     iterator age. Alarms: anything in the dead-letter queue or the delivery-failure queue,
     failed jobs, errors of the scheduler, sweep, API and trigger functions, a scheduler
-    falling behind the stream, ready jobs waiting over an hour, and a worker job blocked in
-    RUNNABLE.
+    falling behind the stream, ready jobs of high or normal priority waiting over an hour, and
+    a worker job blocked in RUNNABLE. Ready jobs and their age: a line per priority (a queue
+    each, ``overseer.priority``); jobs running: the three queues' messages in flight.
 
-    With worker pools (``pools`` in cdk.json), a row per pool: its ready jobs (queue depth)
+    With worker pools (``pools`` in cdk.json), a row per pool: its ready jobs by priority
     beside its running workers, and a dead-letter alarm per pool (``DeadLetters<Pool>``).
 
     Blocked workers: Batch sends "Batch Job Queue Blocked" when the job at the head of the
@@ -120,7 +134,7 @@ class Monitoring(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        queue: sqs.IQueue,
+        queues: Sequence[sqs.IQueue],
         dead_letter_queue: sqs.IQueue,
         delivery_failures: sqs.IQueue,
         stream_failures: sqs.IQueue,
@@ -129,8 +143,8 @@ class Monitoring(Construct):
         job_queue: batch.IJobQueue,
         pools: Mapping[str, PoolMonitoring] | None = None,
     ) -> None:
-        """``queue``, ``dead_letter_queue``, ``job_queue``: the default pool's; ``pools``:
-        every pool (the default included) when the stack has pools."""
+        """``queues`` (high, normal, low), ``dead_letter_queue``, ``job_queue``: the default
+        pool's; ``pools``: every pool (the default included) when the stack has pools."""
         super().__init__(scope, construct_id)
         pools = pools or {}
         self.blocked_queue = sqs.Queue(
@@ -167,9 +181,29 @@ class Monitoring(Construct):
             ],
         )
         period = Duration.minutes(1)
-        depth = queue.metric_approximate_number_of_messages_visible(period=period)
-        in_flight = queue.metric_approximate_number_of_messages_not_visible(period=period)
-        oldest = queue.metric_approximate_age_of_oldest_message(period=period)
+        depths = ready_jobs(queues, period)
+        # Jobs running: messages in flight in the three queues.
+        in_flight = cw.MathExpression(
+            expression="SUM([in_flight_high, in_flight_normal, in_flight_low])",
+            using_metrics={
+                f"in_flight_{priority}": queue.metric_approximate_number_of_messages_not_visible(
+                    period=period
+                )
+                for priority, queue in zip(PRIORITIES, queues, strict=True)
+            },
+            label="in flight",
+            period=period,
+        )
+        oldest = {
+            priority: queue.metric_approximate_age_of_oldest_message(period=period, label=priority)
+            for priority, queue in zip(PRIORITIES, queues, strict=True)
+        }
+        oldest_high_or_normal = cw.MathExpression(
+            expression="MAX([oldest_high, oldest_normal])",
+            using_metrics={"oldest_high": oldest["high"], "oldest_normal": oldest["normal"]},
+            label="oldest high or normal",
+            period=period,
+        )
         dlq_depth = dead_letter_queue.metric_approximate_number_of_messages_visible(
             period=period, statistic="Maximum"
         )
@@ -239,10 +273,11 @@ class Monitoring(Construct):
                 evaluation_periods=5,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),
-            "OldestReadyJob": oldest.create_alarm(
+            "OldestReadyJob": oldest_high_or_normal.create_alarm(
                 self,
                 "OldestReadyJob",
-                alarm_description="A ready job has waited over an hour for a worker",
+                alarm_description="A ready job of high or normal priority has waited over an hour for a "
+                "worker",
                 threshold=OLDEST_MESSAGE_SECONDS,
                 evaluation_periods=5,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
@@ -341,8 +376,8 @@ class Monitoring(Construct):
             ),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="Ready jobs (queue depth)", left=[depth, in_flight], width=8),
-            cw.GraphWidget(title="Age of oldest ready job (s)", left=[oldest], width=8),
+            cw.GraphWidget(title="Ready jobs (queue depth)", left=[*depths, in_flight], width=8),
+            cw.GraphWidget(title="Age of oldest ready job (s)", left=list(oldest.values()), width=8),
             cw.GraphWidget(
                 title="Dead letters / delivery failures", left=[dlq_depth, failures_depth], width=8
             ),
@@ -351,11 +386,7 @@ class Monitoring(Construct):
             self.dashboard.add_widgets(
                 cw.GraphWidget(
                     title=f"Pool {name}: ready jobs / workers running",
-                    left=[
-                        pool.queue.metric_approximate_number_of_messages_visible(
-                            period=period, label=f"{name} ready jobs"
-                        )
-                    ],
+                    left=ready_jobs(pool.queues, period, pool=name),
                     right=[workers_running(name)],
                     width=12,
                 ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import jsii
@@ -89,8 +90,15 @@ class OverseerStack(Stack):
             "OVERSEER_LEASE_SECONDS": str(config.lease_seconds),
             "OVERSEER_EVENT_BUS": self.events.bus_name,
         }
+        # The default pool's queues of high- and low-priority jobs: for every process that
+        # sends or receives jobs (workers, scheduler, sweep), not the API and the trigger.
+        priority_env = {
+            "OVERSEER_HIGH_QUEUE_URL": self.dispatch.high_queue.queue_url,
+            "OVERSEER_LOW_QUEUE_URL": self.dispatch.low_queue.queue_url,
+        }
         worker_env = {
             **shared_env,
+            **priority_env,
             "OVERSEER_IDLE_EXIT_SECONDS": str(config.idle_exit_seconds),
             # The caps of a handler's Expand, checked by the worker before it commits one.
             "OVERSEER_MAX_EXPAND_ITEMS": str(config.max_expand_items),
@@ -158,6 +166,9 @@ class OverseerStack(Stack):
             schedule=config.sweep_schedule,
             stream_failures=self.dispatch.stream_failures,
         )
+        for function in (self.scheduler.function, self.sweep.function):
+            for name, value in priority_env.items():
+                function.add_environment(name, value)
         self.api = Api(
             self, "Api", factory=factory, log_retention=retention, manage_account=config.api_gateway_account
         )
@@ -184,7 +195,7 @@ class OverseerStack(Stack):
         self.monitoring = Monitoring(
             self,
             "Monitoring",
-            queue=self.dispatch.queue,
+            queues=self.dispatch.pool_queues[DEFAULT_POOL].dispatch_queues,
             dead_letter_queue=self.dispatch.dead_letter_queue,
             delivery_failures=self.dispatch.delivery_failures,
             stream_failures=self.dispatch.stream_failures,
@@ -194,7 +205,7 @@ class OverseerStack(Stack):
             pools=(
                 {
                     name: PoolMonitoring(
-                        queue=self.dispatch.pool_queues[name].queue,
+                        queues=self.dispatch.pool_queues[name].dispatch_queues,
                         dead_letter_queue=self.dispatch.pool_queues[name].dead_letter_queue,
                         job_queue=workers.job_queue,
                         id_suffix=workers.pool.id_suffix,
@@ -226,10 +237,10 @@ class OverseerStack(Stack):
 
     def _pools_json(self, *, queues: bool, batch: bool) -> str:
         """``OVERSEER_POOLS``: ``overseer.pools.Pools.to_json()`` of every pool (types, scaling,
-        and the routes), with each pool's queue URLs when ``queues`` and Batch job queue and
-        job definition when ``batch`` (the default pool's are OVERSEER_QUEUE_URL,
-        OVERSEER_BATCH_JOB_QUEUE and the like), as a CloudFormation value (its tokens
-        resolved at deploy)."""
+        and the routes), with each pool's queue URLs (its three priorities and its DLQ) when
+        ``queues`` and Batch job queue and job definition when ``batch`` (the default pool's
+        are OVERSEER_QUEUE_URL, OVERSEER_HIGH_QUEUE_URL, OVERSEER_BATCH_JOB_QUEUE and the
+        like), as a CloudFormation value (its tokens resolved at deploy)."""
         pools = {}
         for name, plan in self.plan.pools.items():
             other = name != DEFAULT_POOL
@@ -239,6 +250,8 @@ class OverseerStack(Stack):
                 name,
                 queue_url=pool_queues.queue.queue_url if pool_queues else "",
                 dead_letter_queue_url=pool_queues.dead_letter_queue.queue_url if pool_queues else "",
+                high_queue_url=pool_queues.high_queue.queue_url if pool_queues else "",
+                low_queue_url=pool_queues.low_queue.queue_url if pool_queues else "",
                 batch_job_queue=workers.job_queue.job_queue_arn if workers else "",
                 batch_job_definition=workers.job_definition.job_definition_arn if workers else "",
                 max_workers=plan.config.max_workers,
@@ -274,7 +287,7 @@ class OverseerStack(Stack):
             for index, name in enumerate(self.config.allowed_buckets)
         ]
         for name, workers in self.pools.items():
-            self._grant_worker(workers.job_role, workers.pool, pool_queues[name].queue, buckets)
+            self._grant_worker(workers.job_role, workers.pool, pool_queues[name].dispatch_queues, buckets)
 
         # Scheduler (overseer.scheduler): releases dependents (Query for edge chunks,
         # UpdateItem, GetItem of a job not released by this call), aborts dependents
@@ -289,8 +302,10 @@ class OverseerStack(Stack):
         # The committed items (GetObject), and the items files of attempts that did not
         # commit (DeleteObject): under the expansions prefix only, never an artifact.
         _allow_expansion_items(scheduler, bucket)
-        for queues in pool_queues.values():  # SendMessageBatch of released jobs, to their pools' queues
-            queues.queue.grant(scheduler, "sqs:SendMessage")
+        # SendMessageBatch of released jobs, to their pools' queues of their priorities.
+        for queues in pool_queues.values():
+            for queue in queues.dispatch_queues:
+                queue.grant(scheduler, "sqs:SendMessage")
         self.events.bus.grant_put_events_to(scheduler)  # Graph Finished / Failed / Aborted
 
         # Sweep (overseer.sweep): its lease (PutItem, DeleteItem under a reserved key) and
@@ -309,8 +324,10 @@ class OverseerStack(Stack):
         _allow_index(sweep, jobs, self.tables.SWEEP_INDEX, "Query")
         _allow_index(sweep, graphs, self.tables.ACTIVE_GRAPHS_INDEX, "Query")
         for queues in pool_queues.values():
-            # Every pool's: re-send; queue depth.
-            queues.queue.grant(sweep, "sqs:SendMessage", "sqs:GetQueueAttributes")
+            # Every pool's, every priority's: re-send (to the job's priority); queue depth
+            # (a pool's is the sum of its three).
+            for queue in queues.dispatch_queues:
+                queue.grant(sweep, "sqs:SendMessage", "sqs:GetQueueAttributes")
             # _fail_dead_letters: receive, fail the job, delete (DeleteMessageBatch).
             queues.dead_letter_queue.grant(sweep, "sqs:ReceiveMessage", "sqs:DeleteMessage")
         # _replay_failed_batches: the notes of failed stream batches, and the batches read
@@ -359,10 +376,10 @@ class OverseerStack(Stack):
         _allow(trigger, jobs, "BatchWriteItem", "UpdateItem", "Query")
 
     def _grant_worker(
-        self, worker: iam.Role, pool: PoolConfig, queue: sqs.IQueue, buckets: list[s3.IBucket]
+        self, worker: iam.Role, pool: PoolConfig, queues: Sequence[sqs.IQueue], buckets: list[s3.IBucket]
     ) -> None:
         """A worker role of ``pool``: runs user code, so no delete and no scan, and its own
-        pool's queue only."""
+        pool's queues only (``queues``: one per priority)."""
         # Jobs: claim / heartbeat / outcome (UpdateItem), inputs: dependencies (Query) and
         # their outputs, with every child of an expansion (BatchGetItem), the handler
         # process re-reading its job (GetItem). Graphs: only the finish that commits an
@@ -371,8 +388,10 @@ class OverseerStack(Stack):
         graphs, jobs = self.tables.graphs_table, self.tables.jobs_table
         _allow(worker, jobs, "GetItem", "Query", "BatchGetItem", "UpdateItem")
         _allow(worker, graphs, "UpdateItem")
-        # Receive, delete (DeleteMessageBatch) and extend / release (ChangeMessageVisibility).
-        queue.grant(worker, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
+        # PriorityQueues.receive from each priority's queue, delete (DeleteMessageBatch) and
+        # extend / release (ChangeMessageVisibility) on the queue the receipt names.
+        for queue in queues:
+            queue.grant(worker, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
         # Objects only: read job inputs, write (and abort multipart uploads of) artifacts;
         # HeadObject before each put skips identical objects: it needs GetObject, and
         # ListBucket to answer 404 rather than 403 for a new key. An expansion's items are
@@ -414,6 +433,8 @@ class OverseerStack(Stack):
             "GraphsTable": self.tables.graphs_table.table_name,
             "JobsTable": self.tables.jobs_table.table_name,
             "QueueUrl": self.dispatch.queue.queue_url,
+            "HighQueueUrl": self.dispatch.high_queue.queue_url,
+            "LowQueueUrl": self.dispatch.low_queue.queue_url,
             "DeadLetterQueueUrl": self.dispatch.dead_letter_queue.queue_url,
             "ArtifactBucket": self.artifacts.bucket.bucket_name,
             "BatchJobQueue": self.workers.job_queue.job_queue_arn,
@@ -427,7 +448,10 @@ class OverseerStack(Stack):
             pool = workers.pool
             if pool.is_default:
                 continue
-            outputs[f"{pool.id_suffix}QueueUrl"] = self.dispatch.pool_queues[pool.name].queue.queue_url
+            queues = self.dispatch.pool_queues[pool.name]
+            outputs[f"{pool.id_suffix}QueueUrl"] = queues.queue.queue_url
+            outputs[f"{pool.id_suffix}HighQueueUrl"] = queues.high_queue.queue_url
+            outputs[f"{pool.id_suffix}LowQueueUrl"] = queues.low_queue.queue_url
             outputs[f"{pool.id_suffix}BatchJobQueue"] = workers.job_queue.job_queue_arn
             outputs[f"{pool.id_suffix}BatchJobDefinition"] = workers.job_definition.job_definition_arn
         for name, value in outputs.items():

@@ -47,6 +47,14 @@ else:
         return out
 
     @pytest.fixture(scope="session")
+    def pools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+        """The stack with worker pools (test_pools.POOLS_CONTEXT)."""
+        from tests.infra.test_pools import POOLS_CONTEXT
+        from tests.infra.test_stack import _synthesise
+
+        yield _synthesise(tmp_path_factory.mktemp("cdk.out.pools"), POOLS_CONTEXT)
+
+    @pytest.fixture(scope="session")
     def variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         """The stack with VARIANT_CONTEXT."""
         from tests.infra.test_stack import VARIANT_CONTEXT, _synthesise

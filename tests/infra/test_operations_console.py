@@ -54,5 +54,6 @@ def test_alarms_dead_letters_failed_jobs_and_oldest_message(synth: Any) -> None:
     by_metric = {a["Properties"].get("MetricName"): a["Properties"] for a in alarms}
     assert by_metric["JobsFailed"]["Namespace"] == "Overseer"
     assert by_metric["JobsFailed"]["Dimensions"] == [{"Name": "service", "Value": "overseer-scheduler"}]
-    assert by_metric["ApproximateAgeOfOldestMessage"]["Threshold"] == 3600
+    oldest = synth.resources[synth.logical_id(synth.stack.monitoring.alarms["OldestReadyJob"])]
+    assert oldest["Properties"]["Threshold"] == 3600  # of the high and normal queues (test_priorities.py)
     assert by_metric["ApproximateNumberOfMessagesVisible"]["Threshold"] == 0

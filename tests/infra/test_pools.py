@@ -1,16 +1,20 @@
 """Worker pools in the stack: cdk.json's ``pools`` read, checked and synthesised.
 
-One stack mixes four pools: ``default`` (cdk.json's workers), ``large`` (8 vCPUs, 60000 MiB
-on r6i), ``gpu`` (4 vCPUs, 15000 MiB, 1 GPU on On-Demand g5.xlarge, its own handlers and
-image, a worker lifetime) and ``etl`` (the default's machines and image, its own queue and
-role). It is synthesised once for the module; the configuration errors need no synthesis.
+One stack mixes three pools: ``default`` (cdk.json's workers), ``gpu`` (4 vCPUs, 15000 MiB,
+1 GPU on On-Demand g5.xlarge with a 100 GiB root volume, its own handlers and image, a
+worker lifetime) and ``etl`` (the default's machines and image, its own queues and role with
+a policy of its own). It is synthesised once per session (conftest.py); the configuration
+errors need no synthesis.
+
+Three, not more: with a queue per priority, every pool besides the default adds about
+950 bytes to the sweep's environment (six URLs and ARNs in OVERSEER_POOLS), and a fourth
+pool would take it over Lambda's 4 KB (``test_a_lambda_environment_over_4_kb_fails_synthesis``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,22 +28,13 @@ from infra.config import ConfigError, DeploymentConfig
 from infra.pool_plan import GRACE_SECONDS, plan_pools
 from overseer.config import Settings
 from overseer.pools import Pools
-from tests.infra.test_stack import CONTEXT, Synthesis, _actions, _statements, _synthesise
+from tests.infra.test_stack import CONTEXT, Synthesis, _actions, _statements
 
 pytestmark = pytest.mark.infra
 
 READ_REFERENCE = {"actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::reference-data/*"]}
 POOLS: dict[str, Any] = {
     "default": {"backlogPerWorker": 20},
-    "large": {
-        "vcpus": 8,
-        "memoryMiB": 60000,
-        "instanceTypes": ["r6i.2xlarge", "r6i.4xlarge"],
-        "maxVcpus": 32,
-        "maxWorkers": 4,
-        "rootVolumeGiB": 100,
-        "workerPolicies": [READ_REFERENCE],
-    },
     "gpu": {
         "vcpus": 4,
         "memoryMiB": 15000,
@@ -49,11 +44,12 @@ POOLS: dict[str, Any] = {
         "maxVcpus": 8,
         "maxWorkers": 2,
         "backlogPerWorker": 5,
+        "rootVolumeGiB": 100,
         "handlersModule": "tests.infra.data.gpu_handlers",
         "handlersDir": "tests/infra/data",
         "workerLifetimeSeconds": 3600,
     },
-    "etl": {"maxWorkers": 8},
+    "etl": {"maxWorkers": 8, "workerPolicies": [READ_REFERENCE]},
 }
 POOLS_CONTEXT: dict[str, Any] = {**CONTEXT, "pools": POOLS}
 GPU_TYPES = {"embed", "train"}
@@ -63,9 +59,7 @@ DAILY_REPORT_TYPES = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def pools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesis]:
-    yield _synthesise(tmp_path_factory.mktemp("cdk.out.pools"), POOLS_CONTEXT)
+# The fixture ``pools`` (this configuration, synthesised once per session) is in conftest.py.
 
 
 def _env(properties: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +96,8 @@ def _pools_of(synth: Synthesis, variables: dict[str, Any]) -> Pools:
         Settings(
             pools=_as_text(variables["OVERSEER_POOLS"]),
             queue_url=_as_text(variables["OVERSEER_QUEUE_URL"]),
+            high_queue_url=_as_text(variables.get("OVERSEER_HIGH_QUEUE_URL", "")),
+            low_queue_url=_as_text(variables.get("OVERSEER_LOW_QUEUE_URL", "")),
             max_workers=int(variables.get("OVERSEER_MAX_WORKERS", 16)),
             jobs_per_worker=int(variables.get("OVERSEER_JOBS_PER_WORKER", 50)),
         )
@@ -123,9 +119,8 @@ def _ref(synth: Synthesis, construct: Any) -> str:
 
 
 def test_every_pool_has_a_job_definition_with_its_resources(pools: Synthesis) -> None:
-    assert len(pools.of_type("AWS::Batch::JobDefinition")) == 4
+    assert len(pools.of_type("AWS::Batch::JobDefinition")) == 3
     assert _requirements(_definition(pools, "default")) == {"VCPU": "1", "MEMORY": "3584"}
-    assert _requirements(_definition(pools, "large")) == {"VCPU": "8", "MEMORY": "60000"}
     assert _requirements(_definition(pools, "gpu")) == {"VCPU": "4", "MEMORY": "15000", "GPU": "1"}
     assert _requirements(_definition(pools, "etl")) == {"VCPU": "1", "MEMORY": "3584"}
 
@@ -147,7 +142,11 @@ def test_the_gpu_pool_runs_on_demand_g5_with_the_nvidia_image(pools: Synthesis) 
         for e in pools.of_type("AWS::Batch::ComputeEnvironment").values()
         if e is not pools.resources[pools.logical_id(gpu.compute_environment)]
     ]
-    assert others == [[{"ImageType": "ECS_AL2023"}]] * 2
+    assert others == [[{"ImageType": "ECS_AL2023"}]]
+    template = pools.resources[pools.logical_id(gpu.launch_template)]["Properties"]
+    devices = {d["DeviceName"]: d["Ebs"] for d in template["LaunchTemplateData"]["BlockDeviceMappings"]}
+    assert devices["/dev/xvda"]["VolumeSize"] == 100  # rootVolumeGiB
+    assert devices["/dev/xvdb"]["VolumeSize"] == 1024  # scratch
 
 
 def test_pools_with_other_instance_needs_get_their_own_compute_environment(pools: Synthesis) -> None:
@@ -155,22 +154,15 @@ def test_pools_with_other_instance_needs_get_their_own_compute_environment(pools
     # default and etl ask for the same machines: one compute environment, one image.
     assert workers["etl"].compute_environment is workers["default"].compute_environment
     assert workers["etl"].image is workers["default"].image
-    assert workers["large"].image is workers["default"].image
     assert workers["gpu"].image is not workers["default"].image
-    assert len(pools.of_type("AWS::Batch::ComputeEnvironment")) == 3
+    assert len(pools.of_type("AWS::Batch::ComputeEnvironment")) == 2
     # Every pool has a job queue of its own, so the sweep can count each pool's workers.
-    assert len(pools.of_type("AWS::Batch::JobQueue")) == 4
-    large = pools.resources[pools.logical_id(workers["large"].compute_environment)]["Properties"]
-    assert large["ComputeResources"]["InstanceTypes"] == ["r6i.2xlarge", "r6i.4xlarge"]
-    template = pools.resources[pools.logical_id(workers["large"].launch_template)]["Properties"]
-    devices = {d["DeviceName"]: d["Ebs"] for d in template["LaunchTemplateData"]["BlockDeviceMappings"]}
-    assert devices["/dev/xvda"]["VolumeSize"] == 100  # rootVolumeGiB
-    assert devices["/dev/xvdb"]["VolumeSize"] == 1024  # scratch
+    assert len(pools.of_type("AWS::Batch::JobQueue")) == 3
 
 
 def test_every_pool_has_its_own_queue_and_dead_letter_queue(pools: Synthesis) -> None:
     queues = pools.stack.dispatch.pool_queues
-    assert list(queues) == ["default", "large", "gpu", "etl"]
+    assert list(queues) == ["default", "gpu", "etl"]
     for pair in queues.values():
         queue = pools.resources[pools.logical_id(pair.queue)]["Properties"]
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
@@ -185,19 +177,23 @@ def test_adding_pools_renames_none_of_the_existing_resources(pools: Synthesis, s
     assert set(synth.resources) <= set(pools.resources)
 
 
-def test_each_worker_role_reaches_its_own_pool_queue_only(pools: Synthesis) -> None:
+def test_each_worker_role_reaches_its_own_pool_queues_only(pools: Synthesis) -> None:
     queues = pools.stack.dispatch.pool_queues
     for name, workers in pools.stack.pools.items():
         statements = _statements(pools, pools.logical_id(workers.job_role))
         received = [s["Resource"] for s in statements if "sqs:ReceiveMessage" in _actions([s])]
-        assert received == [{"Fn::GetAtt": [pools.logical_id(queues[name].queue), "Arn"]}], name
+        # Its queue of each priority (one statement: the grants are merged).
+        (arns,) = received
+        assert {arn["Fn::GetAtt"][0] for arn in arns} == {
+            pools.logical_id(queue) for queue in queues[name].dispatch_queues
+        }, name
         # The pool's own additions only.
-        assert ("reference-data" in json.dumps(statements)) == (name == "large"), name
+        assert ("reference-data" in json.dumps(statements)) == (name == "etl"), name
 
 
 def test_scheduler_and_sweep_reach_every_pool(pools: Synthesis) -> None:
     stack = pools.stack
-    queues = {pools.logical_id(q.queue) for q in stack.dispatch.pool_queues.values()}
+    queues = {pools.logical_id(q) for p in stack.dispatch.pool_queues.values() for q in p.dispatch_queues}
     dead_letters = {pools.logical_id(q.dead_letter_queue) for q in stack.dispatch.pool_queues.values()}
 
     def targets(function: Any, action: str) -> set[str]:
@@ -248,17 +244,17 @@ def test_the_lambdas_route_each_job_type_to_its_pool(pools: Synthesis) -> None:
         env = _lambda_env(pools, function)
         assert env["OVERSEER_JOBS_PER_WORKER"] == "20"  # pools.default.backlogPerWorker
         seen = _pools_of(pools, env)
-        assert sorted(seen.names) == ["default", "etl", "gpu", "large"]
+        assert sorted(seen.names) == ["default", "etl", "gpu"]
         assert seen.routes == {"embed": "gpu", "train": "gpu"}
         assert seen["gpu"].types == GPU_TYPES and seen["default"].types == DAILY_REPORT_TYPES
         # The graph's pool > the handler's > the pool serving the type > default.
         assert seen.route("train") == "gpu" and seen.route("revenue") == "default"
-        assert seen.route("revenue", "large") == "large"
+        assert seen.route("revenue", "etl") == "etl"
         gpu = seen["gpu"]
         assert (gpu.queue_url, gpu.dead_letter_queue_url) == urls
         assert (gpu.batch_job_queue, gpu.batch_job_definition) == batch_names
         assert (gpu.max_workers, gpu.backlog_per_worker) == (2, 5)
-        assert (seen["large"].max_workers, seen["large"].backlog_per_worker) == (4, 50)
+        assert (seen["etl"].max_workers, seen["etl"].backlog_per_worker) == (8, 50)
         # The default pool's URLs are OVERSEER_QUEUE_URL's and the like.
         assert seen.default.queue_url == _ref(pools, stack.dispatch.queue)
         assert seen.default.backlog_per_worker == 20
@@ -287,13 +283,13 @@ def test_each_worker_knows_its_pool_handlers_lifetime_and_deadline(pools: Synthe
 
 def test_outputs_dashboard_and_alarms_per_pool(pools: Synthesis) -> None:
     outputs = pools.template.to_json()["Outputs"]
-    for prefix in ("Large", "Gpu", "Etl"):
+    for prefix in ("Gpu", "Etl"):
         assert {f"{prefix}QueueUrl", f"{prefix}BatchJobQueue", f"{prefix}BatchJobDefinition"} <= set(outputs)
     alarms = pools.stack.monitoring.alarms
-    assert {"DeadLetters", "DeadLettersLarge", "DeadLettersGpu", "DeadLettersEtl"} <= set(alarms)
+    assert {"DeadLetters", "DeadLettersGpu", "DeadLettersEtl"} <= set(alarms)
     (dashboard,) = pools.of_type("AWS::CloudWatch::Dashboard").values()
     body = _as_text(dashboard["Properties"]["DashboardBody"])
-    for name in ("default", "large", "gpu", "etl"):
+    for name in ("default", "gpu", "etl"):
         assert f"Pool {name}: ready jobs / workers running" in body
         assert f'"WorkersRunning","Pool","{name}","service","overseer-sweep"' in body
     (rule,) = [
@@ -301,7 +297,7 @@ def test_outputs_dashboard_and_alarms_per_pool(pools: Synthesis) -> None:
         for r in pools.of_type("AWS::Events::Rule").values()
         if r["Properties"].get("EventPattern", {}).get("detail-type") == ["Batch Job Queue Blocked"]
     ]
-    assert len(rule["Properties"]["EventPattern"]["detail"]["jobQueue"]) == 4
+    assert len(rule["Properties"]["EventPattern"]["detail"]["jobQueue"]) == 3
 
 
 def test_the_pools_stack_has_no_nag_finding_or_lint_error(pools: Synthesis) -> None:
@@ -326,7 +322,8 @@ def test_a_stack_without_pools_sets_no_pools_but_tells_its_workers_their_pool(sy
     worker = _env(_definition(synth, "default"))
     assert "OVERSEER_POOLS" not in worker
     assert (worker["OVERSEER_POOL"], worker["OVERSEER_WORKER_LIFETIME_SECONDS"]) == ("default", "0")
-    assert len(synth.of_type("AWS::SQS::Queue")) == 5  # dispatch, DLQ, stream / delivery failures, blocked
+    # dispatch (high, normal, low), DLQ, stream / delivery failures, blocked
+    assert len(synth.of_type("AWS::SQS::Queue")) == 7
 
 
 # --- configuration errors (no synthesis) ---------------------------------------------------
@@ -345,6 +342,7 @@ def test_a_pool_that_fits_none_of_its_instance_types_is_refused() -> None:
     # The full 64 GiB of an r6i.2xlarge is not there for a job: the OS and the ECS agent keep some.
     with pytest.raises(ConfigError, match="fit none"):
         _plan({"large": {"vcpus": 8, "memoryMiB": 65536, "instanceTypes": ["r6i.2xlarge"]}})
+    assert _plan({"large": {"vcpus": 8, "memoryMiB": 60000, "instanceTypes": ["r6i.2xlarge"]}}).warnings == ()
     with pytest.raises(ConfigError, match=r"pools.gpu: 4 vCPUs, 15000 MiB and 1 GPU fit none"):
         _plan({"gpu": {"vcpus": 4, "memoryMiB": 15000, "gpus": 1, "instanceTypes": ["m6i.4xlarge"]}})
     # A family lets Batch choose the size; a type the table does not know is not checked.

@@ -208,12 +208,15 @@ def test_scheduler_stream_filter_passes_only_job_records_it_acts_on(synth: Synth
 # --- queues ------------------------------------------------------------------------------
 
 
-def test_dispatch_queue_has_dlq_redrive_and_lease_visibility(synth: Synthesis) -> None:
-    queue = synth.resources[synth.logical_id(synth.stack.dispatch.queue)]["Properties"]
-    dlq_id = synth.logical_id(synth.stack.dispatch.dead_letter_queue)
-    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
-    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 3
-    assert queue["VisibilityTimeout"] == CONTEXT["leaseSeconds"]
+def test_dispatch_queues_have_dlq_redrive_and_lease_visibility(synth: Synthesis) -> None:
+    dispatch = synth.stack.dispatch
+    dlq_id = synth.logical_id(dispatch.dead_letter_queue)
+    # The queue of each priority: high, normal, low.
+    for queue in (dispatch.high_queue, dispatch.queue, dispatch.low_queue):
+        properties = synth.resources[synth.logical_id(queue)]["Properties"]
+        assert properties["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
+        assert properties["RedrivePolicy"]["maxReceiveCount"] >= 3
+        assert properties["VisibilityTimeout"] == CONTEXT["leaseSeconds"]
     for queue in synth.of_type("AWS::SQS::Queue").values():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
 

@@ -181,13 +181,16 @@ class OverseerStack(Stack):
         )
         if config.pools_declared:
             # What each function uses of the pools (Lambda allows 4 KB of variables in
-            # all): the API and the trigger route jobs (types, routes), the scheduler also
-            # sends them to their pools' queues, the sweep also starts each pool's workers.
+            # all): the API and the trigger route jobs (types, routes); the scheduler sends
+            # them to their pools' queues, the sweep also starts each pool's workers: neither
+            # routes a job, so neither gets the types.
             routes_only = self._pools_json(queues=False, batch=False)
             self.scheduler.function.add_environment(
-                "OVERSEER_POOLS", self._pools_json(queues=True, batch=False)
+                "OVERSEER_POOLS", self._pools_json(queues=True, batch=False, types=False)
             )
-            self.sweep.function.add_environment("OVERSEER_POOLS", self._pools_json(queues=True, batch=True))
+            self.sweep.function.add_environment(
+                "OVERSEER_POOLS", self._pools_json(queues=True, batch=True, types=False)
+            )
             self.api.function.add_environment("OVERSEER_POOLS", routes_only)
             self.triggers.function.add_environment("OVERSEER_POOLS", routes_only)
             for service, function in factory.functions.items():
@@ -235,12 +238,13 @@ class OverseerStack(Stack):
             env["OVERSEER_POOLS"] = pools_json
         return env
 
-    def _pools_json(self, *, queues: bool, batch: bool) -> str:
+    def _pools_json(self, *, queues: bool, batch: bool, types: bool = True) -> str:
         """``OVERSEER_POOLS``: ``overseer.pools.Pools.to_json()`` of every pool (types, scaling,
         and the routes), with each pool's queue URLs (its three priorities and its DLQ) when
         ``queues`` and Batch job queue and job definition when ``batch`` (the default pool's
         are OVERSEER_QUEUE_URL, OVERSEER_HIGH_QUEUE_URL, OVERSEER_BATCH_JOB_QUEUE and the
-        like), as a CloudFormation value (its tokens resolved at deploy)."""
+        like), without the types and routes unless ``types``, as a CloudFormation value (its
+        tokens resolved at deploy)."""
         pools = {}
         for name, plan in self.plan.pools.items():
             other = name != DEFAULT_POOL
@@ -256,9 +260,9 @@ class OverseerStack(Stack):
                 batch_job_definition=workers.job_definition.job_definition_arn if workers else "",
                 max_workers=plan.config.max_workers,
                 backlog_per_worker=plan.config.backlog_per_worker,
-                types=plan.types,
+                types=plan.types if types else None,
             )
-        document = json.loads(Pools(pools, dict(self.plan.routes)).to_json())
+        document = json.loads(Pools(pools, dict(self.plan.routes) if types else {}).to_json())
         return self.to_json_string(document)
 
     def _grant(self) -> None:

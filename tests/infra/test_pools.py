@@ -233,23 +233,27 @@ def test_the_lambdas_route_each_job_type_to_its_pool(pools: Synthesis) -> None:
         _ref(pools, gpu_workers.job_definition),
     )
     # What each function uses (Lambda allows 4 KB of variables): the API and the trigger
-    # route, the scheduler also sends to the pools' queues, the sweep also starts workers.
+    # route (types and routes), the scheduler sends to the pools' queues, the sweep also
+    # starts workers (neither routes a job: no types).
     expected = {
-        stack.api.function: (("", ""), ("", "")),
-        stack.triggers.function: (("", ""), ("", "")),
-        stack.scheduler.function: (queue_urls, ("", "")),
-        stack.sweep.function: (queue_urls, batch),
+        stack.api.function: (("", ""), ("", ""), True),
+        stack.triggers.function: (("", ""), ("", ""), True),
+        stack.scheduler.function: (queue_urls, ("", ""), False),
+        stack.sweep.function: (queue_urls, batch, False),
     }
-    for function, (urls, batch_names) in expected.items():
+    for function, (urls, batch_names, routes) in expected.items():
         env = _lambda_env(pools, function)
         assert env["OVERSEER_JOBS_PER_WORKER"] == "20"  # pools.default.backlogPerWorker
         seen = _pools_of(pools, env)
         assert sorted(seen.names) == ["default", "etl", "gpu"]
-        assert seen.routes == {"embed": "gpu", "train": "gpu"}
-        assert seen["gpu"].types == GPU_TYPES and seen["default"].types == DAILY_REPORT_TYPES
-        # The graph's pool > the handler's > the pool serving the type > default.
-        assert seen.route("train") == "gpu" and seen.route("revenue") == "default"
-        assert seen.route("revenue", "etl") == "etl"
+        if routes:
+            assert seen.routes == {"embed": "gpu", "train": "gpu"}
+            assert seen["gpu"].types == GPU_TYPES and seen["default"].types == DAILY_REPORT_TYPES
+            # The graph's pool > the handler's > the pool serving the type > default.
+            assert seen.route("train") == "gpu" and seen.route("revenue") == "default"
+            assert seen.route("revenue", "etl") == "etl"
+        else:
+            assert (seen.routes, seen["gpu"].types) == ({}, None)
         gpu = seen["gpu"]
         assert (gpu.queue_url, gpu.dead_letter_queue_url) == urls
         assert (gpu.batch_job_queue, gpu.batch_job_definition) == batch_names

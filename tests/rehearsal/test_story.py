@@ -85,10 +85,13 @@ def objects(world: Rehearsal, bucket: str, prefix: str) -> list[str]:
     return sorted(o["Key"] for o in listing.get("Contents", []))
 
 
+def _dispatch_queue_id(rehearsal: Rehearsal) -> str:
+    """The default pool's normal-priority queue: the stack's ``QueueUrl`` output names it."""
+    return str(rehearsal.template.body["Outputs"]["QueueUrl"]["Value"]["Ref"])
+
+
 def _dispatch_queue_url(rehearsal: Rehearsal) -> str:
-    return str(
-        rehearsal.template.ref(rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p))
-    )
+    return str(rehearsal.template.ref(_dispatch_queue_id(rehearsal)))
 
 
 def _receive(rehearsal: Rehearsal, count: int, *, delete: bool) -> None:
@@ -119,9 +122,9 @@ def test_a_dead_lettered_job_is_failed_by_the_sweep(rehearsal: Rehearsal) -> Non
         rehearsal, "POST", "/graphs", {"graph": {"id": "dead-letter", "jobs": {"write_artifact": []}}}
     )
     assert answer["graph_id"] == "dead-letter"
-    redrive = rehearsal.template.resolve(
-        rehearsal.template.props(rehearsal.template.find("AWS::SQS::Queue", lambda p: "RedrivePolicy" in p))
-    )["RedrivePolicy"]
+    redrive = rehearsal.template.resolve(rehearsal.template.props(_dispatch_queue_id(rehearsal)))[
+        "RedrivePolicy"
+    ]
     _receive(rehearsal, int(redrive["maxReceiveCount"]), delete=False)
     sqs = rehearsal.client("sqs")
     assert (

@@ -44,9 +44,17 @@ GRAPH = {
 POOL_OF_JOB = {"start": "default", "fetch": "large", "aggregate": "large", "join": "default"}
 # What `aws cloudformation describe-stacks` shows of each pool (infra/stack.py's outputs).
 OUTPUTS = {
-    "default": {"queue": "QueueUrl", "job_queue": "BatchJobQueue", "job_definition": "BatchJobDefinition"},
+    "default": {
+        "queue": "QueueUrl",
+        "high": "HighQueueUrl",
+        "low": "LowQueueUrl",
+        "job_queue": "BatchJobQueue",
+        "job_definition": "BatchJobDefinition",
+    },
     "large": {
         "queue": "LargeQueueUrl",
+        "high": "LargeHighQueueUrl",
+        "low": "LargeLowQueueUrl",
         "job_queue": "LargeBatchJobQueue",
         "job_definition": "LargeBatchJobDefinition",
     },
@@ -66,8 +74,14 @@ def output(rehearsal: Rehearsal, pool: str, what: str) -> str:
     return str(rehearsal.template.output(OUTPUTS[pool][what]))
 
 
-def queue_arn(rehearsal: Rehearsal, pool: str) -> str:
-    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{output(rehearsal, pool, 'queue').rsplit('/', 1)[-1]}"
+def queue_arn(rehearsal: Rehearsal, pool: str, priority: str = "queue") -> str:
+    """The ARN of ``pool``'s queue of normal priority ("queue"), or "high" or "low"."""
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{output(rehearsal, pool, priority).rsplit('/', 1)[-1]}"
+
+
+def pool_queue_arns(rehearsal: Rehearsal, pool: str) -> set[str]:
+    """Its three queues: a worker asks each of them (``overseer.priority``)."""
+    return {queue_arn(rehearsal, pool, priority) for priority in ("queue", "high", "low")}
 
 
 def queue_messages(rehearsal: Rehearsal) -> dict[str, int]:
@@ -218,8 +232,8 @@ def _resources(rehearsal: Rehearsal, principal: str, action: str) -> set[str]:
 def test_each_pools_worker_ran_as_its_own_role_on_its_own_queue(rehearsal: Rehearsal) -> None:
     assert [call.describe_denial() for call in rehearsal.gateway.denied()] == []
     default, large = queue_arn(rehearsal, "default"), queue_arn(rehearsal, "large")
-    assert _resources(rehearsal, "worker", "sqs:ReceiveMessage") == {default}
-    assert _resources(rehearsal, "worker-large", "sqs:ReceiveMessage") == {large}
+    assert _resources(rehearsal, "worker", "sqs:ReceiveMessage") == pool_queue_arns(rehearsal, "default")
+    assert _resources(rehearsal, "worker-large", "sqs:ReceiveMessage") == pool_queue_arns(rehearsal, "large")
     assert _resources(rehearsal, "worker-large", "sqs:DeleteMessage") == {large}
     assert _resources(rehearsal, "scheduler", "sqs:SendMessage") == {default, large}
     assert {default, large} <= _resources(rehearsal, "sweep", "sqs:GetQueueAttributes")
@@ -254,6 +268,17 @@ LARGE_POOL_NOT_EXERCISED = {
     "failed (test_story: the default pool's)",
     ("WorkersLarge", "sqs:ChangeMessageVisibility", "DispatchQueueLarge"): "extends the message of a job "
     "running longer than the lease, or releases it on SIGTERM (not exercised for the default pool either)",
+    ("Scheduler", "sqs:SendMessage", "DispatchQueueLargeHigh"): "sends a high-priority job of the pool; the "
+    "two-pool graph is of normal priority (test_story: the default pool's high and low jobs)",
+    (
+        "Scheduler",
+        "sqs:SendMessage",
+        "DispatchQueueLargeLow",
+    ): "sends a low-priority job of the pool (as above)",
+    ("WorkersLarge", "sqs:DeleteMessage", "DispatchQueueLargeHigh"): "deletes a high-priority job's message "
+    "(as above)",
+    ("WorkersLarge", "sqs:DeleteMessage", "DispatchQueueLargeLow"): "deletes a low-priority job's message "
+    "(as above)",
 }
 
 
@@ -283,8 +308,8 @@ def test_every_grant_on_the_large_pools_resources_is_needed_by_a_call_or_says_wh
         "scheduler sqs:SendMessageBatch",
         "sweep batch:SubmitJob",  # the job queue
         "sweep batch:SubmitJob",  # the job definition
-        "sweep sqs:GetQueueAttributes",
+        *["sweep sqs:GetQueueAttributes"] * 3,  # its three queues (normal, high, low)
         "sweep sqs:ReceiveMessage",  # the dead-letter queue
         "worker-large sqs:DeleteMessageBatch",
-        "worker-large sqs:ReceiveMessage",
+        *["worker-large sqs:ReceiveMessage"] * 3,  # it asks each of its three queues
     ]

@@ -226,7 +226,8 @@ def _running_worker_of(rehearsal: Rehearsal, graph_id: str, name: str) -> str:
 
 def test_a_worker_killed_mid_job_is_recovered(rehearsal: Rehearsal) -> None:
     graph = {"id": "killed-worker", "jobs": {"slow": {"type": "wait", "args": {"seconds": 8}}}}
-    api(rehearsal, "POST", "/graphs", {"graph": graph})
+    # High priority: its messages go through the default pool's high-priority queue.
+    assert api(rehearsal, "POST", "/graphs", {"graph": graph, "priority": "high"})["priority"] == "high"
     batch_job = _running_worker_of(rehearsal, "killed-worker", "slow")
 
     rehearsal.batch.jobs[batch_job].attempts[-1].container.kill()
@@ -237,8 +238,12 @@ def test_a_worker_killed_mid_job_is_recovered(rehearsal: Rehearsal) -> None:
 
 
 def test_a_job_whose_worker_was_lost_to_a_spot_reclaim_keeps_its_attempt(rehearsal: Rehearsal) -> None:
-    graph = {"id": "spot-reclaim", "jobs": {"slow": {"type": "wait", "args": {"seconds": 8}}}}
-    api(rehearsal, "POST", "/graphs", {"graph": graph})
+    graph = {
+        "id": "spot-reclaim",
+        "priority": "low",
+        "jobs": {"slow": {"type": "wait", "args": {"seconds": 8}}},
+    }
+    api(rehearsal, "POST", "/graphs", {"graph": graph})  # low priority: through the low-priority queue
     batch_job = _running_worker_of(rehearsal, "spot-reclaim", "slow")
 
     rehearsal.batch.reclaim(batch_job)
@@ -506,6 +511,10 @@ NOT_EXERCISED = {
     ("Workers", "dynamodb:Query", "TablesJobs"): "inputs of a job with more dependencies than one read holds",
     ("Workers", "sqs:ChangeMessageVisibility", ""): "extends the message of a job running longer than the "
     "lease, or releases it on SIGTERM; the story's jobs are shorter and workers end idle",
+    ("Sweep", "sqs:SendMessage", "DispatchQueueHigh"): "re-sends a lost or late message of a high-priority "
+    "job; the story loses a normal one (tests/conformance/test_priority.py routes them on both backends)",
+    ("Sweep", "sqs:SendMessage", "DispatchQueueLow"): "re-sends a lost or late message of a low-priority job "
+    "(as above)",
 }
 
 

@@ -13,8 +13,8 @@ before the high job started (the issue asks for fewer than 50, counted from the 
 job), how many started between the high graph's submission and its job's start, and that
 wait in seconds.
 
-The receive policy (``overseer/priority.py``) checks an empty high queue at most every
-0.25-1 s per worker, so the wait is about that long whatever the backlog.
+The receive policy (``overseer/priority.py``) checks an empty high queue once every 4 jobs
+of a worker and at most once a second, so the wait is about that long whatever the backlog.
 """
 
 from __future__ import annotations

@@ -101,6 +101,18 @@ def test_a_busy_worker_asks_the_empty_high_and_low_queues_about_once_a_second() 
     assert raw["low"].receives <= 22
 
 
+def test_a_worker_with_long_jobs_asks_the_empty_queues_not_on_every_job() -> None:
+    clock = Clock()
+    pq, raw = queues(clock)
+    pq.send([JobMessage("g", f"n-{i}", 0) for i in range(100)])
+    for _ in range(100):  # jobs of a minute: the time backoff alone would allow a look each job
+        take(pq)
+        clock.now += 60
+    assert raw["normal"].receives == 100
+    assert raw["high"].receives <= 100 / 4 + 1  # once every 4 jobs at most
+    assert raw["low"].receives <= 100 / FAIR_EVERY + 1  # on its fair turns only
+
+
 def test_every_tenth_receive_asks_the_lowest_priority_first() -> None:
     pq, _ = queues(Clock())
     pq.send([JobMessage("g", f"h-{i}", 0, priority="high") for i in range(30)])

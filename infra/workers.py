@@ -121,17 +121,7 @@ class _PoolWorkers(Construct):
         user_data.add_commands(MOUNT_SCRIPT.read_text())
         block_devices = []
         if pool.root_volume_gib:
-            block_devices.append(
-                ec2.BlockDevice(
-                    device_name=ROOT_DEVICE,
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        pool.root_volume_gib,
-                        volume_type=ec2.EbsDeviceVolumeType.GP3,
-                        encrypted=True,
-                        delete_on_termination=True,
-                    ),
-                )
-            )
+            block_devices.append(_gp3_volume(ROOT_DEVICE, pool.root_volume_gib))
         # The boot script prefers NVMe instance store; the EBS volume is only for instance
         # types whose store is missing or too small (or unknown to infra/instance_store.py).
         ebs_scratch = pool.scratch_volume_gib > 0 and not instance_store_suffices(
@@ -139,17 +129,7 @@ class _PoolWorkers(Construct):
         )
         if ebs_scratch:
             block_devices.append(
-                ec2.BlockDevice(
-                    device_name=SCRATCH_DEVICE,
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        pool.scratch_volume_gib,
-                        volume_type=ec2.EbsDeviceVolumeType.GP3,
-                        encrypted=True,
-                        delete_on_termination=True,
-                        iops=3000,
-                        throughput=250,
-                    ),
-                )
+                _gp3_volume(SCRATCH_DEVICE, pool.scratch_volume_gib, iops=3000, throughput=250)
             )
         launch_template = ec2.LaunchTemplate(
             self,
@@ -386,3 +366,20 @@ class WorkerPool(_PoolWorkers):
             log_group=network.log_group,
             batch_timeout_seconds=batch_timeout_seconds,
         )
+
+
+def _gp3_volume(
+    device: str, size_gib: int, *, iops: int | None = None, throughput: int | None = None
+) -> ec2.BlockDevice:
+    """An encrypted gp3 volume deleted with its instance."""
+    return ec2.BlockDevice(
+        device_name=device,
+        volume=ec2.BlockDeviceVolume.ebs(
+            size_gib,
+            volume_type=ec2.EbsDeviceVolumeType.GP3,
+            encrypted=True,
+            delete_on_termination=True,
+            iops=iops,
+            throughput=throughput,
+        ),
+    )

@@ -40,7 +40,12 @@ def _capture(request: Any, **_: Any) -> None:
 def _client(service: str, endpoint: str | None) -> Any:
     """A client whose requests are captured instead of sent (None: AWS's own, virtual-hosted endpoints)."""
     session = boto3.Session(aws_access_key_id="AKIDREHEARSAL", aws_secret_access_key="x", region_name=REGION)
-    config = Config(s3={"addressing_style": "virtual"}) if endpoint is None else None
+    # AWS's own endpoints even when another test of this process set AWS_ENDPOINT_URL.
+    config = (
+        Config(s3={"addressing_style": "virtual"}, ignore_configured_endpoint_urls=True)
+        if endpoint is None
+        else None
+    )
     client = cast(Any, session).client(service, endpoint_url=endpoint, config=config)
     client.meta.events.register("before-send", _capture)
     return client

@@ -16,6 +16,7 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,9 @@ class Rehearsal:
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
         self.moto.start()
         self.moto_url = f"http://127.0.0.1:{self.moto._port}"
+        # moto keeps every server's resources in the process: a world started after another
+        # one in this process (its module's) starts from an empty account.
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST"))
         self.admin = boto3.session.Session(
             aws_access_key_id="AKIAREHEARSALADMIN", aws_secret_access_key="x", region_name=REGION
         )

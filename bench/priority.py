@@ -6,8 +6,8 @@
 What it does, per backend (``embedded``: SQLite in a temporary directory; ``aws``: the AWS
 adapters on a fresh local emulator, SQS queues per priority), as ``overseer run`` does it:
 the worker processes start, a graph of ``--low`` independent low-priority jobs (each
-sleeping ``--seconds``) is submitted, and once the scheduler has queued them (the workers
-already taking them), a one-job high-priority graph is submitted. Every job's start time
+sleeping ``--seconds``) is submitted, and once the scheduler has queued them and every
+worker has taken one, a one-job high-priority graph is submitted. Every job's start time
 is read from its record at the end. It prints how many low-priority jobs had started
 before the high job started (the issue asks for fewer than 50, counted from the first low
 job), how many started between the high graph's submission and its job's start, and that
@@ -69,6 +69,9 @@ def measure(backend: str, workers: int, low: int, seconds: float) -> dict[str, A
                 # then the high graph comes, while the workers are busy with the backlog.
                 while pump.feed() or services.queue.depth() < low // 2:
                     time.sleep(0.01)
+                # ... and every worker busy with it.
+                while sum(1 for j in services.store.list_jobs("backlog") if j.started_at) < workers:
+                    pump.feed() or time.sleep(0.05)
                 submitted = timeutil.now()
                 submit_graph(
                     services,

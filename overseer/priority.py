@@ -10,11 +10,12 @@ up, and a receipt names the queue it came from. Only ``receive`` has a policy:
 * **Highest first.** A receive asks ``high``, then ``normal``, then ``low``, and returns
   the first message found.
 * **No empty receive per job.** A high or low queue found empty is not asked again before
-  the worker has taken ``CHECK_EVERY`` (4) more jobs, nor for a while (``EMPTY_BACKOFF``:
+  the worker has taken ``CHECK_EVERY`` (4) more jobs on average (1 to 7, drawn, so that
+  workers started together do not look together), nor for a while (``EMPTY_BACKOFF``:
   0.25 s, then 0.5 s, then 1 s each time it is found empty again; back to the start when
-  it has a message). So a worker busy with normal jobs asks the empty high queue at most
-  once every 4 jobs and once a second, and the low queue only on its fair turns (below):
-  at most 0.35 empty receives per job, fewer the shorter its jobs. The normal queue is
+  it has a message). So a worker busy with normal jobs asks the empty high queue once
+  every 4 jobs on average and at most once a second, and the low queue only on its fair
+  turns (below): about 0.35 empty receives per job at most, fewer the shorter its jobs. The normal queue is
   asked every time, as a worker without priorities would. An idle worker asks them on time
   alone.
 * **Never starved for ever.** Every ``FAIR_EVERY``-th receive (10th) asks the queues the
@@ -28,6 +29,7 @@ up, and a receipt names the queue it came from. Only ``receive`` has a policy:
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -57,12 +59,17 @@ class PriorityQueues:
     goes to the normal queue (a stack or state directory made before priorities existed)."""
 
     def __init__(
-        self, queues: Mapping[str, DispatchQueue], *, clock: Callable[[], float] = time.monotonic
+        self,
+        queues: Mapping[str, DispatchQueue],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         if NORMAL not in queues:
             raise ValueError("a pool's queues need a normal-priority queue")
         self.queues = {p: queues[p] for p in PRIORITIES if p in queues}
         self.clock = clock
+        self.rng = rng or random.Random()
         self.receives = 0
         self._empty_until: dict[str, float] = {}
         self._empty_times: dict[str, int] = {}
@@ -114,7 +121,9 @@ class PriorityQueues:
             times = self._empty_times.get(name, 0)
             self._empty_until[name] = now + EMPTY_BACKOFF[min(times, len(EMPTY_BACKOFF) - 1)]
             self._empty_times[name] = times + 1
-            self._taken_since_empty[name] = 0
+            # The next look comes after 1 to 7 jobs (4 on average), so that workers started
+            # together do not all look at the same moment, after the same number of jobs.
+            self._taken_since_empty[name] = CHECK_EVERY - self.rng.randint(1, 2 * CHECK_EVERY - 1)
         self._idle = True
         if wait_seconds <= 0:
             return []

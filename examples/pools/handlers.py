@@ -4,7 +4,7 @@
 the graph (``pool: gpu``); the others run on the default pool. Each job writes which pool's
 worker ran it (``OVERSEER_POOL``, set for every worker of a pool), so a run shows it.
 
-    overseer run examples/pools/graph.yaml --handlers examples.pools.handlers \\
+    overseer run examples/pools/graph.yaml --handlers examples/pools/handlers.py \\
         --workers default=2,large=1,gpu=1 --json
 """
 

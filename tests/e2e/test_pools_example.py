@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,8 @@ from tests.e2e.cli import overseer
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 GRAPH = str(REPO / "examples" / "pools" / "graph.yaml")
-ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+# As the README runs it: the handlers as a file.
+HANDLERS = str(REPO / "examples" / "pools" / "handlers.py")
 
 
 @pytest.mark.parametrize("backend", ["embedded", "aws"])
@@ -24,7 +24,7 @@ def test_each_job_runs_on_a_worker_of_its_pool(tmp_path: Path, backend: str) -> 
         "run",
         GRAPH,
         "--handlers",
-        "examples.pools.handlers",
+        HANDLERS,
         "--workers",
         "default=2,large=1,gpu=1",
         "--backend",
@@ -33,7 +33,6 @@ def test_each_job_runs_on_a_worker_of_its_pool(tmp_path: Path, backend: str) -> 
         "--out",
         str(tmp_path / "out"),
         cwd=tmp_path,
-        env=ENV,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
@@ -60,15 +59,11 @@ def test_each_job_runs_on_a_worker_of_its_pool(tmp_path: Path, backend: str) -> 
 
 
 def test_a_job_whose_pool_has_no_workers_is_an_invalid_graph(tmp_path: Path) -> None:
-    done = overseer(
-        "run", GRAPH, "--handlers", "examples.pools.handlers", "--workers", "4", cwd=tmp_path, env=ENV
-    )
+    done = overseer("run", GRAPH, "--handlers", HANDLERS, "--workers", "4", cwd=tmp_path)
     assert done.returncode == 2
     assert "job 'aggregate' runs on pool 'large' (its handler's), which has no workers here" in done.stderr
     assert "job 'train' asks for pool 'gpu', which does not exist; pools: ['default']" in done.stderr
     assert not (tmp_path / ".overseer").exists()  # nothing stored
-    bad = overseer(
-        "run", GRAPH, "--handlers", "examples.pools.handlers", "--workers", "gpu=x", cwd=tmp_path, env=ENV
-    )
+    bad = overseer("run", GRAPH, "--handlers", HANDLERS, "--workers", "gpu=x", cwd=tmp_path)
     assert bad.returncode == 2
     assert "expected a number or POOL=N" in bad.stderr

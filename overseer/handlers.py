@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import HandlersModuleError, InvalidArtifact
 from .job import Artifact, Expand, Job, Rows
+from .pools import POOL_NAME
 
 _STAGE_KEYS = {
     "process", "pre_process", "post_process", "max_attempts", "timeout_seconds",
@@ -159,8 +160,6 @@ def _seconds(job_type: str, key: str, value: Any) -> float | None:
 
 
 def _pool_name(job_type: str, value: Any) -> str | None:
-    from .pools import POOL_NAME
-
     if value is None or (isinstance(value, str) and POOL_NAME.match(value)):
         return value
     raise HandlersModuleError(f"handler {job_type!r} pool must be a pool name such as 'gpu', got {value!r}")

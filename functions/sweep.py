@@ -90,6 +90,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 name=metric_name, unit=MetricUnit.Count, value=value, namespace=metrics.namespace
             ) as metric:
                 metric.add_dimension(name="Pool", value=pool)
+    # Per concurrency limit: jobs holding it (running) and waiting for it.
+    for limit, numbers in report.limits.items():
+        for metric_name, key in (("LimitRunning", "running"), ("LimitWaiting", "waiting")):
+            value = numbers[key]
+            with single_metric(
+                name=metric_name, unit=MetricUnit.Count, value=value, namespace=metrics.namespace
+            ) as metric:
+                metric.add_dimension(name="Limit", value=limit)
     for step, exc in report.failures.items():
         logger.error("sweep step %s failed", step, exc_info=exc, extra={"step": step})
         with single_metric(
@@ -100,6 +108,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         **counts,
         "queue_depths": report.queue_depths,
         "workers_active": report.workers_active,
+        "limits": report.limits,
         "failed_steps": list(report.failures),
     }
     logger.info("sweep done", extra=summary)

@@ -90,6 +90,9 @@ class Settings:
     # and every pool of the stack or run as JSON (``overseer.pools``; "" = the default only).
     pool: str = "default"
     pools: str = ""
+    # Concurrency limits as JSON, name -> how many jobs holding it may run at once
+    # (``overseer.limits``; "" = none).
+    limits: str = ""
     # A worker takes no new job this long after its start (0 = no limit), and refuses (hands
     # back, attempt not counted) a job it could not finish by its deadline: seconds after its
     # start when it is stopped (AWS Batch's timeout, less a grace; 0 = none).

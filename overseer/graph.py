@@ -16,6 +16,7 @@ A graph document::
         retry_on: [requests.ConnectionError]   # optional, overrides the handler's
         timeout_seconds: 600               # optional
         pool: gpu                          # optional: the worker pool that runs it
+        limit: geo_api                     # optional: a concurrency limit it holds
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import yaml
 
 from .errors import InvalidGraph, UnknownHandler
+from .limits import check_name as check_limit_name
 from .pools import POOL_NAME
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -48,7 +50,7 @@ _GRAPH_KEYS = {"id", "args", "jobs", "timeout", "priority"}
 # A graph's priority: within a worker pool, its ready jobs are taken before those of lower
 # priority (``overseer.priority``).
 PRIORITIES = ("high", "normal", "low")
-_JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds", "retry_on", "pool"}
+_JOB_KEYS = {"type", "deps", "args", "max_attempts", "timeout_seconds", "retry_on", "pool", "limit"}
 _MAX_PROBLEMS_SHOWN = 10
 # A job's retry_on: at most this many exception names, each a dotted path of identifiers.
 MAX_RETRY_ON = 20
@@ -66,6 +68,8 @@ class JobSpec:
     retry_on: tuple[str, ...] = ()
     # The worker pool that runs it (``overseer.pools``); None: its type's route, or default.
     pool: str | None = None
+    # The concurrency limit it holds while it runs (``overseer.limits``); None: its handler's.
+    limit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ def definition_digest(spec: GraphSpec) -> str:
     pools = {n: j.pool for n, j in spec.jobs.items() if j.pool}
     if pools:
         body["pools"] = pools
+    limits = {n: j.limit for n, j in spec.jobs.items() if j.limit}
+    if limits:
+        body["limits"] = limits
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -319,6 +326,7 @@ def parse_graph(
         max_attempts = job_timeout = None
         retry_on: tuple[str, ...] = ()
         pool: str | None = None
+        limit: str | None = None
         if isinstance(body, dict):
             extra = set(body) - _JOB_KEYS
             if extra:
@@ -337,6 +345,10 @@ def parse_graph(
             if pool is not None and not (isinstance(pool, str) and POOL_NAME.match(pool)):
                 problems.append(f"job {name!r} pool must be a pool name such as 'gpu', got {pool!r:.80}")
                 pool = None
+            limit = body.get("limit")
+            if limit is not None and (problem := check_limit_name(limit, f"job {name!r} limit")):
+                problems.append(problem)
+                limit = None
         elif body is None:
             deps = []
         if not _check_name(job_type, f"job {name!r} type", problems):
@@ -359,7 +371,9 @@ def parse_graph(
         merged = {**graph_args, **job_args}
         if _json_size(merged, f"args of job {name!r}", problems) > MAX_ARGS_BYTES:
             problems.append(f"args of job {name!r} are larger than {MAX_ARGS_BYTES} bytes of JSON")
-        jobs[name] = JobSpec(name, job_type, tuple(deps), merged, max_attempts, job_timeout, retry_on, pool)
+        jobs[name] = JobSpec(
+            name, job_type, tuple(deps), merged, max_attempts, job_timeout, retry_on, pool, limit
+        )
 
     for job in jobs.values():
         missing = [d for d in job.deps if d not in raw_jobs]

@@ -14,11 +14,12 @@ from typing import Any
 
 from .errors import HandlersModuleError, InvalidArtifact
 from .job import Artifact, Expand, Job, Rows
+from .limits import check_name as check_limit_name
 from .pools import POOL_NAME
 
 _STAGE_KEYS = {
     "process", "pre_process", "post_process", "max_attempts", "timeout_seconds",
-    "retry_on", "backoff_seconds", "backoff_max_seconds", "pool",
+    "retry_on", "backoff_seconds", "backoff_max_seconds", "pool", "limit",
 }  # fmt: skip
 # A name in ``retry_on``: a dotted path of Python identifiers (``requests.ConnectionError``).
 EXCEPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -44,6 +45,9 @@ class HandlerSpec:
     backoff_max_seconds: float | None = None
     # The worker pool its jobs run on unless the graph says otherwise (``overseer.pools``).
     pool: str | None = None
+    # The concurrency limit its jobs hold while they run unless the graph names another
+    # (``overseer.limits``).
+    limit: str | None = None
 
     def retries(self, exc: BaseException, job_retry_on: Sequence[str] = ()) -> bool:
         """Whether ``exc`` is retried: it is an instance of one of the job's ``retry_on``
@@ -165,6 +169,13 @@ def _pool_name(job_type: str, value: Any) -> str | None:
     raise HandlersModuleError(f"handler {job_type!r} pool must be a pool name such as 'gpu', got {value!r}")
 
 
+def _limit_name(job_type: str, value: Any) -> str | None:
+    problem = None if value is None else check_limit_name(value, f"handler {job_type!r} limit")
+    if problem:
+        raise HandlersModuleError(problem)
+    return value
+
+
 def to_spec(job_type: str, handler: Any) -> HandlerSpec:
     if callable(handler) and not isinstance(handler, Mapping):
         return HandlerSpec(job_type, handler)
@@ -191,6 +202,7 @@ def to_spec(job_type: str, handler: Any) -> HandlerSpec:
             _seconds(job_type, "backoff_seconds", handler.get("backoff_seconds")),
             _seconds(job_type, "backoff_max_seconds", handler.get("backoff_max_seconds")),
             _pool_name(job_type, handler.get("pool")),
+            _limit_name(job_type, handler.get("limit")),
         )
     raise HandlersModuleError(
         f"handler {job_type!r} must be a function or a mapping with 'process', got {type(handler).__name__}"
@@ -238,8 +250,9 @@ def load_handlers(path: str) -> dict[str, HandlerSpec]:
 
 def manifest(path: str) -> dict[str, dict[str, Any]]:
     """What a pool's handlers module serves, for routing without importing it (the stack
-    lists it at synthesis): job type -> {"pool": the spec's pool or None, "timeout_seconds"}."""
+    lists it at synthesis): job type -> {"pool": the spec's pool or None, "timeout_seconds",
+    "limit": the spec's concurrency limit or None}."""
     return {
-        job_type: {"pool": spec.pool, "timeout_seconds": spec.timeout_seconds}
+        job_type: {"pool": spec.pool, "timeout_seconds": spec.timeout_seconds, "limit": spec.limit}
         for job_type, spec in load_handlers(path).items()
     }

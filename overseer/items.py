@@ -31,6 +31,7 @@ from typing import Any
 
 from . import timeutil
 from .graph import GraphSpec, definition_digest
+from .limits import wait_key
 from .states import RELEASED_BY_EXPANSION, GraphStatus, JobStatus, Transition
 from .store import EDGE_CHUNK, INLINE_EDGES, MAX_SQS_DELAY, Dependent, GraphRecord, JobRecord
 
@@ -118,6 +119,7 @@ def job_items(spec: GraphSpec, max_attempts: Mapping[str, int], stamp: str) -> I
             # Absent for the default pool (overseer.pools) and for normal priority.
             "pool": job.pool,
             "priority": spec.priority if spec.priority != "normal" else None,
+            "limit": job.limit,
             "deps_count": len(job.deps),
             "deps": list(job.deps) if len(job.deps) <= INLINE_EDGES else None,
             "dependents": out if len(out) <= INLINE_EDGES else None,
@@ -172,6 +174,9 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         retry_on=[str(name) for name in values.get("retry_on") or ()],
         pool=values.get("pool"),
         priority=values.get("priority"),
+        limit=values.get("limit"),
+        limit_wait=values.get("limit_wait"),
+        limit_since=values.get("limit_since"),
         worker=values.get("worker"),
         worker_pool=values.get("worker_pool"),
         deps_count=_int(values.get("deps_count")),
@@ -275,9 +280,14 @@ def sweep_index_values(
 ) -> dict[str, str | None]:
     """``sweep_key`` and ``sweep_at`` of a job that moves to ``status`` with ``changes``
     (None = remove): running with a lease, the minute it expires; ready, the minute its late
-    retry may be sent or the minute it became due; otherwise out of the index."""
+    retry may be sent or the minute it became due; waiting for a concurrency limit, the
+    limit's partition and since when, to the millisecond (the oldest is woken first);
+    otherwise out of the index."""
     kind: str | None = None
     at: dt.datetime | str | None = None
+    if status == JobStatus.READY and changes.get("limit_wait"):
+        since = str(changes.get("limit_since") or timeutil.iso(now))
+        return {"sweep_key": wait_key(str(changes["limit_wait"])), "sweep_at": since}
     if status == JobStatus.RUNNING and changes.get("lease_expires_at"):
         kind, at = LEASE, str(changes["lease_expires_at"])
     elif status == JobStatus.READY:
@@ -330,10 +340,16 @@ def transition_values(
         else:
             values[key] = value
     removed: list[str] = []
+    # Only a job parked by its concurrency limit carries limit_wait, and only a ready one
+    # its limit_since (kept while it is woken, so that it waits in its old place again).
+    if "limit_wait" not in values:
+        removed.append("limit_wait")
+    if transition.target != JobStatus.READY and "limit_since" not in values:
+        removed.append("limit_since")
     for key in remove:
         if key == "error":
             removed += [f for f in ERROR_FIELDS if f not in values]
-        elif key not in values:
+        elif key not in values and key not in removed:
             removed.append(key)
     return values, removed
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from . import timeutil
-from .errors import GraphNotFound, RerunRefused
+from .errors import GraphNotFound, InvalidGraph, RerunRefused
 from .graph import GraphSpec, load_document, parse_graph
+from .limits import parse_limits
 from .parallel import in_parallel
 from .pools import Pools
 from .scheduler import upstream_reason
@@ -85,7 +86,17 @@ def submit_graph(
 def route_jobs(services: Services, spec: GraphSpec) -> GraphSpec:
     """``spec`` with each job's worker pool decided (``overseer.pools``). Raises
     ``InvalidGraph`` naming the pools when a job asks for an unknown pool or its type is
-    served by none."""
+    served by none, and naming the limits when a job holds a concurrency limit that is not
+    configured (``overseer.limits``)."""
+    limits = parse_limits(services.settings.limits)
+    unknown = sorted({job.limit for job in spec.jobs.values() if job.limit and job.limit not in limits})
+    if unknown:
+        users = sorted(job.name for job in spec.jobs.values() if job.limit in unknown)[:5]
+        raise InvalidGraph(
+            f"invalid graph: job(s) {users} hold the concurrency limit(s) {unknown}, which are not "
+            f"configured; limits: {sorted(limits) or 'none'} (set them in cdk.json 'limits', or "
+            "--limit NAME=N for a local run)"
+        )
     return Pools.from_settings(services.settings).assign(spec)
 
 

@@ -9,6 +9,8 @@
        +--(upstream failed/aborted, graph cancelled)---------------------------------> aborted
     failed / aborted --(rerun)--> waiting or ready
     finished / failed / aborted / ready --(rerun of a job and its downstream)--> waiting
+    ready --(its concurrency limit is full)--> ready, waiting outside the queue
+          --(a slot given back)--> ready, enqueued again
 
 Every write that changes a job's status names one of the ``Transition`` objects below;
 the stores turn it into a single conditional write ("status is one of ``sources``", plus
@@ -58,10 +60,14 @@ class Transition:
     target: JobStatus
     # Fenced transitions are only valid for the current owner of the current attempt.
     fenced: bool = False
+    # An attribute the job must carry for the transition to apply (None: no such condition).
+    requires: str | None = None
 
 
-def _t(name: str, sources: set[JobStatus], target: JobStatus, fenced: bool = False) -> Transition:
-    return Transition(name, frozenset(sources), target, fenced)
+def _t(
+    name: str, sources: set[JobStatus], target: JobStatus, fenced: bool = False, requires: str | None = None
+) -> Transition:
+    return Transition(name, frozenset(sources), target, fenced, requires)
 
 
 S = JobStatus
@@ -73,6 +79,8 @@ RELEASED_BY_SUBMISSION = "submission"
 RELEASED_BY_RERUN = "rerun"
 # A child of an expansion, written ready by the scheduler (``overseer.expansion``).
 RELEASED_BY_EXPANSION = "expansion"
+# A job that waited for a concurrency limit, woken when a slot was given back (``overseer.limits``).
+RELEASED_BY_LIMIT = "limit"
 CLAIM = _t("claim", {S.READY}, S.RUNNING)
 FINISH = _t("finish", {S.RUNNING}, S.FINISHED, fenced=True)
 FAIL = _t("fail", {S.RUNNING}, S.FAILED, fenced=True)
@@ -82,6 +90,10 @@ RETRY = _t("retry", {S.RUNNING}, S.READY, fenced=True)
 SHUTDOWN_RELEASE = _t("shutdown_release", {S.RUNNING}, S.READY, fenced=True)
 # The sweep re-sends a ready job's lost (or late) message; the status stays ready.
 REDISPATCH = _t("redispatch", {S.READY}, S.READY)
+# A job whose concurrency limit is full waits, ready, outside the queue (``limit_wait`` set;
+# its message is deleted); a slot given back wakes it (the scheduler enqueues it again).
+LIMIT_WAIT = _t("limit_wait", {S.READY}, S.READY)
+LIMIT_WAKE = _t("limit_wake", {S.READY}, S.READY, requires="limit_wait")
 # The sweep: a message dead-lettered (received too often without an outcome).
 DEAD_LETTER = _t("dead_letter", {S.READY, S.RUNNING}, S.FAILED)
 # The sweep takes back a job whose owner's lease expired.
@@ -99,7 +111,8 @@ TRANSITIONS: dict[str, Transition] = {
     t.name: t
     for t in (
         RELEASE, CLAIM, FINISH, FAIL, ABORT, RETRY, SHUTDOWN_RELEASE, EXPIRE, EXPIRE_FAIL,
-        DEAD_LETTER, REDISPATCH, CASCADE_ABORT, CANCEL_RUNNING, RERUN, RERUN_JOB,
+        DEAD_LETTER, REDISPATCH, CASCADE_ABORT, CANCEL_RUNNING, RERUN, RERUN_JOB, LIMIT_WAIT,
+        LIMIT_WAKE,
     )
 }  # fmt: skip
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from .config import Settings
 from .graph import GraphSpec
+from .limits import Admission, Holder
 from .pools import DEFAULT_POOL
 from .states import GraphStatus, JobStatus, Transition
 
@@ -67,6 +68,12 @@ class JobRecord:
     worker_pool: str | None = None
     # Its graph's priority (None: normal; ``overseer.priority``).
     priority: str | None = None
+    # The concurrency limit the graph gives it (None: its handler's, if any), and while it
+    # waits for a slot of a limit, outside the queue: that limit and since when
+    # (``overseer.limits``).
+    limit: str | None = None
+    limit_wait: str | None = None
+    limit_since: str | None = None
     deps_count: int = 0
     # None when the edges are kept in chunk items (see ``JobStore.dependencies``).
     deps: list[str] | None = field(default_factory=list)
@@ -142,6 +149,10 @@ class JobRecord:
         }
         if self.priority:
             out["priority"] = self.priority
+        if self.limit:
+            out["limit"] = self.limit
+        if self.limit_wait and self.status == JobStatus.READY:
+            out["waiting_for_limit"] = {"limit": self.limit_wait, "since": self.limit_since}
         if self.worker_pool:  # which worker ran it last, of which pool
             out["worker"] = {"id": self.worker, "pool": self.worker_pool}
         if self.rows:
@@ -236,22 +247,45 @@ class JobMessage:
     # The job's worker pool and priority: which queue it is sent to (not in the message body).
     pool: str | None = None
     priority: str | None = None
+    # Its type and the limit its graph gives it, and since when it waits for that limit (a
+    # job woken to try again): a worker takes the limit's slot before it claims the job
+    # (``overseer.limits``). None in a message from a sender that predates limits.
+    job_type: str | None = None
+    limit: str | None = None
+    waiting_since: str | None = None
 
     @classmethod
     def for_job(cls, job: JobRecord, delay_seconds: int = 0) -> JobMessage:
-        return cls(job.graph_id, job.name, job.attempts, delay_seconds, job.pool, job.priority)
+        return cls(
+            job.graph_id,
+            job.name,
+            job.attempts,
+            delay_seconds,
+            job.pool,
+            job.priority,
+            job.type,
+            job.limit,
+            job.limit_since,
+        )
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"g": self.graph_id, "j": self.job_name, "a": self.attempts},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        body: dict[str, Any] = {"g": self.graph_id, "j": self.job_name, "a": self.attempts}
+        for key, value in (("t", self.job_type), ("l", self.limit), ("s", self.waiting_since)):
+            if value:
+                body[key] = value
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, body: str) -> JobMessage:
         data = json.loads(body)
-        return cls(str(data["g"]), str(data["j"]), int(data["a"]))
+        return cls(
+            str(data["g"]),
+            str(data["j"]),
+            int(data["a"]),
+            job_type=data.get("t"),
+            limit=data.get("l"),
+            waiting_since=data.get("s"),
+        )
 
 
 @dataclass(frozen=True)
@@ -353,6 +387,30 @@ class JobStore(Protocol):
 
     def release_lease(self, name: str, owner: str) -> None:
         """Give the lease back, if ``owner`` still holds it."""
+        ...
+
+    def acquire_slot(self, limit: str, size: int, job: str, holder: Holder) -> Admission:
+        """Take one of the ``size`` slots of ``limit`` for the job id ``job`` (``overseer.limits``):
+        one conditional write while a slot is free; else the item is read, the holders whose
+        lease passed are left out and the rest written back on the item's version (retried
+        when another write came first). HELD, FULL, or TAKEN when another worker holds the
+        job's attempt."""
+        ...
+
+    def renew_slot(self, limit: str, job: str, owner: str, *, until: str) -> bool:
+        """Extend ``owner``'s slot for ``job`` to ``until``; False when it holds none any more."""
+        ...
+
+    def release_slot(self, limit: str, job: str, owner: str) -> bool:
+        """Give back ``owner``'s slot for ``job``; False when it held none (nothing changes)."""
+        ...
+
+    def slot_holders(self, limit: str) -> dict[str, Holder]:
+        """The limit's holders (strongly consistent), lapsed leases included: job id -> holder."""
+        ...
+
+    def count_waiting(self, limit: str) -> int:
+        """How many jobs wait for ``limit`` (from the sweep index's ``limit#<name>`` partition)."""
         ...
 
     def get_job(self, graph_id: str, name: str) -> JobRecord | None:

@@ -17,7 +17,13 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from .items import JOB_PREFIX, record_from_item
-from .states import RELEASED_BY_EXPANSION, RELEASED_BY_RERUN, RELEASED_BY_SUBMISSION, JobStatus
+from .states import (
+    RELEASED_BY_EXPANSION,
+    RELEASED_BY_LIMIT,
+    RELEASED_BY_RERUN,
+    RELEASED_BY_SUBMISSION,
+    JobStatus,
+)
 from .store import JobRecord
 
 _deserializer = TypeDeserializer()
@@ -38,13 +44,17 @@ STREAM_FILTER_PATTERNS: list[dict[str, Any]] = [
     _job_records({"NewImage": {"status": {"S": ["finished", "failed", "aborted"]}}}),
     # Ready again after running (a retry, an expired lease, a worker shutting down).
     _job_records({"NewImage": {"status": {"S": ["ready"]}}, "OldImage": {"status": {"S": ["running"]}}}),
-    # Released by the graph's submission (its roots) or by a rerun, or written ready as a
-    # child of an expansion.
+    # Released by the graph's submission (its roots) or by a rerun, written ready as a child
+    # of an expansion, or woken by a slot of its concurrency limit given back; not while it
+    # waits for that limit (parked, outside the queue).
     _job_records(
         {
             "NewImage": {
                 "status": {"S": ["ready"]},
-                "released_by": {"S": [RELEASED_BY_SUBMISSION, RELEASED_BY_RERUN, RELEASED_BY_EXPANSION]},
+                "released_by": {
+                    "S": [RELEASED_BY_SUBMISSION, RELEASED_BY_RERUN, RELEASED_BY_EXPANSION, RELEASED_BY_LIMIT]
+                },
+                "limit_wait": {"S": [{"exists": False}]},
             }
         }
     ),
@@ -52,18 +62,32 @@ STREAM_FILTER_PATTERNS: list[dict[str, Any]] = [
 
 
 def matches(pattern: Any, value: Any) -> bool:
-    """EventBridge-style filter matching, enough for the scheduler's filter pattern."""
+    """EventBridge-style filter matching, enough for the scheduler's filter patterns."""
     if isinstance(pattern, dict):
+        if value is None and _only_absence(pattern):
+            return True  # {"x": {"S": [{"exists": false}]}} matches an image without x
         return isinstance(value, dict) and all(matches(p, value.get(k)) for k, p in pattern.items())
     if isinstance(pattern, list):
         for option in pattern:
-            if isinstance(option, dict) and "prefix" in option:
+            if isinstance(option, dict) and "exists" in option:
+                if (value is not None) == bool(option["exists"]):
+                    return True
+            elif isinstance(option, dict) and "prefix" in option:
                 if isinstance(value, str) and value.startswith(option["prefix"]):
                     return True
             elif value == option:
                 return True
         return False
     return bool(pattern == value)
+
+
+def _only_absence(pattern: Any) -> bool:
+    """Whether ``pattern`` is satisfied by a missing value (an ``exists: false`` leaf)."""
+    if isinstance(pattern, dict):
+        return all(_only_absence(p) for p in pattern.values())
+    return isinstance(pattern, list) and any(
+        isinstance(option, dict) and option.get("exists") is False for option in pattern
+    )
 
 
 def passes_stream_filters(record: Mapping[str, Any]) -> bool:
@@ -87,6 +111,12 @@ def _expansion_moved(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return any(old.get(key) != new.get(key) for key in ("expand_made", "expand_done_at"))
 
 
+def _woken(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a write woke a job that waited for its concurrency limit (``overseer.limits``):
+    still ready, it is to be enqueued again."""
+    return bool(old.get("limit_wait")) and not new.get("limit_wait")
+
+
 def status_changes(event: Mapping[str, Any]) -> tuple[int, list[StatusChange]]:
     """The job status changes in a Lambda DynamoDB stream event (``{"Records": [...]}``), and
     the moves of finished jobs' expansions, in record order; and the number of records."""
@@ -100,7 +130,7 @@ def status_changes(event: Mapping[str, Any]) -> tuple[int, list[StatusChange]]:
         if not new or not str(new.get("entry", "")).startswith(JOB_PREFIX):
             continue
         old = _image(body, "OldImage")
-        if old.get("status") == new.get("status") and not _expansion_moved(old, new):
+        if old.get("status") == new.get("status") and not _expansion_moved(old, new) and not _woken(old, new):
             continue
         previous = JobStatus(old["status"]) if old.get("status") else None
         changes.append(StatusChange(previous, record_from_item(new)))

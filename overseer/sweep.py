@@ -72,7 +72,11 @@ lets a caller fail loudly at the end, as the sweep Lambda does):
    submission began (it stopped between the graph item and its jobs) is rolled back, so
    its id can be submitted again (a resubmission completes it before then);
 6. ``dead_letters``: messages that reached a pool's dead-letter queue become failed jobs
-   with a clear error.
+   with a clear error;
+7. ``limits``: for each concurrency limit (``overseer.limits``), its holders whose lease is
+   still running and the jobs waiting for it (``report.limits``); as many waiters as there
+   are free slots are woken (a holder whose worker died frees its slot when its lease
+   passes, and a wake-up that a waiter missed is made up for here).
 
 One sweep at a time: ``sweep`` first takes the store's lease ``SWEEP_LEASE`` (a
 conditional write with an expiry, ``one_sweep_at_a_time``) and gives it back at the end;
@@ -98,6 +102,7 @@ from typing import Concatenate, ParamSpec
 from . import timeutil
 from .errors import StreamRecordsGone, SweepFailed
 from .items import DUE, LATE, LEASE, SWEEP_SHARDS, error_history, minute
+from .limits import limit_states, live_holders, parse_limits, wake
 from .operations import cancel_graph
 from .pools import DEFAULT_POOL
 from .scheduler import GraphEvents, Scheduler, finalize_graph
@@ -176,6 +181,9 @@ class SweepReport:
     # Pages of the sweep index read, and 1 when the work budget ran out before the end.
     index_pages: int = 0
     stopped_early: int = 0
+    # By concurrency limit: its size, how many hold it (lease running) and wait for it, and
+    # how many waiters this sweep woke (``overseer.limits``).
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)
     # The steps that raised, by name, with the first exception each raised.
     failures: dict[str, Exception] = field(default_factory=dict)
 
@@ -308,7 +316,20 @@ def sweep(
     for queue in dead_letter_queues:
         with _step(report, "dead_letters"):
             report.dead_letters += _fail_dead_letters(services, queue)
+    with _step(report, "limits"):
+        report.limits = _wake_waiters(services)
     return report
+
+
+def _wake_waiters(services: Services) -> dict[str, dict[str, int]]:
+    """Each limit's holders and waiters; wakes as many waiters as there are free slots."""
+    out: dict[str, dict[str, int]] = {}
+    for state in limit_states(services.store, parse_limits(services.settings.limits)):
+        running = len(live_holders(state.holders))
+        free = state.size - running
+        woken = len(wake(services.store, state.name, free)) if free > 0 and state.waiting else 0
+        out[state.name] = {"size": state.size, "running": running, "waiting": state.waiting, "woken": woken}
+    return out
 
 
 def _repair_graphs(

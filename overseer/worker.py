@@ -33,8 +33,9 @@ from .handlers import HandlerSpec
 from .isolation import inputs_in_child, short_traceback
 from .items import error_history, minute, next_lease_bucket
 from .job import Expand, Job
-from .states import ABORT, CLAIM, FAIL, FINISH, RETRY, SHUTDOWN_RELEASE, gave_up
-from .store import Delivery, Fence, JobRecord, Services
+from .limits import Admission, Holder, live_holders, parse_limits, wake
+from .states import ABORT, CLAIM, FAIL, FINISH, LIMIT_WAIT, RETRY, SHUTDOWN_RELEASE, gave_up
+from .store import Delivery, Fence, JobMessage, JobRecord, Services
 
 log = logging.getLogger("overseer.worker")
 # The run loop deletes handled messages in batches of up to 10 (one SQS request), at the
@@ -81,10 +82,14 @@ def run_in_process(spec: HandlerSpec, job: Job, should_stop: Callable[[], bool])
 
 
 class _Heartbeat:
-    """Renews the job's lease and the message's visibility while the handler runs."""
+    """Renews the job's lease, the message's visibility and the slot of the job's concurrency
+    limit (if it holds one) while the handler runs."""
 
-    def __init__(self, services: Services, job: JobRecord, fence: Fence, receipt: str) -> None:
+    def __init__(
+        self, services: Services, job: JobRecord, fence: Fence, receipt: str, limit: str | None = None
+    ) -> None:
         self.services, self.job, self.fence, self.receipt = services, job, fence, receipt
+        self.limit = limit
         self.lease = services.settings.lease_seconds
         # The job's minute in the sweep index, as the claim wrote it (overseer.items).
         self.bucket = minute(job.lease_expires_at) if job.lease_expires_at else None
@@ -115,6 +120,11 @@ class _Heartbeat:
                 )
                 if held and bucket is not None:
                     self.bucket = bucket
+                if held and self.limit is not None:
+                    # A slot taken back (its lease passed) is another job's now: stop too.
+                    held = self.services.store.renew_slot(
+                        self.limit, self.job.id, self.fence.owner or "", until=expires
+                    )
                 if not held:
                     # Cancelled, or taken over after our lease expired: our outcome will be
                     # refused by the fence, so there is no point extending the message.
@@ -173,6 +183,7 @@ class Worker:
         self._deletes_since = 0.0
         self.processed = 0
         self.started = time.monotonic()
+        self.limits = parse_limits(self.settings.limits)
 
     def stop(self) -> None:
         """Take no new job; the running one may go on for ``shutdown_grace_seconds``, then
@@ -268,42 +279,117 @@ class Worker:
     def process(self, delivery: Delivery, *, defer_delete: bool = False) -> Outcome:
         """Claim, run and record one delivered job. With ``defer_delete`` its message is
         deleted later in a batch (``flush_deletes``): the outcome is already recorded, and a
-        message seen again meanwhile claims nothing."""
+        message seen again meanwhile claims nothing. A job holding a concurrency limit takes
+        a slot of it first, or waits outside the queue while there is none
+        (``overseer.limits``)."""
         message = delivery.message
         store, queue = self.services.store, self.services.queue
         lease = self.settings.lease_seconds
         attempt = message.attempts + 1
-        stamp = timeutil.iso()
-        record = store.transition(
-            message.graph_id,
-            message.job_name,
-            CLAIM,
-            fence=Fence(message.attempts),
-            changes={
-                "attempts": attempt,
-                "lease_owner": self.worker_id,
-                "lease_expires_at": timeutil.iso_in(lease),
-                "heartbeat_at": stamp,
-                "started_at": stamp,
-                # Which worker, of which pool, ran it (kept after the job ends).
-                "worker": self.worker_id,
-                "worker_pool": self.settings.pool,
-            },
-            remove=["not_before", "dispatched_at"],
-        )
-        if record is None:
-            # Duplicate or stale message: the job is someone else's, or already done.
-            self._delete(delivery.receipt, defer_delete)
-            return Outcome("skipped", message.graph_id, message.job_name)
-        fence = Fence(attempt, self.worker_id)
-        with _Heartbeat(self.services, record, fence, delivery.receipt) as heartbeat:
-            outcome = self._run_and_record(record, fence, heartbeat.lost.is_set)
+        job_id = f"{message.graph_id}/{message.job_name}"
+        limit = self._limit_of(message)
+        holding: str | None = None
+        if limit is not None and limit in self.limits:
+            holder = Holder(self.worker_id, attempt, timeutil.iso_in(lease))
+            admission = store.acquire_slot(limit, self.limits[limit], job_id, holder)
+            if admission == Admission.FULL:
+                return self._wait_for_slot(delivery, limit, defer_delete)
+            if admission == Admission.TAKEN:
+                # Another worker took this very attempt (a duplicate message).
+                self._delete(delivery.receipt, defer_delete)
+                return Outcome("skipped", message.graph_id, message.job_name)
+            holding = limit
+        try:
+            stamp = timeutil.iso()
+            record = store.transition(
+                message.graph_id,
+                message.job_name,
+                CLAIM,
+                fence=Fence(message.attempts),
+                changes={
+                    "attempts": attempt,
+                    "lease_owner": self.worker_id,
+                    "lease_expires_at": timeutil.iso_in(lease),
+                    "heartbeat_at": stamp,
+                    "started_at": stamp,
+                    # Which worker, of which pool, ran it (kept after the job ends).
+                    "worker": self.worker_id,
+                    "worker_pool": self.settings.pool,
+                },
+                remove=["not_before", "dispatched_at"],
+            )
+            if record is None:
+                # Duplicate or stale message: the job is someone else's, or already done.
+                self._delete(delivery.receipt, defer_delete)
+                return Outcome("skipped", message.graph_id, message.job_name)
+            fence = Fence(attempt, self.worker_id)
+            if limit is not None and holding is None:
+                unknown = {"error": self._unknown_limit(record, limit)}
+                outcome = self._record(record, fence, FAIL, "failed", unknown)
+            else:
+                with _Heartbeat(self.services, record, fence, delivery.receipt, holding) as heartbeat:
+                    outcome = self._run_and_record(record, fence, heartbeat.lost.is_set)
+        finally:
+            if holding is not None:
+                self._give_back(holding, job_id)
         if outcome.kind == "released":
             # Visible again at once, for another worker.
             queue.extend_visibility(delivery.receipt, 0)
         else:
             self._delete(delivery.receipt, defer_delete)
         return outcome
+
+    # -- concurrency limits -----------------------------------------------------------
+    def _limit_of(self, message: JobMessage) -> str | None:
+        """The limit the job holds: its graph's, else its handler's. A message from a sender
+        that predates limits names no type: the job is read (only when limits are set)."""
+        job_type, limit = message.job_type, message.limit
+        if job_type is None and self.limits:
+            record = self.services.store.get_job(message.graph_id, message.job_name)
+            if record is not None:
+                job_type, limit = record.type, record.limit
+        if limit is None and job_type is not None:
+            spec = self.handlers.get(job_type)
+            limit = spec.limit if spec is not None else None
+        return limit
+
+    def _unknown_limit(self, record: JobRecord, limit: str) -> dict[str, str]:
+        known = sorted(self.limits) or "none"
+        return _error(
+            "UnknownLimit",
+            f"job {record.name!r} (type {record.type!r}) holds the concurrency limit {limit!r}, "
+            f"which is not configured (configured: {known}): add it to 'limits' in cdk.json, "
+            f"or pass --limit {limit}=N",
+        )
+
+    def _wait_for_slot(self, delivery: Delivery, limit: str, defer_delete: bool) -> Outcome:
+        """Every slot of ``limit`` is held: the job waits outside the queue (parked, its
+        message deleted) until a slot given back wakes it."""
+        message, store = delivery.message, self.services.store
+        parked = store.transition(
+            message.graph_id,
+            message.job_name,
+            LIMIT_WAIT,
+            fence=Fence(message.attempts),
+            changes={"limit_wait": limit, "limit_since": message.waiting_since or timeutil.iso()},
+        )
+        self._delete(delivery.receipt, defer_delete)
+        if parked is None:
+            return Outcome("skipped", message.graph_id, message.job_name)
+        # A slot given back while the job was being parked found no one to wake: look again.
+        free = self.limits[limit] - len(live_holders(store.slot_holders(limit)))
+        if free > 0:
+            wake(store, limit, free)
+        return Outcome("waiting", message.graph_id, message.job_name, f"for limit {limit!r}")
+
+    def _give_back(self, limit: str, job_id: str) -> None:
+        """Give the slot back and wake the job that has waited longest for it."""
+        try:
+            if self.services.store.release_slot(limit, job_id, self.worker_id):
+                wake(self.services.store, limit, 1)
+        except Exception:
+            # Its lease runs out instead, and the sweep wakes the waiters then.
+            log.warning("could not give back a slot of limit %r held by %s", limit, job_id, exc_info=True)
 
     def _max_attempts(self, record: JobRecord, spec: HandlerSpec | None) -> int:
         return int(record.max_attempts or (spec and spec.max_attempts) or self.settings.default_max_attempts)

@@ -16,6 +16,7 @@ from overseer.states import (
     CLAIM,
     FAIL,
     FINISH,
+    LIMIT_WAIT,
     REDISPATCH,
     RELEASE,
     RETRY,
@@ -52,6 +53,10 @@ def apply(backend: Backend, graph_id: str, name: str, transition: Transition, at
             changes={"attempts": attempts, "lease_owner": OWNER},
         )
     fence = Fence(attempts, OWNER) if transition.fenced else None
+    if transition.requires is not None:
+        # What it requires is written by the transition that precedes it (limit_wait's park).
+        required = {"limit_wait": LIMIT_WAIT}[transition.requires]
+        store.transition(graph_id, name, required, changes={transition.requires: "geo_api"})
     return store.transition(graph_id, name, transition, fence=fence)
 
 

@@ -129,7 +129,7 @@ DRAWN_MOVES = {
     (RUN, AB),  # abort, graph cancelled
     (W, AB),  # upstream failed or aborted, graph cancelled
     (R, AB),
-    (R, R),  # the sweep re-sends a lost message: the job stays ready
+    (R, R),  # the sweep re-sends a lost message, or its limit is full (it waits, still ready)
     (R, FAIL),  # its message was dead-lettered before any worker took it
     (FAIL, W),  # rerun (then released as any waiting job)
     (AB, W),
@@ -153,6 +153,8 @@ NAMED_TRANSITIONS = {
     "cancel_running": ({RUN}, AB, False),
     "rerun": ({FAIL, AB}, W, False),
     "rerun_job": ({FIN, FAIL, AB, R}, W, False),
+    "limit_wait": ({R}, R, False),
+    "limit_wake": ({R}, R, False),
 }
 
 

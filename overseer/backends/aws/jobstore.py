@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from pynamodb.exceptions import (
     DeleteError,
     DoesNotExist,
@@ -15,6 +16,7 @@ from pynamodb.exceptions import (
     UpdateError,
 )
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.condition import size as size_of
 from pynamodb.expressions.operand import Path
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
@@ -32,6 +34,7 @@ from ...items import (
     record_from_item,
     transition_values,
 )
+from ...limits import Admission, Holder, admit, wait_key
 from ...parallel import in_parallel
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ...store import Dependent, Fence, GraphRecord, JobOutputs, JobRecord
@@ -42,13 +45,28 @@ def _graph_record(item: GraphItemBase) -> GraphRecord:
     return graph_record(item.attribute_values)
 
 
+def _holder_value(holder: Holder) -> dict[str, Any]:
+    return {
+        "M": {
+            "owner": {"S": holder.owner},
+            "attempt": {"N": str(holder.attempt)},
+            "until": {"S": holder.until},
+        }
+    }
+
+
 def _condition_failed(exc: PynamoDBException) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 _ITEMS_PER_WRITER = 1000
+_deserializer = TypeDeserializer()
 # Leases live in the graphs table under this prefix (no graph id starts with "#").
 LEASE_PREFIX = "#lease#"
+# Concurrency limits' slots live in the graphs table under this prefix.
+LIMIT_PREFIX = "#limit#"
+# Optimistic writes of a full limit's holders (on its version) tried this often.
+SLOT_WRITE_TRIES = 20
 # The sweep's cursor: one item of the graphs table, under an id no graph can have.
 SWEEP_CURSOR_ID = "#sweep-cursor"
 
@@ -260,6 +278,8 @@ class DynamoJobStore:
                 condition &= J.lease_owner == fence.owner
         if dep_finished_at is not None:
             condition &= self._not_rerun_since(dep_finished_at)
+        if transition.requires is not None:
+            condition &= getattr(J, transition.requires).exists()
         item = J(graph_id, job_entry(name))
         if add_jobs:
             return self._transition_adding_jobs(item, actions, condition, add_jobs, transition)
@@ -509,3 +529,62 @@ class DynamoJobStore:
         except DeleteError as exc:
             if not _condition_failed(exc):
                 raise StoreError(f"cannot release the lease {name!r}: {exc}") from exc
+
+    # -- concurrency limits (overseer.limits) ---------------------------------------------
+    # Each limit is an item of the graphs table, ``#limit#<name>``: ``holders`` (a map of job
+    # id -> {owner, attempt, until}), ``version`` (every write adds 1), ``size`` and ``updated_at``.
+    def _slot_write(self, limit: str, actions: list[Action], condition: Condition) -> bool:
+        stamp: list[Action] = [Path("version").add({"N": "1"}), Path("updated_at").set({"S": timeutil.iso()})]
+        try:
+            self.Graph._get_connection().update_item(
+                LIMIT_PREFIX + limit, actions=[*actions, *stamp], condition=condition
+            )
+        except UpdateError as exc:
+            # A nested path under a map that is not there yet is refused like a condition.
+            if _condition_failed(exc) or getattr(exc, "cause_response_code", None) == "ValidationException":
+                return False
+            raise StoreError(f"cannot change the slots of limit {limit!r}: {exc}") from exc
+        return True
+
+    def _slot_item(self, limit: str) -> dict[str, Any] | None:
+        item = self.Graph._get_connection().get_item(LIMIT_PREFIX + limit, consistent_read=True).get("Item")
+        return {key: _deserializer.deserialize(value) for key, value in item.items()} if item else None
+
+    def acquire_slot(self, limit: str, size: int, job: str, holder: Holder) -> Admission:
+        held = Path(["holders", job])
+        entry = _holder_value(holder)
+        sized = Path("size").set({"N": str(size)})
+        # While there is room: one write.
+        room = Path("holders").exists() & (size_of(Path("holders")) < size) & held.does_not_exist()
+        if self._slot_write(limit, [held.set(entry), sized], room):
+            return Admission.HELD
+        for _ in range(SLOT_WRITE_TRIES):
+            item = self._slot_item(limit)
+            holders = {j: Holder.from_item(h) for j, h in (item or {}).get("holders", {}).items()}
+            admission, kept = admit(holders, size, job, holder)
+            if admission != Admission.HELD:
+                return admission
+            everyone = Path("holders").set({"M": {j: _holder_value(h) for j, h in kept.items()}})
+            unchanged = (
+                Path("graph_id").does_not_exist()
+                if item is None
+                else Path("version") == {"N": str(int(item.get("version") or 0))}
+            )
+            if self._slot_write(limit, [everyone, sized], unchanged):
+                return Admission.HELD
+        raise StoreError(f"the slots of limit {limit!r} changed {SLOT_WRITE_TRIES} times while taking one")
+
+    def renew_slot(self, limit: str, job: str, owner: str, *, until: str) -> bool:
+        mine = Path(["holders", job, "owner"]) == {"S": owner}
+        return self._slot_write(limit, [Path(["holders", job, "until"]).set({"S": until})], mine)
+
+    def release_slot(self, limit: str, job: str, owner: str) -> bool:
+        mine = Path(["holders", job, "owner"]) == {"S": owner}
+        return self._slot_write(limit, [Path(["holders", job]).remove()], mine)
+
+    def slot_holders(self, limit: str) -> dict[str, Holder]:
+        item = self._slot_item(limit) or {}
+        return {job: Holder.from_item(h) for job, h in item.get("holders", {}).items()}
+
+    def count_waiting(self, limit: str) -> int:
+        return int(self.Job.sweep_index.count(wait_key(limit)))

@@ -109,6 +109,11 @@ class JobItemBase(Model):
     pool = UnicodeAttribute(null=True)
     # Its graph's priority: "high" or "low" (absent: normal).
     priority = UnicodeAttribute(null=True)
+    # The concurrency limit the graph gives it; while it waits for a slot: that limit, and
+    # since when (overseer.limits).
+    limit = UnicodeAttribute(null=True)
+    limit_wait = UnicodeAttribute(null=True)
+    limit_since = UnicodeAttribute(null=True)
     worker = UnicodeAttribute(null=True)
     worker_pool = UnicodeAttribute(null=True)
     deps_count = NumberAttribute(default=0)

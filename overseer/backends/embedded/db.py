@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS stream_failures (
     receive_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL);
+-- Concurrency limits (overseer.limits): one row per limit, its holders as JSON.
+CREATE TABLE IF NOT EXISTS limits (name TEXT PRIMARY KEY, item TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,

@@ -35,6 +35,7 @@ from ...items import (
     sweep_index_values,
     transition_values,
 )
+from ...limits import Admission, Holder, admit, wait_key
 from ...states import RELEASE, RELEASED_BY_SUBMISSION, GraphStatus, JobStatus, Transition
 from ...store import Dependent, Fence, GraphRecord, JobOutputs, JobRecord
 from . import feed
@@ -281,6 +282,8 @@ class SqliteJobStore:
                     return None
             if _rerun_since(old, dep_finished_at):
                 return None
+            if transition.requires is not None and old.get(transition.requires) is None:
+                return None
             new = dict(old)
             for key, value in values.items():
                 if value is None:
@@ -474,3 +477,61 @@ class SqliteJobStore:
     def release_lease(self, name: str, owner: str) -> None:
         with self.db.write() as conn:
             conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    # -- concurrency limits (overseer.limits) ---------------------------------------------
+    @staticmethod
+    def _holders(conn: sqlite3.Connection, limit: str) -> dict[str, Holder] | None:
+        row = conn.execute("SELECT item FROM limits WHERE name = ?", (limit,)).fetchone()
+        if row is None:
+            return None
+        return {job: Holder.from_item(h) for job, h in json.loads(row[0])["holders"].items()}
+
+    @staticmethod
+    def _put_holders(conn: sqlite3.Connection, limit: str, holders: Mapping[str, Holder], size: int) -> None:
+        item = {"holders": {job: h.to_item() for job, h in holders.items()}, "size": size}
+        item["updated_at"] = timeutil.iso()
+        conn.execute(
+            "INSERT INTO limits (name, item) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET item = excluded.item",
+            (limit, _dumps(item)),
+        )
+
+    def acquire_slot(self, limit: str, size: int, job: str, holder: Holder) -> Admission:
+        with self.db.write() as conn:
+            admission, holders = admit(self._holders(conn, limit) or {}, size, job, holder)
+            if admission == Admission.HELD:
+                self._put_holders(conn, limit, holders, size)
+        return admission
+
+    def _change_slot(self, limit: str, job: str, owner: str, until: str | None) -> bool:
+        """Renew (``until``) or give back (None) ``owner``'s slot for ``job``."""
+        with self.db.write() as conn:
+            row = conn.execute("SELECT item FROM limits WHERE name = ?", (limit,)).fetchone()
+            item = json.loads(row[0]) if row else {"holders": {}}
+            held = item["holders"].get(job)
+            if held is None or held.get("owner") != owner:
+                return False
+            if until is None:
+                del item["holders"][job]
+            else:
+                held["until"] = until
+            item["updated_at"] = timeutil.iso()
+            conn.execute("UPDATE limits SET item = ? WHERE name = ?", (_dumps(item), limit))
+        return True
+
+    def renew_slot(self, limit: str, job: str, owner: str, *, until: str) -> bool:
+        return self._change_slot(limit, job, owner, until)
+
+    def release_slot(self, limit: str, job: str, owner: str) -> bool:
+        return self._change_slot(limit, job, owner, None)
+
+    def slot_holders(self, limit: str) -> dict[str, Holder]:
+        with self.db.read() as conn:
+            return self._holders(conn, limit) or {}
+
+    def count_waiting(self, limit: str) -> int:
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE json_extract(item, '$.sweep_key') = ?", (wait_key(limit),)
+            ).fetchone()
+        return int(row[0])

@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 
 # A limit's name: it becomes part of index keys, metric dimensions and CLI flags.
 LIMIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-MAX_LIMIT = 10_000
+# Each holder adds about 100 bytes to the limit's item (DynamoDB items stop at 400 KB, and a
+# write costs a unit per KB of the item): limits are for scarce resources.
+MAX_LIMIT = 1000
 # The sweep index partition of a limit's waiting jobs (``overseer.items``).
 WAIT_PREFIX = "limit#"
 # sweep_at of waiting jobs is a full timestamp; every one of them sorts before this.

@@ -298,6 +298,24 @@ def write(job: Job) -> list[Artifact]:
     return [Artifact(key=artifact_key(job.graph_id, job.name), data=data)]
 
 
+def spans(job: Job) -> None:
+    """Sleeps ``sleep`` seconds, noting in ``OVERSEER_CHAOS_RUNS`` when it started and ended
+    (``["start"|"end", job, attempt, worker pid, time]``): how many ran at once."""
+    path = os.environ[ENV_RUNS]
+
+    def note(kind: str) -> None:
+        line = json.dumps([kind, job.name, job.attempt, os.getppid(), time.time()]) + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    note("start")
+    time.sleep(float(job.args.get("sleep", 0.5)))
+    note("end")
+
+
 def noop(job: Job) -> None:
     _note_run(job)
 
@@ -333,6 +351,7 @@ def hang(job: Job) -> None:
 HANDLERS: dict[str, Any] = {
     "write": write,
     "noop": noop,
+    "spans": spans,
     "hog": {"process": hog, "max_attempts": 2},
     "segfault": {"process": segfault, "max_attempts": 2},
     "exit3": {"process": exit3, "max_attempts": 2},

@@ -31,7 +31,7 @@ def test_ready_job_is_put_on_the_queue(quiet: Deployed, context: FakeLambdaConte
     report = scheduler.handler(load_event("dynamodb_stream_job_ready"), context)
     assert report["records"] == 1
     assert report["enqueued"] == 1
-    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "start", "a": 0}]
+    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "start", "a": 0, "t": "start"}]
 
 
 def test_finished_job_releases_its_dependent(quiet: Deployed, context: FakeLambdaContext) -> None:
@@ -41,13 +41,13 @@ def test_finished_job_releases_its_dependent(quiet: Deployed, context: FakeLambd
     fetch = quiet.services.store.get_job("stream-graph", "fetch")
     assert fetch is not None and fetch.status == "ready"
     # The scheduler sends what it releases (its "ready" record is filtered out).
-    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "fetch", "a": 0}]
+    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "fetch", "a": 0, "t": "fetch"}]
     # Stream records arrive at least once: the same event again releases nothing, and sends
     # the message again only while the job is ready (the first invocation may have died
     # before sending); the claim is fenced, so a second message is harmless.
     again = scheduler.handler(load_event("dynamodb_stream_job_finished"), context)
     assert (again["released"], again["enqueued"]) == (0, 1)
-    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "fetch", "a": 0}]
+    assert quiet.drain_queue() == [{"g": "stream-graph", "j": "fetch", "a": 0, "t": "fetch"}]
     quiet.services.store.transition("stream-graph", "fetch", CLAIM, fence=Fence(0), changes={"attempts": 1})
     late = scheduler.handler(load_event("dynamodb_stream_job_finished"), context)
     assert (late["released"], late["enqueued"]) == (0, 0)

@@ -29,6 +29,10 @@ Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``)
     true``, every job that depends on it too). 200 with the graph and ``"jobs_rerun": n``;
     404 when the graph or the job is unknown; 409 (nothing changed) while one of those
     jobs is running; 400 for a malformed body.
+``GET /limits``
+    200 with ``{"limits": {name: {"size", "running", "holders", "waiting"}}}``: each
+    concurrency limit of the stack (``overseer.limits``), how many jobs hold it now (their
+    lease running; ``holders``: their ids, ``<graph_id>/<job>``) and how many wait for it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from overseer.backends import build_services
 from overseer.backends.aws import clients
 from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, RerunRefused, StoreError
 from overseer.graph import PRIORITIES
+from overseer.limits import limit_states, parse_limits
 from overseer.store import GraphRecord
 from overseer.templates import TemplateError
 
@@ -57,7 +62,7 @@ DEFAULT_PAGE = 500
 MAX_PAGE = 1000
 _TEMPLATE_KEYS = {"template", "args", "id", "priority"}
 _RERUN_KEYS = {"job", "downstream"}
-_ROUTES = "POST /graphs, GET /graphs/{id}, GET /graphs/{id}/jobs, POST /graphs/{id}/cancel|rerun"
+_ROUTES = "POST /graphs, GET /graphs/{id}, GET /graphs/{id}/jobs, POST /graphs/{id}/cancel|rerun, GET /limits"
 _USAGE = 'send {"graph": {"jobs": {...}}} or {"template": NAME, "args": {...}}'
 
 logger = Logger()
@@ -226,6 +231,18 @@ def rerun_graph(graph_id: str) -> Response:
     change = operations.rerun_graph(_services.get(), unquote(graph_id), job=job, downstream=downstream)
     logger.info("graph rerun", extra={"graph_id": change.graph.graph_id, "jobs": change.jobs_changed})
     return _json(200, _graph_view(change.graph, jobs_rerun=change.jobs_changed))
+
+
+@app.get("/limits")
+@tracer.capture_method(capture_response=False)
+def list_limits() -> Response:
+    services = _services.get()
+    try:
+        limits = parse_limits(services.settings.limits)
+    except ValueError as exc:
+        raise RequestRejected(500, f"the stack's limits (OVERSEER_LIMITS) are not valid: {exc}") from None
+    states = limit_states(services.store, limits)
+    return _json(200, {"limits": {state.name: state.summary() for state in states}})
 
 
 # -- errors: {"error": message} with the status that tells the caller what to fix ----------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -38,10 +39,11 @@ from typing import Any
 from .backends import build_services
 from .backends.embedded import embedded_services, feed_reader
 from .config import DEFAULT_STATE_DIR, Settings
-from .errors import EXIT_FAILED
+from .errors import EXIT_FAILED, InvalidGraph
 from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .items import natural_order
+from .limits import parse_limits
 from .operations import rerun_graph
 from .pools import DEFAULT_POOL, Pools, plan_local_run
 from .scheduler import Scheduler
@@ -126,6 +128,50 @@ def handlers_env(handlers_path: str) -> dict[str, str]:
         path = str(Path(path).resolve())
     pythonpath = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
     return {"OVERSEER_HANDLERS": path, "PYTHONPATH": pythonpath}
+
+
+def limits_json(limits: Mapping[str, int]) -> str:
+    """``Settings.limits`` for these limits ("" for none)."""
+    return json.dumps(dict(limits)) if limits else ""
+
+
+def unconfigured_limits(
+    limits: Mapping[str, int], handlers: Mapping[str, HandlerSpec], spec: GraphSpec | None = None
+) -> str | None:
+    """What holds a concurrency limit that ``limits`` does not give, and the flags to pass;
+    None when nothing does. With ``spec``: its jobs (the limit the graph gives each, else its
+    handler spec's); without: every handler spec (a local stack runs whatever is submitted).
+    The handler specs of children made at run time (``Expand``) are checked when they run."""
+    phrases: list[str] = []
+    missing: set[str] = set()
+    if spec is not None:
+        # (limit, the job type whose handler spec names it, or None: the graph) -> jobs
+        held: dict[tuple[str, str | None], list[str]] = {}
+        for job in spec.jobs.values():
+            handler = handlers.get(job.type)
+            limit = job.limit or (handler.limit if handler is not None else None)
+            if limit is not None and limit not in limits:
+                held.setdefault((limit, None if job.limit else job.type), []).append(job.name)
+        for (limit, via), names in held.items():
+            more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+            who = ", ".join(repr(name) for name in names[:5]) + more
+            through = f" of type {via!r} (through its handler spec)" if via else ""
+            verb = "holds" if len(names) == 1 else "hold"
+            phrases.append(
+                f"job{'s' if len(names) > 1 else ''} {who}{through} {verb} the concurrency limit {limit!r}"
+            )
+            missing.add(limit)
+    else:
+        for job_type, handler in handlers.items():
+            if handler.limit is not None and handler.limit not in limits:
+                phrases.append(f"handler {job_type!r} holds the concurrency limit {handler.limit!r}")
+                missing.add(handler.limit)
+    if not phrases:
+        return None
+    given = ",".join(f"{name}={size}" for name, size in limits.items()) or "none"
+    which = "which is not" if len(missing) == 1 else f"and none of {sorted(missing)} is"
+    flags = " ".join(f"--limit {name}=N" for name in sorted(missing))
+    return f"{'; '.join(phrases[:5])}, {which} configured here (limits: {given}); pass {flags}"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -403,7 +449,7 @@ class _Place:
 
 @contextlib.contextmanager
 def _on_aws(
-    settings: Settings | None, env: dict[str, str], start_emulator: bool, pools: Pools
+    settings: Settings | None, env: dict[str, str], start_emulator: bool, pools: Pools, limits: str
 ) -> Iterator[_Place]:
     """A fresh local AWS emulator, or (``start_emulator=False``) the endpoint the standard
     AWS configuration names, with the resources the ``OVERSEER_*`` settings name created
@@ -422,7 +468,9 @@ def _on_aws(
         env = {**aws_env, "OVERSEER_REQUEST_LOG": str(request_dir), **env}
         with environment(env):
             base = settings or Settings.from_env(defaults={"receive_wait_seconds": 2, "lease_seconds": 60})
-            configured = provision(base.with_(handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json()))
+            configured = provision(
+                base.with_(handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json(), limits=limits)
+            )
 
             def requests() -> Counter[str]:
                 counted = clients.read_request_logs(request_dir)
@@ -443,16 +491,27 @@ def _on_aws(
 
 @contextlib.contextmanager
 def _on_embedded(
-    state_dir: Path, settings: Settings | None, env: dict[str, str], pools: Pools
+    state_dir: Path, settings: Settings | None, env: dict[str, str], pools: Pools, limits: str
 ) -> Iterator[_Place]:
     """SQLite and files in ``state_dir``, kept between runs."""
-    configured = local_settings(state_dir, settings, handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json())
+    configured = local_settings(
+        state_dir, settings, handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json(), limits=limits
+    )
     reader = feed_reader(state_dir)
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
         services = embedded_services(state_dir, configured)
         yield _Place(services, reader, {**env, **configured.to_env()}, Path(logs), poll_seconds=0.005)
     reader.commit()
     reader.trim()  # records every reader has passed are not needed again
+
+
+def _with_handler_limit(job: dict[str, Any], handlers: Mapping[str, HandlerSpec]) -> dict[str, Any]:
+    """A job's summary naming the concurrency limit it held: its graph's (stored on the job),
+    else its handler spec's (known here, where the handlers are)."""
+    handler = handlers.get(job["type"])
+    if "limit" not in job and handler is not None and handler.limit:
+        job["limit"] = handler.limit
+    return job
 
 
 def run_graph(
@@ -468,10 +527,13 @@ def run_graph(
     state_dir: Path | None = None,
     start_emulator: bool = True,
     rerun_failed: bool = False,
+    limits: Mapping[str, int] | None = None,
 ) -> RunResult:
     """Run ``spec`` to its end on ``workers`` worker processes (or that many per worker pool:
     ``{"default": 4, "gpu": 1}``, see ``overseer.pools``) and download its artifacts under
-    ``out``. Raises ``InvalidGraph`` when a job's pool has no workers.
+    ``out``. Raises ``InvalidGraph`` when a job's pool has no workers, or a job holds a
+    concurrency limit (its graph's or its handler spec's) that ``limits`` does not give
+    (``overseer.limits``; None: the limits of ``settings``, else of the environment).
 
     ``backend="aws"``: the AWS adapters, on a fresh local emulator (or, with
     ``start_emulator=False``, the endpoint the AWS configuration names). ``"embedded"``:
@@ -483,11 +545,16 @@ def run_graph(
     started = time.monotonic()
     counts = {DEFAULT_POOL: workers} if isinstance(workers, int) else dict(workers)
     pools, spec = plan_local_run(spec, counts, {t: h.pool for t, h in handlers.items()})
+    if limits is None:
+        limits = parse_limits((settings or Settings.from_env()).limits)
+    problem = unconfigured_limits(limits, handlers, spec)
+    if problem:
+        raise InvalidGraph(f"invalid graph: {problem}")
     env = handlers_env(handlers_path)
     place = (
-        _on_embedded(Path(state_dir or DEFAULT_STATE_DIR), settings, env, pools)
+        _on_embedded(Path(state_dir or DEFAULT_STATE_DIR), settings, env, pools, limits_json(limits))
         if backend == "embedded"
-        else _on_aws(settings, env, start_emulator, pools)
+        else _on_aws(settings, env, start_emulator, pools, limits_json(limits))
     )
     with place as where:
         store = where.services.store
@@ -512,7 +579,7 @@ def run_graph(
                 )
         # Children in item order (``p.2`` before ``p.10``), not in the store's string order.
         ordered = sorted(store.list_jobs(spec.id), key=lambda job: natural_order(job.name))
-        jobs = {job.name: job.summary() for job in ordered}
+        jobs = {job.name: _with_handler_limit(job.summary(), handlers) for job in ordered}
         if out is not None:
             download_artifacts(where.services, jobs, out)
         requests = where.requests()

@@ -116,11 +116,12 @@ def submit(
 def status(
     graph_id: str, watch: bool, interval: float, rows: int, as_json: bool, state_dir: Path, api: str | None
 ) -> None:
-    """A graph's progress, its counts per status and its jobs (durations, attempts, errors)."""
+    """A graph's progress, its counts per status and its jobs (durations, attempts, errors),
+    and the target's concurrency limits (size, running, holders, waiting)."""
     client = make_client(state_dir, api)
 
     def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        return guard(lambda: (client.graph(graph_id), client.jobs(graph_id)))
+        return guard(lambda: ({**client.graph(graph_id), "limits": client.limits()}, client.jobs(graph_id)))
 
     graph, jobs = read()
     if as_json and not watch:

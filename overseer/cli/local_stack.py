@@ -14,7 +14,8 @@ and starting it again carries on where it stopped.
 Files in the state directory besides the backend's own::
 
     local.lock          held (flock) while a stack runs: one stack per directory
-    local.json          the running stack: pid, workers' pids, handlers, start time
+    local.json          the running stack: pid, workers' pids, handlers, pools, concurrency
+                        limits, start time (``overseer submit`` checks graphs against them)
     logs/<graph>/<job>.<attempt>.log   each job's output (written by the handler process)
     logs/workers/worker-<n>.log        each worker process's own log
 """
@@ -41,8 +42,9 @@ from .. import timeutil
 from ..config import Settings, logs_dir
 from ..errors import EXIT_INVALID, HandlersModuleError, StackAlreadyRunning
 from ..handlers import load_handlers
+from ..limits import parse_limits
 from ..pools import DEFAULT_POOL, Pools, parse_worker_counts
-from .targets import STATE_FILE, pid_alive, read_stack_info, state_dir_option
+from .targets import STATE_FILE, limit_option, pid_alive, read_stack_info, state_dir_option
 from .views import err, fail, out
 
 if TYPE_CHECKING:
@@ -72,12 +74,14 @@ class LocalStack:
     # Worker processes: a number (the default pool's), or per worker pool (overseer.pools).
     workers: int | Mapping[str, int] = 2
     settings: Settings | None = None
+    # Concurrency limits, name -> size (``overseer.limits``); None: those of ``settings``.
+    limits: Mapping[str, int] | None = None
     poll_seconds: float = 0.02
     on_event: Callable[[str], None] = lambda _message: None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        from ..runner import handlers_env, local_settings
+        from ..runner import handlers_env, limits_json, local_settings
 
         self.state_dir = Path(self.state_dir).resolve()
         env = handlers_env(self.handlers)
@@ -92,7 +96,9 @@ class LocalStack:
             handlers=env["OVERSEER_HANDLERS"],
             idle_exit_seconds=idle_exit,
             pools=self.pools,
+            limits=None if self.limits is None else limits_json(self.limits),
         )
+        self.limits = parse_limits(self.configured.limits)
         self.worker_env = {**env, **self.configured.to_env()}
 
     def _write_info(self, pool: WorkerPool) -> None:
@@ -103,6 +109,7 @@ class LocalStack:
             "workers": pool.pids,
             "worker_pools": self.counts,
             "pools": self.pools,
+            "limits": self.limits,
             "worker_restarts": pool.restarts,
             "lease_seconds": self.configured.lease_seconds,
         }
@@ -169,7 +176,8 @@ class LocalStack:
             self.on_event(
                 f"local stack on {self.state_dir}: workers "
                 f"{','.join(f'{name}={n}' for name, n in self.counts.items())}, "
-                f"handlers {self.configured.handlers}"
+                + "".join(f"limit {name}={size}, " for name, size in (self.limits or {}).items())
+                + f"handlers {self.configured.handlers}"
             )
             try:
                 while not self._stop.is_set():
@@ -191,10 +199,11 @@ def run_stack(
     workers: int | Mapping[str, int],
     *,
     settings: Settings | None = None,
+    limits: Mapping[str, int] | None = None,
     on_event: Callable[[str], None] = lambda _message: None,
 ) -> None:
     """Run a local stack in the foreground until SIGINT or SIGTERM."""
-    stack = LocalStack(state_dir, handlers, workers, settings=settings, on_event=on_event)
+    stack = LocalStack(state_dir, handlers, workers, settings=settings, limits=limits, on_event=on_event)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, lambda *_: stack.stop())
@@ -240,23 +249,33 @@ def local() -> None:
     required=True,
     help="Handlers module: an import path or a .py file exposing HANDLERS.",
 )
-def up(state_dir: Path, workers_text: str, handlers_path: str) -> None:
+@limit_option(
+    "A concurrency limit: at most SIZE jobs holding NAME run at once (repeat for each limit); "
+    "submitted graphs may name only these, e.g. --limit geo_api=5."
+)
+def up(state_dir: Path, workers_text: str, handlers_path: str, limits: dict[str, int]) -> None:
     """Run the local stack in the foreground until Ctrl-C / SIGTERM."""
+    from ..runner import unconfigured_limits
+
     try:
         workers = parse_worker_counts(workers_text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--workers") from None
     try:
-        load_handlers(handlers_path)
+        handlers = load_handlers(handlers_path)
     except HandlersModuleError as exc:
         fail(str(exc), EXIT_INVALID)
+    # A handler spec's limit must be given: its jobs would fail with UnknownLimit otherwise.
+    problem = unconfigured_limits(limits, handlers)
+    if problem:
+        fail(problem, EXIT_INVALID)
 
     def event(message: str) -> None:
         stamp = dt.datetime.now().strftime("%H:%M:%S")
         err.print(f"[dim]{stamp}[/] {message}")
 
     try:
-        run_stack(state_dir, handlers_path, workers, on_event=event)
+        run_stack(state_dir, handlers_path, workers, limits=limits, on_event=event)
     except StackAlreadyRunning as exc:
         fail(str(exc))
 

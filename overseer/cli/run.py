@@ -23,7 +23,7 @@ from ..graph import parse_graph
 from ..handlers import load_handlers
 from ..pools import DEFAULT_POOL, parse_worker_counts, plan_local_run
 from ..store import GraphRecord
-from .targets import state_dir_option
+from .targets import limit_option, state_dir_option
 from .views import STATUS_STYLE, error_lines
 
 if TYPE_CHECKING:
@@ -108,6 +108,10 @@ def _stored_graph_note(result: RunResult, state_dir: Path | None) -> str:
     help="When GRAPH's id is stored and ended failed or aborted: run its failed and aborted jobs "
     "again (finished jobs are kept).",
 )
+@limit_option(
+    "A concurrency limit: at most SIZE jobs holding NAME run at once (repeat for each limit the "
+    "graph's jobs or their handlers name), e.g. --limit geo_api=5."
+)
 def run(
     graph: str,
     handlers_path: str,
@@ -118,9 +122,10 @@ def run(
     state_dir: Path,
     emulator: bool,
     rerun_failed: bool,
+    limits: dict[str, int],
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
-    from ..runner import run_graph
+    from ..runner import run_graph, unconfigured_limits
 
     console = Console(stderr=as_json)
     errors = Console(stderr=True)
@@ -133,6 +138,10 @@ def run(
         spec = parse_graph(graph, handler_types=handlers.keys())
         # Every job's pool has workers in this run (exit 2 naming the pools otherwise).
         _, spec = plan_local_run(spec, workers, {t: h.pool for t, h in handlers.items()})
+        # Every concurrency limit its jobs hold is given by --limit (exit 2 naming them otherwise).
+        problem = unconfigured_limits(limits, handlers, spec)
+        if problem:
+            raise InvalidGraph(f"invalid graph: {problem}")
     except (InvalidGraph, HandlersModuleError) as exc:
         errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(EXIT_INVALID)
@@ -166,6 +175,7 @@ def run(
                 state_dir=state_dir,
                 start_emulator=emulator,
                 rerun_failed=rerun_failed,
+                limits=limits,
             )
         except OverseerError as exc:
             errors.print(f"[red]error:[/] {exc}")

@@ -70,6 +70,8 @@ class Client(Protocol):
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]: ...
 
+    def limits(self) -> dict[str, dict[str, Any]]: ...
+
 
 def _graph_view(graph: Any, **extra: Any) -> dict[str, Any]:
     return {**graph.summary(), "args": graph.args, "updated_at": graph.updated_at, **extra}
@@ -84,9 +86,12 @@ class LocalClient:
 
         self.state_dir = Path(state_dir)
         self.where = f"local stack {self.state_dir}"
-        # The worker pools of the stack running there, if one runs (a job is routed to one).
-        pools = (read_stack_info(self.state_dir) or {}).get("pools") or None
-        settings = local_settings(self.state_dir, templates_dir=templates_dir, pools=pools)
+        # The worker pools and concurrency limits of the stack running there, if one runs (a
+        # job is routed to a pool; a graph may name only the limits the stack configures).
+        info = read_stack_info(self.state_dir) or {}
+        pools = info.get("pools") or None
+        limits = json.dumps(info["limits"]) if info.get("limits") is not None else None
+        settings = local_settings(self.state_dir, templates_dir=templates_dir, pools=pools, limits=limits)
         self.services = embedded_services(self.state_dir, settings)
 
     def submit(
@@ -142,6 +147,13 @@ class LocalClient:
 
         change = operations.rerun_graph(self.services, graph_id, job=job, downstream=downstream)
         return _graph_view(change.graph, jobs_rerun=change.jobs_changed)
+
+    def limits(self) -> dict[str, dict[str, Any]]:
+        """Each concurrency limit of the stack: size, running, holders, waiting."""
+        from ..limits import limit_states, parse_limits
+
+        states = limit_states(self.services.store, parse_limits(self.services.settings.limits))
+        return {state.name: state.summary() for state in states}
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
         from ..isolation import job_log_path
@@ -202,6 +214,9 @@ class ApiClient:
     def rerun(self, graph_id: str, job: str | None = None, downstream: bool = False) -> dict[str, Any]:
         return self.api.rerun(graph_id, job, downstream)
 
+    def limits(self) -> dict[str, dict[str, Any]]:
+        return self.api.get_limits()
+
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
         from .api_client import job_log_lines
 
@@ -223,6 +238,33 @@ def state_dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., 
         type=click.Path(file_okay=False, path_type=Path),
         default=DEFAULT_STATE_DIR,
         show_default=True,
+        help=help,
+    )
+
+
+def _parse_limit_flags(
+    _ctx: click.Context, _param: click.Parameter, flags: tuple[str, ...]
+) -> dict[str, int]:
+    from ..limits import parse_limit_flags
+
+    names = [flag.partition("=")[0].strip() for flag in flags]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise click.BadParameter(f"limit {twice[0]!r} is given twice")
+    try:
+        return parse_limit_flags(flags)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def limit_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--limit NAME=SIZE`` (repeatable), parsed into ``{name: size}`` (``overseer.limits``)."""
+    return click.option(
+        "--limit",
+        "limits",
+        multiple=True,
+        metavar="NAME=SIZE",
+        callback=_parse_limit_flags,
         help=help,
     )
 

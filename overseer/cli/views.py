@@ -39,6 +39,8 @@ STATUS_STYLE = {
 STATUS_ORDER = tuple(status.value for status in JobStatus)
 # Rows the status table shows before it summarises the rest (failed/running first).
 STATUS_ROWS = 40
+# Holders of a concurrency limit named on its status line (the JSON views have them all).
+HOLDERS_SHOWN = 5
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -119,6 +121,16 @@ def error_lines(job: Mapping[str, Any], width: int = 160) -> str:
     return "\n".join(lines[-ERRORS_SHOWN:])
 
 
+def job_status_text(job: Mapping[str, Any]) -> str:
+    """A job's status cell: ``ready (waiting for geo_api)`` for a job waiting for a slot of
+    a concurrency limit, outside the queue (``overseer.limits``)."""
+    text = styled(str(job.get("status")))
+    waiting = job.get("waiting_for_limit")
+    if waiting:
+        text += f" (waiting for {escape(str(waiting.get('limit')))})"
+    return text
+
+
 def jobs_table(
     jobs: Mapping[str, Mapping[str, Any]], *, limit: int | None = None, title: str = "jobs"
 ) -> Table:
@@ -151,7 +163,7 @@ def jobs_table(
             name,
             str(job.get("type", "")),
             *([str(job.get("pool", "default"))] if pooled else []),
-            styled(str(job.get("status"))),
+            job_status_text(job),
             str(job.get("attempts", 0)),
             format_duration(_seconds(job, now)),
             started[11:19] if len(started) >= 19 else started,
@@ -180,8 +192,30 @@ def status_view(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]],
     elif graph.get("deadline_at") and graph["status"] == "running":
         line += f"  (deadline {graph['deadline_at']})"
     return Group(
-        header, Text.from_markup(line or "no jobs"), *pools_lines(graph, jobs), jobs_table(jobs, limit=rows)
+        header,
+        Text.from_markup(line or "no jobs"),
+        *pools_lines(graph, jobs),
+        *limits_lines(graph.get("limits") or {}),
+        jobs_table(jobs, limit=rows),
     )
+
+
+def limits_lines(limits: Mapping[str, Mapping[str, Any]]) -> list[Text]:
+    """One line per concurrency limit of the target (``overseer.limits``): how many of its
+    slots are held, by which jobs (the first ``HOLDERS_SHOWN``), and how many jobs wait."""
+    lines = []
+    for name, state in limits.items():
+        holders = [str(h) for h in state.get("holders") or []]
+        shown = ", ".join(holders[:HOLDERS_SHOWN])
+        more = f" and {len(holders) - HOLDERS_SHOWN} more" if len(holders) > HOLDERS_SHOWN else ""
+        lines.append(
+            Text.from_markup(
+                f"limit [bold]{escape(name)}[/]: running {state.get('running', 0)} of {state.get('size')}, "
+                f"waiting {state.get('waiting', 0)}"
+                + (f"  (held by {escape(shown)}{more})" if holders else "")
+            )
+        )
+    return lines
 
 
 def pools_lines(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]]) -> list[Text]:

@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from functions import api
-from overseer.states import FINISH
+from overseer import timeutil
+from overseer.backends.aws.emulator import environment
+from overseer.limits import Admission, Holder
+from overseer.states import FINISH, LIMIT_WAIT
 from overseer.store import Fence
 from tests.functions.conftest import WORKER, Deployed, FakeLambdaContext, load_event
 
@@ -267,3 +270,46 @@ def test_base64_body_is_decoded(deployed: Deployed, context: FakeLambdaContext) 
     event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
     status, answer, _ = call(event, context)
     assert (status, answer["graph_id"]) == (201, "api-base64")
+
+
+def test_limits_show_each_limits_holders_and_waiters(deployed: Deployed, context: FakeLambdaContext) -> None:
+    assert call(get_event("/limits"), context)[:2] == (200, {"limits": {}})  # none configured
+    try:
+        with environment({"OVERSEER_LIMITS": json.dumps({"geo_api": 2, "slow_db": 1})}):
+            api.reset()
+            graph = {"id": "api-limits", "jobs": {name: {"limit": "geo_api"} for name in ("a", "b")}}
+            assert call(with_body(load_event("api_submit_graph"), {"graph": graph}), context)[0] == 201
+            # What workers write: a holds a slot of geo_api, b waits for one.
+            store = deployed.services.store
+            holder = Holder("worker-1", 1, timeutil.iso_in(60))
+            assert store.acquire_slot("geo_api", 2, "api-limits/a", holder) == Admission.HELD
+            since = timeutil.iso()
+            changes = {"limit_wait": "geo_api", "limit_since": since}
+            assert store.transition("api-limits", "b", LIMIT_WAIT, fence=Fence(0), changes=changes)
+
+            status, body, _ = call(get_event("/limits"), context)
+            assert status == 200, body
+            assert body == {
+                "limits": {
+                    "geo_api": {"size": 2, "running": 1, "holders": ["api-limits/a"], "waiting": 1},
+                    "slow_db": {"size": 1, "running": 0, "holders": [], "waiting": 0},
+                }
+            }
+            _, jobs, _ = call(get_event("/graphs/api-limits/jobs"), context)
+            assert jobs["jobs"]["b"]["waiting_for_limit"] == {"limit": "geo_api", "since": since}
+
+            # A graph naming a limit the stack does not configure is refused, naming its limits.
+            other = {"id": "api-other", "jobs": {"x": {"limit": "other_api"}}}
+            status, body, _ = call(with_body(load_event("api_submit_graph"), {"graph": other}), context)
+            assert status == 400
+            assert "['other_api'], which are not configured; limits: ['geo_api', 'slow_db']" in body["error"]
+        with environment({"OVERSEER_LIMITS": '{"geo_api": 0}'}):
+            api.reset()
+            status, body, _ = call(get_event("/limits"), context)
+            assert status == 500
+            assert (
+                "limits (OVERSEER_LIMITS) are not valid: limit 'geo_api' must be a whole number"
+                in body["error"]
+            )
+    finally:
+        api.reset()

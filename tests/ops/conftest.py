@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,10 @@ class Stack:
         raise AssertionError(f"timed out waiting for {what or condition}; stack log:\n{self.log.read_text()}")
 
 
-def start_stack(root: Path, state_dir: Path, handlers: Path, workers: int = 2) -> Stack:
+def start_stack(
+    root: Path, state_dir: Path, handlers: Path, workers: int = 2, args: Sequence[str] = ()
+) -> Stack:
+    """``overseer local up`` on ``state_dir`` with ``workers`` (and ``args``, e.g. ``--limit``)."""
     log = root / f"local-up-{time.monotonic_ns()}.log"
     env = {
         **os.environ,
@@ -109,7 +112,7 @@ def start_stack(root: Path, state_dir: Path, handlers: Path, workers: int = 2) -
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "overseer", "local", "up", "--state-dir", str(state_dir),
-             "--handlers", str(handlers), "--workers", str(workers)],
+             "--handlers", str(handlers), "--workers", str(workers), *args],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root,
         )  # fmt: skip
     stack = Stack(root, state_dir, handlers, process, log)

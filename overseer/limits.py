@@ -43,6 +43,8 @@ from . import timeutil
 from .states import LIMIT_WAKE, RELEASED_BY_LIMIT
 
 if TYPE_CHECKING:
+    from .graph import GraphSpec
+    from .handlers import HandlerSpec
     from .store import JobRecord, JobStore
 
 # A limit's name: it becomes part of index keys, metric dimensions and CLI flags.
@@ -156,6 +158,45 @@ class LimitState:
     def summary(self) -> dict[str, Any]:
         live = live_holders(self.holders)
         return {"size": self.size, "running": len(live), "holders": sorted(live), "waiting": self.waiting}
+
+
+def unconfigured_limits(
+    limits: Mapping[str, int], handlers: Mapping[str, HandlerSpec], spec: GraphSpec | None = None
+) -> str | None:
+    """What holds a concurrency limit that ``limits`` does not give, and the flags to pass;
+    None when nothing does. With ``spec``: its jobs (the limit the graph gives each, else its
+    handler spec's); without: every handler spec (a local stack runs whatever is submitted).
+    The handler specs of children made at run time (``Expand``) are checked when they run."""
+    phrases: list[str] = []
+    missing: set[str] = set()
+    if spec is not None:
+        # (limit, the job type whose handler spec names it, or None: the graph) -> jobs
+        held: dict[tuple[str, str | None], list[str]] = {}
+        for job in spec.jobs.values():
+            handler = handlers.get(job.type)
+            limit = job.limit or (handler.limit if handler is not None else None)
+            if limit is not None and limit not in limits:
+                held.setdefault((limit, None if job.limit else job.type), []).append(job.name)
+        for (limit, via), names in held.items():
+            more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+            who = ", ".join(repr(name) for name in names[:5]) + more
+            through = f" of type {via!r} (through its handler spec)" if via else ""
+            verb = "holds" if len(names) == 1 else "hold"
+            phrases.append(
+                f"job{'s' if len(names) > 1 else ''} {who}{through} {verb} the concurrency limit {limit!r}"
+            )
+            missing.add(limit)
+    else:
+        for job_type, handler in handlers.items():
+            if handler.limit is not None and handler.limit not in limits:
+                phrases.append(f"handler {job_type!r} holds the concurrency limit {handler.limit!r}")
+                missing.add(handler.limit)
+    if not phrases:
+        return None
+    given = ",".join(f"{name}={size}" for name, size in limits.items()) or "none"
+    which = "which is not" if len(missing) == 1 else f"and none of {sorted(missing)} is"
+    flags = " ".join(f"--limit {name}=N" for name in sorted(missing))
+    return f"{'; '.join(phrases[:5])}, {which} configured here (limits: {given}); pass {flags}"
 
 
 def limit_states(store: JobStore, limits: Mapping[str, int]) -> list[LimitState]:

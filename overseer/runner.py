@@ -43,7 +43,7 @@ from .errors import EXIT_FAILED, InvalidGraph
 from .graph import GraphSpec
 from .handlers import HandlerSpec
 from .items import natural_order
-from .limits import parse_limits
+from .limits import parse_limits, unconfigured_limits
 from .operations import rerun_graph
 from .pools import DEFAULT_POOL, Pools, plan_local_run
 from .scheduler import Scheduler
@@ -133,45 +133,6 @@ def handlers_env(handlers_path: str) -> dict[str, str]:
 def limits_json(limits: Mapping[str, int]) -> str:
     """``Settings.limits`` for these limits ("" for none)."""
     return json.dumps(dict(limits)) if limits else ""
-
-
-def unconfigured_limits(
-    limits: Mapping[str, int], handlers: Mapping[str, HandlerSpec], spec: GraphSpec | None = None
-) -> str | None:
-    """What holds a concurrency limit that ``limits`` does not give, and the flags to pass;
-    None when nothing does. With ``spec``: its jobs (the limit the graph gives each, else its
-    handler spec's); without: every handler spec (a local stack runs whatever is submitted).
-    The handler specs of children made at run time (``Expand``) are checked when they run."""
-    phrases: list[str] = []
-    missing: set[str] = set()
-    if spec is not None:
-        # (limit, the job type whose handler spec names it, or None: the graph) -> jobs
-        held: dict[tuple[str, str | None], list[str]] = {}
-        for job in spec.jobs.values():
-            handler = handlers.get(job.type)
-            limit = job.limit or (handler.limit if handler is not None else None)
-            if limit is not None and limit not in limits:
-                held.setdefault((limit, None if job.limit else job.type), []).append(job.name)
-        for (limit, via), names in held.items():
-            more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
-            who = ", ".join(repr(name) for name in names[:5]) + more
-            through = f" of type {via!r} (through its handler spec)" if via else ""
-            verb = "holds" if len(names) == 1 else "hold"
-            phrases.append(
-                f"job{'s' if len(names) > 1 else ''} {who}{through} {verb} the concurrency limit {limit!r}"
-            )
-            missing.add(limit)
-    else:
-        for job_type, handler in handlers.items():
-            if handler.limit is not None and handler.limit not in limits:
-                phrases.append(f"handler {job_type!r} holds the concurrency limit {handler.limit!r}")
-                missing.add(handler.limit)
-    if not phrases:
-        return None
-    given = ",".join(f"{name}={size}" for name, size in limits.items()) or "none"
-    which = "which is not" if len(missing) == 1 else f"and none of {sorted(missing)} is"
-    flags = " ".join(f"--limit {name}=N" for name in sorted(missing))
-    return f"{'; '.join(phrases[:5])}, {which} configured here (limits: {given}); pass {flags}"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -255,7 +255,7 @@ def local() -> None:
 )
 def up(state_dir: Path, workers_text: str, handlers_path: str, limits: dict[str, int]) -> None:
     """Run the local stack in the foreground until Ctrl-C / SIGTERM."""
-    from ..runner import unconfigured_limits
+    from ..limits import unconfigured_limits
 
     try:
         workers = parse_worker_counts(workers_text)

@@ -125,7 +125,8 @@ def run(
     limits: dict[str, int],
 ) -> None:
     """Run GRAPH to the end locally: exit 0 finished, 1 not finished, 2 invalid input."""
-    from ..runner import run_graph, unconfigured_limits
+    from ..limits import unconfigured_limits
+    from ..runner import run_graph
 
     console = Console(stderr=as_json)
     errors = Console(stderr=True)

@@ -108,7 +108,7 @@ def test_a_limit_not_given_is_refused_before_anything_runs(tmp_path: Path) -> No
     ("flag", "says"),
     [
         ("x", "--limit takes NAME=SIZE, such as geo_api=5, got 'x'"),
-        ("geo_api=0", "limit 'geo_api' must be a whole number from 1 to 10000, got 0"),
+        ("geo_api=0", "limit 'geo_api' must be a whole number from 1 to 1000, got 0"),
         ("9lives=2", "a limit's name must be a limit name"),
     ],
 )

@@ -1,6 +1,6 @@
 """AWS requests, billing units and dollars per job, beside the theoretical minimum and Step Functions.
 
-    python bench/cost.py                 # the five standard shapes, a table
+    python bench/cost.py                 # the six standard shapes, a table
     python bench/cost.py --json          # one JSON object {"shapes": {...}}
     python bench/cost.py --big 2000      # a smaller "big" graph (default 10,000 jobs)
     python bench/cost.py --only fanout-200-join --only expand-200-join
@@ -9,6 +9,8 @@ Shapes (no-op jobs, no artifacts):
 
 * ``chain-50``: 50 jobs, each depending on the one before.
 * ``fanout-200-join``: root -> 200 jobs -> one join depending on all 200.
+* ``fanout-200-limited``: the same, the 200 jobs holding a concurrency limit (of 2; one
+  worker, so a slot is always free): what holding a limit costs (``overseer.limits``).
 * ``expand-200-join``: the same graph grown at run time: a root whose handler returns
   ``overseer.Expand`` of 200 items (200 no-op children), and a join depending on the root
   (so on its whole tree). 202 jobs; the items are one S3 object.
@@ -590,6 +592,10 @@ class ShapeRun:
     sfn: dict[str, int]
 
 
+# The concurrency limit of the ``*-limited`` shapes (``overseer.limits``).
+LIMIT = "bench_api"
+
+
 def metered_stack(
     prefix: str, components: tuple[str, ...], *, lease_seconds: int
 ) -> tuple[Any, dict[str, Any], dict[str, Meter]]:
@@ -606,6 +612,7 @@ def metered_stack(
             receive_wait_seconds=0,
             lease_seconds=lease_seconds,
             isolation="none",
+            limits=json.dumps({LIMIT: 2}),
         )
     )
     sizes = ItemSizes()
@@ -828,10 +835,18 @@ def shapes(big: int) -> dict[str, Callable[[], dict[str, Any]]]:
     return {
         "chain-50": lambda: chain(50),
         "fanout-200-join": lambda: fanout_join(200),
+        "fanout-200-limited": lambda: limited(fanout_join(200)),
         "expand-200-join": lambda: expand_join(200),
         "layered-10x10-full": lambda: layered_full(10, 10),
         f"layered-{layers}x100": lambda: layered_single(layers, 100),
     }
+
+
+def limited(jobs: dict[str, Any]) -> dict[str, Any]:
+    """``jobs`` with every job but the first and the last holding the concurrency limit
+    ``LIMIT`` (one worker: a slot is always free, so this is what holding a limit costs)."""
+    names = list(jobs)
+    return {n: {**j, "limit": LIMIT} if n not in (names[0], names[-1]) else j for n, j in jobs.items()}
 
 
 def expand_join(children: int) -> dict[str, Any]:

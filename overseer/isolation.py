@@ -18,6 +18,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -36,6 +37,14 @@ from .store import Services
 log = logging.getLogger("overseer.isolation")
 TRACEBACK_LINES = 12
 _SPAWN = multiprocessing.get_context("spawn")
+# A child forked from the worker starts in milliseconds (nothing to import again); only a
+# process with no other thread may fork safely (a lock held by another thread would stay
+# held in the child), so a child started while a job's heartbeat runs is spawned.
+_FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+
+
+def _start_method() -> Any:
+    return _FORK if _FORK is not None and threading.active_count() == 1 else _SPAWN
 
 
 @dataclass(frozen=True)
@@ -328,8 +337,9 @@ class IsolatedRunner:
         if self._sources:
             self._sources = handlers_source_files(self.handlers_path)
             self._stamp = source_stamp(self._sources)
-        parent, child = _SPAWN.Pipe()
-        self._process = _SPAWN.Process(
+        context = _start_method()
+        parent, child = context.Pipe()
+        self._process = context.Process(
             target=_child_main,
             name="overseer-handler",
             daemon=True,
@@ -340,6 +350,11 @@ class IsolatedRunner:
         self._conn = parent
         self.started += 1
         return parent
+
+    def warm(self) -> None:
+        """Start the child now (a worker starting up, before it takes a job), so that the
+        first job does not wait for it."""
+        self._ensure_child()
 
     def close(self) -> None:
         """Stop the child (if any)."""

@@ -128,12 +128,17 @@ class PriorityQueues:
         if wait_seconds <= 0:
             return []
         # Nothing at once: wait on the normal queue, the common one, then ask the others again.
+        waited = min(wait_seconds, IDLE_WAIT_SECONDS)
         got = self.normal.receive(
-            max_messages=max_messages,
-            wait_seconds=min(wait_seconds, IDLE_WAIT_SECONDS),
-            visibility_seconds=visibility_seconds,
+            max_messages=max_messages, wait_seconds=waited, visibility_seconds=visibility_seconds
         )
-        return self._taken(NORMAL, got) if got else []
+        if got:
+            return self._taken(NORMAL, got)
+        if self.clock() - now < waited:
+            # The wait ended early: another queue of the pool got a message (a local stack's
+            # queues share a bell), so the next receive asks them all.
+            self._empty_until.clear()
+        return []
 
     def _due(self, name: str, now: float) -> bool:
         """Whether an empty-looking high or low queue is asked again: its backoff has passed
@@ -173,6 +178,13 @@ class PriorityQueues:
 
     def depth(self) -> int:
         return sum(queue.depth() for queue in self.queues.values())
+
+    def interrupt(self) -> None:
+        """End a receive's wait at once (the worker is stopping), where the queues can."""
+        for queue in self.queues.values():
+            interrupt = getattr(queue, "interrupt", None)
+            if interrupt is not None:
+                interrupt()
 
     def depths(self) -> dict[str, int]:
         """Each priority's depth."""

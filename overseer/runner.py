@@ -38,6 +38,7 @@ from typing import Any
 
 from .backends import build_services
 from .backends.embedded import embedded_services, feed_reader
+from .backends.embedded.bells import SUPPORTED as BELLS
 from .config import DEFAULT_STATE_DIR, Settings
 from .errors import EXIT_FAILED, InvalidGraph
 from .graph import GraphSpec
@@ -379,7 +380,12 @@ def pump_until_done(
         else:
             if not alive():
                 raise RuntimeError("every worker process exited before the graph finished")
-            time.sleep(poll_seconds)
+            # The embedded feed's bell ends the wait as soon as a record is committed.
+            wait = getattr(reader, "wait", None)
+            if wait is not None:
+                wait(poll_seconds)
+            else:
+                time.sleep(poll_seconds)
             graph = _current(store, graph_id, graph)
     return graph
 
@@ -461,9 +467,12 @@ def _on_embedded(
     reader = feed_reader(state_dir)
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
         services = embedded_services(state_dir, configured)
-        yield _Place(services, reader, {**env, **configured.to_env()}, Path(logs), poll_seconds=0.005)
+        # With bells, the feed's wait ends when a record is committed: the poll is a fallback.
+        poll = 0.1 if BELLS else 0.005
+        yield _Place(services, reader, {**env, **configured.to_env()}, Path(logs), poll_seconds=poll)
     reader.commit()
     reader.trim()  # records every reader has passed are not needed again
+    reader.close()
 
 
 def _with_handler_limit(job: dict[str, Any], handlers: Mapping[str, HandlerSpec]) -> dict[str, Any]:
@@ -517,7 +526,9 @@ def run_graph(
         if backend == "embedded"
         else _on_aws(settings, env, start_emulator, pools, limits_json(limits))
     )
-    with place as where:
+    with place as where, WorkerPool(counts, where.worker_env, where.log_dir) as pool:
+        # The workers start up while the graph is stored (a graph stored already and ended
+        # needs none: they are stopped at once).
         store = where.services.store
         defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
         graph, created = store.create_graph(spec, max_attempts=defaults)
@@ -528,16 +539,16 @@ def run_graph(
         if progress:
             progress(graph)
         if not graph.status.terminal:
-            with WorkerPool(counts, where.worker_env, where.log_dir) as pool:
-                graph = pump_until_done(
-                    where.services,
-                    Scheduler.for_services(where.services),
-                    where.reader,
-                    spec.id,
-                    progress=progress,
-                    poll_seconds=where.poll_seconds,
-                    alive=pool.alive,
-                )
+            graph = pump_until_done(
+                where.services,
+                Scheduler.for_services(where.services),
+                where.reader,
+                spec.id,
+                progress=progress,
+                poll_seconds=where.poll_seconds,
+                alive=pool.alive,
+            )
+        pool.stop()
         # Children in item order (``p.2`` before ``p.10``), not in the store's string order.
         ordered = sorted(store.list_jobs(spec.id), key=lambda job: natural_order(job.name))
         jobs = {job.name: _with_handler_limit(job.summary(), handlers) for job in ordered}

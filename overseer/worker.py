@@ -191,6 +191,10 @@ class Worker:
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self._stopping.set()
+        # A receive waiting for a message ends now rather than at the end of its wait.
+        interrupt = getattr(self.services.queue, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
 
     def _grace_over(self) -> bool:
         started = self._stop_requested_at
@@ -203,6 +207,12 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped, or idle for ``idle_exit_seconds``. Returns jobs processed."""
+        warm = getattr(self.run_handler, "warm", None)
+        if warm is not None:
+            try:
+                warm()  # the handler process starts while the worker waits for its first job
+            except Exception:
+                log.warning("could not start the handler process ahead of the first job", exc_info=True)
         idle_since = time.monotonic()
         try:
             self._run_loop(idle_since)

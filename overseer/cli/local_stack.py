@@ -183,7 +183,7 @@ class LocalStack:
                 while not self._stop.is_set():
                     pump.tick()
                     if not pump.feed():
-                        self._stop.wait(self.poll_seconds)
+                        reader.wait(self.poll_seconds)  # its bell: a record committed
             finally:
                 with contextlib.suppress(Exception):
                     reader.commit()

@@ -63,7 +63,11 @@ def embedded_services(directory: str | Path, settings: Settings | None = None) -
     dead_letters = {}
     for pool in Pools.from_settings(settings).names:
         name = queue_name(pool)
-        normal = SqliteDispatchQueue(db.path, name=name, visibility_seconds=settings.lease_seconds, db=db)
+        # One bell for the pool's queues of every priority (``bells``).
+        topic = f"queue-{name}"
+        normal = SqliteDispatchQueue(
+            db.path, name=name, visibility_seconds=settings.lease_seconds, db=db, topic=topic
+        )
         # The high- and low-priority queues dead-letter into the pool's one dead-letter queue.
         others = {
             priority: SqliteDispatchQueue(
@@ -72,6 +76,7 @@ def embedded_services(directory: str | Path, settings: Settings | None = None) -
                 visibility_seconds=settings.lease_seconds,
                 db=db,
                 dead_letter_name=normal.dead_letter_name,
+                topic=topic,
             )
             for priority in ("high", "low")
         }

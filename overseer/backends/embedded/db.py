@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import StoreError
+from .bells import Ringer
 
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 1
@@ -98,6 +99,14 @@ class Database:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+        # Bells to ring once the current write transaction has committed (``bells``).
+        self.ringer = Ringer(self.path.parent)
+        self._to_ring: set[str] = set()
+
+    def ring_after_commit(self, topic: str) -> None:
+        """Ring ``topic``'s bells when the current write transaction commits (not if it
+        rolls back): whoever waits for what it wrote looks at once."""
+        self._to_ring.add(topic)
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +158,16 @@ class Database:
         """One short read-check-write transaction (``BEGIN IMMEDIATE``): all or nothing."""
         with self._lock:
             conn = self.conn
-            with _immediate(conn):
-                yield conn
+            self._to_ring.clear()
+            try:
+                with _immediate(conn):
+                    yield conn
+            except BaseException:
+                self._to_ring.clear()
+                raise
+            topics, self._to_ring = self._to_ring, set()
+        for topic in topics:
+            self.ringer.ring(topic)
 
     def close(self) -> None:
         with self._lock:

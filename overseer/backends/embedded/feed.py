@@ -37,9 +37,12 @@ from ... import timeutil
 from ...errors import StreamRecordsGone
 from ...store import FailedBatch
 from ...stream import passes_stream_filters
+from .bells import SUPPORTED, Bell
 from .db import Database, database
 
 REGION = "local"
+# The bell rung when a record for the scheduler is committed (``bells``).
+FEED_TOPIC = "feed"
 # The feed is one shard (one writer at a time, in commit order).
 SHARD = "feed"
 _serializer = TypeSerializer()
@@ -100,10 +103,13 @@ def append(
         "eventSourceARN": stream_arn(db.path),
     }
     # The SequenceNumber is the row's own increasing id, added when the record is read.
+    acted = passes_stream_filters(record)
     conn.execute(
         "INSERT INTO feed (acted, record) VALUES (?, ?)",
-        (int(passes_stream_filters(record)), json.dumps(record, separators=(",", ":"))),
+        (int(acted), json.dumps(record, separators=(",", ":"))),
     )
+    if acted:
+        db.ring_after_commit(FEED_TOPIC)
 
 
 def _with_sequence(seq: int, text: str) -> dict[str, Any]:
@@ -115,12 +121,15 @@ def _with_sequence(seq: int, text: str) -> dict[str, Any]:
 class FeedReader:
     """Reads the feed from where this reader (by ``name``) last committed.
 
-    ``resume=False`` starts after the newest record instead (ignore history).
+    ``resume=False`` starts after the newest record instead (ignore history). ``wait``
+    returns as soon as a record for the scheduler is committed (the feed's bell).
     """
 
     def __init__(self, path: object, *, name: str = "scheduler", resume: bool = True) -> None:
         self.db = database(str(path))
         self.name = name
+        # Listening before the first look: no record committed after it goes unnoticed.
+        self.bell = Bell(self.db.path.parent, FEED_TOPIC) if SUPPORTED else None
         self.position = 0
         with self.db.read() as conn:
             row = conn.execute("SELECT position FROM feed_readers WHERE name = ?", (name,)).fetchone()
@@ -148,6 +157,18 @@ class FeedReader:
         if rows:
             self.position = int(rows[-1][0])
         return records
+
+    def wait(self, seconds: float) -> bool:
+        """Wait until a record for the scheduler is committed, or ``seconds`` passed."""
+        if self.bell is None:
+            time.sleep(seconds)
+            return False
+        return self.bell.wait(seconds)
+
+    def close(self) -> None:
+        if self.bell is not None:
+            self.bell.close()
+            self.bell = None
 
     def commit(self, position: int | None = None) -> None:
         """Save ``position`` (default: the end of the last batch returned) durably."""

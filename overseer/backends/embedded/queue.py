@@ -15,12 +15,14 @@ the queue is empty), so idle workers cost almost nothing.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from ...store import Delivery, JobMessage
+from .bells import SUPPORTED, Bell
 from .db import Database, database
 
 MAX_DELAY_SECONDS = 900
@@ -29,6 +31,9 @@ DEFAULT_VISIBILITY_SECONDS = 30
 MAX_RECEIVE_COUNT = 10
 POLL_MIN_SECONDS = 0.002
 POLL_MAX_SECONDS = 0.025
+# With a bell (``bells``), a send wakes the waiting receivers: they look again on their own
+# only this often, in case a ring was lost.
+BELL_POLL_SECONDS = 0.25
 
 
 class SqliteDispatchQueue:
@@ -42,13 +47,38 @@ class SqliteDispatchQueue:
         db: Database | None = None,
         poll_max_seconds: float = POLL_MAX_SECONDS,
         dead_letter_name: str | None = None,
+        topic: str | None = None,
     ) -> None:
+        """``topic``: the bell its sends ring and its receives wait on (default its own); a
+        pool's queues of every priority share one, so a worker waiting on one of them
+        looks again when any of them gets a message."""
         self.db = db or database(str(path))
         self.name = name
         self.visibility_seconds = visibility_seconds
         self.max_receive_count = max_receive_count
         self.poll_max_seconds = poll_max_seconds
         self.dead_letter_name = dead_letter_name or f"{name}-dead-letter"
+        self.topic = topic or f"queue-{name}"
+        self._bell: Bell | None = None
+        self._bell_pid = -1
+        self._interrupted = False
+
+    def bell(self) -> Bell | None:
+        """This process's bell of the queue (made on the first wait; a forked child makes
+        its own), or None where bells are not supported."""
+        if not SUPPORTED:
+            return None
+        if self._bell is None or self._bell_pid != os.getpid():
+            self._bell = Bell(self.db.path.parent, self.topic)
+            self._bell_pid = os.getpid()
+        return self._bell
+
+    def interrupt(self) -> None:
+        """End the current (or next) ``receive`` wait at once (from a signal handler: the
+        worker is stopping)."""
+        self._interrupted = True
+        if self._bell is not None and self._bell_pid == os.getpid():
+            self._bell.ring_self()
 
     def dead_letter_queue(self) -> SqliteDispatchQueue:
         """The dead-letter queue, as a queue (the sweep reads it like the SQS one)."""
@@ -72,6 +102,7 @@ class SqliteDispatchQueue:
             conn.executemany(
                 "INSERT INTO messages (queue, body, visible_at, sent_at) VALUES (?, ?, ?, ?)", rows
             )
+            self.db.ring_after_commit(self.topic)
 
     def _visible(self, now: float) -> bool:
         with self.db.read() as conn:
@@ -124,15 +155,23 @@ class SqliteDispatchQueue:
         visibility = self.visibility_seconds if visibility_seconds is None else visibility_seconds
         deadline = time.monotonic() + max(0.0, float(wait_seconds))
         pause = POLL_MIN_SECONDS
+        # Listening before the first look: a send committed after it rings this bell.
+        bell = self.bell() if wait_seconds > 0 else None
         while True:
             deliveries = self._take(max_messages, visibility)
             if deliveries:
                 return deliveries
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._interrupted:
                 return []
-            time.sleep(min(pause, left))
-            pause = min(self.poll_max_seconds, pause * 2)
+            if bell is not None:
+                if bell.wait(min(BELL_POLL_SECONDS, left)) and not self._visible(time.time()):
+                    # Rung for another queue of the topic (or taken by another worker): let
+                    # the caller look where it wants.
+                    return []
+            else:
+                time.sleep(min(pause, left))
+                pause = min(self.poll_max_seconds, pause * 2)
 
     def delete(self, receipts: Sequence[str]) -> None:
         if not receipts:
@@ -149,6 +188,8 @@ class SqliteDispatchQueue:
                 "UPDATE messages SET visible_at = ? WHERE queue = ? AND receipt = ?",
                 (time.time() + max(0, int(seconds)), self.name, receipt),
             )
+            if seconds <= 0:  # visible again now: a waiting worker may take it
+                self.db.ring_after_commit(self.topic)
 
     def depth(self) -> int:
         with self.db.read() as conn:

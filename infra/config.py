@@ -16,6 +16,7 @@ from typing import Any
 
 from constructs import Node
 
+from overseer.limits import parse_limits
 from overseer.pools import DEFAULT_POOL, POOL_NAME
 
 
@@ -191,6 +192,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "workerEgress": ("worker_egress", []),
     "apiGatewayAccount": ("api_gateway_account", True),
     "pools": ("pools", {}),
+    "limits": ("limits", {}),
 }
 
 
@@ -460,6 +462,18 @@ def _pools(raw: Any, top: Mapping[str, Any]) -> dict[str, PoolConfig]:
     return pools
 
 
+def _limits(value: Any) -> dict[str, int]:
+    """``limits``: concurrency limit name -> size, checked as the engine checks them
+    (``overseer.limits.parse_limits``)."""
+    value = _json_object("limits", value)  # -c limits='{"geo_api": 5}'
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"context 'limits' must be an object {{limit name: size}}, got {value!r}")
+    try:
+        return parse_limits(value)
+    except ValueError as exc:
+        raise ConfigError(f"context 'limits': {exc}") from None
+
+
 @dataclass(frozen=True)
 class DeploymentConfig:
     """Typed view of the CDK context; see docs/deploy.md for each key."""
@@ -497,6 +511,9 @@ class DeploymentConfig:
     pools: Mapping[str, PoolConfig]
     # Whether `pools` names any pool: only then do the processes get OVERSEER_POOLS.
     pools_declared: bool
+    # Concurrency limits, name -> how many jobs holding it run at once (overseer.limits);
+    # empty: none, and no process gets OVERSEER_LIMITS.
+    limits: Mapping[str, int]
 
     @property
     def default_pool(self) -> PoolConfig:
@@ -553,6 +570,7 @@ class DeploymentConfig:
         top = {key: values[attr] for key, (attr, _) in _KEYS.items()}
         values["pools"] = _pools(values["pools"], top)
         values["pools_declared"] = bool(_json_object("pools", context.get("pools") or {}))
+        values["limits"] = _limits(values["limits"])
         return cls(**values)
 
     @classmethod

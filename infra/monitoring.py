@@ -4,8 +4,10 @@ The engine's own metrics come from the scheduler Lambda as EMF (namespace ``Over
 dimension ``service=overseer-scheduler``): GraphsFinished / GraphsFailed / GraphsAborted,
 JobsFinished / JobsFailed / JobsAborted, and per job type (dimension ``JobType``, read with
 SEARCH expressions since the types are the user's) JobDuration and the job counts; the
-sweep Lambda adds QueueDepth and WorkersStarted (``service=overseer-sweep``), and, per worker
-pool, WorkersRunning with the dimension ``Pool`` (``service=overseer-sweep, Pool=<name>``).
+sweep Lambda adds QueueDepth and WorkersStarted (``service=overseer-sweep``), per worker
+pool WorkersRunning with the dimension ``Pool`` (``service=overseer-sweep, Pool=<name>``), and
+per concurrency limit LimitRunning and LimitWaiting with the dimension ``Limit``
+(``service=overseer-sweep, Limit=<name>``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,19 @@ def workers_running(pool: str) -> cw.Metric:
     )
 
 
+def limit_metric(name: str, limit: str, label: str) -> cw.Metric:
+    """The sweep's count of a concurrency limit's jobs (EMF, dimension ``Limit``):
+    ``LimitRunning`` (holding a slot) or ``LimitWaiting`` (parked for one)."""
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": SWEEP_SERVICE, "Limit": limit},
+        statistic="Maximum",
+        period=Duration.minutes(1),
+        label=label,
+    )
+
+
 def ready_jobs(queues: Sequence[sqs.IQueue], period: Duration, pool: str = "") -> list[cw.Metric]:
     """A pool's ready jobs, a line per priority (``queues``: high, normal, low)."""
     return [
@@ -112,6 +127,8 @@ class Monitoring(Construct):
 
     With worker pools (``pools`` in cdk.json), a row per pool: its ready jobs by priority
     beside its running workers, and a dead-letter alarm per pool (``DeadLetters<Pool>``).
+    With concurrency limits (``limits``), a row with a graph per limit: the jobs holding it
+    (a line at its size) and the jobs waiting for a slot, as the sweep counts them.
 
     Blocked workers: Batch sends "Batch Job Queue Blocked" when the job at the head of the
     queue cannot be placed (vCPU limit of the compute environment, a job larger than any
@@ -142,11 +159,14 @@ class Monitoring(Construct):
         scheduler: lambda_.Function,
         job_queue: batch.IJobQueue,
         pools: Mapping[str, PoolMonitoring] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         """``queues`` (high, normal, low), ``dead_letter_queue``, ``job_queue``: the default
-        pool's; ``pools``: every pool (the default included) when the stack has pools."""
+        pool's; ``pools``: every pool (the default included) when the stack has pools;
+        ``limits``: the concurrency limits, name -> size."""
         super().__init__(scope, construct_id)
         pools = pools or {}
+        limits = limits or {}
         self.blocked_queue = sqs.Queue(
             self,
             "WorkersBlocked",
@@ -399,6 +419,19 @@ class Monitoring(Construct):
                     ],
                     width=12,
                 ),
+            )
+        if limits:
+            self.dashboard.add_widgets(
+                *(
+                    cw.GraphWidget(
+                        title=f"Limit {name}: jobs running / waiting",
+                        left=[limit_metric("LimitRunning", name, f"{name} running")],
+                        left_annotations=[cw.HorizontalAnnotation(value=size, label=f"size {size}")],
+                        right=[limit_metric("LimitWaiting", name, f"{name} waiting")],
+                        width=max(8, 24 // len(limits)),
+                    )
+                    for name, size in limits.items()
+                )
             )
         self.dashboard.add_widgets(
             cw.GraphWidget(

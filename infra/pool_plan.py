@@ -1,6 +1,6 @@
 """What each worker pool serves and how long its workers may run, decided at synthesis.
 
-Three checks that would otherwise show only in production:
+Four checks that would otherwise show only in production:
 
 * **the manifests**: the job types each pool's handlers module serves, listed by importing
   the module in a subprocess (``overseer.handlers.manifest``), and the routes they give
@@ -14,6 +14,10 @@ Three checks that would otherwise show only in production:
   started late would be stopped (and released, and started again late...) for ever. The
   worker is told its deadline (timeout - grace) and refuses a job it could not finish by
   then.
+* **the limits**: a handler spec naming a concurrency limit (``"limit": "geo_api"``) that
+  cdk.json's ``limits`` does not configure would fail each of its jobs when a worker takes
+  it (``UnknownLimit``). The manifests say which limit each spec names; a stack without
+  pools imports its handlers module for this check alone, and only warns when it cannot.
 """
 
 from __future__ import annotations
@@ -58,8 +62,8 @@ class ManifestError(RuntimeError):
 
 def handlers_manifest(module: str) -> dict[str, dict[str, Any]]:
     """``overseer.handlers.manifest(module)``, in a subprocess at the repository root: job
-    type -> {"pool": the spec's pool or None, "timeout_seconds"}. Raises ``ManifestError``
-    with the import's last error line."""
+    type -> {"pool": the spec's pool or None, "timeout_seconds", "limit": the spec's
+    concurrency limit or None}. Raises ``ManifestError`` with the import's last error line."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     result = subprocess.run(
@@ -101,15 +105,25 @@ class WorkerPlan:
 
     pools: Mapping[str, PoolPlan]
     routes: Mapping[str, str]
+    # Pools whose instance types are not in infra/instance_types.py.
     warnings: tuple[str, ...] = ()
+    # The handler specs' concurrency limits could not be checked (their module cannot be
+    # imported at synthesis).
+    limits_warning: str | None = None
 
 
 def plan_pools(config: DeploymentConfig) -> WorkerPlan:
     """The plan of ``config``'s pools. Raises ``ConfigError`` naming the pool and what to
-    change when a module cannot be listed, a handler names a pool that cannot run it, a
-    pool fits none of its instance types, or its Batch timeout is too short."""
+    change when a module cannot be listed, a handler names a pool that cannot run it or a
+    concurrency limit the stack does not configure, a pool fits none of its instance types,
+    or its Batch timeout is too short."""
     warnings = [w for pool in config.pools.values() if (w := check_fit(pool)) is not None]
     manifests = _manifests(config) if config.pools_declared else {}
+    if config.pools_declared:
+        check_limits(config, manifests)
+        limits_warning = None
+    else:
+        limits_warning = _check_default_limits(config)
     try:
         routes = routes_from_manifests(
             {name: {t: spec.get("pool") for t, spec in types.items()} for name, types in manifests.items()}
@@ -131,7 +145,7 @@ def plan_pools(config: DeploymentConfig) -> WorkerPlan:
             longest_job_seconds=longest,
             batch_timeout_seconds=batch_timeout(pool, longest),
         )
-    return WorkerPlan(plans, routes, tuple(warnings))
+    return WorkerPlan(plans, routes, tuple(warnings), limits_warning)
 
 
 def _manifests(config: DeploymentConfig) -> dict[str, dict[str, dict[str, Any]]]:
@@ -157,6 +171,47 @@ def _manifests(config: DeploymentConfig) -> dict[str, dict[str, dict[str, Any]]]
             )
         manifests[name] = found
     return manifests
+
+
+def check_limits(config: DeploymentConfig, manifests: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+    """Raise ``ConfigError`` naming the handler, its pool, the limit and the configured ones
+    when a handler spec of a pool's manifest names a concurrency limit that
+    ``config.limits`` does not configure."""
+    holders = [
+        (job_type, config.pools[pool], spec["limit"])
+        for pool, manifest in manifests.items()
+        for job_type, spec in manifest.items()
+        if spec.get("limit") and spec["limit"] not in config.limits
+    ]
+    if not holders:
+        return
+    missing = sorted({limit for _, _, limit in holders})
+    which = "; ".join(
+        f"handler {job_type!r} of {pool.where} ({pool.handlers_module}) holds the concurrency limit {limit!r}"
+        for job_type, pool, limit in holders
+    )
+    example = json.dumps({limit: 5 for limit in missing})
+    raise ConfigError(
+        f"limits: {which}, not configured in cdk.json 'limits' (configured: "
+        f"{sorted(config.limits) or 'none'}): add {'it' if len(missing) == 1 else 'them'} with a size, "
+        f'e.g. "limits": {example}, or take it out of the handler spec; otherwise each of its jobs '
+        "fails when a worker takes it"
+    )
+
+
+def _check_default_limits(config: DeploymentConfig) -> str | None:
+    """``check_limits`` for a stack without pools: its handlers module is imported for this
+    alone, so one that cannot be imported here gives a warning rather than an error."""
+    pool = config.default_pool
+    try:
+        manifest = handlers_manifest(pool.handlers_module)
+    except ManifestError as exc:
+        return (
+            f"cannot import handlers module {pool.handlers_module!r} at synthesis ({exc}): the "
+            "concurrency limits its handler specs name are not checked against cdk.json 'limits'"
+        )
+    check_limits(config, {pool.name: manifest})
+    return None
 
 
 def batch_timeout(pool: PoolConfig, longest_job_seconds: int) -> int:

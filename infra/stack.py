@@ -58,6 +58,8 @@ class OverseerStack(Stack):
         self.plan = plan_pools(config)
         for warning in self.plan.warnings:
             Annotations.of(self).add_warning_v2("overseer:pool-instance-types", warning)
+        if self.plan.limits_warning:
+            Annotations.of(self).add_warning_v2("overseer:limits-unchecked", self.plan.limits_warning)
         retention = _retention(config.log_retention_days)
         default = config.default_pool
 
@@ -96,9 +98,16 @@ class OverseerStack(Stack):
             "OVERSEER_HIGH_QUEUE_URL": self.dispatch.high_queue.queue_url,
             "OVERSEER_LOW_QUEUE_URL": self.dispatch.low_queue.queue_url,
         }
+        # Concurrency limits (overseer.limits), as compact JSON: for the processes that take
+        # and give back slots (workers), wake waiters (sweep), and refuse a graph naming a
+        # limit the stack does not have (API, trigger). Not the scheduler: a job's message
+        # carries the limit stored on the job. No limits: no variable at all.
+        limits_json = json.dumps(dict(config.limits), separators=(",", ":"))
+        limits_env = {"OVERSEER_LIMITS": limits_json} if config.limits else {}
         worker_env = {
             **shared_env,
             **priority_env,
+            **limits_env,
             "OVERSEER_IDLE_EXIT_SECONDS": str(config.idle_exit_seconds),
             # The caps of a handler's Expand, checked by the worker before it commits one.
             "OVERSEER_MAX_EXPAND_ITEMS": str(config.max_expand_items),
@@ -179,6 +188,9 @@ class OverseerStack(Stack):
             triggers=config.triggers,
             dead_letter_queue=self.dispatch.delivery_failures,
         )
+        for function in (self.api.function, self.triggers.function, self.sweep.function):
+            for name, value in limits_env.items():
+                function.add_environment(name, value)
         if config.pools_declared:
             # What each function uses of the pools (Lambda allows 4 KB of variables in
             # all): the API and the trigger route jobs (types, routes); the scheduler sends
@@ -193,6 +205,7 @@ class OverseerStack(Stack):
             )
             self.api.function.add_environment("OVERSEER_POOLS", routes_only)
             self.triggers.function.add_environment("OVERSEER_POOLS", routes_only)
+        if config.pools_declared or config.limits:
             for service, function in factory.functions.items():
                 function.node.add_validation(EnvironmentSize(service, function))
         self.monitoring = Monitoring(
@@ -218,6 +231,7 @@ class OverseerStack(Stack):
                 if config.pools_declared
                 else {}
             ),
+            limits=config.limits,
         )
 
         self._grant()
@@ -282,6 +296,10 @@ class OverseerStack(Stack):
         TransactWriteItems of two UpdateItems (the job, the graph's ``jobs_total``), which
         IAM authorizes as those UpdateItems; ``put_children`` PutItem (jobs);
         ``advance_expansion``, ``complete_expansion``, ``count_done`` UpdateItem (jobs).
+        Concurrency limits (``overseer.limits``): ``acquire_slot`` UpdateItem, and GetItem
+        (consistent) when the limit is full, ``renew_slot`` / ``release_slot`` UpdateItem
+        (graphs); ``slot_holders`` GetItem (graphs); ``count_waiting`` Query (jobs' sweep
+        index); ``wake``: ``sweep_page`` and a ``transition``.
         """
         graphs, jobs = self.tables.graphs_table, self.tables.jobs_table
         pool_queues = self.dispatch.pool_queues
@@ -320,7 +338,9 @@ class OverseerStack(Stack):
         # UpdateItem, announced with PutEvents). Replaying a failed stream batch runs the
         # scheduler's calls (GetItem of jobs and graphs; an expansion's children: PutItem,
         # and its items, as the scheduler's). Graphs left creating are rolled back
-        # (DeleteItem of the graph and its jobs). No Scan.
+        # (DeleteItem of the graph and its jobs). Concurrency limits: each limit's slots
+        # (GetItem of its item in the graphs table), its waiting jobs counted and the oldest
+        # woken (Query of the sweep index, BatchGetItem, UpdateItem). No Scan.
         sweep = self.sweep.function
         _allow(sweep, jobs, "GetItem", "Query", "UpdateItem", "DeleteItem", "BatchGetItem", "PutItem")
         _allow_expansion_items(sweep, bucket)
@@ -392,6 +412,14 @@ class OverseerStack(Stack):
         graphs, jobs = self.tables.graphs_table, self.tables.jobs_table
         _allow(worker, jobs, "GetItem", "Query", "BatchGetItem", "UpdateItem")
         _allow(worker, graphs, "UpdateItem")
+        if self.config.limits:
+            # Concurrency limits (overseer.limits): a limit's slots are one item of the graphs
+            # table, taken, renewed and given back with conditional UpdateItems and read
+            # (consistent GetItem) when it is full; a job parked for a slot (UpdateItem) is
+            # woken by the worker giving one back: the oldest in the sweep index's
+            # ``limit#<name>`` partition (Query of the index, BatchGetItem, UpdateItem).
+            _allow(worker, graphs, "GetItem")
+            _allow_index(worker, jobs, self.tables.SWEEP_INDEX, "Query")
         # PriorityQueues.receive from each priority's queue, delete (DeleteMessageBatch) and
         # extend / release (ChangeMessageVisibility) on the queue the receipt names.
         for queue in queues:
@@ -518,10 +546,19 @@ class EnvironmentSize:
         )
         if size <= LAMBDA_ENVIRONMENT_BYTES:
             return []
+        keys, causes, remedies = [], [], []
+        if "OVERSEER_POOLS" in variables:
+            keys.append("pools")
+            causes.append("OVERSEER_POOLS lists every pool's job types and queues")
+            remedies.append("fewer pools, or fewer job types in the handlers modules of several pools")
+        if "OVERSEER_LIMITS" in variables:
+            keys.append("limits")
+            causes.append("OVERSEER_LIMITS every concurrency limit")
+            remedies.append("fewer concurrency limits, or shorter names")
         return [
-            f"pools: the {self.service} function's environment would be about {size} bytes, over "
-            f"Lambda's {LAMBDA_ENVIRONMENT_BYTES} (OVERSEER_POOLS lists every pool's job types and "
-            "queues): use fewer pools, or fewer job types in the handlers modules of several pools"
+            f"{' and '.join(keys)}: the {self.service} function's environment would be about {size} "
+            f"bytes, over Lambda's {LAMBDA_ENVIRONMENT_BYTES} ({'; '.join(causes)}): use "
+            f"{'; or '.join(remedies)}"
         ]
 
 

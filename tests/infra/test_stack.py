@@ -195,7 +195,10 @@ def test_scheduler_stream_filter_passes_only_job_records_it_acts_on(synth: Synth
     assert ready_again["dynamodb"]["OldImage"] == {"status": {"S": ["running"]}}
     assert released["dynamodb"]["NewImage"] == {
         "status": {"S": ["ready"]},
-        "released_by": {"S": ["submission", "rerun", "expansion"]},  # children are written ready
+        # Children are written ready; a job woken by a slot of its limit given back is sent
+        # again, not one that parks waiting for a slot (overseer.limits).
+        "released_by": {"S": ["submission", "rerun", "expansion", "limit"]},
+        "limit_wait": {"S": [{"exists": False}]},
     }
     assert props["BatchSize"] == 100
     assert props["BisectBatchOnFunctionError"] is True

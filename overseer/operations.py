@@ -25,7 +25,7 @@ from . import timeutil
 from .errors import GraphNotFound, InvalidGraph, RerunRefused
 from .graph import GraphSpec, load_document, parse_graph
 from .limits import parse_limits
-from .parallel import in_parallel
+from .parallel import in_parallel, writers_of
 from .pools import Pools
 from .scheduler import upstream_reason
 from .states import (
@@ -228,7 +228,9 @@ def cancel_graph(
     store = services.store
     get_graph(services, graph_id)
     open_jobs = [job for job in store.list_jobs(graph_id) if not job.status.terminal]
-    changed = sum(in_parallel(lambda job: _stop_job(store, job, reason), open_jobs))
+    changed = sum(
+        in_parallel(lambda job: _stop_job(store, job, reason), open_jobs, writers=writers_of(store))
+    )
     exact = terminal_counts(job.status for job in store.list_jobs(graph_id))
     done = store.set_graph_status(
         graph_id, GraphStatus.ABORTED, sources=[GraphStatus.RUNNING], counts=exact, reason=reason
@@ -320,7 +322,11 @@ def rerun_graph(
             remove=_CLEARED_ON_RERUN,
         )
 
-    moved = [(old, new) for old, new in zip(targets, in_parallel(rerun, targets), strict=True) if new]
+    moved = [
+        (old, new)
+        for old, new in zip(targets, in_parallel(rerun, targets, writers=writers_of(store)), strict=True)
+        if new
+    ]
     if not moved:
         return GraphChange(get_graph(services, graph_id), 0)
 
@@ -362,14 +368,20 @@ def rerun_graph(
         for dep in store.dependents(old)
         if dep.count > 1 and dep.child not in moved_names and jobs[dep.child].status == JobStatus.WAITING
     ]
-    in_parallel(lambda edge: store.forget_finished_dependency(graph_id, *edge, rerun_at=start), forget)
+    in_parallel(
+        lambda edge: store.forget_finished_dependency(graph_id, *edge, rerun_at=start),
+        forget,
+        writers=writers_of(store),
+    )
     recount = [
         (name, index)
         for name in dict.fromkeys(name for name, _ in forget)
         for index, dep in enumerate(store.dependencies(jobs[name]))
         if satisfied(jobs[name], dep)
     ]
-    in_parallel(lambda edge: store.record_finished_dependency(graph_id, *edge), recount)
+    in_parallel(
+        lambda edge: store.record_finished_dependency(graph_id, *edge), recount, writers=writers_of(store)
+    )
 
     def release_if_ready(record: JobRecord) -> bool:
         deps = store.dependencies(record)
@@ -395,5 +407,5 @@ def rerun_graph(
         )
         return released is not None
 
-    in_parallel(release_if_ready, [new for _, new in moved])
+    in_parallel(release_if_ready, [new for _, new in moved], writers=writers_of(store))
     return GraphChange(get_graph(services, graph_id), len(moved))

@@ -14,11 +14,20 @@ W = TypeVar("W")
 WRITERS = 8
 
 
-def in_parallel(act: Callable[[W], T], work: Iterable[W], *, inline_up_to: int = 2) -> list[T]:
-    """``[act(w) for w in work]``, in ``WRITERS`` threads unless there are at most
-    ``inline_up_to`` elements (a pool costs more than it saves for one or two writes)."""
+def writers_of(store: object) -> int:
+    """How many writes ``store`` serves at once: its ``writers`` (the embedded store's one
+    SQLite connection per process serves one), else ``WRITERS``."""
+    return int(getattr(store, "writers", WRITERS))
+
+
+def in_parallel(
+    act: Callable[[W], T], work: Iterable[W], *, inline_up_to: int = 2, writers: int = WRITERS
+) -> list[T]:
+    """``[act(w) for w in work]``, in ``writers`` threads unless there are at most
+    ``inline_up_to`` elements (a pool costs more than it saves for one or two writes) or
+    the store serves one write at a time (``writers`` 1)."""
     work = list(work)
-    if len(work) <= inline_up_to:
+    if len(work) <= inline_up_to or writers <= 1:
         return [act(w) for w in work]
-    with ThreadPoolExecutor(WRITERS) as pool:
+    with ThreadPoolExecutor(writers) as pool:
         return list(pool.map(act, work))

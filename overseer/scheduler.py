@@ -37,7 +37,7 @@ from typing import Any
 
 from . import timeutil
 from .expansion import Expansions
-from .parallel import in_parallel
+from .parallel import in_parallel, writers_of
 from .states import (
     CASCADE_ABORT,
     RELEASE,
@@ -187,7 +187,11 @@ class Scheduler:
             for message, fresh in releases.messages:
                 report.released += fresh
                 messages.append(message)
-        in_parallel(self.expansions.child_done, [job for job in finished + trees_done if job.parent])
+        in_parallel(
+            self.expansions.child_done,
+            [job for job in finished + trees_done if job.parent],
+            writers=writers_of(self.store),
+        )
         for job in ended_badly:
             report.aborted += self.abort_dependents(job)
         if messages:
@@ -233,7 +237,9 @@ class Scheduler:
             return self._release(job.graph_id, dep.child, carry, job.done_at)
 
         releases = [Releases() for _ in finished]
-        for (i, _, _, carry), (child, fresh) in zip(work, in_parallel(release, work), strict=True):
+        for (i, _, _, carry), (child, fresh) in zip(
+            work, in_parallel(release, work, writers=writers_of(self.store)), strict=True
+        ):
             if child is None:
                 continue
             # Released before (a duplicate record, or this batch retried after the write):
@@ -285,10 +291,10 @@ class Scheduler:
             )
             return changed is not None
 
-        aborted = sum(in_parallel(abort, self.store.dependents(current)))
+        aborted = sum(in_parallel(abort, self.store.dependents(current), writers=writers_of(self.store)))
         ancestor = current.parent
         while ancestor is not None and (record := self.store.get_job(job.graph_id, ancestor)) is not None:
-            aborted += sum(in_parallel(abort, self.store.dependents(record)))
+            aborted += sum(in_parallel(abort, self.store.dependents(record), writers=writers_of(self.store)))
             ancestor = record.parent
         return aborted
 

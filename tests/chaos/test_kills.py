@@ -11,7 +11,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 
 def test_killing_workers_loses_nothing_and_finishes_every_job_once(chaos_stack):
-    document = toolkit.layered_graph("kills", layers=10, width=15, sleep=0.1)
+    # Jobs long enough that a run lasts well past five kills however fast the hand-offs are.
+    document = toolkit.layered_graph("kills", layers=10, width=15, sleep=0.3)
     chaos_stack.submit(document)
     pool = chaos_stack.pool(4).start()
     try:

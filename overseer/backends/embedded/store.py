@@ -62,6 +62,10 @@ def _rerun_since(item: Mapping[str, Any], dep_finished_at: str | None) -> bool:
 class SqliteJobStore:
     """Graphs and jobs in one SQLite file. See ``overseer.store.JobStore``."""
 
+    # One connection per process: its writes run one at a time, so the engine's callers
+    # make them in a row rather than from a pool of threads (``overseer.parallel``).
+    writers = 1
+
     def __init__(self, path: object, db: Database | None = None) -> None:
         self.db = db or database(str(path))
         self.path = self.db.path

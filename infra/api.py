@@ -16,6 +16,7 @@ ROUTES = (
     ("/graphs/{id}/jobs", "GET"),
     ("/graphs/{id}/cancel", "POST"),
     ("/graphs/{id}/rerun", "POST"),
+    ("/limits", "GET"),
 )
 
 # Checked by API Gateway before the Lambda runs. The body is either an inline graph (the
@@ -46,7 +47,7 @@ class Api(Construct):
     """The REST API.
 
     ``POST /graphs``, ``GET /graphs/{id}``, ``GET /graphs/{id}/jobs``,
-    ``POST /graphs/{id}/cancel``, ``POST /graphs/{id}/rerun``; every method requires a
+    ``POST /graphs/{id}/cancel``, ``POST /graphs/{id}/rerun``, ``GET /limits``; every method requires a
     SigV4-signed request (``AWS_IAM``). Requests are validated (path parameters; the
     submit body against ``SUBMIT_SCHEMA``), throttled, traced and access-logged.
 
@@ -148,3 +149,7 @@ class Api(Construct):
                 request_validator=params_validator,
                 request_parameters=id_param,
             )
+        # Each concurrency limit: its size, holders and waiting jobs (overseer.limits).
+        self.rest_api.root.add_resource("limits").add_method(
+            "GET", integration, authorization_type=apigw.AuthorizationType.IAM
+        )

@@ -385,10 +385,13 @@ class OverseerStack(Stack):
         # API (overseer.operations): submit (create_graph), status (GetItem), jobs (Query),
         # cancel (Query, UpdateItem, GetItem of a job that moved, set_graph_status), rerun
         # (Query, UpdateItem, add_graph_progress / set_graph_status). A cancel that ends a
-        # graph announces it.
+        # graph announces it. Limits (GET /limits): each limit's slots (GetItem of its item)
+        # and its waiting jobs counted (Query of the sweep index), with limits configured.
         api = self.api.function
         _allow(api, graphs, "PutItem", "GetItem", "UpdateItem")
         _allow(api, jobs, "BatchWriteItem", "GetItem", "Query", "UpdateItem")
+        if self.config.limits:
+            _allow_index(api, jobs, self.tables.SWEEP_INDEX, "Query")
         self.events.bus.grant_put_events_to(api)
 
         # Trigger (operations.trigger_template): create_graph only; GetItem of the graph

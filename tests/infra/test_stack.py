@@ -477,6 +477,7 @@ def test_api_has_the_five_routes_all_with_iam_auth(synth: Synthesis) -> None:
         ("/graphs/{id}/jobs", "GET"),
         ("/graphs/{id}/cancel", "POST"),
         ("/graphs/{id}/rerun", "POST"),
+        ("/limits", "GET"),
     }
     synth.template.has_resource_properties(
         "AWS::ApiGateway::Stage",

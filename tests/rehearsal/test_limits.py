@@ -130,11 +130,14 @@ def test_three_jobs_holding_a_limit_of_one_run_one_at_a_time(rehearsal: Rehearsa
     rehearsal.wait_for(lambda: queued(rehearsal) == 3, timeout=60, what="three messages")
     first = sweep_now(rehearsal)
     assert (first.payload["queue_depths"], first.payload["workers_started"]) == ({"default": 3}, 3)
-    assert first.payload["limits"] == {"geo_api": {"size": 1, "running": 0, "waiting": 0, "woken": 0}}
+    # Its last step reports the limit (the workers it started may have taken jobs by then:
+    # never more than one holds it).
+    reported = first.payload["limits"]["geo_api"]
+    assert (reported["size"], reported["woken"]) == (1, 0) and reported["running"] <= 1
     assert first.payload["failed_steps"] == []
     # The dashboard's row: LimitRunning and LimitWaiting, dimension Limit.
-    assert limit_metric(first.logs, "LimitRunning") == {"geo_api": 0}
-    assert limit_metric(first.logs, "LimitWaiting") == {"geo_api": 0}
+    assert limit_metric(first.logs, "LimitRunning") == {"geo_api": reported["running"]}
+    assert limit_metric(first.logs, "LimitWaiting") == {"geo_api": reported["waiting"]}
 
     rehearsal.start_sweep_schedule()  # from here on, as deployed
     assert wait_until_ended(rehearsal, GRAPH_ID) == "finished", jobs(rehearsal, GRAPH_ID)
@@ -159,6 +162,10 @@ def test_three_jobs_holding_a_limit_of_one_run_one_at_a_time(rehearsal: Rehearsa
         ConsistentRead=True,
     )["Item"]
     assert (slot["holders"], slot["size"]) == ({"M": {}}, {"N": "1"})
+    # What `overseer status --api` shows: GET /limits through API Gateway.
+    assert api(rehearsal, "GET", "/limits") == {
+        "limits": {"geo_api": {"size": 1, "running": 0, "holders": [], "waiting": 0}}
+    }
 
 
 def test_every_call_of_the_limit_story_was_allowed(rehearsal: Rehearsal) -> None:
@@ -174,13 +181,17 @@ def test_every_call_of_the_limit_story_was_allowed(rehearsal: Rehearsal) -> None
     # limit#geo_api partition (its report's "limits", no step failed: see the test above).
     assert _calls(rehearsal, "sweep", "dynamodb:GetItem", "TablesGraphs")
     assert _calls(rehearsal, "sweep", "dynamodb:Query", "/index/sweep")
+    # GET /limits counts the waiting jobs with a Query of the index.
+    assert _calls(rehearsal, "api", "dynamodb:Query", "/index/sweep")
     # The scheduler needs nothing new: it sends the woken jobs as any released job.
     assert not _calls(rehearsal, "scheduler", "dynamodb:Query", "/index/sweep")
 
 
 def _limit_grant(role: str, action: str, resource: str) -> bool:
     """The grants only a stack with limits gives: the worker's slot reads and its Query of the
-    sweep index."""
+    sweep index, and the API's Query of that index (GET /limits)."""
+    if "Api" in role:
+        return action == "dynamodb:Query" and resource.endswith("/index/sweep")
     return "Workers" in role and (
         (action == "dynamodb:GetItem" and "TablesGraphs" in resource)
         or (action == "dynamodb:Query" and resource.endswith("/index/sweep"))
@@ -191,4 +202,8 @@ def test_every_grant_limits_add_is_needed_by_a_call(rehearsal: Rehearsal) -> Non
     needed, unneeded = removal_report(rehearsal, exempt=lambda *_: None, considered=_limit_grant)
     print("\n".join(f"{grant}\n    -> denies {call}" for grant, call in sorted(needed.items())))
     assert unneeded == [], "granted but used by no call of the limit story:\n" + "\n".join(unneeded)
-    assert sorted(needed.values()) == ["worker dynamodb:GetItem", "worker dynamodb:Query"]
+    assert sorted(needed.values()) == [
+        "api dynamodb:Query",
+        "worker dynamodb:GetItem",
+        "worker dynamodb:Query",
+    ]

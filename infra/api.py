@@ -151,5 +151,8 @@ class Api(Construct):
             )
         # Each concurrency limit: its size, holders and waiting jobs (overseer.limits).
         self.rest_api.root.add_resource("limits").add_method(
-            "GET", integration, authorization_type=apigw.AuthorizationType.IAM
+            "GET",
+            integration,
+            authorization_type=apigw.AuthorizationType.IAM,
+            request_validator=params_validator,
         )

@@ -37,15 +37,23 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import timeutil
 from .states import LIMIT_WAKE, RELEASED_BY_LIMIT
 
 if TYPE_CHECKING:
     from .graph import GraphSpec
-    from .handlers import HandlerSpec
     from .store import JobRecord, JobStore
+
+
+class HoldsLimit(Protocol):
+    """A handler spec as the limits see it (``overseer.handlers.HandlerSpec``, which the
+    Lambdas do not ship)."""
+
+    @property
+    def limit(self) -> str | None: ...
+
 
 # A limit's name: it becomes part of index keys, metric dimensions and CLI flags.
 LIMIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -161,7 +169,7 @@ class LimitState:
 
 
 def unconfigured_limits(
-    limits: Mapping[str, int], handlers: Mapping[str, HandlerSpec], spec: GraphSpec | None = None
+    limits: Mapping[str, int], handlers: Mapping[str, HoldsLimit], spec: GraphSpec | None = None
 ) -> str | None:
     """What holds a concurrency limit that ``limits`` does not give, and the flags to pass;
     None when nothing does. With ``spec``: its jobs (the limit the graph gives each, else its

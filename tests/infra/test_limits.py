@@ -125,12 +125,19 @@ def test_limits_change_only_the_limits_processes_worker_grants_and_dashboard(
         for workers in pools.stack.pools.values()
         if {"Ref": pools.logical_id(workers.job_role)} in policy["Properties"]["Roles"]
     }
+    # The API's role: GET /limits counts each limit's waiting jobs (Query of the sweep index).
+    api_policies = {
+        policy_id
+        for policy_id, policy in pools.of_type("AWS::IAM::Policy").items()
+        if {"Ref": pools.logical_id(pools.stack.api.function.role)} in policy["Properties"]["Roles"]
+    }
     assert set(limited.resources) == set(pools.resources)
     changed = {k for k, resource in pools.resources.items() if limited.resources[k] != resource}
     assert changed == {
         *changed_functions,
         *(pools.logical_id(w.job_definition) for w in pools.stack.pools.values()),
         *worker_policies,
+        *api_policies,
         pools.logical_id(pools.stack.monitoring.dashboard),
     }
     # The functions and job definitions: one variable more, nothing else.
@@ -195,9 +202,9 @@ def test_the_limits_stack_has_no_nag_finding_or_lint_error(limited: Synthesis) -
 
 def test_limits_are_read_from_cdk_json_or_the_command_line() -> None:
     assert DeploymentConfig.from_mapping({**CONTEXT, "limits": LIMITS}).limits == LIMITS
-    # cdk deploy -c limits='{"geo_api": 2, "crm-api": 10000}'
-    given = DeploymentConfig.from_mapping({"limits": '{"geo_api": 2, "crm-api": 10000}'})
-    assert given.limits == {"geo_api": 2, "crm-api": 10000}
+    # cdk deploy -c limits='{"geo_api": 2, "crm-api": 1000}'
+    given = DeploymentConfig.from_mapping({"limits": '{"geo_api": 2, "crm-api": 1000}'})
+    assert given.limits == {"geo_api": 2, "crm-api": 1000}
     assert DeploymentConfig.from_mapping({"limits": None}).limits == {}
 
 
@@ -210,10 +217,10 @@ def test_limits_are_read_from_cdk_json_or_the_command_line() -> None:
             "letters, digits, _ or -), got 'geo api'",
         ),
         ({"2geo": 2}, "got '2geo'"),
-        ({"geo_api": 0}, "context 'limits': limit 'geo_api' must be a whole number from 1 to 10000, got 0"),
-        ({"geo_api": 10001}, "limit 'geo_api' must be a whole number from 1 to 10000, got 10001"),
-        ({"geo_api": "5"}, "limit 'geo_api' must be a whole number from 1 to 10000, got '5'"),
-        ({"geo_api": True}, "limit 'geo_api' must be a whole number from 1 to 10000, got True"),
+        ({"geo_api": 0}, "context 'limits': limit 'geo_api' must be a whole number from 1 to 1000, got 0"),
+        ({"geo_api": 1001}, "limit 'geo_api' must be a whole number from 1 to 1000, got 1001"),
+        ({"geo_api": "5"}, "limit 'geo_api' must be a whole number from 1 to 1000, got '5'"),
+        ({"geo_api": True}, "limit 'geo_api' must be a whole number from 1 to 1000, got True"),
         (["geo_api"], "context 'limits' must be an object {limit name: size}, got ['geo_api']"),
         ("geo_api=5", "context 'limits' must be a JSON object, got 'geo_api=5'"),
     ],

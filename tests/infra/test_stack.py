@@ -452,7 +452,7 @@ def test_sweep_may_submit_workers_and_scheduler_may_publish_events(synth: Synthe
 # --- API ---------------------------------------------------------------------------------
 
 
-def test_api_has_the_five_routes_all_with_iam_auth(synth: Synthesis) -> None:
+def test_api_has_the_six_routes_all_with_iam_auth(synth: Synthesis) -> None:
     resources = synth.of_type("AWS::ApiGateway::Resource")
     root_ref = {"Fn::GetAtt": [synth.logical_id(synth.stack.api.rest_api), "RootResourceId"]}
 

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -147,11 +148,94 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+class ForkedWorker:
+    """A worker forked from this process (``WorkerPool(fork=True)``), with the part of
+    ``subprocess.Popen``'s interface the pool uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            time.sleep(0.002)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, number: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _can_fork() -> bool:
+    """Whether a worker may be forked from this process: POSIX, and no other thread (a lock
+    another thread holds would stay held in the child); no SQLite connection must be open
+    either, which the caller ensures (``_on_embedded`` forks before it opens the store)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _forked_worker_main(env: Mapping[str, str], log_path: Path, die_with_parent: bool) -> None:
+    """The child's side of a forked worker: its own output, environment and signals, then
+    the worker loop; it never returns (``os._exit``, so nothing of the parent's is torn down)."""
+    code = 1
+    try:
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.close(null)
+        # Fresh text streams: the parent's may have been locked by a thread at the fork.
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        if die_with_parent:
+            _die_with_parent()
+        os.environ.clear()
+        os.environ.update(env)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for handler in logging.root.handlers[:]:
+            logging.root.removeHandler(handler)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        from .cli.run import run_worker
+
+        code = run_worker()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
 @dataclass
 class _Slot:
     number: int
     pool: str = DEFAULT_POOL
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | ForkedWorker | None = None
     started: float = 0.0
     next_start: float = 0.0
     quick_deaths: int = 0
@@ -166,7 +250,11 @@ class WorkerPool:
     With ``restart``, ``supervise()`` starts a dead worker again (backing off while one
     keeps dying within ``QUICK_DEATH_SECONDS`` of its start); without it a dead worker
     stays dead and ``alive()`` says whether any still runs. With ``die_with_parent``
-    (Linux), the workers get SIGTERM when this process dies, even by SIGKILL.
+    (Linux), the workers get SIGTERM when this process dies, even by SIGKILL. With
+    ``fork``, the workers are forked from this process, which has imported the engine and
+    the handlers already: ready in milliseconds instead of a new interpreter's start-up
+    (only while this process has no other thread and no store open; otherwise, and for
+    restarts, they are started as ``overseer worker`` processes).
     """
 
     def __init__(
@@ -178,8 +266,10 @@ class WorkerPool:
         restart: bool = False,
         die_with_parent: bool = False,
         on_event: Callable[[str], None] = lambda _message: None,
+        fork: bool = False,
     ) -> None:
         self.env = {**os.environ, **env}
+        self.fork = fork
         self.log_dir = log_dir
         self.restart = restart
         self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
@@ -202,10 +292,18 @@ class WorkerPool:
     def _start(self, slot: _Slot) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         name = f"worker-{slot.number}" if slot.pool == DEFAULT_POOL else f"worker-{slot.pool}-{slot.number}"
+        env = {**self.env, "OVERSEER_POOL": slot.pool}
+        if self.fork and _can_fork():
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                _forked_worker_main(env, self.log_dir / f"{name}.log", self.die_with_parent)
+            slot.process = ForkedWorker(pid)
+            slot.started = time.monotonic()
+            return
         with (self.log_dir / f"{name}.log").open("ab") as log_file:
             slot.process = subprocess.Popen(
                 [sys.executable, "-m", "overseer", "worker"],
-                env={**self.env, "OVERSEER_POOL": slot.pool},
+                env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -412,6 +510,8 @@ class _Place:
     poll_seconds: float = 0.05
     # The AWS requests every process of the run made, by operation (AWS backend only).
     requests: Callable[[], Counter[str]] = Counter
+    # The run's workers, when the place started them itself (``_on_embedded`` forks them).
+    pool: WorkerPool | None = None
 
 
 @contextlib.contextmanager
@@ -458,21 +558,36 @@ def _on_aws(
 
 @contextlib.contextmanager
 def _on_embedded(
-    state_dir: Path, settings: Settings | None, env: dict[str, str], pools: Pools, limits: str
+    state_dir: Path,
+    settings: Settings | None,
+    env: dict[str, str],
+    pools: Pools,
+    limits: str,
+    workers: Mapping[str, int] | None = None,
 ) -> Iterator[_Place]:
-    """SQLite and files in ``state_dir``, kept between runs."""
+    """SQLite and files in ``state_dir``, kept between runs. With ``workers`` (per pool), the
+    run's workers are forked first, before this process opens the store (``WorkerPool``),
+    so that they start up while the graph is stored."""
     configured = local_settings(
         state_dir, settings, handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json(), limits=limits
     )
-    reader = feed_reader(state_dir)
-    with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs:
+    worker_env = {**env, **configured.to_env()}
+    with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs, contextlib.ExitStack() as stack:
+        pool = None
+        if workers is not None:
+            pool = stack.enter_context(WorkerPool(workers, worker_env, Path(logs), fork=True))
+        reader = feed_reader(state_dir)
         services = embedded_services(state_dir, configured)
         # With bells, the feed's wait ends when a record is committed: the poll is a fallback.
         poll = 0.1 if BELLS else 0.005
-        yield _Place(services, reader, {**env, **configured.to_env()}, Path(logs), poll_seconds=poll)
-    reader.commit()
-    reader.trim()  # records every reader has passed are not needed again
-    reader.close()
+        try:
+            yield _Place(services, reader, worker_env, Path(logs), poll_seconds=poll, pool=pool)
+        finally:
+            if pool is not None:
+                pool.stop()
+            reader.commit()
+            reader.trim()  # records every reader has passed are not needed again
+            reader.close()
 
 
 def _with_handler_limit(job: dict[str, Any], handlers: Mapping[str, HandlerSpec]) -> dict[str, Any]:
@@ -522,13 +637,14 @@ def run_graph(
         raise InvalidGraph(f"invalid graph: {problem}")
     env = handlers_env(handlers_path)
     place = (
-        _on_embedded(Path(state_dir or DEFAULT_STATE_DIR), settings, env, pools, limits_json(limits))
+        _on_embedded(Path(state_dir or DEFAULT_STATE_DIR), settings, env, pools, limits_json(limits), counts)
         if backend == "embedded"
         else _on_aws(settings, env, start_emulator, pools, limits_json(limits))
     )
-    with place as where, WorkerPool(counts, where.worker_env, where.log_dir) as pool:
+    with place as where, contextlib.ExitStack() as stack:
         # The workers start up while the graph is stored (a graph stored already and ended
         # needs none: they are stopped at once).
+        pool = where.pool or stack.enter_context(WorkerPool(counts, where.worker_env, where.log_dir))
         store = where.services.store
         defaults = {t: h.max_attempts for t, h in handlers.items() if h.max_attempts}
         graph, created = store.create_graph(spec, max_attempts=defaults)

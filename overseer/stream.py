@@ -61,6 +61,14 @@ STREAM_FILTER_PATTERNS: list[dict[str, Any]] = [
 ]
 
 
+def _image_attributes(side: str) -> frozenset[str]:
+    return frozenset(name for pattern in STREAM_FILTER_PATTERNS for name in pattern["dynamodb"].get(side, {}))
+
+
+# The attributes of each image the filter patterns look at (all strings).
+FILTERED_ATTRIBUTES = {side: _image_attributes(side) for side in ("NewImage", "OldImage")}
+
+
 def matches(pattern: Any, value: Any) -> bool:
     """EventBridge-style filter matching, enough for the scheduler's filter patterns."""
     if isinstance(pattern, dict):
@@ -93,6 +101,24 @@ def _only_absence(pattern: Any) -> bool:
 def passes_stream_filters(record: Mapping[str, Any]) -> bool:
     """Whether Lambda would deliver ``record`` to the scheduler (it passes any filter)."""
     return any(matches(pattern, record) for pattern in STREAM_FILTER_PATTERNS)
+
+
+def write_passes_stream_filters(
+    keys: Mapping[str, str], new: Mapping[str, Any], old: Mapping[str, Any] | None
+) -> bool:
+    """``passes_stream_filters`` of the record a write of ``old`` -> ``new`` (plain item
+    values) makes, looking only at what the patterns look at: cheaper than building the
+    record (most writes are not for the scheduler)."""
+
+    def view(item: Mapping[str, Any], side: str) -> dict[str, Any]:
+        return {
+            name: {"S": item[name]} for name in FILTERED_ATTRIBUTES[side] if isinstance(item.get(name), str)
+        }
+
+    body: dict[str, Any] = {"Keys": {k: {"S": v} for k, v in keys.items()}, "NewImage": view(new, "NewImage")}
+    if old is not None:
+        body["OldImage"] = view(old, "OldImage")
+    return passes_stream_filters({"eventName": "INSERT" if old is None else "MODIFY", "dynamodb": body})
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def run(
         errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(EXIT_INVALID)
 
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -155,32 +155,38 @@ def run(
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=as_json,
-    ) as bar:
-        task = bar.add_task(spec.id, total=len(spec.jobs), counts="")
+    )
+    task = bar.add_task(spec.id, total=len(spec.jobs), counts="")
 
-        def show(record: GraphRecord) -> None:
-            done = sum(record.counts.values())
-            counts = " ".join(f"{k}={v}" for k, v in record.counts.items() if v)
-            # The total grows when a job expands into children.
-            bar.update(task, total=record.jobs_total, completed=min(done, record.jobs_total), counts=counts)
+    def show(record: GraphRecord) -> None:
+        # Started at the first news of the graph, not before: its refresh is a thread, and
+        # the run forks its workers while this process has none (overseer.runner.WorkerPool).
+        bar.start()
+        done = sum(record.counts.values())
+        counts = " ".join(f"{k}={v}" for k, v in record.counts.items() if v)
+        # The total grows when a job expands into children.
+        bar.update(task, total=record.jobs_total, completed=min(done, record.jobs_total), counts=counts)
 
-        try:
-            result = run_graph(
-                spec,
-                handlers_path,
-                handlers,
-                backend=backend,
-                workers=workers,
-                out=out,
-                progress=show,
-                state_dir=state_dir,
-                start_emulator=emulator,
-                rerun_failed=rerun_failed,
-                limits=limits,
-            )
-        except OverseerError as exc:
-            errors.print(f"[red]error:[/] {exc}")
-            sys.exit(EXIT_FAILED)
+    try:
+        result = run_graph(
+            spec,
+            handlers_path,
+            handlers,
+            backend=backend,
+            workers=workers,
+            out=out,
+            progress=show,
+            state_dir=state_dir,
+            start_emulator=emulator,
+            rerun_failed=rerun_failed,
+            limits=limits,
+        )
+    except OverseerError as exc:
+        bar.stop()
+        errors.print(f"[red]error:[/] {exc}")
+        sys.exit(EXIT_FAILED)
+    finally:
+        bar.stop()
     console.print(_jobs_table(result.jobs))
     style = STATUS_STYLE.get(result.status, "")
     requests = f", {sum(result.requests.values())} AWS requests" if backend == "aws" else ""
@@ -217,6 +223,13 @@ def validate(graph: str, handlers_path: str | None) -> None:
 @click.option("--idle-exit", type=int, help="Exit after this many idle seconds (0 = never).")
 def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     """Run the worker loop against the configured AWS endpoint."""
+    sys.exit(run_worker(handlers_path, idle_exit))
+
+
+def run_worker(handlers_path: str | None = None, idle_exit: int | None = None) -> int:
+    """The worker loop with the environment's settings, until stopped (SIGTERM, SIGINT) or
+    idle: ``overseer worker``, and the body of a worker forked by a local run. Returns the
+    process's exit code."""
     from ..backends import build_services
     from ..worker import Worker
 
@@ -226,10 +239,10 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
         handlers = load_handlers(settings.handlers)
     except HandlersModuleError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(EXIT_INVALID)
+        return EXIT_INVALID
     if not settings.queue_url and settings.backend != "embedded":
         Console(stderr=True).print("[red]error:[/] OVERSEER_QUEUE_URL is not set")
-        sys.exit(EXIT_INVALID)
+        return EXIT_INVALID
     loop = Worker(build_services(settings), handlers, services_factory=partial(build_services, settings))
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     signal.signal(signal.SIGINT, lambda *_: loop.stop())
@@ -237,3 +250,4 @@ def worker(handlers_path: str | None, idle_exit: int | None) -> None:
         loop.run()
     finally:
         loop.close()
+    return 0

@@ -1,9 +1,15 @@
-"""The change feed: every write to the jobs table, as DynamoDB stream records.
+"""The change feed: the writes to the jobs table the scheduler acts on, as DynamoDB stream
+records.
 
-Each write to a job item (insert or modify) appends, in the same transaction, one record
-shaped exactly like a record of a DynamoDB stream with ``NEW_AND_OLD_IMAGES`` as Lambda
-delivers it, images in DynamoDB JSON. So ``Scheduler.process_stream_event`` runs on
-either backend unchanged, and a record is in the feed if and only if its write committed.
+Each write to a job item (insert or modify) that the scheduler's stream filter passes
+(``overseer.stream``: Lambda drops the others before they reach the function) appends, in
+the same transaction, one record shaped exactly like a record of a DynamoDB stream with
+``NEW_AND_OLD_IMAGES`` as Lambda delivers it, images in DynamoDB JSON. So
+``Scheduler.process_stream_event`` runs on either backend unchanged, and a record is in
+the feed if and only if its write committed. The other writes (claims, heartbeats,
+dependency counts, the scheduler's own releases: most of them) leave nothing, so they cost
+no more than their own row. A commit that appended a record rings the feed's bell
+(``bells``): the runner waiting on it looks at once.
 
 ``FeedReader.poll()`` has the contract of ``overseer.backends.aws.stream.StreamReader.poll``: the
 records after the last one it returned, filtered with the scheduler's filter patterns (``overseer.stream``).
@@ -36,7 +42,7 @@ from boto3.dynamodb.types import TypeSerializer
 from ... import timeutil
 from ...errors import StreamRecordsGone
 from ...store import FailedBatch
-from ...stream import passes_stream_filters
+from ...stream import write_passes_stream_filters
 from .bells import SUPPORTED, Bell
 from .db import Database, database
 
@@ -83,7 +89,11 @@ def append(
     new: Mapping[str, Any],
     old: Mapping[str, Any] | None,
 ) -> None:
-    """Append one record for a write to a job item (inside the writing transaction)."""
+    """Append the record of a write to a job item (inside the writing transaction), if it is
+    one the scheduler's filter passes: no one reads the others (Lambda's filter drops
+    them), so they are not kept."""
+    if not write_passes_stream_filters(keys, new, old):
+        return
     body: dict[str, Any] = {
         "ApproximateCreationDateTime": round(time.time(), 3),
         "Keys": {k: {"S": v} for k, v in keys.items()},
@@ -103,13 +113,10 @@ def append(
         "eventSourceARN": stream_arn(db.path),
     }
     # The SequenceNumber is the row's own increasing id, added when the record is read.
-    acted = passes_stream_filters(record)
     conn.execute(
-        "INSERT INTO feed (acted, record) VALUES (?, ?)",
-        (int(acted), json.dumps(record, separators=(",", ":"))),
+        "INSERT INTO feed (acted, record) VALUES (1, ?)", (json.dumps(record, separators=(",", ":")),)
     )
-    if acted:
-        db.ring_after_commit(FEED_TOPIC)
+    db.ring_after_commit(FEED_TOPIC)
 
 
 def _with_sequence(seq: int, text: str) -> dict[str, Any]:

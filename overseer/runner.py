@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,9 @@ from .backends import build_services
 from .backends.embedded import embedded_services, feed_reader
 from .backends.embedded.bells import SUPPORTED as BELLS
 from .config import DEFAULT_STATE_DIR, Settings
-from .errors import EXIT_FAILED, InvalidGraph
+from .errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph
 from .graph import GraphSpec
-from .handlers import HandlerSpec
+from .handlers import HandlerSpec, load_handlers
 from .items import natural_order
 from .limits import parse_limits, unconfigured_limits
 from .operations import rerun_graph
@@ -191,6 +192,32 @@ def _can_fork() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
+def run_worker(handlers_path: str | None = None, idle_exit: int | None = None) -> int:
+    """The worker loop with the environment's settings, until stopped (SIGTERM, SIGINT) or
+    idle: ``overseer worker``, and the body of a worker forked by a local run. Returns the
+    process's exit code."""
+    from .worker import Worker
+
+    logging.getLogger().setLevel(logging.INFO)
+    settings = Settings.from_env(handlers=handlers_path, idle_exit_seconds=idle_exit)
+    try:
+        handlers = load_handlers(settings.handlers)
+    except HandlersModuleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if not settings.queue_url and settings.backend != "embedded":
+        print("error: OVERSEER_QUEUE_URL is not set", file=sys.stderr)
+        return EXIT_INVALID
+    loop = Worker(build_services(settings), handlers, services_factory=partial(build_services, settings))
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    signal.signal(signal.SIGINT, lambda *_: loop.stop())
+    try:
+        loop.run()
+    finally:
+        loop.close()
+    return 0
+
+
 def _forked_worker_main(env: Mapping[str, str], log_path: Path, die_with_parent: bool) -> None:
     """The child's side of a forked worker: its own output, environment and signals, then
     the worker loop; it never returns (``os._exit``, so nothing of the parent's is torn down)."""
@@ -215,8 +242,6 @@ def _forked_worker_main(env: Mapping[str, str], log_path: Path, die_with_parent:
         for handler in logging.root.handlers[:]:
             logging.root.removeHandler(handler)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        from .cli.run import run_worker
-
         code = run_worker()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

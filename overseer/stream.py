@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
-
+from .dynamodb_json import deserialize
 from .items import JOB_PREFIX, record_from_item
 from .states import (
     RELEASED_BY_EXPANSION,
@@ -25,8 +24,6 @@ from .states import (
     JobStatus,
 )
 from .store import JobRecord
-
-_deserializer = TypeDeserializer()
 
 
 def _job_records(images: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +125,7 @@ class StatusChange:
 
 
 def _image(body: Mapping[str, Any], key: str) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in (body.get(key) or {}).items()}
+    return {name: deserialize(value) for name, value in (body.get(key) or {}).items()}
 
 
 def _expansion_moved(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

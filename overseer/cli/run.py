@@ -4,10 +4,7 @@ worker loop of a deployed stack."""
 from __future__ import annotations
 
 import json
-import logging
-import signal
 import sys
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +14,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..config import Settings
 from ..errors import EXIT_FAILED, EXIT_INVALID, HandlersModuleError, InvalidGraph, OverseerError
 from ..graph import parse_graph
 from ..handlers import load_handlers
@@ -223,31 +219,6 @@ def validate(graph: str, handlers_path: str | None) -> None:
 @click.option("--idle-exit", type=int, help="Exit after this many idle seconds (0 = never).")
 def worker(handlers_path: str | None, idle_exit: int | None) -> None:
     """Run the worker loop against the configured AWS endpoint."""
+    from ..runner import run_worker
+
     sys.exit(run_worker(handlers_path, idle_exit))
-
-
-def run_worker(handlers_path: str | None = None, idle_exit: int | None = None) -> int:
-    """The worker loop with the environment's settings, until stopped (SIGTERM, SIGINT) or
-    idle: ``overseer worker``, and the body of a worker forked by a local run. Returns the
-    process's exit code."""
-    from ..backends import build_services
-    from ..worker import Worker
-
-    logging.getLogger().setLevel(logging.INFO)
-    settings = Settings.from_env(handlers=handlers_path, idle_exit_seconds=idle_exit)
-    try:
-        handlers = load_handlers(settings.handlers)
-    except HandlersModuleError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
-        return EXIT_INVALID
-    if not settings.queue_url and settings.backend != "embedded":
-        Console(stderr=True).print("[red]error:[/] OVERSEER_QUEUE_URL is not set")
-        return EXIT_INVALID
-    loop = Worker(build_services(settings), handlers, services_factory=partial(build_services, settings))
-    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
-    signal.signal(signal.SIGINT, lambda *_: loop.stop())
-    try:
-        loop.run()
-    finally:
-        loop.close()
-    return 0

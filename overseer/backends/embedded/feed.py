@@ -37,9 +37,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
-
 from ... import timeutil
+from ...dynamodb_json import serialize
 from ...errors import StreamRecordsGone
 from ...store import FailedBatch
 from ...stream import write_passes_stream_filters
@@ -51,7 +50,6 @@ REGION = "local"
 FEED_TOPIC = "feed"
 # The feed is one shard (one writer at a time, in commit order).
 SHARD = "feed"
-_serializer = TypeSerializer()
 # Attributes stored as a number set (NS) in DynamoDB; kept as JSON lists here.
 NUMBER_SETS = frozenset({"finished_deps", "done"})
 
@@ -78,7 +76,7 @@ def image(item: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in item.items():
         if value is None or (name in NUMBER_SETS and not value):
             continue  # DynamoDB has no null attributes and no empty sets
-        out[name] = _serializer.serialize(_dynamo_value(name, value))
+        out[name] = serialize(_dynamo_value(name, value))
     return out
 
 

@@ -60,7 +60,11 @@ def test_reads_back_as_boto3(value):
     assert deserialize(attribute) == theirs
 
 
-@pytest.mark.parametrize("value", [1.5, float("nan"), Decimal("Infinity"), {1, "a"}, object()], ids=repr)
+@pytest.mark.parametrize(
+    "value",
+    [1.5, float("nan"), Decimal("Infinity"), {1, "a"}, object()],
+    ids=["float", "nan", "infinity", "mixed-set", "object"],
+)
 def test_refuses_what_boto3_refuses(value):
     with pytest.raises(TypeError):
         TypeSerializer().serialize(value)

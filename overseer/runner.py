@@ -371,6 +371,12 @@ class WorkerPool:
                 started = True
         return started
 
+    def terminate(self) -> None:
+        """SIGTERM every worker (each releases its job and exits), without waiting."""
+        for slot in self._slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.terminate()
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every worker (each releases its job), then SIGKILL those still running."""
         running = [s.process for s in self._slots if s.process is not None and s.process.poll() is None]
@@ -689,12 +695,14 @@ def run_graph(
                 poll_seconds=where.poll_seconds,
                 alive=pool.alive,
             )
-        pool.stop()
+        # The workers are told to stop now and exit while the jobs are read back.
+        pool.terminate()
         # Children in item order (``p.2`` before ``p.10``), not in the store's string order.
         ordered = sorted(store.list_jobs(spec.id), key=lambda job: natural_order(job.name))
         jobs = {job.name: _with_handler_limit(job.summary(), handlers) for job in ordered}
         if out is not None:
             download_artifacts(where.services, jobs, out)
+        pool.stop()  # each counts its AWS requests as it exits
         requests = where.requests()
     seconds = time.monotonic() - started
     return RunResult(

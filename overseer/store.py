@@ -397,12 +397,14 @@ class JobStore(Protocol):
         job's attempt."""
         ...
 
-    def renew_slot(self, limit: str, job: str, owner: str, *, until: str) -> bool:
-        """Extend ``owner``'s slot for ``job`` to ``until``; False when it holds none any more."""
+    def renew_slot(self, limit: str, job: str, fence: Fence, *, until: str) -> bool:
+        """Extend the slot ``job`` holds for the attempt and owner of ``fence`` to ``until``;
+        False when that attempt's owner holds none any more."""
         ...
 
-    def release_slot(self, limit: str, job: str, owner: str) -> bool:
-        """Give back ``owner``'s slot for ``job``; False when it held none (nothing changes)."""
+    def release_slot(self, limit: str, job: str, fence: Fence) -> bool:
+        """Give back the slot ``job`` holds for the attempt and owner of ``fence``; False when
+        it held none (nothing changes: a late release of an attempt that lost its slot)."""
         ...
 
     def slot_holders(self, limit: str) -> dict[str, Holder]:

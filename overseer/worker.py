@@ -122,9 +122,7 @@ class _Heartbeat:
                     self.bucket = bucket
                 if held and self.limit is not None:
                     # A slot taken back (its lease passed) is another job's now: stop too.
-                    held = self.services.store.renew_slot(
-                        self.limit, self.job.id, self.fence.owner or "", until=expires
-                    )
+                    held = self.services.store.renew_slot(self.limit, self.job.id, self.fence, until=expires)
                 if not held:
                     # Cancelled, or taken over after our lease expired: our outcome will be
                     # refused by the fence, so there is no point extending the message.
@@ -341,7 +339,7 @@ class Worker:
                     outcome = self._run_and_record(record, fence, heartbeat.lost.is_set)
         finally:
             if holding is not None:
-                self._give_back(holding, job_id)
+                self._give_back(holding, job_id, Fence(attempt, self.worker_id))
         if outcome.kind == "released":
             # Visible again at once, for another worker.
             queue.extend_visibility(delivery.receipt, 0)
@@ -392,10 +390,10 @@ class Worker:
             wake(store, limit, free)
         return Outcome("waiting", message.graph_id, message.job_name, f"for limit {limit!r}")
 
-    def _give_back(self, limit: str, job_id: str) -> None:
+    def _give_back(self, limit: str, job_id: str, fence: Fence) -> None:
         """Give the slot back and wake the job that has waited longest for it."""
         try:
-            if self.services.store.release_slot(limit, job_id, self.worker_id):
+            if self.services.store.release_slot(limit, job_id, fence):
                 wake(self.services.store, limit, 1)
         except Exception:
             # Its lease runs out instead, and the sweep wakes the waiters then.

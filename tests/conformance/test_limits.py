@@ -18,6 +18,7 @@ from overseer import Artifact, Job
 from overseer.errors import InvalidGraph
 from overseer.limits import Admission, Holder, wake
 from overseer.operations import cancel_graph, submit_graph
+from overseer.store import Fence
 from overseer.sweep import sweep
 from overseer.timeutil import iso_in
 from overseer.worker import Outcome, Worker
@@ -85,7 +86,7 @@ def test_a_job_over_its_limit_waits_outside_the_queue_and_a_slot_given_back_wake
 
     # The other job gives its slot back: the oldest waiter is woken and enqueued by the
     # scheduler; each job that ends wakes the next.
-    assert backend.store.release_slot(limit, "other/job", "elsewhere")
+    assert backend.store.release_slot(limit, "other/job", Fence(1, "elsewhere"))
     (first,) = wake(backend.store, limit, 1)
     assert first.name == order[0]
     ran: list[str] = []
@@ -163,7 +164,7 @@ def test_a_holder_whose_lease_passed_frees_its_slot_and_the_sweep_wakes_a_waiter
     assert backend.store.slot_holders(limit) == {}
 
 
-def test_slot_writes_are_fenced_by_owner_and_attempt(backend: Backend, limit: str) -> None:
+def test_slot_writes_are_fenced_by_attempt_and_owner(backend: Backend, limit: str) -> None:
     store = backend.store
     mine = Holder("w1", 2, iso_in(60))
     assert store.acquire_slot(limit, 2, "g/a", mine) == Admission.HELD
@@ -174,15 +175,16 @@ def test_slot_writes_are_fenced_by_owner_and_attempt(backend: Backend, limit: st
     assert store.acquire_slot(limit, 2, "g/b", Holder("w2", 1, iso_in(60))) == Admission.HELD
     assert store.acquire_slot(limit, 2, "g/c", Holder("w3", 1, iso_in(60))) == Admission.FULL
     # Only its owner renews or gives back a slot.
-    assert not store.release_slot(limit, "g/a", "w2")
-    assert not store.renew_slot(limit, "g/a", "w2", until=iso_in(600))
-    assert store.renew_slot(limit, "g/a", "w1", until=iso_in(90))
+    assert not store.release_slot(limit, "g/a", Fence(2, "w2"))
+    assert not store.renew_slot(limit, "g/a", Fence(2, "w2"), until=iso_in(600))
+    assert not store.release_slot(limit, "g/a", Fence(1, "w1"))  # its owner, another attempt
+    assert store.renew_slot(limit, "g/a", Fence(2, "w1"), until=iso_in(90))
     assert set(store.slot_holders(limit)) == {"g/a", "g/b"}
     assert store.acquire_slot(limit, 2, "g/a", Holder("w9", 3, iso_in(60))) == Admission.HELD
     assert store.slot_holders(limit)["g/a"].owner == "w9"
-    assert not store.release_slot(limit, "g/a", "w1")  # its attempt ended
-    assert store.release_slot(limit, "g/a", "w9")
-    assert not store.release_slot(limit, "g/a", "w9")  # twice: nothing more
+    assert not store.release_slot(limit, "g/a", Fence(2, "w1"))  # its attempt ended
+    assert store.release_slot(limit, "g/a", Fence(3, "w9"))
+    assert not store.release_slot(limit, "g/a", Fence(3, "w9"))  # twice: nothing more
     assert set(store.slot_holders(limit)) == {"g/b"}
 
 

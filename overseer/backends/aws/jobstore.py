@@ -574,13 +574,18 @@ class DynamoJobStore:
                 return Admission.HELD
         raise StoreError(f"the slots of limit {limit!r} changed {SLOT_WRITE_TRIES} times while taking one")
 
-    def renew_slot(self, limit: str, job: str, owner: str, *, until: str) -> bool:
-        mine = Path(["holders", job, "owner"]) == {"S": owner}
-        return self._slot_write(limit, [Path(["holders", job, "until"]).set({"S": until})], mine)
+    @staticmethod
+    def _holds(job: str, fence: Fence) -> Condition:
+        return (Path(["holders", job, "owner"]) == {"S": fence.owner or ""}) & (
+            Path(["holders", job, "attempt"]) == {"N": str(fence.attempts)}
+        )
 
-    def release_slot(self, limit: str, job: str, owner: str) -> bool:
-        mine = Path(["holders", job, "owner"]) == {"S": owner}
-        return self._slot_write(limit, [Path(["holders", job]).remove()], mine)
+    def renew_slot(self, limit: str, job: str, fence: Fence, *, until: str) -> bool:
+        until_set = Path(["holders", job, "until"]).set({"S": until})
+        return self._slot_write(limit, [until_set], self._holds(job, fence))
+
+    def release_slot(self, limit: str, job: str, fence: Fence) -> bool:
+        return self._slot_write(limit, [Path(["holders", job]).remove()], self._holds(job, fence))
 
     def slot_holders(self, limit: str) -> dict[str, Holder]:
         item = self._slot_item(limit) or {}

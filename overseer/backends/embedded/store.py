@@ -507,13 +507,13 @@ class SqliteJobStore:
                 self._put_holders(conn, limit, holders, size)
         return admission
 
-    def _change_slot(self, limit: str, job: str, owner: str, until: str | None) -> bool:
-        """Renew (``until``) or give back (None) ``owner``'s slot for ``job``."""
+    def _change_slot(self, limit: str, job: str, fence: Fence, until: str | None) -> bool:
+        """Renew (``until``) or give back (None) the slot ``job`` holds for ``fence``."""
         with self.db.write() as conn:
             row = conn.execute("SELECT item FROM limits WHERE name = ?", (limit,)).fetchone()
             item = json.loads(row[0]) if row else {"holders": {}}
             held = item["holders"].get(job)
-            if held is None or held.get("owner") != owner:
+            if held is None or held.get("owner") != fence.owner or held.get("attempt") != fence.attempts:
                 return False
             if until is None:
                 del item["holders"][job]
@@ -523,11 +523,11 @@ class SqliteJobStore:
             conn.execute("UPDATE limits SET item = ? WHERE name = ?", (_dumps(item), limit))
         return True
 
-    def renew_slot(self, limit: str, job: str, owner: str, *, until: str) -> bool:
-        return self._change_slot(limit, job, owner, until)
+    def renew_slot(self, limit: str, job: str, fence: Fence, *, until: str) -> bool:
+        return self._change_slot(limit, job, fence, until)
 
-    def release_slot(self, limit: str, job: str, owner: str) -> bool:
-        return self._change_slot(limit, job, owner, None)
+    def release_slot(self, limit: str, job: str, fence: Fence) -> bool:
+        return self._change_slot(limit, job, fence, None)
 
     def slot_holders(self, limit: str) -> dict[str, Holder]:
         with self.db.read() as conn:

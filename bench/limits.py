@@ -22,13 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from overseer.timeutil import parse
+from tests.support import most_at_once
 
 HANDLERS = """
 import json
@@ -46,16 +46,6 @@ def geocode(job):
 
 HANDLERS = {"geocode": geocode}
 """
-
-
-def most_at_once(spans: Sequence[tuple[float, float]]) -> int:
-    """The most intervals open at one moment (an end at the instant of a start closes first)."""
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    running = most = 0
-    for _, step in events:
-        running += step
-        most = max(most, running)
-    return most
 
 
 def run(backend: str, workers: int, jobs: int, seconds: float, limit: int | None) -> dict[str, Any]:

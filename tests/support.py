@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,3 +129,14 @@ def give_up_on_batch(sqs: Any, queue_url: str, streams: Any, records: list[dict[
     }
     body = {"requestContext": {"condition": "RetryAttemptsExhausted"}, "DDBStreamBatchInfo": info}
     sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(body))
+
+
+def most_at_once(spans: Sequence[tuple[float, float]]) -> int:
+    """The most of ``spans`` (start, end) open at one moment; an end at the instant of a
+    start closes first. How many jobs ran at once, from their start and end times."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most

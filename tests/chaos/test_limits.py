@@ -17,6 +17,7 @@ import pytest
 
 from overseer.states import GraphStatus, JobStatus
 from overseer.timeutil import parse
+from tests.support import most_at_once
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -31,18 +32,6 @@ def limited_graph(graph_id: str, jobs: int, sleep: float) -> dict[str, Any]:
             for n in range(jobs)
         },
     }
-
-
-def most_at_once(spans: Sequence[tuple[float, float]]) -> int:
-    """The most intervals open at one moment (an end at the same instant as a start closes first)."""
-    events = sorted(
-        [(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1])
-    )
-    running = most = 0
-    for _, step in events:
-        running += step
-        most = max(most, running)
-    return most
 
 
 def handler_spans(lines: Sequence[Sequence[Any]]) -> dict[tuple[str, int], list[float]]:

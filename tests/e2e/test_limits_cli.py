@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli import overseer
+from tests.support import most_at_once
 
 pytestmark = pytest.mark.e2e
 
@@ -38,16 +39,6 @@ def write_graph(path: Path, *, job_type: str = "geocode", in_graph: bool = True)
     body = {"type": job_type, **({"limit": "geo_api"} if in_graph else {})}
     path.write_text(json.dumps({"id": "geo", "jobs": {f"g{i}": body for i in range(6)}}))
     return path
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals open at one moment (an end before a start at the same instant)."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    open_now = most = 0
-    for _, change in events:
-        open_now += change
-        most = max(most, open_now)
-    return most
 
 
 @pytest.mark.parametrize(

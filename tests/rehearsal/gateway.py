@@ -136,6 +136,14 @@ class Gateway:
         with self._lock:
             return [c for c in self.calls if c.principal == principal]
 
+    def calls_needing(self, principal: str, action: str, resource: str) -> list[Call]:
+        """The principal's calls that needed ``action`` on a resource containing ``resource``."""
+        return [
+            call
+            for call in self.calls_of(principal)
+            if any(c.permission.action == action and resource in c.permission.resource for c in call.checks)
+        ]
+
     # -- the checks -----------------------------------------------------------------------
 
     def check(self, principal: Principal, permission: Permission) -> Check:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.rehearsal.conftest import CONTEXT, synthesized_once
-from tests.rehearsal.test_pools import sweep_now
+from tests.rehearsal.test_pools import metric_by, sweep_now
 from tests.rehearsal.test_story import api, jobs, removal_report, wait_until_ended
 from tests.rehearsal.world import Rehearsal
 
@@ -76,31 +76,6 @@ def job_items(rehearsal: Rehearsal, graph_id: str) -> dict[str, dict[str, Any]]:
     return {item["job_name"]["S"]: {k: next(iter(v.values())) for k, v in item.items()} for item in items}
 
 
-def limit_metric(logs: str, name: str) -> dict[str, float]:
-    """The metric ``name`` by its ``Limit`` dimension, from the embedded metric format lines
-    of the sweep's log (what the dashboard's limits row reads)."""
-    values = {}
-    for line in logs.splitlines():
-        start = line.find("{")
-        try:
-            record = json.loads(line[start:]) if start >= 0 else None
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "_aws" in record and "Limit" in record and name in record:
-            value = record[name]
-            values[record["Limit"]] = value[0] if isinstance(value, list) else value
-    return values
-
-
-def _calls(rehearsal: Rehearsal, principal: str, action: str, resource: str) -> list[Any]:
-    """The principal's calls that needed ``action`` on a resource containing ``resource``."""
-    return [
-        call
-        for call in rehearsal.gateway.calls_of(principal)
-        if any(c.permission.action == action and resource in c.permission.resource for c in call.checks)
-    ]
-
-
 def test_the_processes_that_use_limits_know_them(rehearsal: Rehearsal) -> None:
     (definition,) = rehearsal.batch.definitions
     assert definition.environment["OVERSEER_LIMITS"] == '{"geo_api":1}'
@@ -136,8 +111,8 @@ def test_three_jobs_holding_a_limit_of_one_run_one_at_a_time(rehearsal: Rehearsa
     assert (reported["size"], reported["woken"]) == (1, 0) and reported["running"] <= 1
     assert first.payload["failed_steps"] == []
     # The dashboard's row: LimitRunning and LimitWaiting, dimension Limit.
-    assert limit_metric(first.logs, "LimitRunning") == {"geo_api": reported["running"]}
-    assert limit_metric(first.logs, "LimitWaiting") == {"geo_api": reported["waiting"]}
+    assert metric_by(first.logs, "LimitRunning", "Limit") == {"geo_api": reported["running"]}
+    assert metric_by(first.logs, "LimitWaiting", "Limit") == {"geo_api": reported["waiting"]}
 
     rehearsal.start_sweep_schedule()  # from here on, as deployed
     assert wait_until_ended(rehearsal, GRAPH_ID) == "finished", jobs(rehearsal, GRAPH_ID)
@@ -173,18 +148,18 @@ def test_every_call_of_the_limit_story_was_allowed(rehearsal: Rehearsal) -> None
     assert [call.describe_denial() for call in rehearsal.gateway.denied()] == []
     # The slot writes and reads (graphs table), the parks and wake-ups (jobs table), the
     # wake-ups' search for the oldest waiter (the sweep index), made by the workers.
-    assert _calls(rehearsal, "worker", "dynamodb:UpdateItem", "TablesGraphs")
-    assert _calls(rehearsal, "worker", "dynamodb:GetItem", "TablesGraphs")
-    assert _calls(rehearsal, "worker", "dynamodb:Query", "/index/sweep")
-    assert _calls(rehearsal, "worker", "dynamodb:BatchGetItem", "TablesJobs")
+    assert rehearsal.gateway.calls_needing("worker", "dynamodb:UpdateItem", "TablesGraphs")
+    assert rehearsal.gateway.calls_needing("worker", "dynamodb:GetItem", "TablesGraphs")
+    assert rehearsal.gateway.calls_needing("worker", "dynamodb:Query", "/index/sweep")
+    assert rehearsal.gateway.calls_needing("worker", "dynamodb:BatchGetItem", "TablesJobs")
     # The sweep reads each limit's slots and counts its waiters with a Query of the index's
     # limit#geo_api partition (its report's "limits", no step failed: see the test above).
-    assert _calls(rehearsal, "sweep", "dynamodb:GetItem", "TablesGraphs")
-    assert _calls(rehearsal, "sweep", "dynamodb:Query", "/index/sweep")
+    assert rehearsal.gateway.calls_needing("sweep", "dynamodb:GetItem", "TablesGraphs")
+    assert rehearsal.gateway.calls_needing("sweep", "dynamodb:Query", "/index/sweep")
     # GET /limits counts the waiting jobs with a Query of the index.
-    assert _calls(rehearsal, "api", "dynamodb:Query", "/index/sweep")
+    assert rehearsal.gateway.calls_needing("api", "dynamodb:Query", "/index/sweep")
     # The scheduler needs nothing new: it sends the woken jobs as any released job.
-    assert not _calls(rehearsal, "scheduler", "dynamodb:Query", "/index/sweep")
+    assert not rehearsal.gateway.calls_needing("scheduler", "dynamodb:Query", "/index/sweep")
 
 
 def _limit_grant(role: str, action: str, resource: str) -> bool:

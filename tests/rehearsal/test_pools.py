@@ -114,9 +114,9 @@ def sweep_now(rehearsal: Rehearsal) -> Any:
     return result
 
 
-def pool_metric(logs: str, name: str) -> dict[str, float]:
-    """The metric ``name`` by its ``Pool`` dimension, from the CloudWatch embedded metric
-    format lines of a function's log (what the dashboard's per-pool rows read)."""
+def metric_by(logs: str, name: str, dimension: str = "Pool") -> dict[str, float]:
+    """The metric ``name`` by its ``dimension``, from the CloudWatch embedded metric format
+    lines of a function's log (what the dashboard's per-pool and per-limit rows read)."""
     values = {}
     for line in logs.splitlines():
         start = line.find("{")
@@ -124,11 +124,11 @@ def pool_metric(logs: str, name: str) -> dict[str, float]:
             record = json.loads(line[start:]) if start >= 0 else None
         except ValueError:
             continue
-        if not isinstance(record, dict) or "_aws" not in record or "Pool" not in record:
+        if not isinstance(record, dict) or "_aws" not in record or dimension not in record:
             continue
         if name in record:
             value = record[name]
-            values[record["Pool"]] = value[0] if isinstance(value, list) else value
+            values[record[dimension]] = value[0] if isinstance(value, list) else value
     return values
 
 
@@ -159,8 +159,8 @@ def test_a_two_pool_graph_runs_each_job_on_its_pools_workers(rehearsal: Rehearsa
     assert second.payload["queue_depths"] == {"default": 0, "large": 1}
     assert second.payload["workers_active"] == {"default": 1, "large": 0}
     assert second.payload["workers_started"] == 1
-    assert pool_metric(second.logs, "QueueDepth") == {"default": 0, "large": 1}
-    assert pool_metric(second.logs, "WorkersRunning") == {"default": 1, "large": 0}
+    assert metric_by(second.logs, "QueueDepth") == {"default": 0, "large": 1}
+    assert metric_by(second.logs, "WorkersRunning") == {"default": 1, "large": 0}
     assert batch_jobs_by_pool(rehearsal) == {"default": 1, "large": 1}
 
     rehearsal.start_sweep_schedule()  # from here on, as deployed

@@ -280,15 +280,6 @@ def _text(rehearsal: Rehearsal, bucket: str, key: str) -> str:
     return str(rehearsal.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode())
 
 
-def _calls_needing(rehearsal: Rehearsal, principal: str, action: str, resource: str) -> list[Any]:
-    """The principal's calls that needed ``action`` on a resource containing ``resource``."""
-    return [
-        call
-        for call in rehearsal.gateway.calls_of(principal)
-        if any(c.permission.action == action and resource in c.permission.resource for c in call.checks)
-    ]
-
-
 def test_a_graph_that_expands_runs_its_children_and_its_join_as_deployed(rehearsal: Rehearsal) -> None:
     # fan_out's first attempt fails and is retried; its second returns an Expand of three
     # items: the worker stores them and commits the expansion with the graph's new job count,
@@ -337,11 +328,11 @@ def test_a_graph_that_expands_runs_its_children_and_its_join_as_deployed(rehears
     assert objects(rehearsal, bucket, "_overseer/expansions/expands/") == [
         "_overseer/expansions/expands/fan_out/attempt-2.json"
     ]
-    assert _calls_needing(rehearsal, "scheduler", "s3:DeleteObject", "expands/fan_out/attempt-1.json")
+    assert rehearsal.gateway.calls_needing("scheduler", "s3:DeleteObject", "expands/fan_out/attempt-1.json")
     # The worker's finish grew the graph's job count in the same transaction.
     assert any(
         "TransactWriteItems" in call.operation
-        for call in _calls_needing(rehearsal, "worker", "dynamodb:UpdateItem", "TablesGraphs")
+        for call in rehearsal.gateway.calls_needing("worker", "dynamodb:UpdateItem", "TablesGraphs")
     )
 
 
@@ -470,8 +461,8 @@ def test_an_expansion_in_a_stream_batch_the_scheduler_gave_up_on_is_made_by_the_
     }
     assert [_text(rehearsal, bucket, f"{graph_id}/fan_out.{i}.txt") for i in range(2)] == ["west", "east"]
     assert objects(rehearsal, bucket, prefix) == [f"{prefix}attempt-2.json"]
-    assert _calls_needing(rehearsal, "sweep", "dynamodb:PutItem", "TablesJobs")
-    assert _calls_needing(rehearsal, "sweep", "s3:DeleteObject", f"{prefix}attempt-1.json")
+    assert rehearsal.gateway.calls_needing("sweep", "dynamodb:PutItem", "TablesJobs")
+    assert rehearsal.gateway.calls_needing("sweep", "s3:DeleteObject", f"{prefix}attempt-1.json")
 
 
 def test_every_call_of_every_component_was_allowed(rehearsal: Rehearsal) -> None:

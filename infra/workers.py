@@ -223,6 +223,9 @@ class _PoolWorkers(Construct):
             environment={
                 **environment,
                 "OVERSEER_SCRATCH_DIR": SCRATCH_CONTAINER_PATH,
+                # Recorded on every job a worker runs: which build of the handlers ran it (the
+                # image's asset hash, its tag in the stack's asset repository).
+                "OVERSEER_CODE_VERSION": f"image:{self.image.asset_hash[:12]}",
                 # boto3 in the container finds the region without instance metadata (IMDSv2
                 # with hop limit 1 keeps containers away from the instance role).
                 "AWS_REGION": Stack.of(self).region,

@@ -90,6 +90,10 @@ class Settings:
     # and every pool of the stack or run as JSON (``overseer.pools``; "" = the default only).
     pool: str = "default"
     pools: str = ""
+    # The version of the handler code this worker runs, recorded on every job it runs: on
+    # AWS the worker image's asset hash (set by the stack); "" = a hash of the handlers'
+    # source files (``overseer.isolation.code_version``).
+    code_version: str = ""
     # Concurrency limits as JSON, name -> how many jobs holding it may run at once
     # (``overseer.limits``; "" = none).
     limits: str = ""

@@ -11,6 +11,7 @@ the next job, and goes on.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import logging
 import multiprocessing
@@ -210,6 +211,23 @@ def handlers_source_files(handlers_path: str) -> list[Path]:
                 break
         return files
     return sorted(file.parent.glob("*.py"))[:_MAX_SOURCE_FILES] or [file]
+
+
+def code_version(handlers_path: str) -> str:
+    """The version of the handler code at ``handlers_path``: ``sha256:`` and the first 12
+    hex digits of a hash of its source files' names and bytes (the files whose change
+    reloads the handlers), or "" when they cannot be found."""
+    files = handlers_source_files(handlers_path)
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        digest.update(path.name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return f"sha256:{digest.hexdigest()[:12]}"
 
 
 def source_stamp(files: list[Path]) -> tuple[int, int]:

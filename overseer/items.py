@@ -177,6 +177,7 @@ def record_from_item(values: Mapping[str, Any]) -> JobRecord:
         limit=values.get("limit"),
         limit_wait=values.get("limit_wait"),
         limit_since=values.get("limit_since"),
+        code_version=values.get("code_version"),
         worker=values.get("worker"),
         worker_pool=values.get("worker_pool"),
         deps_count=_int(values.get("deps_count")),

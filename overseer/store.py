@@ -74,6 +74,8 @@ class JobRecord:
     limit: str | None = None
     limit_wait: str | None = None
     limit_since: str | None = None
+    # The version of the handler code that ran its last attempt (``Settings.code_version``).
+    code_version: str | None = None
     deps_count: int = 0
     # None when the edges are kept in chunk items (see ``JobStore.dependencies``).
     deps: list[str] | None = field(default_factory=list)
@@ -155,6 +157,8 @@ class JobRecord:
             out["waiting_for_limit"] = {"limit": self.limit_wait, "since": self.limit_since}
         if self.worker_pool:  # which worker ran it last, of which pool
             out["worker"] = {"id": self.worker, "pool": self.worker_pool}
+        if self.code_version:
+            out["code_version"] = self.code_version
         if self.rows:
             out["rows"] = self.rows
         if self.errors:

@@ -30,7 +30,7 @@ from .errors import AbortJob, FaultJob, HandlerCrashed, InvalidArtifact, RemoteH
 from .expansion import prepare as prepare_expansion
 from .expansion import split_results
 from .handlers import HandlerSpec
-from .isolation import inputs_in_child, short_traceback
+from .isolation import code_version, inputs_in_child, short_traceback
 from .items import error_history, minute, next_lease_bucket
 from .job import Expand, Job
 from .limits import Admission, Holder, live_holders, parse_limits, wake
@@ -182,6 +182,7 @@ class Worker:
         self.processed = 0
         self.started = time.monotonic()
         self.limits = parse_limits(self.settings.limits)
+        self.code_version = self.settings.code_version or code_version(self.settings.handlers)
 
     def stop(self) -> None:
         """Take no new job; the running one may go on for ``shutdown_grace_seconds``, then
@@ -428,6 +429,8 @@ class Worker:
             self.handlers = load_handlers(self.settings.handlers)
         except Exception:
             log.warning("cannot reload the handlers from %s", self.settings.handlers, exc_info=True)
+        if not self.settings.code_version:
+            self.code_version = code_version(self.settings.handlers)
 
     def _run_and_record(self, record: JobRecord, fence: Fence, lease_lost: Callable[[], bool]) -> Outcome:
         self._reload_handlers_if_changed()
@@ -584,6 +587,9 @@ class Worker:
         if "error" in changes:
             # Every attempt's error stays on the job, not only the last one.
             changes = {**changes, "errors": error_history(record.errors, record.attempts, changes["error"])}
+        if self.code_version:
+            # Which code ran this attempt, written with its outcome (no request of its own).
+            changes = {**changes, "code_version": self.code_version}
         done = self.services.store.transition(
             record.graph_id,
             record.name,

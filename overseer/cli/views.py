@@ -196,8 +196,27 @@ def status_view(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]],
         Text.from_markup(line or "no jobs"),
         *pools_lines(graph, jobs),
         *limits_lines(graph.get("limits") or {}),
+        *code_lines(jobs),
         jobs_table(jobs, limit=rows),
     )
+
+
+def code_lines(jobs: Mapping[str, Mapping[str, Any]]) -> list[Text]:
+    """The versions of the handler code that ran the jobs (a rerun after a fix shows two),
+    newest-run first, with how many jobs each ran."""
+    runs: dict[str, tuple[int, str]] = {}
+    for job in jobs.values():
+        version = job.get("code_version")
+        if version:
+            count, latest = runs.get(str(version), (0, ""))
+            runs[str(version)] = (
+                count + 1,
+                max(latest, str(job.get("finished_at") or job.get("started_at") or "")),
+            )
+    ordered = sorted(runs.items(), key=lambda item: item[1][1], reverse=True)
+    return [
+        Text(f"code {version}: {count} job{'s' if count != 1 else ''}") for version, (count, _) in ordered
+    ]
 
 
 def limits_lines(limits: Mapping[str, Mapping[str, Any]]) -> list[Text]:

@@ -332,6 +332,9 @@ def test_job_definition_runs_the_worker_image_with_scratch_and_retries_host_fail
     for name in REQUIRED_ENV:
         assert name in env, name
     assert env["OVERSEER_SCRATCH_DIR"] == "/scratch"
+    # Each job records which build of the handlers ran it: the image's asset hash, its tag.
+    image_tag = container["Image"]["Fn::Sub"].rsplit(":", 1)[-1]
+    assert env["OVERSEER_CODE_VERSION"] == f"image:{image_tag[:12]}"
     assert env["AWS_REGION"] == {"Ref": "AWS::Region"}
     assert env["OVERSEER_HANDLERS"] == CONTEXT["handlersModule"]
     assert env["OVERSEER_LEASE_SECONDS"] == str(CONTEXT["leaseSeconds"])

@@ -114,6 +114,8 @@ class JobItemBase(Model):
     limit = UnicodeAttribute(null=True)
     limit_wait = UnicodeAttribute(null=True)
     limit_since = UnicodeAttribute(null=True)
+    # The version of the handler code that ran its last attempt (the worker image's, on AWS).
+    code_version = UnicodeAttribute(null=True)
     worker = UnicodeAttribute(null=True)
     worker_pool = UnicodeAttribute(null=True)
     deps_count = NumberAttribute(default=0)

@@ -21,6 +21,13 @@ set. Every graph gets ``date``, the UTC date of the event's ``time`` (the schedu
 of a cron rule), unless the args set it; with a template id such as
 ``daily-report-{date}-company-{company_id}`` a redelivered event starts nothing new.
 
+**The event's data** (an event-pattern trigger, ``infra/triggers.py``): the input also
+carries ``"eventArgs": {ARG: PATH}``, each ``PATH`` (``$.detail.object.key``) read from the
+``event`` envelope into the graph's args (by default ``{"detail": "$.detail"}``: the whole
+detail), and ``"graphIdFrom"``: ``"event"`` (the default: the event's id) or the name of an
+arg, appended to each graph id (``operations.graph_id_with``), so two uploads on one day
+are two graphs and an event delivered twice is one.
+
 Returns ``{"template": NAME, "graphs": [{"graph_id", "status", "created"}, ...],
 "created": n}``. An invalid event, template or graph raises (nothing is written), so the
 event lands in the rule's dead-letter queue after EventBridge's retries.
@@ -61,6 +68,40 @@ def _event_time(text: Any) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def _at_path(envelope: Mapping[str, Any], path: str, arg: str) -> Any:
+    """The value at ``path`` (``$.detail.object.key``) in the event envelope."""
+    value: Any = envelope
+    for part in path.removeprefix("$.").split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise InvalidTriggerEvent(f"the event has nothing at {path} (eventArgs {arg!r} of the trigger)")
+        value = value[part]
+    return value
+
+
+def event_data(event: Mapping[str, Any], args: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``args`` with the trigger's ``eventArgs`` read from the event envelope, and what each
+    graph id ends with (``graphIdFrom``: the event's id, or one of the args), if anything."""
+    envelope = event.get("event") if isinstance(event.get("event"), Mapping) else {}
+    paths = event.get("eventArgs") or {}
+    if not isinstance(paths, Mapping):
+        raise InvalidTriggerEvent(f"'eventArgs' must map arg names to paths, got {paths!r:.80}")
+    args = {
+        **args,
+        **{str(arg): _at_path(envelope or {}, str(path), str(arg)) for arg, path in paths.items()},
+    }
+    source = event.get("graphIdFrom")
+    if not source:
+        return args, None
+    if source == "event":
+        suffix = (envelope or {}).get("id")
+        if not isinstance(suffix, str) or not suffix:
+            raise InvalidTriggerEvent("graphIdFrom is 'event' but the event carries no id")
+        return args, suffix
+    if source not in args or args[source] in (None, ""):
+        raise InvalidTriggerEvent(f"graphIdFrom names the arg {source!r}, which the event did not give")
+    return args, str(args[source])
+
+
 def parse_trigger_event(event: Mapping[str, Any]) -> tuple[str, dict[str, Any], dt.datetime | None]:
     """(template name, args, event time) from one of the accepted event shapes."""
     envelope = event.get("event") if isinstance(event.get("event"), Mapping) else {}
@@ -86,7 +127,8 @@ def parse_trigger_event(event: Mapping[str, Any]) -> tuple[str, dict[str, Any], 
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     name, args, moment = parse_trigger_event(event)
-    started = operations.trigger_template(_services.get(), name, args, event_time=moment)
+    args, suffix = event_data(event, args)
+    started = operations.trigger_template(_services.get(), name, args, event_time=moment, id_suffix=suffix)
     graphs = [{"graph_id": g.graph_id, "status": str(g.status), "created": created} for g, created in started]
     summary = {"template": name, "graphs": graphs, "created": sum(created for _, created in started)}
     logger.info("template triggered", extra={"template": name, "graphs": len(graphs)})

@@ -15,6 +15,8 @@ Example
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -123,13 +125,16 @@ def trigger_template(
     args: Mapping[str, Any] | None = None,
     *,
     event_time: dt.datetime | None = None,
+    id_suffix: str | None = None,
 ) -> list[tuple[GraphRecord, bool]]:
     """Start template ``name`` once per argument set of ``fan_out(args)`` (e.g. per company).
 
     Every graph gets ``date`` (the event's UTC date, ``YYYY-MM-DD``) unless the template
     or ``args`` set it, so a daily rule redelivered the same day starts no new graphs.
-    Every argument set is rendered before any graph is written, so a bad template or
-    argument writes nothing.
+    With ``id_suffix`` (an event's id, or a value the rule chose from it), each graph id
+    ends with it (``graph_id_with``): two events are two graphs, the same event delivered
+    twice is one. Every argument set is rendered before any graph is written, so a bad
+    template or argument writes nothing.
     """
     moment = event_time or dt.datetime.now(dt.UTC)
     defaults = {"date": moment.astimezone(dt.UTC).date().isoformat()}
@@ -137,8 +142,31 @@ def trigger_template(
         render_template(services.settings.templates_dir, name, one, defaults=defaults)
         for one in fan_out(args)
     ]
+    if id_suffix:
+        # One graph per event (or per key the rule chose), whatever the template's id says.
+        documents = [
+            {**document, "id": graph_id_with(str(document["id"]), id_suffix)} for document in documents
+        ]
     specs = [route_jobs(services, parse_graph(document)) for document in documents]
     return [services.store.create_graph(spec, max_attempts={}) for spec in specs]
+
+
+def graph_id_with(graph_id: str, suffix: str) -> str:
+    """``<graph_id>-<suffix>``, the suffix made safe for a graph id: characters a graph id
+    cannot hold become ``-``, and then (so that two values stay two ids) the first 8 hex
+    digits of the value's SHA-256 follow; the whole is cut to the 128 characters an id may
+    have, keeping the suffix's end.
+
+    >>> graph_id_with("ingest-2026-11-30", "5f2c1d3e-aaaa")
+    'ingest-2026-11-30-5f2c1d3e-aaaa'
+    >>> graph_id_with("ingest", "uploads/2026/a b.csv")
+    'ingest-uploads-2026-a-b.csv-ec253590'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._:=+@-]", "-", suffix).strip("-") or "event"
+    if safe != suffix:
+        safe += "-" + hashlib.sha256(suffix.encode()).hexdigest()[:8]
+    whole = f"{graph_id}-{safe}"
+    return whole if len(whole) <= 128 else f"{graph_id[: max(1, 127 - len(safe[-100:]))]}-{safe[-100:]}"
 
 
 def get_graph(services: Services, graph_id: str) -> GraphRecord:

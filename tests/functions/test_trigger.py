@@ -9,6 +9,7 @@ import pytest
 
 from functions import trigger
 from overseer.backends.aws import clients
+from overseer.errors import InvalidTriggerEvent
 from overseer.templates import TemplateError
 from tests.functions.conftest import Deployed, FakeLambdaContext, load_event
 
@@ -88,3 +89,80 @@ def test_one_bad_company_writes_no_graph(deployed: Deployed, context: FakeLambda
         trigger.handler(event, context)
     assert deployed.services.store.get_graph("daily-report-2026-12-01-company-10") is None
     assert stored_items(deployed) == before  # no graph item, no job item of company 10 either
+
+
+def s3_upload(event_id: str, key: str) -> dict:
+    """What an S3 upload rule's target receives (infra.triggers.trigger_input, EventBridge
+    having filled in the envelope): an "Object Created" event of S3's EventBridge
+    notifications, with the trigger's eventArgs and graphIdFrom."""
+    return {
+        "template": "ingest",
+        "args": {},
+        "trigger": "uploads",
+        "event": {
+            "id": event_id,
+            "time": "2026-11-30T09:12:01Z",
+            "source": "aws.s3",
+            "detail-type": "Object Created",
+            "detail": {
+                "version": "0",
+                "bucket": {"name": "landing-zone"},
+                "object": {"key": key, "size": 1024, "etag": "b1946ac92492d2347c6235b4d2611184"},
+                "request-id": "57H08PA84AB1JZW0",
+                "requester": "123456789012",
+                "reason": "PutObject",
+            },
+        },
+        "eventArgs": {"bucket": "$.detail.bucket.name", "key": "$.detail.object.key"},
+        "graphIdFrom": "event",
+    }
+
+
+def test_two_uploads_on_one_day_are_two_graphs_and_a_redelivered_event_is_one(
+    deployed: Deployed, context: FakeLambdaContext
+) -> None:
+    first = trigger.handler(s3_upload("e6f2b1c0-1", "in/2026-11-30/orders.csv"), context)
+    second = trigger.handler(s3_upload("e6f2b1c0-2", "in/2026-11-30/refunds.csv"), context)
+    again = trigger.handler(s3_upload("e6f2b1c0-1", "in/2026-11-30/orders.csv"), context)
+
+    ids = [result["graphs"][0]["graph_id"] for result in (first, second, again)]
+    assert ids[:2] == ["ingest-2026-11-30-e6f2b1c0-1", "ingest-2026-11-30-e6f2b1c0-2"]
+    assert (first["created"], second["created"], again["created"]) == (1, 1, 0)
+    assert ids[2] == ids[0]  # EventBridge delivers at least once: the same event, one graph
+    for graph_id, key in zip(ids[:2], ("in/2026-11-30/orders.csv", "in/2026-11-30/refunds.csv"), strict=True):
+        graph = deployed.services.store.get_graph(graph_id)
+        assert graph is not None
+        assert (graph.args["bucket"], graph.args["key"], graph.args["date"]) == (
+            "landing-zone",
+            key,
+            "2026-11-30",
+        )
+        load = deployed.services.store.get_job(graph_id, "load")
+        assert load is not None and load.args["key"] == key  # every job sees the event's data
+
+
+def test_the_graph_id_may_come_from_a_key_the_rule_chose(
+    deployed: Deployed, context: FakeLambdaContext
+) -> None:
+    by_key = {**s3_upload("e1", "in/a b.csv"), "graphIdFrom": "key"}
+    result = trigger.handler(by_key, context)
+    graph_id = result["graphs"][0]["graph_id"]
+    # A key holds characters an id cannot: they become "-", and a digest keeps keys apart.
+    assert (
+        graph_id.startswith("ingest-2026-11-30-in-a-b.csv-")
+        and len(graph_id) == len("ingest-2026-11-30-in-a-b.csv-") + 8
+    )
+    assert trigger.handler({**by_key, "event": {**by_key["event"], "id": "e2"}}, context)["created"] == 0
+
+
+def test_an_event_without_the_data_the_rule_reads_is_refused(
+    deployed: Deployed, context: FakeLambdaContext
+) -> None:
+    before = stored_items(deployed)
+    event = s3_upload("e3", "in/x.csv")
+    del event["event"]["detail"]["object"]
+    with pytest.raises(
+        InvalidTriggerEvent, match=r"the event has nothing at \$\.detail\.object\.key \(eventArgs 'key'"
+    ):
+        trigger.handler(event, context)
+    assert stored_items(deployed) == before

@@ -24,7 +24,7 @@ def test_defaults_yield_to_template_and_given_args() -> None:
 
 
 def test_unknown_template_lists_the_known_ones() -> None:
-    assert sorted(template_files(TEMPLATES)) == ["cyclic", "daily-report"]
+    assert sorted(template_files(TEMPLATES)) == ["cyclic", "daily-report", "ingest"]
     with pytest.raises(UnknownTemplate, match="known templates: cyclic, daily-report, ingest"):
         render_template(TEMPLATES, "../daily-report", {})
     with pytest.raises(UnknownTemplate, match="OVERSEER_TEMPLATES_DIR"):

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from constructs import Node
@@ -32,6 +32,12 @@ class Trigger:
     and ``event_pattern`` (an EventBridge event pattern) is set. ``args`` is one argument
     object (one graph per firing) or a list of them (one graph per item per firing, e.g.
     one report graph per company).
+
+    ``event_args`` (``eventArgs``: arg -> a path in the event such as ``$.detail.object.key``)
+    are read from the event into the graph's args; ``graph_id_from`` (``graphIdFrom``:
+    ``event``, the event's id, or the name of an arg) ends each graph id. An event-pattern
+    trigger passes the event's whole detail (``{"detail": "$.detail"}``) and ends its graph
+    ids with the event's id unless it says otherwise (``"graphIdFrom": ""`` for none).
     """
 
     name: str
@@ -40,6 +46,8 @@ class Trigger:
     event_pattern: Mapping[str, Any] | None = None
     args: tuple[Mapping[str, Any], ...] = ({},)
     description: str = ""
+    event_args: Mapping[str, str] = field(default_factory=dict)
+    graph_id_from: str = ""
 
     @classmethod
     def from_context(cls, raw: Mapping[str, Any]) -> Trigger:
@@ -71,6 +79,23 @@ class Trigger:
             args_list = tuple(args)
         else:
             raise ConfigError(f"triggers[{name}]: 'args' must be an object or a non-empty list of objects")
+        default_args = {"detail": "$.detail"} if pattern is not None else {}
+        event_args = raw.get("eventArgs", default_args)
+        if not isinstance(event_args, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"\$(\.[A-Za-z0-9_-]+)+", v)
+            for k, v in event_args.items()
+        ):
+            raise ConfigError(
+                f"triggers[{name}]: 'eventArgs' maps arg names to paths in the event such as "
+                f"'$.detail.object.key', got {event_args!r}"
+            )
+        id_from = raw.get("graphIdFrom", "event" if pattern is not None else "")
+        known = {"event", "", *event_args, *(k for a in args_list for k in a)}
+        if not isinstance(id_from, str) or id_from not in known:
+            raise ConfigError(
+                f"triggers[{name}]: 'graphIdFrom' is 'event' (the event's id), '' (nothing) or one "
+                f"of its args {sorted(known - {'event', ''})}, got {id_from!r}"
+            )
         return cls(
             name=name,
             template=template,
@@ -78,6 +103,8 @@ class Trigger:
             event_pattern=pattern,
             args=args_list,
             description=str(raw.get("description", "")),
+            event_args=dict(event_args),
+            graph_id_from=id_from,
         )
 
 

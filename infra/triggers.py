@@ -25,13 +25,21 @@ def trigger_input(trigger: Trigger, args: dict) -> events.RuleTargetInput:
 
     ``{"template": NAME, "args": {...}, "event": {"id", "time", "source", "detail-type",
     "detail"}}``. ``event.time`` (the scheduled time for a cron rule) lets the function
-    derive a deterministic graph id, so a redelivered event creates the graph once.
+    derive a deterministic graph id, so a redelivered event creates the graph once; with
+    ``eventArgs`` and ``graphIdFrom`` (``functions.trigger.event_data``) it reads the
+    event's data into the args and ends each graph id with the event's id (or an arg).
     """
+    carried: dict[str, object] = {}
+    if trigger.event_args:
+        carried["eventArgs"] = dict(trigger.event_args)
+    if trigger.graph_id_from:
+        carried["graphIdFrom"] = trigger.graph_id_from
     return events.RuleTargetInput.from_object(
         {
             "template": trigger.template,
             "args": args,
             "trigger": trigger.name,
+            **carried,
             "event": {
                 "id": events.EventField.event_id,
                 "time": events.EventField.time,

@@ -699,6 +699,32 @@ def test_variant_event_pattern_trigger_with_one_target_per_args(variant: Synthes
             transformer = target["InputTransformer"]
             assert transformer["InputPathsMap"]["detail"] == "$.detail"
             assert '"template":"daily_report"' in transformer["InputTemplate"]
+            # An event-pattern trigger carries its event's data: the whole detail into the
+            # args, and the event's id at the end of each graph id (functions.trigger).
+            assert '"eventArgs":{"detail":"$.detail"}' in transformer["InputTemplate"]
+            assert '"graphIdFrom":"event"' in transformer["InputTemplate"]
+
+
+def test_a_trigger_reads_the_data_it_names_from_its_event() -> None:
+    upload = {
+        "name": "uploads",
+        "template": "ingest",
+        "eventPattern": {"source": ["aws.s3"], "detail-type": ["Object Created"]},
+        "eventArgs": {"bucket": "$.detail.bucket.name", "key": "$.detail.object.key"},
+        "graphIdFrom": "key",
+    }
+    (trigger,) = DeploymentConfig.from_mapping({"triggers": [upload]}).triggers
+    assert (dict(trigger.event_args), trigger.graph_id_from) == (upload["eventArgs"], "key")
+    # A schedule carries no event data unless it says so (its graphs are keyed on the date).
+    nightly = {"name": "n", "template": "t", "schedule": "rate(1 day)"}
+    (scheduled,) = DeploymentConfig.from_mapping({"triggers": [nightly]}).triggers
+    assert (dict(scheduled.event_args), scheduled.graph_id_from) == ({}, "")
+    with pytest.raises(ConfigError, match=r"'eventArgs' maps arg names to paths in the event"):
+        DeploymentConfig.from_mapping({"triggers": [{**upload, "eventArgs": {"key": "detail.object.key"}}]})
+    with pytest.raises(
+        ConfigError, match=r"'graphIdFrom' is 'event' \(the event's id\), '' \(nothing\) or one"
+    ):
+        DeploymentConfig.from_mapping({"triggers": [{**upload, "graphIdFrom": "etag"}]})
 
 
 def test_every_context_key_is_in_cdk_json_and_documented_with_its_default() -> None:

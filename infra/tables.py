@@ -30,6 +30,7 @@ class Tables(Construct):
     FAILED_JOBS_INDEX = "failed-jobs"
     SWEEP_INDEX = "sweep"
     ACTIVE_GRAPHS_INDEX = "active-graphs"
+    GRAPHS_BY_DAY_INDEX = "graphs-by-day"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
@@ -70,6 +71,13 @@ class Tables(Construct):
             index_name=self.SWEEP_INDEX,
             partition_key=dynamodb.Attribute(name="sweep_key", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="sweep_at", type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+        )
+        # Every graph by the day it was submitted (keys only): `overseer graphs`, newest first.
+        self.graphs_table.add_global_secondary_index(
+            index_name=self.GRAPHS_BY_DAY_INDEX,
+            partition_key=dynamodb.Attribute(name="created_on", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="created_at", type=dynamodb.AttributeType.STRING),
             projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )
         self.graphs_table.add_global_secondary_index(

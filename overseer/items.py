@@ -33,7 +33,7 @@ from . import timeutil
 from .graph import GraphSpec, definition_digest
 from .limits import wait_key
 from .states import RELEASED_BY_EXPANSION, GraphStatus, JobStatus, Transition
-from .store import EDGE_CHUNK, INLINE_EDGES, MAX_SQS_DELAY, Dependent, GraphRecord, JobRecord
+from .store import EDGE_CHUNK, INLINE_EDGES, LIST_DAYS, MAX_SQS_DELAY, Dependent, GraphRecord, JobRecord
 
 JOB_PREFIX = "job#"
 
@@ -64,6 +64,8 @@ def graph_item(spec: GraphSpec, stamp: str) -> dict[str, Any]:
         **{f"count_{status}": 0 for status in COUNTERS},
         "definition_sha256": definition_digest(spec),
         "created_at": stamp,
+        # The day it was submitted: its partition of the graphs-by-day index (listing).
+        "created_on": stamp[:10],
         "updated_at": stamp,
         **graph_index_values(GraphStatus.CREATING),
         **_deadline(spec.timeout_seconds, stamp),
@@ -76,6 +78,14 @@ def _deadline(timeout_seconds: int | None, stamp: str) -> dict[str, Any]:
         return {}
     deadline = timeutil.parse(stamp) + dt.timedelta(seconds=timeout_seconds)
     return {"timeout_seconds": timeout_seconds, "deadline_at": timeutil.iso(deadline)}
+
+
+def listing_window(since: str | None, until: str | None) -> tuple[str, str]:
+    """(until, since) of a listing of graphs: ``until`` defaults to now, ``since`` to
+    ``LIST_DAYS`` days before it."""
+    end = until or timeutil.iso()
+    start = since or timeutil.iso(timeutil.parse(end) - dt.timedelta(days=LIST_DAYS))
+    return end, start
 
 
 def graph_record(item: Mapping[str, Any]) -> GraphRecord:

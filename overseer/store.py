@@ -38,6 +38,8 @@ EDGE_CHUNK = 500
 MAX_MANIFEST_BYTES = 96 * 1024
 # SQS's longest message delay (15 minutes): a job due later is sent by the sweep when due.
 MAX_SQS_DELAY = 900
+# How far back a listing of graphs looks when it is given no start.
+LIST_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,22 @@ class JobStore(Protocol):
 
     def get_graph(self, graph_id: str) -> GraphRecord | None:
         """The graph's current record (strongly consistent), or None."""
+        ...
+
+    def list_graphs(
+        self,
+        *,
+        status: GraphStatus | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> tuple[list[GraphRecord], str | None]:
+        """Graphs newest first (by submission), submitted at ``since`` or later and before
+        ``until`` (ISO times; ``since`` defaults to ``LIST_DAYS`` days before ``until``), in
+        ``status`` if given: a page of at most ``limit``, and where the next page starts
+        (an opaque string) or None after the last. On DynamoDB a query per day of the
+        graphs-by-day index (keys only) and a batched read of the graphs found, no scan."""
         ...
 
     def running_graphs(self) -> Iterator[GraphRecord]:

@@ -2,7 +2,7 @@
 
 * ``run | validate | worker`` (``run``): a graph run to the end on this machine, a graph
   checked, the worker loop of a deployed stack;
-* ``submit | status | jobs | logs | cancel | rerun | graph`` (``graphs``): on a local stack
+* ``submit | status | jobs | logs | cancel | rerun | graph | graphs`` (``graphs``): on a local stack
   or the deployed API (``targets``, ``api_client``), shown by ``views`` and ``render``;
 * ``local up | down`` (``local_stack``): a long-running local stack.
 """
@@ -13,7 +13,7 @@ import logging
 
 import click
 
-from .graphs import cancel, graph_command, jobs, logs, rerun, status, submit
+from .graphs import cancel, graph_command, graphs_command, jobs, logs, rerun, status, submit
 from .local_stack import local
 from .run import run, validate, worker
 
@@ -28,5 +28,7 @@ def main(verbose: bool) -> None:
     )
 
 
-for command in (run, validate, worker, submit, status, jobs, logs, cancel, rerun, graph_command, local):
+for command in (
+    run, validate, worker, submit, status, jobs, logs, cancel, rerun, graph_command, graphs_command, local,
+):  # fmt: skip
     main.add_command(command)

@@ -19,10 +19,21 @@ import click
 from rich.live import Live
 
 from ..errors import EXIT_FAILED, EXIT_INVALID
-from ..states import JobStatus
+from ..states import GraphStatus, JobStatus
 from .render import FORMATS
 from .targets import ApiClient, Client, LocalClient, make_client, target_options
-from .views import STATUS_ORDER, STATUS_ROWS, err, fail, guard, jobs_table, out, status_view, styled
+from .views import (
+    STATUS_ORDER,
+    STATUS_ROWS,
+    err,
+    fail,
+    graphs_table,
+    guard,
+    jobs_table,
+    out,
+    status_view,
+    styled,
+)
 
 
 def _parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -150,6 +161,38 @@ def status(
     if as_json:
         click.echo(json.dumps({**graph, "jobs": jobs}, ensure_ascii=False, default=str))
     sys.exit(0 if graph["status"] == "finished" else EXIT_FAILED)
+
+
+@click.command(name="graphs")
+@click.option(
+    "--status",
+    "wanted",
+    type=click.Choice([s.value for s in GraphStatus]),
+    help="Only graphs in this status.",
+)
+@click.option("--since", help="Submitted at or after this ISO time (default: 30 days before --until).")
+@click.option("--until", help="Submitted before this ISO time (default: now).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Graphs per page.")
+@click.option("--after", help="Where the page starts: the `next` of the previous page (--json).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"graphs": [...], "next": ...} as JSON.')
+@target_options
+def graphs_command(
+    wanted: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+    state_dir: Path,
+    api: str | None,
+) -> None:
+    """The graphs, newest first: status, counts and age, by status and time range, paged."""
+    client = make_client(state_dir, api)
+    found, following = guard(lambda: client.graphs(wanted, since, until, limit, after))
+    if as_json:
+        click.echo(json.dumps({"graphs": found, "next": following}, ensure_ascii=False, default=str))
+        return
+    out.print(graphs_table(found, more=following is not None))
 
 
 @click.command()

@@ -19,7 +19,8 @@ from typing import Any, NoReturn, Protocol
 import click
 
 from ..config import DEFAULT_STATE_DIR, Settings, logs_dir
-from ..errors import GraphNotFound
+from ..errors import GraphNotFound, OverseerError
+from ..states import GraphStatus
 
 # What a running ``overseer local up`` writes in its state directory (its pid, workers, pools).
 STATE_FILE = "local.json"
@@ -71,6 +72,10 @@ class Client(Protocol):
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]: ...
 
     def limits(self) -> dict[str, dict[str, Any]]: ...
+
+    def graphs(
+        self, status: str | None, since: str | None, until: str | None, limit: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
 
 
 def _graph_view(graph: Any, **extra: Any) -> dict[str, Any]:
@@ -135,6 +140,15 @@ class LocalClient:
                 summary["reason"] = job.reason
             jobs[job.name] = summary
         return jobs
+
+    def graphs(
+        self, status: str | None, since: str | None, until: str | None, limit: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        wanted = GraphStatus(status) if status else None
+        found, following = self.services.store.list_graphs(
+            status=wanted, since=since, until=until, limit=limit, after=after
+        )
+        return [graph.summary() for graph in found], following
 
     def cancel(self, graph_id: str) -> dict[str, Any]:
         from .. import operations
@@ -216,6 +230,14 @@ class ApiClient:
 
     def limits(self) -> dict[str, dict[str, Any]]:
         return self.api.get_limits()
+
+    def graphs(
+        self, status: str | None, since: str | None, until: str | None, limit: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        raise OverseerError(
+            "overseer graphs lists the graphs of a local stack (--state-dir); the API has no "
+            "GET /graphs yet (on AWS the graphs table's graphs-by-day index lists them)"
+        )
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
         from .api_client import job_log_lines

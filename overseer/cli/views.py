@@ -174,6 +174,29 @@ def jobs_table(
     return table
 
 
+def graphs_table(graphs: list[Mapping[str, Any]], *, more: bool = False) -> Table:
+    """Graphs as `overseer graphs` shows them: id, status, jobs ended of all, age."""
+    now = timeutil.now()
+    table = Table(title=f"{len(graphs)} graphs, newest first", title_justify="left")
+    for column in ("graph", "status", "finished", "failed", "aborted", "jobs", "submitted", "age"):
+        table.add_column(column, no_wrap=True)
+    for graph in graphs:
+        counts = graph.get("counts") or {}
+        created = str(graph.get("created_at") or "")
+        age = (now - timeutil.parse(created)).total_seconds() if created else None
+        table.add_row(
+            str(graph["graph_id"]),
+            styled(str(graph["status"])),
+            *(str(counts.get(k, 0)) for k in ("finished", "failed", "aborted")),
+            str(graph.get("jobs_total", "")),
+            created[:19].replace("T", " "),
+            format_duration(age),
+        )
+    if more:
+        table.caption = "more: --after the `next` of --json"
+    return table
+
+
 def status_view(graph: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]], *, rows: int) -> Group:
     counts = status_counts(jobs)
     total = int(graph.get("jobs_total") or len(jobs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ from ...items import (
     graph_record,
     job_entry,
     job_items,
+    listing_window,
     record_from_item,
     transition_values,
 )
@@ -176,6 +178,50 @@ class DynamoJobStore:
                     continue
                 if created_before is None or (item.created_at or "") < created_before:
                     yield _graph_record(item)
+
+    def list_graphs(
+        self,
+        *,
+        status: GraphStatus | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> tuple[list[GraphRecord], str | None]:
+        until, since = listing_window(since, until)
+        G = self.Graph
+        index = G.graphs_by_day.Meta.index_name
+        # The continuation: the day being read and the index key of the last graph returned.
+        cursor = json.loads(after) if after else {"day": until[:10], "start": None}
+        day, start = str(cursor["day"]), cursor["start"]
+        found: list[GraphRecord] = []
+        while day >= since[:10]:
+            page = G._get_connection().query(
+                day,
+                range_key_condition=G.created_at.between(since, until),
+                index_name=index,
+                scan_index_forward=False,
+                exclusive_start_key=start,
+                limit=100,
+            )
+            keys = [(item["graph_id"]["S"], item["created_at"]["S"]) for item in page.get("Items", [])]
+            records = {g.graph_id: _graph_record(g) for g in G.batch_get([gid for gid, _ in keys])}
+            for graph_id, created_at in keys:
+                record = records.get(graph_id)
+                if created_at >= until or record is None or (status is not None and record.status != status):
+                    continue
+                found.append(record)
+                if len(found) == limit:
+                    key = {
+                        "created_on": {"S": day},
+                        "created_at": {"S": created_at},
+                        "graph_id": {"S": graph_id},
+                    }
+                    return found, json.dumps({"day": day, "start": key})
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+        return found, None
 
     def sweep_page(
         self, sweep_key: str, until: str, *, start: str | None = None, limit: int = 100

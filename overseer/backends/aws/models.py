@@ -32,6 +32,19 @@ class ActiveGraphsIndex(GlobalSecondaryIndex):
     graph_id = UnicodeAttribute(range_key=True)
 
 
+class GraphsByDayIndex(GlobalSecondaryIndex):
+    """Every graph by the day it was submitted, newest last in each day (``list_graphs``).
+    Keys only: the counters' writes never touch it."""
+
+    class Meta:
+        index_name = "graphs-by-day"
+        projection = KeysOnlyProjection()
+        billing_mode = "PAY_PER_REQUEST"
+
+    created_on = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
 class GraphItemBase(Model):
     graph_id = UnicodeAttribute(hash_key=True)
     status = UnicodeAttribute()
@@ -45,6 +58,9 @@ class GraphItemBase(Model):
     count_aborted = NumberAttribute(default=0)
     definition_sha256 = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
+    # The day it was submitted (YYYY-MM-DD): the graphs-by-day index, to list graphs.
+    created_on = UnicodeAttribute(null=True)
+    graphs_by_day = GraphsByDayIndex()
     updated_at = UnicodeAttribute()
     finished_at = UnicodeAttribute(null=True)
     # A graph with a timeout: the moment it passes (the sweep aborts the graph then).

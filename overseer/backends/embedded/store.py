@@ -31,6 +31,7 @@ from ...items import (
     graph_record,
     job_entry,
     job_items,
+    listing_window,
     record_from_item,
     sweep_index_values,
     transition_values,
@@ -167,6 +168,32 @@ class SqliteJobStore:
             ).fetchall()
         for (text,) in rows:
             yield graph_record(json.loads(text))
+
+    def list_graphs(
+        self,
+        *,
+        status: GraphStatus | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> tuple[list[GraphRecord], str | None]:
+        until, since = listing_window(since, until)
+        # The continuation is the last (created_at, graph_id) returned.
+        query = (
+            "SELECT item FROM graphs WHERE graph_id NOT LIKE '#%' "
+            "AND json_extract(item, '$.created_at') >= ? AND json_extract(item, '$.created_at') < ? "
+            + ("AND (json_extract(item, '$.created_at'), graph_id) < (?, ?) " if after else "")
+            + ("AND json_extract(item, '$.status') = ? " if status is not None else "")
+            + "ORDER BY json_extract(item, '$.created_at') DESC, graph_id DESC LIMIT ?"
+        )
+        params: list[Any] = [since, until, *(json.loads(after) if after else [])]
+        params += [*([status.value] if status is not None else []), limit + 1]
+        with self.db.read() as conn:
+            rows = conn.execute(query, params).fetchall()
+        graphs = [graph_record(json.loads(row[0])) for row in rows[:limit]]
+        more = len(rows) > limit and graphs
+        return graphs, json.dumps([graphs[-1].created_at, graphs[-1].graph_id]) if more else None
 
     def sweep_page(
         self, sweep_key: str, until: str, *, start: str | None = None, limit: int = 100

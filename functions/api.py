@@ -54,6 +54,7 @@ from overseer.backends.aws import clients
 from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, RerunRefused, StoreError
 from overseer.graph import PRIORITIES
 from overseer.limits import limit_states, parse_limits
+from overseer.states import GraphStatus
 from overseer.store import GraphRecord
 from overseer.templates import TemplateError
 
@@ -231,6 +232,34 @@ def rerun_graph(graph_id: str) -> Response:
     change = operations.rerun_graph(_services.get(), unquote(graph_id), job=job, downstream=downstream)
     logger.info("graph rerun", extra={"graph_id": change.graph.graph_id, "jobs": change.jobs_changed})
     return _json(200, _graph_view(change.graph, jobs_rerun=change.jobs_changed))
+
+
+@app.get("/graphs")
+@tracer.capture_method(capture_response=False)
+def list_graphs() -> Response:
+    """Graphs newest first: ``?status=&since=&until=&limit=&after=`` (``after``: the ``next``
+    of the previous page)."""
+    query = app.current_event.get_query_string_value
+    wanted = query("status") or None
+    try:
+        status = GraphStatus(wanted) if wanted else None
+    except ValueError:
+        valid = ", ".join(s.value for s in GraphStatus)
+        raise RequestRejected(400, f"unknown graph status {wanted!r}; use one of: {valid}") from None
+    limit = _query_int("limit", 50, MAX_PAGE)
+    try:
+        found, following = _services.get().store.list_graphs(
+            status=status,
+            since=query("since") or None,
+            until=query("until") or None,
+            limit=limit,
+            after=query("after") or None,
+        )
+    except (ValueError, KeyError) as exc:
+        raise RequestRejected(
+            400, f"'since', 'until' and 'after' must be as the API gave them: {exc}"
+        ) from None
+    return _json(200, {"graphs": [graph.summary() for graph in found], "next": following})
 
 
 @app.get("/limits")

@@ -12,6 +12,7 @@ from infra.function_factory import FunctionFactory
 # Route table: (path, HTTP method). The Lambda routes them (Powertools event handler).
 ROUTES = (
     ("/graphs", "POST"),
+    ("/graphs", "GET"),
     ("/graphs/{id}", "GET"),
     ("/graphs/{id}/jobs", "GET"),
     ("/graphs/{id}/cancel", "POST"),
@@ -46,7 +47,7 @@ SUBMIT_SCHEMA = apigw.JsonSchema(
 class Api(Construct):
     """The REST API.
 
-    ``POST /graphs``, ``GET /graphs/{id}``, ``GET /graphs/{id}/jobs``,
+    ``POST /graphs``, ``GET /graphs``, ``GET /graphs/{id}``, ``GET /graphs/{id}/jobs``,
     ``POST /graphs/{id}/cancel``, ``POST /graphs/{id}/rerun``, ``GET /limits``; every method requires a
     SigV4-signed request (``AWS_IAM``). Requests are validated (path parameters; the
     submit body against ``SUBMIT_SCHEMA``), throttled, traced and access-logged.
@@ -131,6 +132,13 @@ class Api(Construct):
             authorization_type=apigw.AuthorizationType.IAM,
             request_validator=body_validator,
             request_models={"application/json": submit_model},
+        )
+        # The graphs newest first (query parameters: status, since, until, limit, after).
+        graphs.add_method(
+            "GET",
+            integration,
+            authorization_type=apigw.AuthorizationType.IAM,
+            request_validator=params_validator,
         )
         graph = graphs.add_resource("{id}")
         id_param = {"method.request.path.id": True}

@@ -388,8 +388,10 @@ class OverseerStack(Stack):
         # graph announces it. Limits (GET /limits): each limit's slots (GetItem of its item)
         # and its waiting jobs counted (Query of the sweep index), with limits configured.
         api = self.api.function
-        _allow(api, graphs, "PutItem", "GetItem", "UpdateItem")
+        _allow(api, graphs, "PutItem", "GetItem", "UpdateItem", "BatchGetItem")
         _allow(api, jobs, "BatchWriteItem", "GetItem", "Query", "UpdateItem")
+        # GET /graphs: the graphs-by-day index (Query), then the graphs found (BatchGetItem).
+        _allow_index(api, graphs, self.tables.GRAPHS_BY_DAY_INDEX, "Query")
         if self.config.limits:
             _allow_index(api, jobs, self.tables.SWEEP_INDEX, "Query")
         self.events.bus.grant_put_events_to(api)

@@ -131,6 +131,10 @@ class RemoteApi:
     def list_jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
         return dict(self.iter_jobs(graph_id, status))
 
+    def get_graphs(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /graphs``: the graphs newest first, and where the next page starts."""
+        return self.request("GET", "/graphs", query=query)
+
     def get_limits(self) -> dict[str, dict[str, Any]]:
         """``GET /limits``: each concurrency limit's size, running, holders and waiting. A
         stack deployed before that route has no limits to show: API Gateway answers 403

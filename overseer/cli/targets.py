@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Protocol
 import click
 
 from ..config import DEFAULT_STATE_DIR, Settings, logs_dir
-from ..errors import GraphNotFound, OverseerError
+from ..errors import GraphNotFound
 from ..states import GraphStatus
 
 # What a running ``overseer local up`` writes in its state directory (its pid, workers, pools).
@@ -234,10 +234,9 @@ class ApiClient:
     def graphs(
         self, status: str | None, since: str | None, until: str | None, limit: int, after: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        raise OverseerError(
-            "overseer graphs lists the graphs of a local stack (--state-dir); the API has no "
-            "GET /graphs yet (on AWS the graphs table's graphs-by-day index lists them)"
-        )
+        query = {"status": status, "since": since, "until": until, "limit": str(limit), "after": after}
+        answer = self.api.get_graphs({k: v for k, v in query.items() if v})
+        return list(answer.get("graphs") or []), answer.get("next")
 
     def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
         from .api_client import job_log_lines

@@ -313,3 +313,34 @@ def test_limits_show_each_limits_holders_and_waiters(deployed: Deployed, context
             )
     finally:
         api.reset()
+
+
+def test_graphs_are_listed_newest_first_by_status_and_paged(
+    deployed: Deployed, context: FakeLambdaContext
+) -> None:
+    since = timeutil.iso()
+    for graph_id in ("api-list-1", "api-list-2", "api-list-3"):
+        assert (
+            call(
+                with_body(load_event("api_submit_graph"), {"graph": {"id": graph_id, "jobs": {"x": []}}}),
+                context,
+            )[0]
+            == 201
+        )
+    assert call(post_event("/graphs/api-list-2/cancel"), context)[0] == 200
+
+    status, body, _ = call(get_event("/graphs", {"since": since}), context)
+    assert status == 200, body
+    assert [(g["graph_id"], g["status"]) for g in body["graphs"]] == [
+        ("api-list-3", "running"),
+        ("api-list-2", "aborted"),
+        ("api-list-1", "running"),
+    ]
+    _, aborted, _ = call(get_event("/graphs", {"since": since, "status": "aborted"}), context)
+    assert [g["graph_id"] for g in aborted["graphs"]] == ["api-list-2"]
+    _, first, _ = call(get_event("/graphs", {"since": since, "limit": "2"}), context)
+    assert [g["graph_id"] for g in first["graphs"]] == ["api-list-3", "api-list-2"] and first["next"]
+    _, rest, _ = call(get_event("/graphs", {"since": since, "limit": "2", "after": first["next"]}), context)
+    assert [g["graph_id"] for g in rest["graphs"]] == ["api-list-1"]
+    status, refused, _ = call(get_event("/graphs", {"status": "done"}), context)
+    assert status == 400 and "unknown graph status 'done'" in refused["error"]

@@ -455,7 +455,7 @@ def test_sweep_may_submit_workers_and_scheduler_may_publish_events(synth: Synthe
 # --- API ---------------------------------------------------------------------------------
 
 
-def test_api_has_the_six_routes_all_with_iam_auth(synth: Synthesis) -> None:
+def test_api_has_the_seven_routes_all_with_iam_auth(synth: Synthesis) -> None:
     resources = synth.of_type("AWS::ApiGateway::Resource")
     root_ref = {"Fn::GetAtt": [synth.logical_id(synth.stack.api.rest_api), "RootResourceId"]}
 
@@ -476,6 +476,7 @@ def test_api_has_the_six_routes_all_with_iam_auth(synth: Synthesis) -> None:
         routes.add((path(props["ResourceId"]), props["HttpMethod"]))
     assert routes == {
         ("/graphs", "POST"),
+        ("/graphs", "GET"),
         ("/graphs/{id}", "GET"),
         ("/graphs/{id}/jobs", "GET"),
         ("/graphs/{id}/cancel", "POST"),

@@ -306,6 +306,9 @@ def test_a_graph_that_expands_runs_its_children_and_its_join_as_deployed(rehears
     assert listed["fan_out"]["expansion"] == {"type": "write_item", "count": 3, "done": True}
     assert [listed[f"fan_out.{i}"]["parent"] for i in range(3)] == ["fan_out"] * 3
     assert api(rehearsal, "GET", "/graphs/expands")["jobs_total"] == 5
+    # The graphs newest first (the graphs-by-day index, then the graphs found), as deployed.
+    newest = api(rehearsal, "GET", "/graphs")["graphs"]
+    assert ("expands", "finished") in [(g["graph_id"], g["status"]) for g in newest]
     bucket = _artifact_bucket(rehearsal)
     assert objects(rehearsal, bucket, "expands/") == [
         "expands/fan_out.0.txt",

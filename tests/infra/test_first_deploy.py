@@ -178,7 +178,7 @@ TABLE_ACTIONS = {
     },
     "api": {
         "jobs": {"BatchWriteItem", "GetItem", "Query", "UpdateItem"},
-        "graphs": {"PutItem", "GetItem", "UpdateItem"},
+        "graphs": {"PutItem", "GetItem", "UpdateItem", "BatchGetItem"},  # GET /graphs: the graphs found
     },
     "trigger": {
         "jobs": {"BatchWriteItem", "UpdateItem", "Query"},
@@ -190,6 +190,8 @@ TABLE_ACTIONS = {
 # Role -> (action, table, index) on the tables' indexes.
 INDEX_ACTIONS = {
     "sweep": {("dynamodb:Query", "jobs", "sweep"), ("dynamodb:Query", "graphs", "active-graphs")},
+    # GET /graphs: the graphs newest first, day by day.
+    "api": {("dynamodb:Query", "graphs", "graphs-by-day")},
 }
 
 

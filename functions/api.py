@@ -21,6 +21,18 @@ Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``)
     200 with ``{"graph_id", "jobs": {name: {"type", "status", "attempts", "error",
     "artifacts", ...}}, "next": NAME | null}`` in name order, at most ``limit`` (default
     500, at most 1000) jobs after ``after``; pass ``next`` as ``after`` for the next page.
+``GET /graphs/{graph_id}/jobs/{job}``
+    200 with the job (as in the jobs route, with ``graph_id`` and ``name``); 404 when the
+    graph or the job is unknown.
+``GET /graphs/{graph_id}/jobs/{job}/logs?attempt=&after=&limit=``
+    200 with ``{"graph_id", "job", "lines": [{"attempt", "line"}], "next": TOKEN | null}``:
+    the job's log lines oldest first (every attempt's, or only ``attempt``'s), at most
+    ``limit`` (default 1000, at most 5000); pass ``next`` as ``after`` for more. On AWS they
+    are read from the workers' CloudWatch Logs group (the job's lines start with its id).
+``GET /graphs/{graph_id}/jobs/{job}/artifacts``
+    200 with ``{"graph_id", "job", "artifacts": [{"bucket", "key", "size", "sha256",
+    "url"}], "expires_in": 900}``: each ``url`` a presigned GET that downloads the artifact
+    without credentials for ``expires_in`` seconds.
 ``POST /graphs/{graph_id}/cancel``
     200 with the graph and ``"jobs_aborted": n``; 404 when unknown.
 ``POST /graphs/{graph_id}/rerun``
@@ -54,6 +66,7 @@ from overseer.backends.aws import clients
 from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, RerunRefused, StoreError
 from overseer.graph import PRIORITIES
 from overseer.limits import limit_states, parse_limits
+from overseer.operations import ARTIFACT_URL_SECONDS
 from overseer.states import GraphStatus
 from overseer.store import GraphRecord
 from overseer.templates import TemplateError
@@ -61,9 +74,15 @@ from overseer.templates import TemplateError
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_PAGE = 500
 MAX_PAGE = 1000
+# Log lines per page: a response stays far below Lambda's 6 MB (a CloudWatch event is at most 256 KB).
+DEFAULT_LOG_PAGE = 1000
+MAX_LOG_PAGE = 5000
 _TEMPLATE_KEYS = {"template", "args", "id", "priority"}
 _RERUN_KEYS = {"job", "downstream"}
-_ROUTES = "POST /graphs, GET /graphs/{id}, GET /graphs/{id}/jobs, POST /graphs/{id}/cancel|rerun, GET /limits"
+_ROUTES = (
+    "POST /graphs, GET /graphs, GET /graphs/{id}, GET /graphs/{id}/jobs, GET /graphs/{id}/jobs/{job}, "
+    "GET /graphs/{id}/jobs/{job}/logs|artifacts, POST /graphs/{id}/cancel|rerun, GET /limits"
+)
 _USAGE = 'send {"graph": {"jobs": {...}}} or {"template": NAME, "args": {...}}'
 
 logger = Logger()
@@ -207,6 +226,44 @@ def list_jobs(graph_id: str) -> Response:
     services = _services.get()
     jobs = {j.name: operations.job_view(services, j) for j in page}
     return _json(200, {"graph_id": graph_id, "jobs": jobs, "next": next_after})
+
+
+@app.get("/graphs/<graph_id>/jobs/<job>")
+@tracer.capture_method(capture_response=False)
+def get_job(graph_id: str, job: str) -> Response:
+    services = _services.get()
+    record = operations.get_job(services, unquote(graph_id), unquote(job))
+    return _json(
+        200, {"graph_id": record.graph_id, "name": record.name, **operations.job_view(services, record)}
+    )
+
+
+@app.get("/graphs/<graph_id>/jobs/<job>/logs")
+@tracer.capture_method(capture_response=False)
+def job_logs(graph_id: str, job: str) -> Response:
+    """A page of the job's log lines (CloudWatch Logs on AWS): ``?attempt=&after=&limit=``."""
+    graph_id, job = unquote(graph_id), unquote(job)
+    query = app.current_event.get_query_string_value
+    attempt = _query_int("attempt", 0, 1_000_000) or None
+    limit = _query_int("limit", DEFAULT_LOG_PAGE, MAX_LOG_PAGE)
+    try:
+        page = operations.job_logs(
+            _services.get(), graph_id, job, attempt=attempt, after=query("after") or None, limit=limit
+        )
+    except ValueError as exc:
+        raise RequestRejected(400, f"'after' must be the 'next' of a page: {exc}") from None
+    lines = [{"attempt": number, "line": line} for number, line in page.lines]
+    return _json(200, {"graph_id": graph_id, "job": job, "lines": lines, "next": page.next})
+
+
+@app.get("/graphs/<graph_id>/jobs/<job>/artifacts")
+@tracer.capture_method(capture_response=False)
+def job_artifacts(graph_id: str, job: str) -> Response:
+    """The job's artifacts, each with a presigned download URL (signed here; no request)."""
+    graph_id, job = unquote(graph_id), unquote(job)
+    artifacts = operations.job_artifacts(_services.get(), graph_id, job)
+    body = {"graph_id": graph_id, "job": job, "artifacts": artifacts, "expires_in": ARTIFACT_URL_SECONDS}
+    return _json(200, body)
 
 
 @app.post("/graphs/<graph_id>/cancel")

@@ -15,6 +15,9 @@ ROUTES = (
     ("/graphs", "GET"),
     ("/graphs/{id}", "GET"),
     ("/graphs/{id}/jobs", "GET"),
+    ("/graphs/{id}/jobs/{job}", "GET"),
+    ("/graphs/{id}/jobs/{job}/logs", "GET"),
+    ("/graphs/{id}/jobs/{job}/artifacts", "GET"),
     ("/graphs/{id}/cancel", "POST"),
     ("/graphs/{id}/rerun", "POST"),
     ("/limits", "GET"),
@@ -48,6 +51,7 @@ class Api(Construct):
     """The REST API.
 
     ``POST /graphs``, ``GET /graphs``, ``GET /graphs/{id}``, ``GET /graphs/{id}/jobs``,
+    ``GET /graphs/{id}/jobs/{job}`` (and its ``/logs`` and ``/artifacts``),
     ``POST /graphs/{id}/cancel``, ``POST /graphs/{id}/rerun``, ``GET /limits``; every method requires a
     SigV4-signed request (``AWS_IAM``). Requests are validated (path parameters; the
     submit body against ``SUBMIT_SCHEMA``), throttled, traced and access-logged.
@@ -149,13 +153,26 @@ class Api(Construct):
             request_validator=params_validator,
             request_parameters=id_param,
         )
+        resources = {}
         for path, method in (("jobs", "GET"), ("cancel", "POST"), ("rerun", "POST")):
-            graph.add_resource(path).add_method(
+            resources[path] = graph.add_resource(path)
+            resources[path].add_method(
                 method,
                 integration,
                 authorization_type=apigw.AuthorizationType.IAM,
                 request_validator=params_validator,
                 request_parameters=id_param,
+            )
+        # One job, its log lines (CloudWatch Logs) and its artifacts' download URLs.
+        job = resources["jobs"].add_resource("{job}")
+        job_params = {**id_param, "method.request.path.job": True}
+        for resource in (job, job.add_resource("logs"), job.add_resource("artifacts")):
+            resource.add_method(
+                "GET",
+                integration,
+                authorization_type=apigw.AuthorizationType.IAM,
+                request_validator=params_validator,
+                request_parameters=job_params,
             )
         # Each concurrency limit: its size, holders and waiting jobs (overseer.limits).
         self.rest_api.root.add_resource("limits").add_method(

@@ -188,6 +188,8 @@ class OverseerStack(Stack):
             triggers=config.triggers,
             dead_letter_queue=self.dispatch.delivery_failures,
         )
+        # GET .../logs reads the workers' log group.
+        self.api.function.add_environment("OVERSEER_WORKER_LOG_GROUP", self.workers.log_group.log_group_name)
         for function in (self.api.function, self.triggers.function, self.sweep.function):
             for name, value in limits_env.items():
                 function.add_environment(name, value)
@@ -395,6 +397,17 @@ class OverseerStack(Stack):
         if self.config.limits:
             _allow_index(api, jobs, self.tables.SWEEP_INDEX, "Query")
         self.events.bus.grant_put_events_to(api)
+        # A job's log lines (GET .../logs): FilterLogEvents on the workers' log group. Its
+        # artifacts (GET .../artifacts): URLs presigned with the API's role, so whoever
+        # holds one GETs the object as that role: objects only, read only.
+        api.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["logs:FilterLogEvents"], resources=[self.workers.log_group.log_group_arn]
+            )
+        )
+        api.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[b.arn_for_objects("*") for b in buckets])
+        )
 
         # Trigger (operations.trigger_template): create_graph only; GetItem of the graph
         # (after writing it, or when a redelivered event finds it there already); a
@@ -478,7 +491,7 @@ class OverseerStack(Stack):
             "BatchJobDefinition": self.workers.job_definition.job_definition_arn,
             "EventBus": self.events.bus_name,
             "Dashboard": self.monitoring.dashboard.dashboard_name,
-            # `overseer logs --api URL --log-group <this>` reads the workers' job logs.
+            # Where job logs are: `overseer logs --stack NAME` and GET .../logs read it.
             "WorkerLogGroup": self.workers.log_group.log_group_name,
         }
         for workers in self.pools.values():
@@ -491,6 +504,12 @@ class OverseerStack(Stack):
             outputs[f"{pool.id_suffix}LowQueueUrl"] = queues.low_queue.queue_url
             outputs[f"{pool.id_suffix}BatchJobQueue"] = workers.job_queue.job_queue_arn
             outputs[f"{pool.id_suffix}BatchJobDefinition"] = workers.job_definition.job_definition_arn
+        # What `overseer --stack NAME` needs besides the names: how jobs are routed to pools
+        # (with each pool's queues, for their depths), and the limits a graph may name.
+        if self.config.pools_declared:
+            outputs["Pools"] = self._pools_json(queues=True, batch=False)
+        if self.config.limits:
+            outputs["Limits"] = json.dumps(dict(self.config.limits), separators=(",", ":"))
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
 

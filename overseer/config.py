@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 ENV_PREFIX = "OVERSEER_"
 # Where a local stack (the embedded backend) keeps its state unless told otherwise.
@@ -22,6 +23,11 @@ def logs_dir(state_dir: str | Path) -> Path:
     """Where a state directory keeps logs: each job's output (``<graph>/<job>.<attempt>.log``)
     and a local stack's worker logs (``workers/``)."""
     return Path(state_dir) / "logs"
+
+
+def job_log_path(log_dir: str | Path, graph_id: str, job_name: str, attempt: int) -> Path:
+    """Where the child writes one attempt's output: ``<log_dir>/<graph_id>/<job>.<attempt>.log``."""
+    return Path(log_dir) / graph_id / f"{quote(job_name, safe='')}.{attempt}.log"
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
 
 from . import timeutil
 from .artifacts import load_inputs
+from .config import job_log_path
 from .errors import AbortJob, FaultJob, HandlerCrashed, RemoteHandlerError
 from .handlers import HandlerSpec, load_handlers
 from .job import Artifact, Job, Rows
@@ -95,11 +95,6 @@ STARTUP_LIMIT_SECONDS = 300
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Most source files looked at when deciding whether the handlers changed.
 _MAX_SOURCE_FILES = 2000
-
-
-def job_log_path(log_dir: str | Path, graph_id: str, job_name: str, attempt: int) -> Path:
-    """Where the child writes one attempt's output: ``<log_dir>/<graph_id>/<job>.<attempt>.log``."""
-    return Path(log_dir) / graph_id / f"{quote(job_name, safe='')}.{attempt}.log"
 
 
 class _Prefixed:

@@ -41,10 +41,12 @@ from .states import (
     JobStatus,
     terminal_counts,
 )
-from .store import GraphRecord, JobRecord, JobStore, Services
+from .store import GraphRecord, JobRecord, JobStore, LogPage, Services
 from .templates import fan_out, render_template
 
 CANCEL_REASON = "graph cancelled"
+# How long an artifact's download URL works (a presigned S3 GET).
+ARTIFACT_URL_SECONDS = 900
 # Conditional writes in flight at once when cancelling or rerunning many jobs.
 # A job that keeps moving while it is being cancelled is re-read this many times.
 _CANCEL_TRIES = 5
@@ -233,6 +235,45 @@ def _stop_job(store: JobStore, job: JobRecord, reason: str) -> bool:
 def job_view(services: Services, job: JobRecord) -> dict[str, Any]:
     """A job as the CLI and the API show it: its summary and its deps, in declared order."""
     return {**job.summary(), "deps": services.store.dependencies(job)}
+
+
+def get_job(services: Services, graph_id: str, name: str) -> JobRecord:
+    """The job's current record. Raises ``GraphNotFound`` for an unknown graph or job."""
+    job = services.store.get_job(graph_id, name)
+    if job is None:
+        get_graph(services, graph_id)
+        raise GraphNotFound(f"graph {graph_id!r} has no job {name!r}")
+    return job
+
+
+def job_logs(
+    services: Services,
+    graph_id: str,
+    name: str,
+    *,
+    attempt: int | None = None,
+    after: str | None = None,
+    limit: int = 1000,
+) -> LogPage:
+    """A page of the job's log lines (``after``: the previous page's ``next``). Raises
+    ``GraphNotFound``, and ``ValueError`` for an ``after`` that is not a page's ``next``."""
+    get_job(services, graph_id, name)
+    if services.logs is None:
+        return LogPage([])
+    return services.logs.page(graph_id, name, attempt=attempt, after=after, limit=limit)
+
+
+def job_artifacts(
+    services: Services, graph_id: str, name: str, *, expires_seconds: int = ARTIFACT_URL_SECONDS
+) -> list[dict[str, Any]]:
+    """The job's artifacts as its record lists them, each with a ``url`` that downloads it
+    without credentials for ``expires_seconds`` (``ArtifactStore.download_url``; no request
+    is made). Raises ``GraphNotFound``."""
+    artifacts = services.artifacts
+    return [
+        {**meta, "url": artifacts.download_url(meta["bucket"], meta["key"], expires_seconds=expires_seconds)}
+        for meta in get_job(services, graph_id, name).artifacts
+    ]
 
 
 def cancel_graph(

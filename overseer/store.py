@@ -639,6 +639,37 @@ class ArtifactStore(Protocol):
         """Remove the object (nothing when it does not exist)."""
         ...
 
+    def download_url(self, bucket: str, key: str, *, expires_seconds: int) -> str:
+        """A URL that fetches the object without credentials for ``expires_seconds``: a
+        presigned GET on S3, the stored file's ``file://`` URL on the embedded backend."""
+        ...
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Some of a job's log lines, oldest first: (attempt, line) pairs, and where the next
+    page starts (None: no more lines now)."""
+
+    lines: list[tuple[int, str]]
+    next: str | None = None
+
+
+class JobLogs(Protocol):
+    """What jobs' handlers printed and logged: files of a local stack, CloudWatch Logs on AWS."""
+
+    def page(
+        self,
+        graph_id: str,
+        job: str,
+        *,
+        attempt: int | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> LogPage:
+        """At most ``limit`` lines of the job (only ``attempt``'s, when given) after ``after``
+        (the ``next`` of the previous page)."""
+        ...
+
 
 class RowSink(Protocol):
     """Items into the user's own tables."""
@@ -657,6 +688,7 @@ class Services:
     queue: DispatchQueue
     artifacts: ArtifactStore
     rows: RowSink | None = None
+    logs: JobLogs | None = None
     dead_letters: DispatchQueue | None = None
     stream_failures: StreamFailures | None = None
     # Every worker pool's dispatch and dead-letter queues (``overseer.pools``), the

@@ -26,6 +26,7 @@ def build_services(settings: Settings | None = None) -> Services:
         return embedded_services(Path(settings.state_dir or DEFAULT_STATE_DIR), settings)
     from .aws import clients
     from .aws.jobstore import DynamoJobStore
+    from .aws.logs import CloudWatchJobLogs
     from .aws.queue import SqsDispatchQueue
     from .aws.s3 import DynamoRowSink, S3ArtifactStore
     from .aws.stream import StreamFailureQueue
@@ -62,6 +63,7 @@ def build_services(settings: Settings | None = None) -> Services:
         queue=queues[settings.pool],
         artifacts=S3ArtifactStore(clients.client("s3")),
         rows=DynamoRowSink(clients.resource("dynamodb")),
+        logs=CloudWatchJobLogs(lambda: clients.client("logs"), settings.worker_log_group),
         dead_letters=dead_letters.get(settings.pool),
         pool_queues=queues,
         pool_dead_letters=dead_letters,

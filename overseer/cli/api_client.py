@@ -6,9 +6,8 @@ the one in the API's URL (``https://<id>.execute-api.<region>.amazonaws.com/<sta
 Every method returns the API's JSON (see ``functions.api``); an error status raises
 ``ApiError`` with the API's ``{"error": ...}`` message.
 
-Job logs in AWS are in CloudWatch Logs (the worker container's stdout): ``job_log_lines``
-reads them with ``FilterLogEvents`` and a filter pattern on the job id, which the handler
-process writes at the start of each of the job's lines (``<graph_id>/<job>#<attempt>``).
+Job logs and artifact downloads come through the API too (``GET .../logs``, ``GET
+.../artifacts``): the API alone is enough to operate the stack.
 
 Example
 -------
@@ -28,7 +27,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from ..config import Settings
 from ..errors import ApiError
 
 _REGION_IN_URL = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
@@ -148,6 +146,20 @@ class RemoteApi:
         limits: dict[str, dict[str, Any]] = body.get("limits") or {}
         return limits
 
+    def get_job(self, graph_id: str, job: str) -> dict[str, Any]:
+        return self.request("GET", _job_path(graph_id, job))
+
+    def job_logs(
+        self, graph_id: str, job: str, attempt: int | None = None, after: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /graphs/{id}/jobs/{job}/logs``: ``{"lines": [{"attempt", "line"}], "next"}``."""
+        query = {"attempt": str(attempt or ""), "after": after or ""}
+        return self.request("GET", _job_path(graph_id, job) + "/logs", query=query)
+
+    def job_artifacts(self, graph_id: str, job: str) -> dict[str, Any]:
+        """``GET /graphs/{id}/jobs/{job}/artifacts``: each artifact with a download ``url``."""
+        return self.request("GET", _job_path(graph_id, job) + "/artifacts")
+
     def cancel(self, graph_id: str) -> dict[str, Any]:
         return self.request("POST", f"/graphs/{quote(graph_id, safe='')}/cancel")
 
@@ -165,33 +177,5 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def log_filter_pattern(graph_id: str, job_name: str, attempt: int | None = None) -> str:
-    """A CloudWatch Logs filter pattern matching the job's lines (a quoted term)."""
-    term = f"{graph_id}/{job_name}#" + (str(attempt) if attempt else "")
-    return '"' + term.replace('"', '\\"') + '"'
-
-
-def job_log_lines(
-    logs_client: Any,
-    graph_id: str,
-    job_name: str,
-    *,
-    log_group: str = Settings.worker_log_group,
-    attempt: int | None = None,
-    start_time_ms: int | None = None,
-) -> Iterator[str]:
-    """The job's log lines from CloudWatch Logs, oldest first (``FilterLogEvents`` pages)."""
-    kwargs: dict[str, Any] = {
-        "logGroupName": log_group,
-        "filterPattern": log_filter_pattern(graph_id, job_name, attempt),
-    }
-    if start_time_ms is not None:
-        kwargs["startTime"] = start_time_ms
-    while True:
-        page = logs_client.filter_log_events(**kwargs)
-        for event in page.get("events", []):
-            yield str(event.get("message", "")).rstrip("\n")
-        token = page.get("nextToken")
-        if not token:
-            return
-        kwargs["nextToken"] = token
+def _job_path(graph_id: str, job: str) -> str:
+    return f"/graphs/{quote(graph_id, safe='')}/jobs/{quote(job, safe='')}"

@@ -1,7 +1,8 @@
 """Operating graphs: the same commands on a local stack and in AWS (see ``targets``).
 
-``overseer submit | status | jobs | logs | cancel | rerun | graph``; ``overseer local up``
-runs the local stack (see ``local_stack``).
+``overseer submit | status | jobs | logs | cancel | rerun | graph | graphs`` on a local
+stack, through a deployed stack's API or on the deployed stack directly (``targets``);
+``overseer local up`` runs the local stack (see ``local_stack``).
 
 Exit codes: 0 success; 1 an error, an unknown graph, or (``status --watch``) a graph that
 ended failed or aborted; 2 invalid input (a bad graph, template, argument or status).
@@ -21,7 +22,7 @@ from rich.live import Live
 from ..errors import EXIT_FAILED, EXIT_INVALID
 from ..states import GraphStatus, JobStatus
 from .render import FORMATS
-from .targets import ApiClient, Client, LocalClient, make_client, target_options
+from .targets import Target, target_options
 from .views import (
     STATUS_ORDER,
     STATUS_ROWS,
@@ -77,8 +78,7 @@ def submit(
     templates_dir: str | None,
     priority: str | None,
     as_json: bool,
-    state_dir: Path,
-    api: str | None,
+    target: Target,
 ) -> None:
     """Submit GRAPH (a graph file) or --template NAME --arg k=v: idempotent on the graph id."""
     from ..graph import load_document, parse_graph
@@ -91,7 +91,7 @@ def submit(
         if priority is not None:
             document = {**document, "priority": priority}
         guard(lambda: parse_graph(document, graph_id=graph_id))  # nothing is sent when invalid
-    client = make_client(state_dir, api, templates_dir)
+    client = target.client(templates_dir)
     view = guard(lambda: client.submit(document, template, _parse_args(arg_pairs), graph_id, priority))
     if as_json:
         click.echo(json.dumps(view, ensure_ascii=False, default=str))
@@ -125,11 +125,11 @@ def submit(
 @click.option("--json", "as_json", is_flag=True, help="Print the graph and its jobs as JSON.")
 @target_options
 def status(
-    graph_id: str, watch: bool, interval: float, rows: int, as_json: bool, state_dir: Path, api: str | None
+    graph_id: str, watch: bool, interval: float, rows: int, as_json: bool, target: Target
 ) -> None:
     """A graph's progress, its counts per status and its jobs (durations, attempts, errors),
     and the target's concurrency limits (size, running, holders, waiting)."""
-    client = make_client(state_dir, api)
+    client = target.client()
 
     def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         return guard(lambda: ({**client.graph(graph_id), "limits": client.limits()}, client.jobs(graph_id)))
@@ -183,11 +183,10 @@ def graphs_command(
     limit: int,
     after: str | None,
     as_json: bool,
-    state_dir: Path,
-    api: str | None,
+    target: Target,
 ) -> None:
     """The graphs, newest first: status, counts and age, by status and time range, paged."""
-    client = make_client(state_dir, api)
+    client = target.client()
     found, following = guard(lambda: client.graphs(wanted, since, until, limit, after))
     if as_json:
         click.echo(json.dumps({"graphs": found, "next": following}, ensure_ascii=False, default=str))
@@ -200,9 +199,9 @@ def graphs_command(
 @click.option("--status", "wanted", type=click.Choice(STATUS_ORDER), help="Only the jobs in this status.")
 @click.option("--json", "as_json", is_flag=True, help="Print {name: job} as JSON.")
 @target_options
-def jobs(graph_id: str, wanted: str | None, as_json: bool, state_dir: Path, api: str | None) -> None:
+def jobs(graph_id: str, wanted: str | None, as_json: bool, target: Target) -> None:
     """The jobs of a graph, optionally only those in one status."""
-    client = make_client(state_dir, api)
+    client = target.client()
     found = guard(lambda: client.jobs(graph_id, wanted))
     if as_json:
         click.echo(json.dumps(found, ensure_ascii=False, default=str))
@@ -215,36 +214,31 @@ def jobs(graph_id: str, wanted: str | None, as_json: bool, state_dir: Path, api:
 @click.argument("graph_id")
 @click.argument("job")
 @click.option("--attempt", type=click.IntRange(1), help="Only this attempt (default: every attempt).")
-@click.option(
-    "--log-group",
-    help="With --api: the workers' log group (default: OVERSEER_WORKER_LOG_GROUP, else /aws/batch/job).",
-)
 @target_options
-def logs(
-    graph_id: str, job: str, attempt: int | None, log_group: str | None, state_dir: Path, api: str | None
-) -> None:
+def logs(graph_id: str, job: str, attempt: int | None, target: Target) -> None:
     """A job's log lines: what its handler printed and logged, attempt by attempt.
 
-    Locally from <state-dir>/logs/<graph>/<job>.<attempt>.log; with --api from CloudWatch
-    Logs (FilterLogEvents on the workers' log group, lines prefixed with the job id).
+    Locally from <state-dir>/logs/<graph>/<job>.<attempt>.log; on a deployed stack (--api or
+    --stack) from the workers' CloudWatch Logs group, where each of the job's lines starts
+    with its id.
     """
-    client: Client = ApiClient(api, log_group) if api else LocalClient(state_dir)
-    sections = guard(lambda: list(client.logs(graph_id, job, attempt)))
-    if not any(lines for _, lines in sections):
+    client = target.client()
+    shown = None
+    for number, line in guard(lambda: list(client.logs(graph_id, job, attempt))):
+        if number != shown:
+            err.rule(f"{graph_id}/{job} attempt {number}", align="left", style="dim")
+            shown = number
+        click.echo(line)
+    if shown is None:
         err.print(f"no log lines for {graph_id}/{job}" + (f" attempt {attempt}" if attempt else ""))
-        return
-    for title, lines in sections:
-        err.rule(title, align="left", style="dim")
-        for line in lines:
-            click.echo(line)
 
 
 @click.command()
 @click.argument("graph_id")
 @target_options
-def cancel(graph_id: str, state_dir: Path, api: str | None) -> None:
+def cancel(graph_id: str, target: Target) -> None:
     """Cancel a graph: no new job starts, running jobs stop at their next heartbeat."""
-    client = make_client(state_dir, api)
+    client = target.client()
     view = guard(lambda: client.cancel(graph_id))
     out.print(
         f"graph [bold]{view['graph_id']}[/] {styled(view['status'])}: "
@@ -262,7 +256,7 @@ def cancel(graph_id: str, state_dir: Path, api: str | None) -> None:
 )
 @click.option("--downstream", is_flag=True, help="With --job: also every job that depends on it.")
 @target_options
-def rerun(graph_id: str, job: str | None, downstream: bool, state_dir: Path, api: str | None) -> None:
+def rerun(graph_id: str, job: str | None, downstream: bool, target: Target) -> None:
     """Run a graph's failed and aborted jobs again; finished jobs and their artifacts are kept.
 
     With --job NAME, run that job again (finished or not), and with --downstream every job
@@ -271,7 +265,7 @@ def rerun(graph_id: str, job: str | None, downstream: bool, state_dir: Path, api
     """
     if downstream and not job:
         fail("--downstream needs --job NAME: the job whose downstream runs again", EXIT_INVALID)
-    client = make_client(state_dir, api)
+    client = target.client()
     view = guard(lambda: client.rerun(graph_id, job, downstream))
     n = view.get("jobs_rerun", 0)
     head = f"graph [bold]{view['graph_id']}[/] {styled(view['status'])}"
@@ -295,7 +289,7 @@ def rerun(graph_id: str, job: str | None, downstream: bool, state_dir: Path, api
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here (png: required)."
 )
 @target_options
-def graph_command(graph_or_id: str, fmt: str, output: Path | None, state_dir: Path, api: str | None) -> None:
+def graph_command(graph_or_id: str, fmt: str, output: Path | None, target: Target) -> None:
     """Draw a graph file (all jobs waiting) or a stored graph (current statuses)."""
     from ..errors import GraphvizMissing
     from ..graph import parse_graph
@@ -304,16 +298,16 @@ def graph_command(graph_or_id: str, fmt: str, output: Path | None, state_dir: Pa
     if Path(graph_or_id).is_file():
         view = view_from_spec(guard(lambda: parse_graph(graph_or_id)))
     else:
-        client = make_client(state_dir, api)
+        client = target.client()
         found = guard(lambda: (client.graph(graph_or_id), client.jobs(graph_or_id)))
         view = view_from_jobs(graph_or_id, found[1], str(found[0]["status"]))
     if fmt == "png":
-        target = output or Path(f"{view.graph_id}.png")
+        picture = output or Path(f"{view.graph_id}.png")
         try:
-            to_png(view, target)
+            to_png(view, picture)
         except GraphvizMissing as exc:
             fail(str(exc))
-        out.print(f"wrote {target}")
+        out.print(f"wrote {picture}")
         return
     text = to_mermaid(view) if fmt == "mermaid" else to_dot(view)
     if output:

@@ -1,26 +1,33 @@
-"""Where the commands act: a local stack or the deployed stack, behind one ``Client``.
+"""Where the commands act, chosen in one place (``Target``), behind one ``Client``.
 
 * a **local stack** (default): the embedded backend's state directory (``--state-dir``,
   default ``.overseer``, or ``OVERSEER_STATE_DIR``) that ``overseer local up`` runs. The
   commands open its SQLite file directly; no server is involved;
-* the **deployed stack** with ``--api URL`` (or ``OVERSEER_API_URL``): its REST API, with
-  SigV4-signed requests (credentials and region from the standard AWS configuration).
-  ``overseer logs --api`` reads the worker's CloudWatch Logs.
+* a **deployed stack through its API** (``--api URL`` or ``OVERSEER_API_URL``): SigV4-signed
+  requests (credentials and region from the standard AWS configuration); logs and
+  artifact downloads come through the API too;
+* a **deployed stack directly** (``--stack NAME`` or ``OVERSEER_STACK``): its tables, queues,
+  bucket and log group, read from the CloudFormation stack's outputs, with the user's own
+  AWS credentials: the same engine code as the stack's API, run here.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
-from ..config import DEFAULT_STATE_DIR, Settings, logs_dir
-from ..errors import GraphNotFound
+from ..config import DEFAULT_STATE_DIR, Settings
 from ..states import GraphStatus
+
+if TYPE_CHECKING:
+    from ..store import Services
 
 # What a running ``overseer local up`` writes in its state directory (its pid, workers, pools).
 STATE_FILE = "local.json"
@@ -65,11 +72,20 @@ class Client(Protocol):
 
     def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]: ...
 
+    def job(self, graph_id: str, job: str) -> dict[str, Any]: ...
+
     def cancel(self, graph_id: str) -> dict[str, Any]: ...
 
     def rerun(self, graph_id: str, job: str | None = None, downstream: bool = False) -> dict[str, Any]: ...
 
-    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]: ...
+    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[int, str]]:
+        """(attempt, line) of every log line of the job, oldest first."""
+        ...
+
+    def artifacts(self, graph_id: str, job: str) -> list[dict[str, Any]]:
+        """The job's artifacts (bucket, key, size, sha256), each with a download ``url``: a
+        presigned https URL on a deployed stack, the stored file's ``file://`` URL locally."""
+        ...
 
     def limits(self) -> dict[str, dict[str, Any]]: ...
 
@@ -82,22 +98,13 @@ def _graph_view(graph: Any, **extra: Any) -> dict[str, Any]:
     return {**graph.summary(), "args": graph.args, "updated_at": graph.updated_at, **extra}
 
 
-class LocalClient:
-    """The embedded backend in ``state_dir`` (what ``overseer local up`` runs on)."""
+class StoreClient:
+    """The engine's operations on a backend's services, in this process: a local stack's
+    SQLite file, or a deployed stack's tables with the user's credentials."""
 
-    def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
-        from ..backends.embedded import embedded_services
-        from ..runner import local_settings
-
-        self.state_dir = Path(state_dir)
-        self.where = f"local stack {self.state_dir}"
-        # The worker pools and concurrency limits of the stack running there, if one runs (a
-        # job is routed to a pool; a graph may name only the limits the stack configures).
-        info = read_stack_info(self.state_dir) or {}
-        pools = info.get("pools") or None
-        limits = json.dumps(info["limits"]) if info.get("limits") is not None else None
-        settings = local_settings(self.state_dir, templates_dir=templates_dir, pools=pools, limits=limits)
-        self.services = embedded_services(self.state_dir, settings)
+    def __init__(self, services: Services, where: str) -> None:
+        self.services = services
+        self.where = where
 
     def submit(
         self,
@@ -122,11 +129,8 @@ class LocalClient:
         from .. import operations
 
         graph = _graph_view(operations.get_graph(self.services, graph_id))
-        # Each worker pool's queue depth, and its workers when a local stack runs here.
-        workers = (read_stack_info(self.state_dir) or {}).get("worker_pools") or {}
         graph["pools"] = {
-            pool: {"queue_depth": queue.depth(), **({"workers": workers[pool]} if pool in workers else {})}
-            for pool, queue in self.services.queues().items()
+            pool: {"queue_depth": queue.depth()} for pool, queue in self.services.queues().items()
         }
         return graph
 
@@ -140,6 +144,11 @@ class LocalClient:
                 summary["reason"] = job.reason
             jobs[job.name] = summary
         return jobs
+
+    def job(self, graph_id: str, job: str) -> dict[str, Any]:
+        from .. import operations
+
+        return operations.job_view(self.services, operations.get_job(self.services, graph_id, job))
 
     def graphs(
         self, status: str | None, since: str | None, until: str | None, limit: int, after: str | None
@@ -169,33 +178,57 @@ class LocalClient:
         states = limit_states(self.services.store, parse_limits(self.services.settings.limits))
         return {state.name: state.summary() for state in states}
 
-    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
-        from ..isolation import job_log_path
+    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[int, str]]:
+        from .. import operations
 
-        self.services.store.get_job(graph_id, job) or _unknown_job(graph_id, job)
-        first = job_log_path(logs_dir(self.state_dir), graph_id, job, 1)
-        found: list[tuple[int, Path]] = []
-        for path in first.parent.glob(first.name[: -len(".1.log")] + ".*.log"):
-            suffix = path.name[: -len(".log")].rsplit(".", 1)[-1]
-            if suffix.isdigit() and (attempt is None or int(suffix) == attempt):
-                found.append((int(suffix), path))
-        for number, path in sorted(found):
-            yield f"attempt {number}: {path}", path.read_text(errors="replace").splitlines()
+        after: str | None = None
+        while True:
+            page = operations.job_logs(self.services, graph_id, job, attempt=attempt, after=after)
+            yield from page.lines
+            if not page.next:
+                return
+            after = page.next
+
+    def artifacts(self, graph_id: str, job: str) -> list[dict[str, Any]]:
+        from .. import operations
+
+        return operations.job_artifacts(self.services, graph_id, job)
 
 
-def _unknown_job(graph_id: str, job: str) -> NoReturn:
-    raise GraphNotFound(f"graph {graph_id!r} has no job {job!r}")
+class LocalClient(StoreClient):
+    """The embedded backend in ``state_dir`` (what ``overseer local up`` runs on)."""
+
+    def __init__(self, state_dir: Path, templates_dir: str | None = None) -> None:
+        from ..backends.embedded import embedded_services
+        from ..runner import local_settings
+
+        self.state_dir = Path(state_dir)
+        # The worker pools and concurrency limits of the stack running there, if one runs (a
+        # job is routed to a pool; a graph may name only the limits the stack configures).
+        info = read_stack_info(self.state_dir) or {}
+        pools = info.get("pools") or None
+        limits = json.dumps(info["limits"]) if info.get("limits") is not None else None
+        settings = local_settings(self.state_dir, templates_dir=templates_dir, pools=pools, limits=limits)
+        super().__init__(embedded_services(self.state_dir, settings), f"local stack {self.state_dir}")
+
+    def graph(self, graph_id: str) -> dict[str, Any]:
+        graph = super().graph(graph_id)
+        # Each worker pool's workers when a local stack runs here.
+        workers = (read_stack_info(self.state_dir) or {}).get("worker_pools") or {}
+        for pool, view in graph["pools"].items():
+            if pool in workers:
+                view["workers"] = workers[pool]
+        return graph
 
 
 class ApiClient:
-    """The deployed stack's API (SigV4); logs from CloudWatch Logs."""
+    """The deployed stack's API (SigV4), logs and artifact downloads included."""
 
-    def __init__(self, url: str, log_group: str | None = None) -> None:
+    def __init__(self, url: str) -> None:
         from .api_client import RemoteApi
 
         self.api = RemoteApi(url)
         self.where = f"API {url}"
-        self.log_group = log_group or Settings.from_env().worker_log_group
 
     def submit(
         self,
@@ -222,6 +255,9 @@ class ApiClient:
     def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
         return self.api.list_jobs(graph_id, status)
 
+    def job(self, graph_id: str, job: str) -> dict[str, Any]:
+        return self.api.get_job(graph_id, job)
+
     def cancel(self, graph_id: str) -> dict[str, Any]:
         return self.api.cancel(graph_id)
 
@@ -238,18 +274,88 @@ class ApiClient:
         answer = self.api.get_graphs({k: v for k, v in query.items() if v})
         return list(answer.get("graphs") or []), answer.get("next")
 
-    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[str, list[str]]]:
-        from .api_client import job_log_lines
+    def logs(self, graph_id: str, job: str, attempt: int | None) -> Iterator[tuple[int, str]]:
+        after: str | None = None
+        while True:
+            page = self.api.job_logs(graph_id, job, attempt, after)
+            for line in page.get("lines") or []:
+                yield int(line["attempt"]), str(line["line"])
+            after = page.get("next")
+            if not after:
+                return
 
-        logs = self.api.session.client("logs", region_name=self.api.region)
-        lines = list(job_log_lines(logs, graph_id, job, log_group=self.log_group, attempt=attempt))
-        yield f"CloudWatch Logs {self.log_group}", lines
+    def artifacts(self, graph_id: str, job: str) -> list[dict[str, Any]]:
+        return list(self.api.job_artifacts(graph_id, job).get("artifacts") or [])
 
 
-def make_client(state_dir: Path, api: str | None, templates_dir: str | None = None) -> Client:
-    if api:
-        return ApiClient(api)
-    return LocalClient(state_dir, templates_dir)
+# What ``--stack`` reads from the stack's outputs (``infra.stack``), and the setting it gives.
+STACK_OUTPUTS = {
+    "GraphsTable": "graphs_table",
+    "JobsTable": "jobs_table",
+    "QueueUrl": "queue_url",
+    "HighQueueUrl": "high_queue_url",
+    "LowQueueUrl": "low_queue_url",
+    "DeadLetterQueueUrl": "dead_letter_queue_url",
+    "ArtifactBucket": "artifact_bucket",
+    "WorkerLogGroup": "worker_log_group",
+    "Pools": "pools",
+    "Limits": "limits",
+}
+REQUIRED_OUTPUTS = ("GraphsTable", "JobsTable", "QueueUrl", "ArtifactBucket", "WorkerLogGroup")
+
+
+def stack_settings(stack: str, cloudformation: Any) -> Settings:
+    """The settings of the deployed stack ``stack``: its resources' names from its outputs."""
+    from botocore.exceptions import ClientError
+
+    try:
+        found = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as exc:
+        raise TargetError(
+            f"cannot read stack {stack!r}: {exc.response['Error'].get('Message', exc)}"
+        ) from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (found[0].get("Outputs") or [])} if found else {}
+    missing = [name for name in REQUIRED_OUTPUTS if name not in outputs]
+    if missing:
+        raise TargetError(
+            f"stack {stack!r} has no output {', '.join(missing)}: is it an Overseer stack, deployed "
+            "with this version (`cdk deploy`)?"
+        )
+    values = {STACK_OUTPUTS[name]: value for name, value in outputs.items() if name in STACK_OUTPUTS}
+    return Settings.from_env(backend="aws", **values)
+
+
+class StackClient(StoreClient):
+    """A deployed stack, directly: its resources named by its CloudFormation outputs."""
+
+    def __init__(self, stack: str, templates_dir: str | None = None) -> None:
+        from ..backends import build_services
+        from ..backends.aws import clients
+
+        settings = stack_settings(stack, clients.client("cloudformation"))
+        if templates_dir:
+            settings = settings.with_(templates_dir=templates_dir)
+        super().__init__(build_services(settings), f"stack {stack}")
+
+
+class TargetError(click.ClickException):
+    """The target cannot be used (exit 1, the reason printed)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a command acts: ``--stack`` or ``--api`` when given, else the local stack."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    api: str | None = None
+    stack: str | None = None
+
+    def client(self, templates_dir: str | None = None) -> Client:
+        if self.stack:
+            return StackClient(self.stack, templates_dir)
+        if self.api:
+            return ApiClient(self.api)
+        return LocalClient(self.state_dir, templates_dir)
 
 
 def state_dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -291,9 +397,25 @@ def limit_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
 
 
 def target_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    function = click.option(
+    """``--state-dir``, ``--api`` and ``--stack``, handed to the command as one ``target``."""
+
+    @functools.wraps(function)
+    def with_target(*args: Any, state_dir: Path, api: str | None, stack: str | None, **kwargs: Any) -> Any:
+        if api and stack:
+            raise click.UsageError(
+                "--api and --stack name two targets: give one (check OVERSEER_API_URL and OVERSEER_STACK)"
+            )
+        return function(*args, target=Target(state_dir, api or None, stack or None), **kwargs)
+
+    decorated: Callable[..., Any] = click.option(
+        "--stack",
+        envvar="OVERSEER_STACK",
+        help="A deployed stack's CloudFormation name: its tables, queues, bucket and logs directly, "
+        "with your AWS credentials.",
+    )(with_target)
+    decorated = click.option(
         "--api",
         envvar="OVERSEER_API_URL",
         help="The deployed stack's API URL (its ApiUrl output); default: the local stack.",
-    )(function)
-    return state_dir_option("The local stack's state directory (as given to `overseer local up`).")(function)
+    )(decorated)
+    return state_dir_option("The local stack's state directory (as given to `overseer local up`).")(decorated)

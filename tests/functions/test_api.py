@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from typing import Any
 
@@ -344,3 +345,86 @@ def test_graphs_are_listed_newest_first_by_status_and_paged(
     assert [g["graph_id"] for g in rest["graphs"]] == ["api-list-1"]
     status, refused, _ = call(get_event("/graphs", {"status": "done"}), context)
     assert status == 400 and "unknown graph status 'done'" in refused["error"]
+
+
+def test_one_job_its_log_lines_and_artifact_downloads(deployed: Deployed, context: FakeLambdaContext) -> None:
+    """What a page or the CLI reads through the API alone: a job, its log lines from the
+    workers' CloudWatch Logs group (its own lines only, page by page) and download URLs
+    that fetch its artifacts without credentials."""
+    import urllib.request
+
+    from overseer.backends.aws import clients
+
+    graph = {"id": "api-job-1", "jobs": {"fetch": [], "fetch2": ["fetch"]}}
+    assert call(with_body(load_event("api_submit_graph"), {"graph": graph}), context)[0] == 201
+    s3 = clients.client("s3")
+    bucket = deployed.settings.artifact_bucket
+    s3.put_object(Bucket=bucket, Key="api-job-1/report.csv", Body=b"a,b\n1,2\n")
+    job = deployed.claim("api-job-1", "fetch")
+    artifact = {"bucket": bucket, "key": "api-job-1/report.csv", "size": 8, "sha256": "f" * 64}
+    done = deployed.services.store.transition(
+        "api-job-1",
+        "fetch",
+        FINISH,
+        fence=Fence(job.attempts, WORKER),
+        changes={"artifacts": [artifact]},
+        remove=["lease_owner"],
+    )
+    assert done is not None
+
+    status, body, _ = call(get_event("/graphs/api-job-1/jobs/fetch"), context)
+    assert status == 200, body
+    assert (body["graph_id"], body["name"], body["status"], body["attempts"]) == (
+        "api-job-1",
+        "fetch",
+        "finished",
+        1,
+    )
+    assert call(get_event("/graphs/api-job-1/jobs/nope"), context)[:2] == (
+        404,
+        {"error": "graph 'api-job-1' has no job 'nope'"},
+    )
+
+    # The worker container's output, as the awslogs driver puts it in the group.
+    logs = clients.client("logs")
+    group = deployed.settings.worker_log_group
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="worker/default/api-job-1")
+    now = int(timeutil.now().timestamp() * 1000)
+    messages = [
+        "api-job-1/fetch#1 starting",
+        "api-job-1/fetch2#1 not this job's",
+        "worker: claimed api-job-1/fetch",
+        "api-job-1/fetch#1 <b>done</b>",
+        "api-job-1/fetch#2 again",
+    ]
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName="worker/default/api-job-1",
+        logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(messages)],
+    )
+    status, body, _ = call(get_event("/graphs/api-job-1/jobs/fetch/logs"), context)
+    assert status == 200, body
+    assert body["lines"] == [
+        {"attempt": 1, "line": "starting"},
+        {"attempt": 1, "line": "<b>done</b>"},
+        {"attempt": 2, "line": "again"},
+    ]
+    assert body["next"] is None
+    status, body, _ = call(get_event("/graphs/api-job-1/jobs/fetch/logs", {"attempt": "2"}), context)
+    assert body["lines"] == [{"attempt": 2, "line": "again"}]
+    status, body, _ = call(get_event("/graphs/api-job-1/jobs/fetch/logs", {"limit": "0"}), context)
+    assert status == 400
+    assert call(get_event("/graphs/api-job-1/jobs/nope/logs"), context)[0] == 404
+
+    status, body, _ = call(get_event("/graphs/api-job-1/jobs/fetch/artifacts"), context)
+    assert status == 200, body
+    assert body["expires_in"] == 900
+    [listed] = body["artifacts"]
+    assert {k: listed[k] for k in artifact} == artifact
+    assert "X-Amz-Signature=" in listed["url"]
+    with urllib.request.urlopen(listed["url"], timeout=10) as response:  # no credentials
+        assert response.read() == b"a,b\n1,2\n"
+    status, body, _ = call(get_event("/graphs/api-job-1/jobs/fetch2/artifacts"), context)
+    assert (status, body["artifacts"]) == (200, [])

@@ -16,8 +16,9 @@ import pytest
 from botocore.stub import Stubber
 from click.testing import CliRunner
 
+from overseer.backends.aws.logs import job_log_lines, log_filter_pattern
 from overseer.cli import main
-from overseer.cli.api_client import RemoteApi, job_log_lines, log_filter_pattern, region_from_url
+from overseer.cli.api_client import RemoteApi, region_from_url
 from overseer.errors import ApiError
 from tests.api_server import SIGNING_ENV, signed_api
 
@@ -85,14 +86,18 @@ def test_job_logs_from_cloudwatch_with_a_stubbed_client() -> None:
         expected = {"logGroupName": "/aws/batch/job", "filterPattern": pattern}
         stub.add_response(
             "filter_log_events",
-            {"events": [{"message": "g1/fetch#1 hello\n"}], "nextToken": "t2"},
-            expected,
+            {
+                "events": [{"message": "g1/fetch#1 hello\n"}, {"message": "g1/fetch#1x not it"}],
+                "nextToken": "t2",
+            },
+            {**expected, "limit": 1000},
         )
         stub.add_response(
             "filter_log_events",
             {"events": [{"message": "g1/fetch#2 again"}]},
-            {**expected, "nextToken": "t2"},
+            {**expected, "limit": 999, "nextToken": "t2"},
         )
-        assert list(job_log_lines(logs, "g1", "fetch")) == ["g1/fetch#1 hello", "g1/fetch#2 again"]
+        lines = list(job_log_lines(logs, "g1", "fetch", log_group="/aws/batch/job"))
+        assert lines == [(1, "hello"), (2, "again")]
         stub.assert_no_pending_responses()
     assert log_filter_pattern("g1", "fetch", 2) == '"g1/fetch#2"'

@@ -27,6 +27,9 @@ CLIENT_CONFIG = Config(
     connect_timeout=5,
     read_timeout=30,
 )
+# S3 signs with SigV4 whatever botocore's default: its presigned URLs too (artifact
+# downloads), which SigV2 would not give in newer regions or for KMS-encrypted objects.
+SERVICE_CONFIG = {"s3": CLIENT_CONFIG.merge(Config(signature_version="s3v4"))}
 
 
 class RequestCounter:
@@ -135,7 +138,8 @@ def instrument(botocore_client: Any) -> Any:
 
 
 def client(service: str, session: boto3.Session | None = None) -> Any:
-    return instrument((session or _session()).client(service, config=CLIENT_CONFIG))  # type: ignore[call-overload]
+    config = SERVICE_CONFIG.get(service, CLIENT_CONFIG)
+    return instrument((session or _session()).client(service, config=config))  # type: ignore[call-overload]
 
 
 def resource(service: str, session: boto3.Session | None = None) -> Any:

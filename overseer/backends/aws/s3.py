@@ -70,6 +70,14 @@ class S3ArtifactStore:
     def delete(self, bucket: str, key: str) -> None:
         self.client.delete_object(Bucket=bucket, Key=key)
 
+    def download_url(self, bucket: str, key: str, *, expires_seconds: int) -> str:
+        # Signed here, with this process's credentials: no request is made. Whoever holds
+        # the URL may GET the object until it expires (or the credentials do).
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds
+        )
+        return url
+
 
 class DynamoRowSink:
     """Rows artifacts: items into the user's own DynamoDB tables."""

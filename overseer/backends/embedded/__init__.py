@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...config import Settings
+from ...config import Settings, logs_dir
 from ...pools import DEFAULT_POOL, Pools
 from ...priority import by_priority
 from ...store import DispatchQueue, Services
 from .artifacts import DirectoryArtifactStore, SqliteRowSink
 from .db import Database, database
 from .feed import FeedFailures, FeedReader
+from .logs import FileJobLogs
 from .queue import SqliteDispatchQueue
 from .store import SqliteJobStore
 
@@ -91,6 +92,7 @@ def embedded_services(directory: str | Path, settings: Settings | None = None) -
         queue=queue,
         artifacts=DirectoryArtifactStore(Path(directory) / ARTIFACTS_DIR),
         rows=SqliteRowSink(db.path, db=db),
+        logs=FileJobLogs(logs_dir(directory)),
         dead_letters=dead_letters[settings.pool],
         stream_failures=FeedFailures(db),
         pool_queues=queues,

@@ -107,6 +107,10 @@ class DirectoryArtifactStore:
         for path in (self._path(bucket, key), self._path(bucket, key, meta=True)):
             path.unlink(missing_ok=True)
 
+    def download_url(self, bucket: str, key: str, *, expires_seconds: int) -> str:
+        """The stored file's ``file://`` URL (it does not expire)."""
+        return self._path(bucket, key).as_uri()
+
     def keys(self, bucket: str) -> list[str]:
         """Every key of a bucket, sorted (embedded only: listing, tests)."""
         base = self.root / bucket

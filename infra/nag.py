@@ -74,6 +74,22 @@ def acknowledge_findings(stack: Stack) -> None:
             "artifact bucket (no artifact).",
         )
 
+    # The API presigns artifact downloads with its role (GET .../artifacts).
+    assert s.api.function.role is not None
+    _ack(
+        s.api.function.role,
+        f"AwsSolutions-IAM5[{_artifact_objects(s, '*')}]",
+        "GET /graphs/{id}/jobs/{job}/artifacts presigns downloads of the job's artifacts, whose "
+        "keys the handlers chose: read only (GetObject), objects of the artifact bucket.",
+    )
+    for name in s.config.allowed_buckets:
+        _ack(
+            s.api.function.role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]",
+            f"allowedBuckets: artifacts written to {name} are downloaded through the API too "
+            "(GetObject only).",
+        )
+
     # --- Workers (every pool's) -------------------------------------------------------
     computes = []
     for workers in s.pools.values():

@@ -111,6 +111,18 @@ def test_worker_may_head_and_list_every_bucket_it_writes(first: Synthesis) -> No
     assert ':s3:::my-exports"' in str(listed)
 
 
+def test_the_api_reads_only_the_objects_of_the_buckets_artifacts_are_written_to(first: Synthesis) -> None:
+    """GET .../artifacts presigns downloads with the API's role: GetObject on the objects of
+    the artifact bucket and allowedBuckets, nothing else of S3."""
+    api = _statements(first, first.logical_id(first.stack.api.function.role))
+    s3 = [s for s in api if any(a.startswith("s3:") for a in _actions([s]))]
+    assert _actions(s3) == {"s3:GetObject"}
+    resources = json.dumps([_resources(s) for s in s3])
+    assert first.logical_id(first.stack.artifacts.bucket) in resources
+    assert ':s3:::my-exports/*"' in resources
+    assert resources.count("/*") == 2
+
+
 def test_worker_writes_rows_only_into_the_configured_tables(first: Synthesis, synth: Synthesis) -> None:
     worker = _statements(first, first.logical_id(first.stack.workers.job_role))
     (rows,) = [s for s in worker if "dynamodb:BatchWriteItem" in _actions([s])]
@@ -249,11 +261,22 @@ def test_each_lambda_writes_its_own_log_group_only(synth: Synthesis) -> None:
         role = synth.resources[synth.logical_id(function.role)]["Properties"]
         assert "ManagedPolicyArns" not in role, name  # no AWSLambdaBasicExecutionRole
         statements = _role_statements(synth, function)
-        logs = [s for s in statements if any(a.startswith("logs:") for a in _actions([s]))]
+        logs = [
+            s
+            for s in statements
+            if any(a.startswith("logs:") for a in _actions([s]))
+            and "logs:FilterLogEvents" not in _actions([s])
+        ]
         assert _actions(logs) == {"logs:CreateLogStream", "logs:PutLogEvents"}, name
         props = synth.resources[synth.logical_id(function)]["Properties"]
         group = props["LoggingConfig"]["LogGroup"]["Ref"]
         assert [_resources(s) for s in logs] == [[{"Fn::GetAtt": [group, "Arn"]}]], name
+        # The API reads the workers' log group (GET .../logs), nothing else reads logs.
+        reads = [s for s in statements if "logs:FilterLogEvents" in _actions([s])]
+        workers_group = synth.logical_id(synth.stack.workers.log_group)
+        expected = [[{"Fn::GetAtt": [workers_group, "Arn"]}]] if name == "api" else []
+        assert [_resources(s) for s in reads] == expected, name
+        assert all(_actions([s]) == {"logs:FilterLogEvents"} for s in reads), name
         # Active tracing: X-Ray has no resource-level permissions.
         assert {"xray:PutTraceSegments", "xray:PutTelemetryRecords"} <= _on(statements, "*"), name
 

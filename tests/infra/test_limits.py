@@ -96,6 +96,12 @@ def test_the_processes_that_use_limits_get_them_as_compact_json(limited: Synthes
         assert parse_limits(settings.limits) == LIMITS
 
 
+def test_the_limits_are_an_output_for_the_cli(limited: Synthesis, synth: Synthesis) -> None:
+    """`overseer submit --stack NAME` refuses a graph naming a limit the stack lacks."""
+    assert limited.template.to_json()["Outputs"]["Limits"]["Value"] == '{"geo_api":2}'
+    assert "Limits" not in synth.template.to_json()["Outputs"]
+
+
 def test_a_stack_without_limits_has_none_of_them(synth: Synthesis, pools: Synthesis) -> None:
     assert DeploymentConfig.from_mapping(CONTEXT).limits == {}
     for synthesis in (synth, pools):

@@ -289,6 +289,10 @@ def test_outputs_dashboard_and_alarms_per_pool(pools: Synthesis) -> None:
     outputs = pools.template.to_json()["Outputs"]
     for prefix in ("Gpu", "Etl"):
         assert {f"{prefix}QueueUrl", f"{prefix}BatchJobQueue", f"{prefix}BatchJobDefinition"} <= set(outputs)
+    # `overseer --stack NAME` routes jobs as the API does and shows each pool's queue depth:
+    # the workers' pools document (types, routes, queues).
+    (workers,) = {json.dumps(_env(_definition(pools, name))["OVERSEER_POOLS"]) for name in ("gpu", "etl")}
+    assert json.dumps(outputs["Pools"]["Value"]) == workers
     alarms = pools.stack.monitoring.alarms
     assert {"DeadLetters", "DeadLettersGpu", "DeadLettersEtl"} <= set(alarms)
     (dashboard,) = pools.of_type("AWS::CloudWatch::Dashboard").values()

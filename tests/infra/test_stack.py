@@ -455,7 +455,7 @@ def test_sweep_may_submit_workers_and_scheduler_may_publish_events(synth: Synthe
 # --- API ---------------------------------------------------------------------------------
 
 
-def test_api_has_the_seven_routes_all_with_iam_auth(synth: Synthesis) -> None:
+def test_api_has_the_ten_routes_all_with_iam_auth(synth: Synthesis) -> None:
     resources = synth.of_type("AWS::ApiGateway::Resource")
     root_ref = {"Fn::GetAtt": [synth.logical_id(synth.stack.api.rest_api), "RootResourceId"]}
 
@@ -479,6 +479,9 @@ def test_api_has_the_seven_routes_all_with_iam_auth(synth: Synthesis) -> None:
         ("/graphs", "GET"),
         ("/graphs/{id}", "GET"),
         ("/graphs/{id}/jobs", "GET"),
+        ("/graphs/{id}/jobs/{job}", "GET"),
+        ("/graphs/{id}/jobs/{job}/logs", "GET"),
+        ("/graphs/{id}/jobs/{job}/artifacts", "GET"),
         ("/graphs/{id}/cancel", "POST"),
         ("/graphs/{id}/rerun", "POST"),
         ("/limits", "GET"),

@@ -38,6 +38,7 @@ def write_artifact(job: overseer.Job) -> list[overseer.Artifact]:
 def read_inputs(job: overseer.Job) -> list[overseer.Artifact]:
     sizes = [artifact.size for artifacts in job.inputs.values() for artifact in artifacts
              if len(artifact.read()) == artifact.size]  # fmt: skip
+    print(f"read {len(sizes)} inputs of sizes {sorted(sizes)}")  # in the job's log lines
     return [overseer.Artifact(key=f"{job.graph_id}/{job.name}.txt", data=str(sorted(sizes)).encode())]
 
 

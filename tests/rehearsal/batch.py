@@ -12,6 +12,7 @@ keys); and one deviation: ``AWS_ENDPOINT_URL`` pointing at the rehearsal's gatew
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import threading
 import time
@@ -59,6 +60,7 @@ class Attempt:
     status_reason: str = ""
     exit_code: int | None = None
     stopped_at: int | None = None
+    lines_shipped: int = 0
 
 
 @dataclass
@@ -262,6 +264,38 @@ class BatchStandIn:
             if fnmatch.fnmatchcase(reason, rule.get("OnStatusReason", "*")):
                 return str(rule["Action"]).upper() == "RETRY"
         return False
+
+    def ship_logs(self, logs: Any) -> int:
+        """What the awslogs driver does for each container: its output, line by line, as
+        events of the stream ``<prefix>/worker/<job id>`` in the job definition's log group
+        (created when missing, as the stack's is). Only the lines not shipped before;
+        returns how many. ``logs``: a CloudWatch Logs client of the emulator itself."""
+        shipped = 0
+        with self._lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            options = job.definition.container["LogConfiguration"]["Options"]
+            group = options["awslogs-group"]
+            for attempt in job.attempts:
+                lines = [line for line in attempt.container.logs().splitlines() if line]
+                new = lines[attempt.lines_shipped :]
+                if not new:
+                    continue
+                stream = f"{options['awslogs-stream-prefix']}/worker/{job.job_id}"
+                if attempt.lines_shipped == 0:
+                    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+                        logs.create_log_group(logGroupName=group)
+                    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+                        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                now = _now_ms()
+                events = [{"timestamp": now, "message": line} for line in new]
+                for start in range(0, len(events), 1000):
+                    logs.put_log_events(
+                        logGroupName=group, logStreamName=stream, logEvents=events[start : start + 1000]
+                    )
+                attempt.lines_shipped = len(lines)
+                shipped += len(new)
+        return shipped
 
     def containers(self) -> list[docker_env.Container]:
         with self._lock:

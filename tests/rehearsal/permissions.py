@@ -196,7 +196,12 @@ def _s3_target(request: AwsRequest) -> tuple[str, str, set[str]]:
     bucket, _, key = (f"{virtual.group(1)}/{path}" if virtual else path).partition("/")
     if not bucket:
         raise UnknownRequest(f"S3 request without a bucket: {request.describe()}")
-    keys = {k for k in parse_qs(request.query, keep_blank_values=True) if k != "x-id"}
+    # x-id names the SDK's operation; X-Amz-* (Credential, Signature...) sign a presigned URL.
+    keys = {
+        k
+        for k in parse_qs(request.query, keep_blank_values=True)
+        if k != "x-id" and not k.lower().startswith("x-amz-")
+    }
     return bucket, unquote(key), keys
 
 

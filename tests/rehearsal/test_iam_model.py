@@ -494,3 +494,15 @@ def test_unknown_requests_are_refused_not_guessed() -> None:
         needs(malformed)
     with pytest.raises(UnknownRequest, match="createjobqueue"):
         needs(sent("batch", "create_job_queue", jobQueueName="q", priority=1, computeEnvironmentOrder=[]))
+
+
+def test_a_presigned_get_is_a_get_object_by_the_key_that_signed_it() -> None:
+    """An artifact download URL the API presigned: whoever GETs it acts as the API's role."""
+    from botocore.config import Config
+
+    session = boto3.Session(aws_access_key_id="ASIAAPIROLE", aws_secret_access_key="x", region_name=REGION)
+    s3 = session.client("s3", endpoint_url="http://127.0.0.1:4566", config=Config(signature_version="s3v4"))
+    url = urlsplit(s3.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "g1/a b.txt"}))
+    request = AwsRequest("GET", url.path, url.query, {"Host": url.netloc})
+    assert request.access_key == "ASIAAPIROLE"
+    assert needs(request) == [("s3:GetObject", "arn:aws:s3:::b/g1/a b.txt")]

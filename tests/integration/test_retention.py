@@ -170,6 +170,29 @@ def test_edge_chunk_items_expire_twice_the_retention_after_the_submission(kept_3
     assert not any(expiry(item) for entry, item in items.items() if entry.startswith("job#"))
 
 
+def test_an_expansions_children_and_counter_items_expire_too(kept_30_days: LocalStack) -> None:
+    def start(job: overseer.Job) -> list[Any]:
+        return [overseer.Expand(type="ok", items=[{"i": i} for i in range(3)])]
+
+    began = int(timeutil.now().timestamp())
+    graph = kept_30_days.run(
+        {"id": "grown", "jobs": {"start": {"type": "start"}, "join": {"type": "ok", "deps": ["start"]}}},
+        {"start": start, "ok": ok},
+    )
+
+    assert graph.status == GraphStatus.FINISHED
+    items = job_items(kept_30_days, "grown")
+    jobs = {entry: item for entry, item in items.items() if entry.startswith("job#")}
+    counters = [item for entry, item in items.items() if entry.startswith("exp#")]
+    assert sorted(jobs) == ["job#join", "job#start", "job#start.0", "job#start.1", "job#start.2"]
+    assert all(expiry(item) == ended_plus_retention(item) for item in jobs.values())
+    ended = int(timeutil.now().timestamp())
+    # A counter expires the retention after its last count (when the children's trees ended).
+    assert counters and all(
+        began + RETENTION_DAYS * DAY <= (expiry(c) or 0) <= ended + RETENTION_DAYS * DAY for c in counters
+    )
+
+
 def test_with_no_retention_nothing_carries_an_expiry(stack: LocalStack) -> None:
     graph = stack.run({"id": "forever", **DIAMOND}, {"ok": ok})
     failed = stack.run(

@@ -62,3 +62,15 @@ def test_only_graphs_still_ended_before_the_cutoff_are_deleted(tmp_path: Path) -
     assert [j.name for j in store.list_jobs("reopened")] == ["a", "b"]
     assert store.get_graph("running") is not None
     assert store.ended_graphs(timeutil.iso_in(-60)) == []  # none ended a minute ago
+
+
+def test_the_scheduler_is_not_given_the_records_of_items_the_time_to_live_deletes() -> None:
+    from overseer.stream import passes_stream_filters
+
+    image = {"graph_id": {"S": "g"}, "entry": {"S": "job#a"}, "status": {"S": "finished"}}
+    deleted_by_ttl = {
+        "eventName": "REMOVE",
+        "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+        "dynamodb": {"Keys": {"graph_id": {"S": "g"}, "entry": {"S": "job#a"}}, "OldImage": image},
+    }
+    assert not passes_stream_filters(deleted_by_ttl)

@@ -73,6 +73,11 @@ def test_gc_deletes_graphs_that_ended_long_ago_with_their_jobs_and_logs_and_keep
     artifacts = files_under(state / "artifacts")
     assert any("old/a.txt" in path for path in artifacts)
 
+    shown = overseer("gc", "--state-dir", "st", "--dry-run", cwd=tmp_path)
+    assert shown.stdout == (
+        f"would delete 1 graph(s), 2 job(s), {log_bytes} bytes of logs "
+        "(ended more than 90 day(s) ago)\n  old\n"
+    )
     dry = overseer("gc", "--state-dir", "st", "--dry-run", "--json", cwd=tmp_path)
 
     assert dry.returncode == 0, dry.stderr

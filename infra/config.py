@@ -212,6 +212,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "sweepSchedule": ("sweep_schedule", "rate(1 minute)"),
     "logRetentionDays": ("log_retention_days", 30),
     "noncurrentVersionDays": ("noncurrent_version_days", 30),
+    "retentionDays": ("retention_days", 90),
+    "artifactExpirationDays": ("artifact_expiration_days", 0),
     "rowsTables": ("rows_tables", []),
     "workerPolicies": ("worker_policies", []),
     "workerManagedPolicies": ("worker_managed_policies", []),
@@ -221,6 +223,10 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "pools": ("pools", {}),
     "limits": ("limits", {}),
 }
+
+
+# The longest retention of graphs, jobs and artifacts: ten years.
+MAX_RETENTION_DAYS = 3650
 
 
 def _as_int(key: str, value: Any, minimum: int) -> int:
@@ -528,6 +534,10 @@ class DeploymentConfig:
     sweep_schedule: str
     log_retention_days: int
     noncurrent_version_days: int
+    # Days an ended graph and its jobs are kept in the tables (0 = for ever; DynamoDB TTL).
+    retention_days: int
+    # Days after which the artifact bucket expires current objects (0 = never).
+    artifact_expiration_days: int
     rows_tables: tuple[str, ...]
     worker_policies: tuple[WorkerPolicy, ...]
     worker_managed_policies: tuple[str, ...]
@@ -589,9 +599,14 @@ class DeploymentConfig:
             ("idleExitSeconds", 0),
             ("logRetentionDays", 1),
             ("noncurrentVersionDays", 1),
+            ("retentionDays", 0),
+            ("artifactExpirationDays", 0),
         ):
             attr = _KEYS[key][0]
             values[attr] = _as_int(key, values[attr], minimum)
+        for key in ("retentionDays", "artifactExpirationDays"):
+            if values[_KEYS[key][0]] > MAX_RETENTION_DAYS:
+                raise ConfigError(f"context '{key}' must be <= {MAX_RETENTION_DAYS} (0 = keep for ever)")
         if values["lease_seconds"] > 43200:
             raise ConfigError("context 'leaseSeconds' must be <= 43200 (the SQS visibility limit)")
         top = {key: values[attr] for key, (attr, _) in _KEYS.items()}

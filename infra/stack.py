@@ -75,6 +75,7 @@ class OverseerStack(Stack):
             "Artifacts",
             existing_bucket_name=config.existing_bucket_name,
             noncurrent_version_days=config.noncurrent_version_days,
+            expiration_days=config.artifact_expiration_days,
         )
         self.events = GraphEvents(self, "Events", bus_name=config.event_bus_name)
 
@@ -91,6 +92,7 @@ class OverseerStack(Stack):
             "OVERSEER_HANDLERS": default.handlers_module,
             "OVERSEER_LEASE_SECONDS": str(config.lease_seconds),
             "OVERSEER_EVENT_BUS": self.events.bus_name,
+            "OVERSEER_RETENTION_DAYS": str(config.retention_days),
         }
         # The default pool's queues of high- and low-priority jobs: for every process that
         # sends or receives jobs (workers, scheduler, sweep), not the API and the trigger.

@@ -8,7 +8,9 @@ from constructs import Construct
 
 
 class Tables(Construct):
-    """Both DynamoDB tables: on demand, point-in-time recovery, encrypted, kept on delete.
+    """Both DynamoDB tables: on demand, point-in-time recovery, encrypted, kept on delete,
+    with time to live on ``expires_at`` (DynamoDB deletes an ended graph's items some time,
+    usually within days, after the epoch second they carry; no item without it expires).
 
     Attributes
     ----------
@@ -31,6 +33,9 @@ class Tables(Construct):
     SWEEP_INDEX = "sweep"
     ACTIVE_GRAPHS_INDEX = "active-graphs"
     GRAPHS_BY_DAY_INDEX = "graphs-by-day"
+    # Both tables' time to live: ended graphs and jobs carry it when the stack has a
+    # retention (``retentionDays``; ``overseer.items.expires_at``), epoch seconds.
+    EXPIRES_AT = "expires_at"
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
@@ -42,6 +47,7 @@ class Tables(Construct):
             ),
             "removal_policy": RemovalPolicy.RETAIN,
             "deletion_protection": True,
+            "time_to_live_attribute": self.EXPIRES_AT,
         }
         self.graphs_table = dynamodb.Table(
             self,

@@ -120,6 +120,10 @@ class Settings:
     # Directory where each process writes how many AWS requests it made, by operation, at
     # exit ("" = not counted): how `overseer run --json` reports its workers' requests.
     request_log: str = ""
+    # Days an ended graph and its jobs are kept (0 = for ever): on AWS each ended item carries
+    # ``expires_at`` for DynamoDB's time to live (``overseer.items.expires_at``); the stack
+    # sets it from cdk.json's ``retentionDays``. Locally, ``overseer gc`` deletes.
+    retention_days: int = 0
     # CloudWatch Logs group of the deployed workers, read by `overseer logs --api`.
     worker_log_group: str = "/aws/batch/job"
     extra: Mapping[str, str] = field(default_factory=dict)

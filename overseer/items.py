@@ -318,6 +318,39 @@ def graph_index_values(status: GraphStatus) -> dict[str, str | None]:
     return {"active_status": None if status.terminal else status.value}
 
 
+# -- retention ------------------------------------------------------------------------------
+# An ended item carries ``expires_at`` (epoch seconds, a number: DynamoDB's time to live
+# attribute), written in the write that ends it, never in a write of its own:
+#
+# * a job: when it ends (finished, failed, aborted): its end + the retention;
+# * a graph: when it ends (``set_graph_status`` to a terminal status): its end + the retention;
+# * an edge chunk item (``in#``/``out#``, written once at submission): the submission +
+#   ``CHUNK_RETENTION_FACTOR`` x the retention, so it outlives its jobs for any graph that ends
+#   within the retention of its submission;
+# * an expansion's counter item (``exp#``): its last count + the retention.
+#
+# A rerun that brings a job or a graph back removes it in the write that brings it back. A
+# graph still running (or rerun) more than the retention after its early jobs ended may lose
+# their items: the retention is meant to be longer than any graph runs (docs/operations.md).
+EXPIRES_AT = "expires_at"
+CHUNK_RETENTION_FACTOR = 2
+DAY_SECONDS = 86_400
+
+
+def expires_at(moment: dt.datetime | str, retention_days: int) -> int | None:
+    """Epoch seconds ``retention_days`` after ``moment``, or None when kept for ever (0).
+
+    >>> expires_at("2026-01-01T00:00:00.000Z", 1)
+    1767312000
+    >>> expires_at("2026-01-01T00:00:00.000Z", 0) is None
+    True
+    """
+    if retention_days <= 0:
+        return None
+    when = timeutil.parse(moment) if isinstance(moment, str) else moment
+    return int(when.timestamp()) + retention_days * DAY_SECONDS
+
+
 def transition_values(
     transition: Transition,
     changes: Mapping[str, Any] | None,
@@ -326,11 +359,13 @@ def transition_values(
     fenced: bool,
     graph_id: str,
     name: str,
+    retention_days: int = 0,
 ) -> tuple[dict[str, Any], list[str]]:
     """The attributes a transition sets (None = remove) and the ones it removes, as every
     backend writes them: status, ISO timestamps, the error split into readable fields,
     ``failed_on`` (the day a job failed, the key of the failed-jobs index) while it is failed,
-    and the job's place in the sweep index (``sweep_index_values``).
+    the job's place in the sweep index (``sweep_index_values``), and ``expires_at`` (set when
+    the job ends and ``retention_days`` is not 0, removed when a rerun brings it back).
     ``fenced`` says whether the caller holds a fence; a fenced transition requires one."""
     if transition.fenced and not fenced:
         raise ValueError(f"transition {transition.name!r} needs a fence")
@@ -340,6 +375,9 @@ def transition_values(
     values.update(sweep_index_values(graph_id, name, transition.target, changes or {}, moment))
     if transition.target.terminal:
         values["finished_at"] = stamp
+        expiry = expires_at(moment, retention_days)
+        if expiry is not None:
+            values[EXPIRES_AT] = expiry
     values["failed_on"] = stamp[:10] if transition.target == JobStatus.FAILED else None
     for key, value in (changes or {}).items():
         if key == "error":
@@ -357,6 +395,8 @@ def transition_values(
         removed.append("limit_wait")
     if transition.target != JobStatus.READY and "limit_since" not in values:
         removed.append("limit_since")
+    if not transition.target.terminal and any(source.terminal for source in transition.sources):
+        removed.append(EXPIRES_AT)  # a rerun: the job is not ended any more
     for key in remove:
         if key == "error":
             removed += [f for f in ERROR_FIELDS if f not in values]

@@ -31,7 +31,7 @@ def build_services(settings: Settings | None = None) -> Services:
     from .aws.s3 import DynamoRowSink, S3ArtifactStore
     from .aws.stream import StreamFailureQueue
 
-    store = DynamoJobStore(settings.graphs_table, settings.jobs_table)
+    store = DynamoJobStore(settings.graphs_table, settings.jobs_table, retention_days=settings.retention_days)
     for model in (store.Graph, store.Job):  # PynamoDB builds its own botocore clients
         clients.instrument(model._get_connection().connection.client)
     pools = Pools.from_settings(settings)

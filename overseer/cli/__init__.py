@@ -13,6 +13,7 @@ import logging
 
 import click
 
+from .gc import gc_command
 from .graphs import cancel, graph_command, graphs_command, jobs, logs, rerun, status, submit
 from .local_stack import local
 from .run import run, validate, worker
@@ -30,5 +31,6 @@ def main(verbose: bool) -> None:
 
 for command in (
     run, validate, worker, submit, status, jobs, logs, cancel, rerun, graph_command, graphs_command, local,
+    gc_command,
 ):  # fmt: skip
     main.add_command(command)

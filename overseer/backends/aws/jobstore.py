@@ -26,7 +26,10 @@ from ... import timeutil
 from ...errors import StoreError
 from ...graph import GraphSpec, definition_digest
 from ...items import (
+    CHUNK_RETENTION_FACTOR,
+    EXPIRES_AT,
     JOB_PREFIX,
+    expires_at,
     graph_index_values,
     graph_item,
     graph_record,
@@ -74,12 +77,16 @@ SWEEP_CURSOR_ID = "#sweep-cursor"
 
 
 class DynamoJobStore:
-    """Graphs and jobs in two DynamoDB tables. See ``overseer.store.JobStore``."""
+    """Graphs and jobs in two DynamoDB tables. See ``overseer.store.JobStore``.
 
-    def __init__(self, graphs_table: str, jobs_table: str) -> None:
+    ``retention_days`` (0 = for ever): ended graphs and jobs carry ``expires_at`` for the
+    tables' time to live, written in the writes that end them (``overseer.items``)."""
+
+    def __init__(self, graphs_table: str, jobs_table: str, *, retention_days: int = 0) -> None:
         self.Graph = graph_model(graphs_table)
         self.Job = job_model(jobs_table)
         self.Lease = lease_model(graphs_table)
+        self.retention_days = retention_days
 
     # -- creating ---------------------------------------------------------------------
     def create_graph(self, spec: GraphSpec, *, max_attempts: Mapping[str, int]) -> tuple[GraphRecord, bool]:
@@ -121,8 +128,15 @@ class DynamoJobStore:
         return self._start(spec), True
 
     def _items(self, spec: GraphSpec, stamp: str, max_attempts: Mapping[str, int]) -> list[JobItemBase]:
-        """Every item of the graph's jobs and edge chunks, as first written (``waiting``)."""
-        return [self.Job(**item) for item in job_items(spec, max_attempts, stamp)]
+        """Every item of the graph's jobs and edge chunks, as first written (``waiting``);
+        edge chunks with their expiry already (no later write touches them)."""
+        chunk_expiry = expires_at(stamp, CHUNK_RETENTION_FACTOR * self.retention_days)
+        items = []
+        for values in job_items(spec, max_attempts, stamp):
+            if chunk_expiry is not None and "job_name" not in values:
+                values[EXPIRES_AT] = chunk_expiry
+            items.append(self.Job(**values))
+        return items
 
     def _start(self, spec: GraphSpec) -> GraphRecord:
         """Every job is stored: the graph runs, and its roots are released."""
@@ -311,7 +325,13 @@ class DynamoJobStore:
     ) -> JobRecord | None:
         J = self.Job
         values, removed = transition_values(
-            transition, changes, remove, fenced=fence is not None, graph_id=graph_id, name=name
+            transition,
+            changes,
+            remove,
+            fenced=fence is not None,
+            graph_id=graph_id,
+            name=name,
+            retention_days=self.retention_days,
         )
         actions = [
             getattr(J, k).set(v) if v is not None else getattr(J, k).remove() for k, v in values.items()
@@ -364,8 +384,13 @@ class DynamoJobStore:
         J = self.Job
 
         def put(values: Mapping[str, Any]) -> bool:
+            item = dict(values)
+            # A child written aborted (its graph was cancelled) has ended already.
+            expiry = expires_at(item["finished_at"], self.retention_days) if "finished_at" in item else None
+            if expiry is not None:
+                item[EXPIRES_AT] = expiry
             try:
-                J(**values).save(condition=J.entry.does_not_exist())
+                J(**item).save(condition=J.entry.does_not_exist())
             except PutError as exc:
                 if _condition_failed(exc):
                     return False
@@ -397,9 +422,13 @@ class DynamoJobStore:
 
     def count_done(self, graph_id: str, entry: str, index: int) -> int:
         J = self.Job
+        actions: list[Action] = [J.done.add({index})]
+        expiry = expires_at(timeutil.now(), self.retention_days)
+        if expiry is not None:  # the counter's last count is when its children's trees ended
+            actions.append(J.expires_at.set(expiry))
         try:
             data = J._get_connection().update_item(
-                graph_id, range_key=entry, actions=[J.done.add({index})], return_values="UPDATED_NEW"
+                graph_id, range_key=entry, actions=actions, return_values="UPDATED_NEW"
             )
         except UpdateError as exc:
             raise StoreError(f"cannot count {graph_id}/{entry}: {exc}") from exc
@@ -516,8 +545,14 @@ class DynamoJobStore:
         actions: list[Action] = [G.status.set(status.value), G.updated_at.set(stamp)]
         active = graph_index_values(status)["active_status"]
         actions.append(G.active_status.set(active) if active else G.active_status.remove())
+        sources = list(sources)
         if status.terminal:
             actions.append(G.finished_at.set(stamp))
+            expiry = expires_at(stamp, self.retention_days)
+            if expiry is not None:
+                actions.append(G.expires_at.set(expiry))
+        elif any(source.terminal for source in sources):
+            actions.append(G.expires_at.remove())  # a rerun: the graph is not ended any more
         for key, n in (counts or {}).items():
             actions.append(getattr(G, f"count_{key}").set(n))
         # The reason is the latest status change's: a rerun's ``running`` clears a deadline's.

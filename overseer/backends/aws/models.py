@@ -70,6 +70,9 @@ class GraphItemBase(Model):
     priority = UnicodeAttribute(null=True)
     # Why the graph ended as it did, when not by its jobs (a deadline).
     reason = UnicodeAttribute(null=True)
+    # Epoch seconds after which DynamoDB's time to live deletes the ended graph (retention;
+    # ``overseer.items.expires_at``); absent while it runs or with no retention.
+    expires_at = NumberAttribute(null=True)
 
 
 class LeaseItemBase(Model):
@@ -184,6 +187,9 @@ class JobItemBase(Model):
     updated_at = UnicodeAttribute(null=True)
     started_at = UnicodeAttribute(null=True)
     finished_at = UnicodeAttribute(null=True)
+    # Epoch seconds after which DynamoDB's time to live deletes the item (retention; set when
+    # the job ends, ``overseer.items.expires_at``); absent while it may still run.
+    expires_at = NumberAttribute(null=True)
 
 
 # PynamoDB retries throttling and 5xx itself; as many tries as the boto3 clients get.

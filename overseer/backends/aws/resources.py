@@ -13,6 +13,7 @@ from typing import Any
 from pynamodb.exceptions import TableError
 
 from ...config import Settings
+from ...items import EXPIRES_AT
 from ...pools import Pools
 from . import clients
 from .jobstore import DynamoJobStore
@@ -31,6 +32,7 @@ def provision(settings: Settings) -> Settings:
         except TableError as exc:
             if getattr(exc, "cause_response_code", None) != "ResourceInUseException":
                 raise
+    enable_time_to_live(clients.client("dynamodb"), (settings.graphs_table, settings.jobs_table))
     sqs = clients.client("sqs")
     queue_url, dlq_url = create_queues(sqs, settings.jobs_table, settings.lease_seconds)
     high_url, low_url = create_priority_queues(sqs, settings.jobs_table, dlq_url, settings.lease_seconds)
@@ -66,6 +68,18 @@ def provision(settings: Settings) -> Settings:
         stream_failures_queue_url=failures_url,
         pools=pools.to_json() if settings.pools else "",
     )
+
+
+def enable_time_to_live(ddb: Any, tables: tuple[str, ...]) -> None:
+    """Turn on each table's time to live on ``expires_at`` (as the stack's tables have it), so
+    that ended graphs and jobs expire (``overseer.items.expires_at``)."""
+    for table in tables:
+        ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+            continue
+        ddb.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": EXPIRES_AT}
+        )
 
 
 def create_queues(sqs: Any, base: str, visibility_seconds: int) -> tuple[str, str]:

@@ -478,6 +478,54 @@ class SqliteJobStore:
             self._put_graph(conn, item)
         return graph_record(item)
 
+    # -- retention (``overseer gc``) -------------------------------------------------------
+    # A graph's end: its finished_at, set by every terminal status (updated_at for an item
+    # written before that was so).
+    _ENDED_AT = "COALESCE(json_extract(item, '$.finished_at'), json_extract(item, '$.updated_at'))"
+    _ENDED = tuple(status.value for status in GraphStatus if status.terminal)
+
+    def ended_graphs(self, ended_before: str) -> list[GraphRecord]:
+        """The graphs that ended (finished, failed, aborted) before ``ended_before`` (ISO),
+        oldest end first. Running and creating graphs are never among them."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                f"SELECT item FROM graphs WHERE json_extract(item, '$.status') IN (?, ?, ?) "
+                f"AND {self._ENDED_AT} < ? ORDER BY {self._ENDED_AT}, graph_id",
+                (*self._ENDED, ended_before),
+            ).fetchall()
+        return [graph_record(json.loads(text)) for (text,) in rows]
+
+    def delete_graph(self, graph_id: str, *, ended_before: str) -> int | None:
+        """Delete the graph, every item of its jobs (jobs, edge chunks, expansion counters)
+        and the change feed's records of them that every feed reader has read, in one write
+        transaction, if it is still ended before ``ended_before`` (a rerun may have brought
+        it back since it was listed). Returns how many jobs went, None when it was kept."""
+        with self.db.write() as conn:
+            ended = conn.execute(
+                f"SELECT 1 FROM graphs WHERE graph_id = ? AND json_extract(item, '$.status') IN (?, ?, ?) "
+                f"AND {self._ENDED_AT} < ?",
+                (graph_id, *self._ENDED, ended_before),
+            ).fetchone()
+            if ended is None:
+                return None
+            jobs = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE graph_id = ? AND entry >= ? AND entry < ?",
+                (graph_id, JOB_PREFIX, _upper(JOB_PREFIX)),
+            ).fetchone()[0]
+            conn.execute("DELETE FROM jobs WHERE graph_id = ?", (graph_id,))
+            conn.execute("DELETE FROM graphs WHERE graph_id = ?", (graph_id,))
+            # Only records every reader is past (as the feed's own trim): none is lost to a reader.
+            read = conn.execute("SELECT MIN(position) FROM feed_readers").fetchone()[0]
+            failed = conn.execute("SELECT MIN(first_seq) FROM stream_failures").fetchone()[0]
+            if read is not None:
+                last = read if failed is None else min(int(read), int(failed) - 1)
+                conn.execute(
+                    "DELETE FROM feed WHERE seq <= ? "
+                    "AND json_extract(record, '$.dynamodb.Keys.graph_id.S') = ?",
+                    (last, graph_id),
+                )
+        return int(jobs)
+
     # -- rolling back, leases -----------------------------------------------------------
     def roll_back_graph(self, graph: GraphRecord) -> bool:
         with self.db.write() as conn:

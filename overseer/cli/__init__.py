@@ -16,6 +16,7 @@ import click
 from .graphs import cancel, graph_command, graphs_command, jobs, logs, rerun, status, submit
 from .local_stack import local
 from .run import run, validate, worker
+from .ui import ui
 
 
 @click.group()
@@ -30,5 +31,6 @@ def main(verbose: bool) -> None:
 
 for command in (
     run, validate, worker, submit, status, jobs, logs, cancel, rerun, graph_command, graphs_command, local,
+    ui,
 ):  # fmt: skip
     main.add_command(command)

@@ -1,0 +1,224 @@
+"""What the pages read, over the CLI's ``Client`` (``overseer.cli.targets``).
+
+Every target answers through the ``Client`` protocol. A local stack (``LocalClient``) also
+has a faster path for the graph page, which polls: its rows are read from the embedded
+store by SQL, and a refresh reads only the jobs whose ``updated_at`` is at or after the
+previous refresh (every transition stamps it), so a 10,000-job graph costs a few rows
+every two seconds, not 10,000. Other targets have no such query (the API pages through
+every job), so their refresh reads the whole graph and says so (``complete``).
+
+A row is what the graph page shows of a job: name, type, status, attempts, start, end,
+error text, and its deps while the graph is small enough to be drawn job by job
+(``COLLAPSE_ABOVE``); above that the page draws one node per job type, and gets the
+edges between types once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .. import operations, timeutil
+from ..backends.embedded.store import SqliteJobStore
+from ..cli.targets import Client, LocalClient
+from ..errors import GraphNotFound
+from ..items import JOB_PREFIX, record_from_item
+from ..store import JobRecord
+
+# Above this many jobs, the graph is drawn one node per job type (with counts per status).
+COLLAPSE_ABOVE = 500
+# A refresh reads the jobs stamped from this long before the previous one: a write is
+# stamped before it commits, so one stamped just before a read may commit just after it.
+STAMP_SLACK_SECONDS = 5.0
+# What a row keeps of an error (the job page has all of it).
+ROW_ERROR_CHARS = 300
+
+
+def local_client(client: Client) -> LocalClient | None:
+    return client if isinstance(client, LocalClient) else None
+
+
+def _row(name: str, summary: Mapping[str, Any], deps: Iterable[str] | None) -> dict[str, Any]:
+    error = summary.get("error")
+    row = {
+        "name": name,
+        "type": summary.get("type") or "",
+        "status": summary.get("status"),
+        "attempts": summary.get("attempts") or 0,
+        "started_at": summary.get("started_at"),
+        "finished_at": summary.get("finished_at"),
+        "error": error[:ROW_ERROR_CHARS] if isinstance(error, str) else None,
+    }
+    if summary.get("parent"):
+        row["parent"] = summary["parent"]
+    if deps is not None:
+        row["deps"] = list(deps)
+    return row
+
+
+def _shifted(stamp: str, seconds: float) -> str:
+    return timeutil.iso(timeutil.parse(stamp) + dt.timedelta(seconds=seconds))
+
+
+def graph_state(client: Client, graph_id: str, since: str | None = None) -> dict[str, Any]:
+    """The graph page's data: the graph, its job rows (all of them, or with ``since`` only
+    those changed since that cursor, when the target can tell), and the cursor to pass next.
+
+    ``{"graph", "jobs": [row], "complete": bool, "cursor", "collapsed": bool,
+    "type_edges": [[from_type, to_type]] (collapsed only)}``. ``complete`` is false when
+    ``jobs`` holds only the changed jobs.
+    """
+    graph = client.graph(graph_id)
+    collapsed = int(graph.get("jobs_total") or 0) > COLLAPSE_ABOVE
+    local = local_client(client)
+    cursor = timeutil.iso()
+    if local is not None:
+        start = _shifted(since, -STAMP_SLACK_SECONDS) if since else None
+        records = _local_records(local, graph_id, changed_since=start)
+        store = local.services.store
+        rows = [_row(job.name, job.summary(), None if collapsed else _deps(store, job)) for job in records]
+        state: dict[str, Any] = {"graph": graph, "jobs": rows, "complete": since is None, "cursor": cursor}
+        if collapsed and since is None:
+            state["type_edges"] = _type_edges(records, lambda job: _deps(store, job))
+    else:
+        summaries = client.jobs(graph_id)
+        rows = [
+            _row(name, job, None if collapsed else job.get("deps") or []) for name, job in summaries.items()
+        ]
+        state = {"graph": graph, "jobs": rows, "complete": True, "cursor": cursor}
+        if collapsed:
+            types = {name: job.get("type") or "" for name, job in summaries.items()}
+            edges = {
+                (types[dep], job.get("type") or "")
+                for job in summaries.values()
+                for dep in job.get("deps") or []
+                if dep in types and types[dep] != (job.get("type") or "")
+            }
+            state["type_edges"] = sorted(map(list, edges))
+    state["collapsed"] = collapsed
+    return state
+
+
+def _deps(store: Any, job: JobRecord) -> list[str]:
+    return list(job.deps) if job.deps is not None else store.dependencies(job)
+
+
+def _type_edges(records: list[JobRecord], deps_of: Any) -> list[list[str]]:
+    types = {job.name: job.type for job in records}
+    edges = {
+        (types[dep], job.type)
+        for job in records
+        for dep in deps_of(job)
+        if dep in types and types[dep] != job.type
+    }
+    # An expansion's children come from their parent, though they do not depend on it.
+    edges |= {
+        (types[job.parent], job.type)
+        for job in records
+        if job.parent in types and types[job.parent] != job.type
+    }
+    return sorted(map(list, edges))
+
+
+def _local_records(local: LocalClient, graph_id: str, changed_since: str | None) -> list[JobRecord]:
+    """The graph's job records from the embedded store, only those stamped at or after
+    ``changed_since`` when given (the filter runs in SQLite: unchanged jobs are not read
+    into Python)."""
+    store = local.services.store
+    if not isinstance(store, SqliteJobStore):  # not the embedded store: every job, parsed
+        return list(store.list_jobs(operations.get_graph(local.services, graph_id).graph_id))
+    upper = JOB_PREFIX[:-1] + chr(ord(JOB_PREFIX[-1]) + 1)
+    query = "SELECT item FROM jobs WHERE graph_id = ? AND entry > ? AND entry < ?"
+    params: list[Any] = [graph_id, JOB_PREFIX, upper]
+    if changed_since is not None:
+        query += " AND json_extract(item, '$.updated_at') >= ?"
+        params.append(changed_since)
+    with store.db.read() as conn:
+        texts = [text for (text,) in conn.execute(query, params).fetchall()]
+    if not texts and changed_since is None and store.get_graph(graph_id) is None:
+        raise GraphNotFound(f"no graph {graph_id!r}: check the id, or submit the graph first")
+    return [record_from_item(json.loads(text)) for text in texts]
+
+
+def jobs_page(
+    client: Client, graph_id: str, status: str | None, after: str | None, limit: int
+) -> dict[str, Any]:
+    """``{"jobs": {name: summary}, "next": name | None}``: at most ``limit`` jobs in name
+    order after ``after`` (the API's ``GET /graphs/{id}/jobs`` page)."""
+    local = local_client(client)
+    if local is not None:
+        found = operations.list_jobs(local.services, graph_id, status, after=after, limit=limit + 1)
+        jobs = {job.name: operations.job_view(local.services, job) for job in found[:limit]}
+        following = found[limit - 1].name if len(found) > limit else None
+        return {"jobs": jobs, "next": following}
+    every = client.jobs(graph_id, status)
+    names = sorted(name for name in every if after is None or name > after)
+    page = names[:limit]
+    return {"jobs": {name: every[name] for name in page}, "next": page[-1] if len(names) > limit else None}
+
+
+def job_detail(client: Client, graph_id: str, name: str) -> dict[str, Any]:
+    """Everything the job page shows: the job's summary, and on a local stack its args,
+    its error's traceback, its deps and its dependents."""
+    local = local_client(client)
+    if local is None:
+        jobs = client.jobs(graph_id)
+        if name not in jobs:
+            raise GraphNotFound(f"graph {graph_id!r} has no job {name!r}")
+        return {"name": name, "graph_id": graph_id, **jobs[name]}
+    store = local.services.store
+    job = store.get_job(graph_id, name)
+    if job is None:
+        operations.get_graph(local.services, graph_id)
+        raise GraphNotFound(f"graph {graph_id!r} has no job {name!r}")
+    detail = {
+        "name": job.name,
+        "graph_id": graph_id,
+        **operations.job_view(local.services, job),
+        "args": job.args,
+        "max_attempts": job.max_attempts,
+        "dependents": sorted({d.child for d in store.dependents(job)}),
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+    if job.error:
+        detail["error_detail"] = job.error  # type, message and traceback
+    return detail
+
+
+def artifacts(client: Client, graph_id: str, name: str) -> list[dict[str, Any]]:
+    """The job's artifacts: bucket, key, size, sha256 and ``url``.
+
+    Stands in for ``Client.artifacts`` (being added to ``overseer.cli.targets``) on a local
+    stack: the manifest from ``jobs()``, each file's ``file://`` URL in the stack's
+    artifact directory. Other targets list the manifest without URLs until then.
+    """
+    found = job_detail(client, graph_id, name).get("artifacts") or []
+    local = local_client(client)
+    listed = []
+    for entry in found:
+        item = {key: entry.get(key) for key in ("bucket", "key", "size", "sha256")}
+        if local is not None:
+            path = _local_artifact_path(local, str(entry["bucket"]), str(entry["key"]))
+            item["url"] = path.as_uri() if path is not None else None
+        listed.append(item)
+    return listed
+
+
+def _local_artifact_path(local: LocalClient, bucket: str, key: str) -> Path | None:
+    """The file of an artifact in the stack's directory (``DirectoryArtifactStore``)."""
+    root = getattr(local.services.artifacts, "root", None)
+    if root is None:
+        return None
+    path = Path(root) / bucket / key
+    # The key was checked when the job stored it (``overseer.artifacts.check_key``).
+    return path if path.is_file() else None
+
+
+def download_href(graph_id: str, name: str, key: str) -> str:
+    """The UI server's route that downloads one of the job's artifacts."""
+    return f"/api/graphs/{quote(graph_id, safe='')}/jobs/{quote(name, safe='')}/artifacts/{quote(key)}"

@@ -28,7 +28,9 @@ def browser_missing() -> str | None:
     """Why the browser tests cannot run here, or None."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not (Path(path).exists() or shutil.which(path)):
-            return f"{path} is missing: run scripts/ui-prereqs.sh as root (Debian's chromium, chromium-driver)"
+            return (
+                f"{path} is missing: run scripts/ui-prereqs.sh as root (Debian's chromium, chromium-driver)"
+            )
     try:
         import selenium  # noqa: F401
     except ImportError:

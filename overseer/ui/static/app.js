@@ -327,7 +327,7 @@
       ].filter(Boolean).join(" · "));
       const found = tally();
       counts.replaceChildren(...JOB_STATUSES.map((s) =>
-        el("span", { className: `count status-${s}`, "data-status": s }, el("b", { text: found[s] }), s)));
+        el("span", { className: `count status-${s}`, "data-status": s }, el("b", { text: found[s] }), ` ${s}`)));
       const total = Math.max(1, view.jobs.size);
       progress.replaceChildren(...["finished", "failed", "aborted", "running", "ready", "waiting"].map((s) => {
         const bar = el("span", { className: `status-${s}`, title: `${found[s]} ${s}` });

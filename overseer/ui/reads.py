@@ -26,8 +26,7 @@ from .. import operations, timeutil
 from ..backends.embedded.store import SqliteJobStore
 from ..cli.targets import Client, LocalClient
 from ..errors import GraphNotFound
-from ..items import JOB_PREFIX, record_from_item
-from ..store import JobRecord
+from ..items import JOB_PREFIX
 
 # Above this many jobs, the graph is drawn one node per job type (with counts per status).
 COLLAPSE_ABOVE = 500
@@ -78,12 +77,13 @@ def graph_state(client: Client, graph_id: str, since: str | None = None) -> dict
     cursor = timeutil.iso()
     if local is not None:
         start = _shifted(since, -STAMP_SLACK_SECONDS) if since else None
-        records = _local_records(local, graph_id, changed_since=start)
-        store = local.services.store
-        rows = [_row(job.name, job.summary(), None if collapsed else _deps(store, job)) for job in records]
+        rows = _local_rows(local, graph_id, changed_since=start)
         state: dict[str, Any] = {"graph": graph, "jobs": rows, "complete": since is None, "cursor": cursor}
         if collapsed and since is None:
-            state["type_edges"] = _type_edges(records, lambda job: _deps(store, job))
+            state["type_edges"] = _type_edges(rows)
+        if collapsed:
+            for row in rows:
+                del row["deps"]
     else:
         summaries = client.jobs(graph_id)
         rows = [
@@ -103,37 +103,49 @@ def graph_state(client: Client, graph_id: str, since: str | None = None) -> dict
     return state
 
 
-def _deps(store: Any, job: JobRecord) -> list[str]:
-    return list(job.deps) if job.deps is not None else store.dependencies(job)
-
-
-def _type_edges(records: list[JobRecord], deps_of: Any) -> list[list[str]]:
-    types = {job.name: job.type for job in records}
+def _type_edges(rows: list[dict[str, Any]]) -> list[list[str]]:
+    types = {row["name"]: row["type"] for row in rows}
     edges = {
-        (types[dep], job.type)
-        for job in records
-        for dep in deps_of(job)
-        if dep in types and types[dep] != job.type
-    }
-    # An expansion's children come from their parent, though they do not depend on it.
-    edges |= {
-        (types[job.parent], job.type)
-        for job in records
-        if job.parent in types and types[job.parent] != job.type
+        (types[dep], row["type"])
+        # An expansion's children come from their parent, though they do not depend on it.
+        for row in rows
+        for dep in [*row["deps"], *([row["parent"]] if row.get("parent") else [])]
+        if dep in types and types[dep] != row["type"]
     }
     return sorted(map(list, edges))
 
 
-def _local_records(local: LocalClient, graph_id: str, changed_since: str | None) -> list[JobRecord]:
-    """The graph's job records from the embedded store, only those stamped at or after
+# A job item's row, built by SQLite (``_row``'s fields; the error as ``JobRecord.error_text``):
+# a 10,000-job graph's rows are read without parsing its items' args, manifests or histories.
+_ROW_SQL = f"""
+SELECT json_object(
+    'name', coalesce(json_extract(item, '$.job_name'), substr(entry, {len(JOB_PREFIX) + 1})),
+    'type', coalesce(json_extract(item, '$.job_type'), ''),
+    'status', coalesce(json_extract(item, '$.status'), 'waiting'),
+    'attempts', coalesce(json_extract(item, '$.attempts'), 0),
+    'started_at', json_extract(item, '$.started_at'),
+    'finished_at', json_extract(item, '$.finished_at'),
+    'error', substr(CASE
+        WHEN json_extract(item, '$.error_type') IS NOT NULL
+          OR json_extract(item, '$.error_message') IS NOT NULL
+        THEN coalesce(json_extract(item, '$.error_type'), 'Error') || ': '
+             || coalesce(json_extract(item, '$.error_message'), '')
+        ELSE json_extract(item, '$.reason') END, 1, {ROW_ERROR_CHARS}),
+    'parent', json_extract(item, '$.parent'),
+    'deps', json(coalesce(json_extract(item, '$.deps'), 'null'))
+) FROM jobs WHERE graph_id = ? AND entry > ? AND entry < ?"""
+
+
+def _local_rows(local: LocalClient, graph_id: str, changed_since: str | None) -> list[dict[str, Any]]:
+    """The graph's job rows from the embedded store, only those of jobs stamped at or after
     ``changed_since`` when given (the filter runs in SQLite: unchanged jobs are not read
     into Python)."""
     store = local.services.store
     if not isinstance(store, SqliteJobStore):  # not the embedded store: every job, parsed
-        return list(store.list_jobs(operations.get_graph(local.services, graph_id).graph_id))
-    upper = JOB_PREFIX[:-1] + chr(ord(JOB_PREFIX[-1]) + 1)
-    query = "SELECT item FROM jobs WHERE graph_id = ? AND entry > ? AND entry < ?"
-    params: list[Any] = [graph_id, JOB_PREFIX, upper]
+        jobs = operations.list_jobs(local.services, graph_id)
+        return [_row(job.name, job.summary(), store.dependencies(job)) for job in jobs]
+    query = _ROW_SQL
+    params: list[Any] = [graph_id, JOB_PREFIX, JOB_PREFIX[:-1] + chr(ord(JOB_PREFIX[-1]) + 1)]
     if changed_since is not None:
         query += " AND json_extract(item, '$.updated_at') >= ?"
         params.append(changed_since)
@@ -141,7 +153,14 @@ def _local_records(local: LocalClient, graph_id: str, changed_since: str | None)
         texts = [text for (text,) in conn.execute(query, params).fetchall()]
     if not texts and changed_since is None and store.get_graph(graph_id) is None:
         raise GraphNotFound(f"no graph {graph_id!r}: check the id, or submit the graph first")
-    return [record_from_item(json.loads(text)) for text in texts]
+    rows = [json.loads(text) for text in texts]
+    for row in rows:
+        if row["parent"] is None:
+            del row["parent"]
+        if row["deps"] is None:  # kept in edge chunks (more than a few deps): read them
+            job = store.get_job(graph_id, row["name"])
+            row["deps"] = store.dependencies(job) if job is not None else []
+    return rows
 
 
 def jobs_page(

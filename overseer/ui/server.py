@@ -46,7 +46,7 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, unquote, urlsplit
 from urllib.request import url2pathname
 
-from ..errors import GraphNotFound, InvalidGraph, OverseerError, RerunRefused
+from ..errors import ApiError, GraphNotFound, InvalidGraph, OverseerError, RerunRefused
 from . import reads
 
 logger = logging.getLogger(__name__)
@@ -197,6 +197,8 @@ class UiRequestHandler(BaseHTTPRequestHandler):
             route(segments, query)
         except Refused as refused:
             self._refuse(refused)
+        except ApiError as exc:  # the deployed API's answer, passed on (0: it could not be reached)
+            self._refuse(Refused(exc.status if 400 <= exc.status < 600 else 502, exc.message))
         except GraphNotFound as exc:
             self._refuse(Refused(404, str(exc)))
         except RerunRefused as exc:
@@ -204,10 +206,6 @@ class UiRequestHandler(BaseHTTPRequestHandler):
         except (InvalidGraph, OverseerError, ValueError) as exc:
             self._refuse(Refused(400, str(exc)))
         except Exception as exc:
-            status = getattr(exc, "status", None)  # the deployed API's answer (ApiError)
-            if isinstance(status, int) and 400 <= status < 600:
-                self._refuse(Refused(status, str(getattr(exc, "message", exc))))
-                return
             logger.exception("ui request %s %s failed", self.command, self.path)
             self._refuse(Refused(500, f"{type(exc).__name__}: {exc}"))
 

@@ -1,11 +1,13 @@
-"""What the pages read, over the CLI's ``Client`` (``overseer.cli.targets``).
+"""What the pages read, over the CLI's ``Client`` (``overseer.cli.targets``), which the
+command hands the server: this package imports neither the command line nor a backend.
 
-Every target answers through the ``Client`` protocol. A local stack (``LocalClient``) also
-has a faster path for the graph page, which polls: its rows are read from the embedded
-store by SQL, and a refresh reads only the jobs whose ``updated_at`` is at or after the
-previous refresh (every transition stamps it), so a 10,000-job graph costs a few rows
-every two seconds, not 10,000. Other targets have no such query (the API pages through
-every job), so their refresh reads the whole graph and says so (``complete``).
+Every target answers through the ``Client`` protocol. A local stack's client also has its
+``Services``; the graph page, which polls, then reads its rows from the embedded store
+(``SqliteJobStore.job_rows``, built by SQLite), and a refresh reads only the jobs whose
+``updated_at`` is at or after the previous refresh (every transition stamps it), so a
+10,000-job graph costs a few rows every two seconds, not 10,000. Other targets have no
+such query (the API pages through every job), so their refresh reads the whole graph and
+says so (``complete``).
 
 A row is what the graph page shows of a job: name, type, status, attempts, start, end,
 error text, and its deps while the graph is small enough to be drawn job by job
@@ -16,17 +18,17 @@ edges between types once.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .. import operations, timeutil
-from ..backends.embedded.store import SqliteJobStore
-from ..cli.targets import Client, LocalClient
 from ..errors import GraphNotFound
-from ..items import JOB_PREFIX
+from ..store import Services
+
+if TYPE_CHECKING:  # the UI is handed a client by the command (``overseer.cli.ui``)
+    from ..cli.targets import Client
 
 # Above this many jobs, the graph is drawn one node per job type (with counts per status).
 COLLAPSE_ABOVE = 500
@@ -37,8 +39,10 @@ STAMP_SLACK_SECONDS = 5.0
 ROW_ERROR_CHARS = 300
 
 
-def local_client(client: Client) -> LocalClient | None:
-    return client if isinstance(client, LocalClient) else None
+def local_services(client: Client) -> Services | None:
+    """The services of a local stack's client (``LocalClient.services``), else None."""
+    services = getattr(client, "services", None)
+    return services if isinstance(services, Services) else None
 
 
 def _row(name: str, summary: Mapping[str, Any], deps: Iterable[str] | None) -> dict[str, Any]:
@@ -73,7 +77,7 @@ def graph_state(client: Client, graph_id: str, since: str | None = None) -> dict
     """
     graph = client.graph(graph_id)
     collapsed = int(graph.get("jobs_total") or 0) > COLLAPSE_ABOVE
-    local = local_client(client)
+    local = local_services(client)
     cursor = timeutil.iso()
     if local is not None:
         start = _shifted(since, -STAMP_SLACK_SECONDS) if since else None
@@ -115,51 +119,19 @@ def _type_edges(rows: list[dict[str, Any]]) -> list[list[str]]:
     return sorted(map(list, edges))
 
 
-# A job item's row, built by SQLite (``_row``'s fields; the error as ``JobRecord.error_text``):
-# a 10,000-job graph's rows are read without parsing its items' args, manifests or histories.
-_ROW_SQL = f"""
-SELECT json_object(
-    'name', coalesce(json_extract(item, '$.job_name'), substr(entry, {len(JOB_PREFIX) + 1})),
-    'type', coalesce(json_extract(item, '$.job_type'), ''),
-    'status', coalesce(json_extract(item, '$.status'), 'waiting'),
-    'attempts', coalesce(json_extract(item, '$.attempts'), 0),
-    'started_at', json_extract(item, '$.started_at'),
-    'finished_at', json_extract(item, '$.finished_at'),
-    'error', substr(CASE
-        WHEN json_extract(item, '$.error_type') IS NOT NULL
-          OR json_extract(item, '$.error_message') IS NOT NULL
-        THEN coalesce(json_extract(item, '$.error_type'), 'Error') || ': '
-             || coalesce(json_extract(item, '$.error_message'), '')
-        ELSE json_extract(item, '$.reason') END, 1, {ROW_ERROR_CHARS}),
-    'parent', json_extract(item, '$.parent'),
-    'deps', json(coalesce(json_extract(item, '$.deps'), 'null'))
-) FROM jobs WHERE graph_id = ? AND entry > ? AND entry < ?"""
-
-
-def _local_rows(local: LocalClient, graph_id: str, changed_since: str | None) -> list[dict[str, Any]]:
-    """The graph's job rows from the embedded store, only those of jobs stamped at or after
-    ``changed_since`` when given (the filter runs in SQLite: unchanged jobs are not read
-    into Python)."""
-    store = local.services.store
-    if not isinstance(store, SqliteJobStore):  # not the embedded store: every job, parsed
-        jobs = operations.list_jobs(local.services, graph_id)
+def _local_rows(services: Services, graph_id: str, changed_since: str | None) -> list[dict[str, Any]]:
+    """The graph's job rows on a local stack, only those of jobs stamped at or after
+    ``changed_since`` when given. The embedded store builds them in SQLite
+    (``SqliteJobStore.job_rows``: unchanged jobs are not read into Python); another store
+    lists every job."""
+    store = services.store
+    job_rows = getattr(store, "job_rows", None)
+    if job_rows is None:
+        jobs = operations.list_jobs(services, graph_id)
         return [_row(job.name, job.summary(), store.dependencies(job)) for job in jobs]
-    query = _ROW_SQL
-    params: list[Any] = [graph_id, JOB_PREFIX, JOB_PREFIX[:-1] + chr(ord(JOB_PREFIX[-1]) + 1)]
-    if changed_since is not None:
-        query += " AND json_extract(item, '$.updated_at') >= ?"
-        params.append(changed_since)
-    with store.db.read() as conn:
-        texts = [text for (text,) in conn.execute(query, params).fetchall()]
-    if not texts and changed_since is None and store.get_graph(graph_id) is None:
-        raise GraphNotFound(f"no graph {graph_id!r}: check the id, or submit the graph first")
-    rows = [json.loads(text) for text in texts]
-    for row in rows:
-        if row["parent"] is None:
-            del row["parent"]
-        if row["deps"] is None:  # kept in edge chunks (more than a few deps): read them
-            job = store.get_job(graph_id, row["name"])
-            row["deps"] = store.dependencies(job) if job is not None else []
+    rows: list[dict[str, Any]] = job_rows(graph_id, changed_since=changed_since, error_chars=ROW_ERROR_CHARS)
+    if not rows and changed_since is None:
+        operations.get_graph(services, graph_id)  # GraphNotFound for an unknown graph
     return rows
 
 
@@ -168,10 +140,10 @@ def jobs_page(
 ) -> dict[str, Any]:
     """``{"jobs": {name: summary}, "next": name | None}``: at most ``limit`` jobs in name
     order after ``after`` (the API's ``GET /graphs/{id}/jobs`` page)."""
-    local = local_client(client)
+    local = local_services(client)
     if local is not None:
-        found = operations.list_jobs(local.services, graph_id, status, after=after, limit=limit + 1)
-        jobs = {job.name: operations.job_view(local.services, job) for job in found[:limit]}
+        found = operations.list_jobs(local, graph_id, status, after=after, limit=limit + 1)
+        jobs = {job.name: operations.job_view(local, job) for job in found[:limit]}
         following = found[limit - 1].name if len(found) > limit else None
         return {"jobs": jobs, "next": following}
     every = client.jobs(graph_id, status)
@@ -183,21 +155,21 @@ def jobs_page(
 def job_detail(client: Client, graph_id: str, name: str) -> dict[str, Any]:
     """Everything the job page shows: the job's summary, and on a local stack its args,
     its error's traceback, its deps and its dependents."""
-    local = local_client(client)
+    local = local_services(client)
     if local is None:
         jobs = client.jobs(graph_id)
         if name not in jobs:
             raise GraphNotFound(f"graph {graph_id!r} has no job {name!r}")
         return {"name": name, "graph_id": graph_id, **jobs[name]}
-    store = local.services.store
+    store = local.store
     job = store.get_job(graph_id, name)
     if job is None:
-        operations.get_graph(local.services, graph_id)
+        operations.get_graph(local, graph_id)
         raise GraphNotFound(f"graph {graph_id!r} has no job {name!r}")
     detail = {
         "name": job.name,
         "graph_id": graph_id,
-        **operations.job_view(local.services, job),
+        **operations.job_view(local, job),
         "args": job.args,
         "max_attempts": job.max_attempts,
         "dependents": sorted({d.child for d in store.dependents(job)}),
@@ -217,7 +189,7 @@ def artifacts(client: Client, graph_id: str, name: str) -> list[dict[str, Any]]:
     artifact directory. Other targets list the manifest without URLs until then.
     """
     found = job_detail(client, graph_id, name).get("artifacts") or []
-    local = local_client(client)
+    local = local_services(client)
     listed = []
     for entry in found:
         item = {key: entry.get(key) for key in ("bucket", "key", "size", "sha256")}
@@ -228,9 +200,9 @@ def artifacts(client: Client, graph_id: str, name: str) -> list[dict[str, Any]]:
     return listed
 
 
-def _local_artifact_path(local: LocalClient, bucket: str, key: str) -> Path | None:
+def _local_artifact_path(local: Services, bucket: str, key: str) -> Path | None:
     """The file of an artifact in the stack's directory (``DirectoryArtifactStore``)."""
-    root = getattr(local.services.artifacts, "root", None)
+    root = getattr(local.artifacts, "root", None)  # DirectoryArtifactStore
     if root is None:
         return None
     path = Path(root) / bucket / key

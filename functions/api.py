@@ -22,8 +22,9 @@ Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``)
     "artifacts", ...}}, "next": NAME | null}`` in name order, at most ``limit`` (default
     500, at most 1000) jobs after ``after``; pass ``next`` as ``after`` for the next page.
 ``GET /graphs/{graph_id}/jobs/{job}``
-    200 with the job (as in the jobs route, with ``graph_id`` and ``name``); 404 when the
-    graph or the job is unknown.
+    200 with the job (as in the jobs route, with ``graph_id``, ``name``, ``args``,
+    ``max_attempts``, ``dependents`` and ``error_detail``: the last error with its
+    traceback); 404 when the graph or the job is unknown.
 ``GET /graphs/{graph_id}/jobs/{job}/logs?attempt=&after=&limit=``
     200 with ``{"graph_id", "job", "lines": [{"attempt", "line"}], "next": TOKEN | null}``:
     the job's log lines oldest first (every attempt's, or only ``attempt``'s), at most
@@ -233,9 +234,7 @@ def list_jobs(graph_id: str) -> Response:
 def get_job(graph_id: str, job: str) -> Response:
     services = _services.get()
     record = operations.get_job(services, unquote(graph_id), unquote(job))
-    return _json(
-        200, {"graph_id": record.graph_id, "name": record.name, **operations.job_view(services, record)}
-    )
+    return _json(200, operations.job_detail(services, record))
 
 
 @app.get("/graphs/<graph_id>/jobs/<job>/logs")

@@ -237,6 +237,24 @@ def job_view(services: Services, job: JobRecord) -> dict[str, Any]:
     return {**job.summary(), "deps": services.store.dependencies(job)}
 
 
+def job_detail(services: Services, job: JobRecord) -> dict[str, Any]:
+    """Everything known of one job (the API's ``GET /graphs/{id}/jobs/{job}``, the page's
+    job): its view, its args, its dependents and its last error with the traceback."""
+    detail = {
+        "graph_id": job.graph_id,
+        "name": job.name,
+        **job_view(services, job),
+        "args": job.args,
+        "max_attempts": job.max_attempts,
+        "dependents": sorted({dependent.child for dependent in services.store.dependents(job)}),
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+    if job.error:
+        detail["error_detail"] = job.error  # type, message and traceback
+    return detail
+
+
 def get_job(services: Services, graph_id: str, name: str) -> JobRecord:
     """The job's current record. Raises ``GraphNotFound`` for an unknown graph or job."""
     job = services.store.get_job(graph_id, name)

@@ -124,9 +124,7 @@ def submit(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the graph and its jobs as JSON.")
 @target_options
-def status(
-    graph_id: str, watch: bool, interval: float, rows: int, as_json: bool, target: Target
-) -> None:
+def status(graph_id: str, watch: bool, interval: float, rows: int, as_json: bool, target: Target) -> None:
     """A graph's progress, its counts per status and its jobs (durations, attempts, errors),
     and the target's concurrency limits (size, running, holders, waiting)."""
     client = target.client()

@@ -72,7 +72,9 @@ class Client(Protocol):
 
     def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]: ...
 
-    def job(self, graph_id: str, job: str) -> dict[str, Any]: ...
+    def job(self, graph_id: str, job: str) -> dict[str, Any]:
+        """Everything known of one job (``operations.job_detail``)."""
+        ...
 
     def cancel(self, graph_id: str) -> dict[str, Any]: ...
 
@@ -148,7 +150,7 @@ class StoreClient:
     def job(self, graph_id: str, job: str) -> dict[str, Any]:
         from .. import operations
 
-        return operations.job_view(self.services, operations.get_job(self.services, graph_id, job))
+        return operations.job_detail(self.services, operations.get_job(self.services, graph_id, job))
 
     def graphs(
         self, status: str | None, since: str | None, until: str | None, limit: int, after: str | None

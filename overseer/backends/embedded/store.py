@@ -252,6 +252,45 @@ class SqliteJobStore:
         for item in self._query(graph_id, JOB_PREFIX):
             yield record_from_item(item)
 
+    def job_rows(
+        self, graph_id: str, *, changed_since: str | None = None, error_chars: int = 300
+    ) -> list[dict[str, Any]]:
+        """The graph's jobs as ``overseer ui`` lists them (name, type, status, attempts,
+        started_at, finished_at, error text, parent, deps), built by SQLite: a 10,000-job
+        graph is listed without parsing its items' args, manifests or histories. With
+        ``changed_since``, only the jobs stamped (``updated_at``) at or after it."""
+        error = (
+            "CASE WHEN json_extract(item, '$.error_type') IS NOT NULL"
+            " OR json_extract(item, '$.error_message') IS NOT NULL"
+            " THEN coalesce(json_extract(item, '$.error_type'), 'Error') || ': '"
+            " || coalesce(json_extract(item, '$.error_message'), '')"
+            " ELSE json_extract(item, '$.reason') END"
+        )  # as JobRecord.error_text
+        fields = ", ".join(
+            f"'{name}', json_extract(item, '$.{name}')" for name in ("started_at", "finished_at", "parent")
+        )
+        query = (
+            f"SELECT json_object('name', coalesce(json_extract(item, '$.job_name'), substr(entry, ?)), "
+            "'type', coalesce(json_extract(item, '$.job_type'), ''), "
+            "'status', coalesce(json_extract(item, '$.status'), 'waiting'), "
+            f"'attempts', coalesce(json_extract(item, '$.attempts'), 0), {fields}, "
+            f"'error', substr({error}, 1, ?), 'deps', json(coalesce(json_extract(item, '$.deps'), 'null'))) "
+            "FROM jobs WHERE graph_id = ? AND entry > ? AND entry < ?"
+        )
+        params: list[Any] = [len(JOB_PREFIX) + 1, error_chars, graph_id, JOB_PREFIX, _upper(JOB_PREFIX)]
+        if changed_since is not None:
+            query += " AND json_extract(item, '$.updated_at') >= ?"
+            params.append(changed_since)
+        with self.db.read() as conn:
+            rows = [json.loads(text) for (text,) in conn.execute(query, params).fetchall()]
+        for row in rows:
+            if row["parent"] is None:
+                del row["parent"]
+            if row["deps"] is None:  # more deps than fit on the item: in its edge chunks
+                job = self.get_job(graph_id, row["name"])
+                row["deps"] = self.dependencies(job) if job is not None else []
+        return rows
+
     def dependencies(self, job: JobRecord) -> list[str]:
         if job.deps is not None:
             return list(job.deps)

@@ -6,20 +6,4 @@
 # themselves are built lazily by tests/rehearsal/docker_env.py.
 set -euo pipefail
 
-packages=(docker.io debootstrap shellcheck graphviz)
-missing=()
-for package in "${packages[@]}"; do
-  if ! dpkg-query --show --showformat='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed; then
-    missing+=("$package")
-  fi
-done
-if [ "${#missing[@]}" -eq 0 ]; then
-  exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "rehearsal-prereqs: run as root to install: ${missing[*]}" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq "${missing[@]}" >/dev/null
+exec "$(dirname "$0")/apt-packages.sh" docker.io debootstrap shellcheck graphviz

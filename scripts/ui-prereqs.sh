@@ -4,20 +4,4 @@
 # cannot work without the internet). Idempotent: nothing is done when both are installed.
 set -euo pipefail
 
-packages=(chromium chromium-driver)
-missing=()
-for package in "${packages[@]}"; do
-  if ! dpkg-query --show --showformat='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed; then
-    missing+=("$package")
-  fi
-done
-if [ "${#missing[@]}" -eq 0 ]; then
-  exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "ui-prereqs: run as root to install: ${missing[*]}" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq "${missing[@]}" >/dev/null
+exec "$(dirname "$0")/apt-packages.sh" chromium chromium-driver

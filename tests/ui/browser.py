@@ -104,3 +104,20 @@ def running_ui(*target: str, cwd: Path | None = None, timeout: float = 30.0) -> 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def serving(client: Any) -> Iterator[Any]:
+    """The UI server over ``client`` in this process, on a free port, until the block ends."""
+    import threading
+
+    from overseer.ui.server import UiServer
+
+    server = UiServer(client, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

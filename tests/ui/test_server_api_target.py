@@ -4,7 +4,6 @@ routes answer through ``ApiClient`` (SigV4-signed requests to ``functions.api.ha
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 from overseer.cli.targets import Target
 from overseer.ui.server import UiServer
 from tests.api_server import SIGNING_ENV, signed_api
+from tests.ui.browser import serving
 
 
 @pytest.fixture
@@ -30,15 +30,8 @@ def ui_over_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[UiS
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with signed_api() as (url, _signatures):
-        server = UiServer(Target(tmp_path, api=url).client(), port=0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.shutdown()
-            server.server_close()
+    with signed_api() as (url, _signatures), serving(Target(tmp_path, api=url).client()) as server:
+        yield server
 
 
 def call(server: UiServer, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:

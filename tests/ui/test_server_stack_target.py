@@ -6,7 +6,6 @@ credentials. Without a browser: the JSON routes, and a download redirected to S3
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ import pytest
 from overseer.cli.targets import Target
 from overseer.ui.server import UiServer
 from tests.e2e.deployed import deployed_stack
+from tests.ui.browser import serving
 
 HANDLERS = """
 import overseer
@@ -37,15 +37,11 @@ HANDLERS = {"make": make}
 def ui_on_stack(tmp_path: Path) -> Iterator[UiServer]:
     handlers = tmp_path / "stack_ui_handlers.py"
     handlers.write_text(HANDLERS)
-    with deployed_stack(handlers) as deployed:
-        server = UiServer(Target(tmp_path / "unused", stack=deployed.name).client(), port=0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.shutdown()
-            server.server_close()
+    with (
+        deployed_stack(handlers) as deployed,
+        serving(Target(tmp_path / "unused", stack=deployed.name).client()) as server,
+    ):
+        yield server
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

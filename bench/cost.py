@@ -596,8 +596,13 @@ class ShapeRun:
 LIMIT = "bench_api"
 
 
+# Days ended graphs and jobs are kept (``retentionDays``; 0: for ever): each ending write
+# then carries ``expires_at``. The stack's default; ``--retention-days`` sets it.
+RETENTION_DAYS = 90
+
+
 def metered_stack(
-    prefix: str, components: tuple[str, ...], *, lease_seconds: int
+    prefix: str, components: tuple[str, ...], *, lease_seconds: int, retention_days: int = RETENTION_DAYS
 ) -> tuple[Any, dict[str, Any], dict[str, Meter]]:
     """A fresh stack on the emulator, and per component its own services and request meter."""
     from overseer.backends import build_services
@@ -613,6 +618,7 @@ def metered_stack(
             lease_seconds=lease_seconds,
             isolation="none",
             limits=json.dumps({LIMIT: 2}),
+            retention_days=retention_days,
         )
     )
     sizes = ItemSizes()
@@ -624,7 +630,9 @@ def metered_stack(
     return settings, services, meters
 
 
-def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> ShapeRun:
+def run_shape(
+    name: str, jobs: dict[str, Any], log: Callable[[str], None], retention_days: int = RETENTION_DAYS
+) -> ShapeRun:
     from overseer.backends.aws import clients
     from overseer.backends.aws.resources import stream_arn
     from overseer.backends.aws.stream import StreamReader
@@ -634,7 +642,10 @@ def run_shape(name: str, jobs: dict[str, Any], log: Callable[[str], None]) -> Sh
     from overseer.worker import Worker
 
     settings, services, meters = metered_stack(
-        f"c{uuid.uuid4().hex[:8]}", ("submission", "scheduler", "worker", "harness"), lease_seconds=120
+        f"c{uuid.uuid4().hex[:8]}",
+        ("submission", "scheduler", "worker", "harness"),
+        lease_seconds=120,
+        retention_days=retention_days,
     )
     reader = StreamReader(meters["harness"].attach(clients.client("dynamodbstreams")), stream_arn(settings))
 
@@ -913,6 +924,12 @@ def main(argv: list[str] | None = None) -> int:
         "--big", type=int, default=10_000, help="jobs in the big layered graph (default 10000)"
     )
     parser.add_argument("--only", action="append", help="run only these shapes (repeatable)")
+    parser.add_argument(
+        "--retention-days",
+        type=int,
+        default=RETENTION_DAYS,
+        help=f"days ended graphs and jobs are kept (default {RETENTION_DAYS}, the stack's; 0: for ever)",
+    )
     args = parser.parse_args(argv)
 
     from overseer.backends.aws.emulator import emulator, environment
@@ -929,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     with emulator() as env, environment(env):
         for name in names:
             log(f"running {name} ...")
-            results[name] = summarize(run_shape(name, available[name](), log))
+            results[name] = summarize(run_shape(name, available[name](), log, args.retention_days))
     if args.json:
         print(json.dumps({"shapes": results}))
     else:

@@ -17,10 +17,11 @@ Routes (every response body is JSON; errors are ``{"error": "what was wrong"}``)
     200 with the graph; 404 when unknown. Its ``counts`` are the scheduler's counters:
     exact once the graph has ended; while it runs, a chain's finished jobs are counted
     when the chain ends (the jobs route has every job's current status).
-``GET /graphs/{graph_id}/jobs?status=&after=&limit=``
+``GET /graphs/{graph_id}/jobs?status=&after=&limit=&changed_since=``
     200 with ``{"graph_id", "jobs": {name: {"type", "status", "attempts", "error",
     "artifacts", ...}}, "next": NAME | null}`` in name order, at most ``limit`` (default
     500, at most 1000) jobs after ``after``; pass ``next`` as ``after`` for the next page.
+    ``changed_since`` (an ISO time) keeps the jobs written at or after it (a page's refresh).
 ``GET /graphs/{graph_id}/jobs/{job}``
     200 with the job (as in the jobs route, with ``graph_id``, ``name``, ``args``,
     ``max_attempts``, ``dependents`` and ``error_detail``: the last error with its
@@ -61,7 +62,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import Lazy, publish_graph_done
-from overseer import operations
+from overseer import operations, timeutil
 from overseer.backends import build_services
 from overseer.backends.aws import clients
 from overseer.errors import GraphNotFound, InvalidGraph, OverseerError, RerunRefused, StoreError
@@ -215,13 +216,20 @@ def list_jobs(graph_id: str) -> Response:
     graph_id = unquote(graph_id)
     status = app.current_event.get_query_string_value("status") or None
     after = app.current_event.get_query_string_value("after") or None
+    changed_since = app.current_event.get_query_string_value("changed_since") or None
     limit = _query_int("limit", DEFAULT_PAGE, MAX_PAGE)
     try:
         operations.job_status(status)
+        if changed_since is not None:
+            timeutil.parse(changed_since)
     except ValueError as exc:
-        raise RequestRejected(400, str(exc)) from None
+        raise RequestRejected(
+            400, f"{exc} ('changed_since' must be an ISO time)" if changed_since else str(exc)
+        ) from None
     # One more than asked tells whether there is a next page.
-    jobs = operations.list_jobs(_services.get(), graph_id, status, after=after, limit=limit + 1)
+    jobs = operations.list_jobs(
+        _services.get(), graph_id, status, after=after, limit=limit + 1, changed_since=changed_since
+    )
     page = jobs[:limit]
     next_after = page[-1].name if len(jobs) > limit else None
     services = _services.get()

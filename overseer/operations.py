@@ -197,17 +197,21 @@ def list_jobs(
     *,
     after: str | None = None,
     limit: int | None = None,
+    changed_since: str | None = None,
 ) -> list[JobRecord]:
     """The graph's jobs in name order, optionally only those in ``status``.
 
     ``after`` and ``limit`` page through a large graph: the jobs whose names sort after
-    ``after``, at most ``limit`` of them. Raises ``GraphNotFound``, and ``ValueError``
-    for an unknown status.
+    ``after``, at most ``limit`` of them; ``changed_since`` (an ISO time) keeps the jobs
+    written at or after it (a page's refresh). Raises ``GraphNotFound``, and ``ValueError``
+    for an unknown status or a ``changed_since`` that is not a time.
     """
     wanted = job_status(status)
+    if changed_since is not None:
+        changed_since = timeutil.iso(timeutil.parse(changed_since))  # as the store writes times
     get_graph(services, graph_id)
     jobs: list[JobRecord] = []
-    for job in services.store.list_jobs(graph_id):
+    for job in services.store.list_jobs(graph_id, changed_since=changed_since):
         if after is not None and job.name <= after:
             continue
         if wanted is not None and job.status != wanted:

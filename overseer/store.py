@@ -441,8 +441,9 @@ class JobStore(Protocol):
         """One job's current record (strongly consistent), or None."""
         ...
 
-    def list_jobs(self, graph_id: str) -> Iterator[JobRecord]:
-        """Every job of the graph, in name order, paginated underneath."""
+    def list_jobs(self, graph_id: str, *, changed_since: str | None = None) -> Iterator[JobRecord]:
+        """Every job of the graph, in name order, paginated underneath; with ``changed_since``
+        (an ISO time) only those written (``updated_at``) at or after it."""
         ...
 
     def dependencies(self, job: JobRecord) -> list[str]:

@@ -114,20 +114,28 @@ class RemoteApi:
         return self.request("GET", f"/graphs/{quote(graph_id, safe='')}")
 
     def iter_jobs(
-        self, graph_id: str, status: str | None = None, page: int = 1000
+        self, graph_id: str, status: str | None = None, page: int = 1000, changed_since: str | None = None
     ) -> Iterator[tuple[str, Any]]:
-        """Every job (name, summary) of the graph, following the API's pages."""
+        """Every job (name, summary) of the graph (written at or after ``changed_since``,
+        when given), following the API's pages."""
         after: str | None = None
         while True:
-            query = {"status": status or "", "after": after or "", "limit": str(page)}
+            query = {
+                "status": status or "",
+                "after": after or "",
+                "limit": str(page),
+                "changed_since": changed_since or "",
+            }
             body = self.request("GET", f"/graphs/{quote(graph_id, safe='')}/jobs", query=query)
             yield from body.get("jobs", {}).items()
             after = body.get("next")
             if not after:
                 return
 
-    def list_jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
-        return dict(self.iter_jobs(graph_id, status))
+    def list_jobs(
+        self, graph_id: str, status: str | None = None, changed_since: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        return dict(self.iter_jobs(graph_id, status, changed_since=changed_since))
 
     def get_graphs(self, query: Mapping[str, str]) -> dict[str, Any]:
         """``GET /graphs``: the graphs newest first, and where the next page starts."""

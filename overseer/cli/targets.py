@@ -70,7 +70,11 @@ class Client(Protocol):
 
     def graph(self, graph_id: str) -> dict[str, Any]: ...
 
-    def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]: ...
+    def jobs(
+        self, graph_id: str, status: str | None = None, changed_since: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The graph's jobs by name (in ``status``; written at or after ``changed_since``)."""
+        ...
 
     def job(self, graph_id: str, job: str) -> dict[str, Any]:
         """Everything known of one job (``operations.job_detail``)."""
@@ -136,11 +140,13 @@ class StoreClient:
         }
         return graph
 
-    def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
+    def jobs(
+        self, graph_id: str, status: str | None = None, changed_since: str | None = None
+    ) -> dict[str, dict[str, Any]]:
         from .. import operations
 
         jobs = {}
-        for job in operations.list_jobs(self.services, graph_id, status):
+        for job in operations.list_jobs(self.services, graph_id, status, changed_since=changed_since):
             summary = operations.job_view(self.services, job)
             if job.reason and job.error:
                 summary["reason"] = job.reason
@@ -254,8 +260,10 @@ class ApiClient:
     def graph(self, graph_id: str) -> dict[str, Any]:
         return self.api.get_graph(graph_id)
 
-    def jobs(self, graph_id: str, status: str | None = None) -> dict[str, dict[str, Any]]:
-        return self.api.list_jobs(graph_id, status)
+    def jobs(
+        self, graph_id: str, status: str | None = None, changed_since: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        return self.api.list_jobs(graph_id, status, changed_since)
 
     def job(self, graph_id: str, job: str) -> dict[str, Any]:
         return self.api.get_job(graph_id, job)

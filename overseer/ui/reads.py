@@ -5,9 +5,9 @@ Every target answers through the ``Client`` protocol. A local stack's client als
 ``Services``; the graph page, which polls, then reads its rows from the embedded store
 (``SqliteJobStore.job_rows``, built by SQLite), and a refresh reads only the jobs whose
 ``updated_at`` is at or after the previous refresh (every transition stamps it), so a
-10,000-job graph costs a few rows every two seconds, not 10,000. Other targets have no
-such query (the API pages through every job), so their refresh reads the whole graph and
-says so (``complete``).
+10,000-job graph costs a few rows every two seconds, not 10,000. On a deployed stack the
+refresh asks the same of the jobs table (``changed_since``: a filter of the graph's
+Query, so DynamoDB still reads every job but sends back only the changed ones).
 
 A row is what the graph page shows of a job: name, type, status, attempts, start, end,
 error text, and its deps while the graph is small enough to be drawn job by job
@@ -87,12 +87,13 @@ def graph_state(client: Client, graph_id: str, since: str | None = None) -> dict
             for row in rows:
                 del row["deps"]
     else:
-        summaries = client.jobs(graph_id)
+        start = _shifted(since, -STAMP_SLACK_SECONDS) if since else None
+        summaries = client.jobs(graph_id, changed_since=start)
         rows = [
             _row(name, job, None if collapsed else job.get("deps") or []) for name, job in summaries.items()
         ]
-        state = {"graph": graph, "jobs": rows, "complete": True, "cursor": cursor}
-        if collapsed:
+        state = {"graph": graph, "jobs": rows, "complete": since is None, "cursor": cursor}
+        if collapsed and since is None:
             types = {name: job.get("type") or "" for name, job in summaries.items()}
             edges = {
                 (types[dep], job.get("type") or "")
@@ -125,7 +126,7 @@ def _local_rows(services: Services, graph_id: str, changed_since: str | None) ->
     store = services.store
     job_rows = getattr(store, "job_rows", None)
     if job_rows is None:
-        jobs = operations.list_jobs(services, graph_id)
+        jobs = operations.list_jobs(services, graph_id, changed_since=changed_since)
         return [_row(job.name, job.summary(), store.dependencies(job)) for job in jobs]
     rows: list[dict[str, Any]] = job_rows(graph_id, changed_since=changed_since, error_chars=ROW_ERROR_CHARS)
     if not rows and changed_since is None:

@@ -4,6 +4,7 @@ chunked edges, the finished-deps set, graph counters and status."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -450,3 +451,28 @@ def test_the_sweep_cursor_is_kept_until_cleared(backend: Backend) -> None:
     assert store.get_sweep_cursor() == {"key": "lease#3", "start": '{"k": 1}'}
     store.put_sweep_cursor(None)
     assert store.get_sweep_cursor() is None
+
+
+def test_the_jobs_written_since_a_time_are_listed_alone(backend: Backend) -> None:
+    """What a page's refresh reads: only the jobs written at or after its last read."""
+    from overseer import operations
+
+    g = backend.gid("changed")
+    backend.submit({"id": g, "jobs": {"a": [], "b": ["a"], "c": []}})
+    everything = operations.list_jobs(backend.services, g)
+    assert [job.name for job in everything] == ["a", "b", "c"]
+    since = max(str(job.updated_at) for job in everything)
+    later = timeutil.iso(timeutil.parse(since) + dt.timedelta(milliseconds=5))
+    assert operations.list_jobs(backend.services, g, changed_since=later) == []
+    while timeutil.iso() <= later:  # the next write is stamped after it
+        time.sleep(0.002)
+    claimed = backend.store.transition(
+        g, "c", CLAIM, fence=Fence(0), changes={"attempts": 1, "lease_owner": "w"}
+    )
+    assert claimed is not None and str(claimed.updated_at) >= later
+    assert [job.name for job in operations.list_jobs(backend.services, g, changed_since=later)] == ["c"]
+    # Any ISO form of the time, as the API receives it.
+    as_offset = timeutil.parse(later).isoformat()
+    assert [job.name for job in operations.list_jobs(backend.services, g, changed_since=as_offset)] == ["c"]
+    with pytest.raises(ValueError):
+        operations.list_jobs(backend.services, g, changed_since="yesterday")

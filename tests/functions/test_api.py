@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
+import time
 from typing import Any
 
 import pytest
@@ -205,6 +207,22 @@ def test_list_jobs_by_status_and_page(deployed: Deployed, context: FakeLambdaCon
     assert "unknown job status 'sleeping'" in bad["error"]
     status, bad, _ = call(get_event("/graphs/api-inline-1/jobs", {"limit": "0"}), context)
     assert status == 400
+
+
+def test_a_refresh_lists_only_the_jobs_written_since(deployed: Deployed, context: FakeLambdaContext) -> None:
+    graph = {"id": "api-changed", "jobs": {"a": [], "b": ["a"], "c": []}}
+    assert call(with_body(load_event("api_submit_graph"), {"graph": graph}), context)[0] == 201
+    stamps = [str(job.updated_at) for job in deployed.services.store.list_jobs("api-changed")]
+    later = timeutil.iso(timeutil.parse(max(stamps)) + dt.timedelta(milliseconds=5))
+    status, body, _ = call(get_event("/graphs/api-changed/jobs", {"changed_since": later}), context)
+    assert (status, body["jobs"], body["next"]) == (200, {}, None)
+    while timeutil.iso() <= later:
+        time.sleep(0.002)
+    deployed.finish("api-changed", "c")
+    status, body, _ = call(get_event("/graphs/api-changed/jobs", {"changed_since": later}), context)
+    assert (status, list(body["jobs"]), body["jobs"]["c"]["status"]) == (200, ["c"], "finished")
+    status, bad, _ = call(get_event("/graphs/api-changed/jobs", {"changed_since": "yesterday"}), context)
+    assert status == 400 and "'changed_since' must be an ISO time" in bad["error"]
 
 
 def test_cancel_then_rerun(deployed: Deployed, context: FakeLambdaContext) -> None:

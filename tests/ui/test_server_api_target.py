@@ -61,6 +61,10 @@ def test_the_pages_routes_over_the_api(ui_over_api: UiServer) -> None:
         "a": ("ready", []),
         "b": ("waiting", ["a"]),
     }
+    # A refresh asks the API for the jobs written since the last read (less a slack of 5 s).
+    status, refreshed = call(ui_over_api, f"/api/graphs/remote-ui/state?since={state['cursor']}")
+    assert status == 200 and not refreshed["complete"]
+    assert {row["name"] for row in refreshed["jobs"]} == {"a", "b"}  # written within the slack
     status, page = call(ui_over_api, "/api/graphs/remote-ui/jobs?limit=1")
     assert status == 200 and list(page["jobs"]) == ["a"] and page["next"] == "a"
     status, job = call(ui_over_api, "/api/graphs/remote-ui/jobs/b")

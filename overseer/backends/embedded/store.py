@@ -248,9 +248,10 @@ class SqliteJobStore:
                 return
             after = rows[-1][0]
 
-    def list_jobs(self, graph_id: str) -> Iterator[JobRecord]:
+    def list_jobs(self, graph_id: str, *, changed_since: str | None = None) -> Iterator[JobRecord]:
         for item in self._query(graph_id, JOB_PREFIX):
-            yield record_from_item(item)
+            if changed_since is None or str(item.get("updated_at") or "") >= changed_since:
+                yield record_from_item(item)
 
     def job_rows(
         self, graph_id: str, *, changed_since: str | None = None, error_chars: int = 300

@@ -243,8 +243,15 @@ def _child_main(
     memory_limit_mb: int,
     inputs_factory: Callable[[Job], Callable[[], Any]] | None,
     log_dir: str | None = None,
+    worker_end: multiprocessing.connection.Connection | None = None,
 ) -> None:
-    """The child's loop: one job in, one outcome out, until the pipe closes."""
+    """The child's loop: one job in, one outcome out, until the pipe closes.
+
+    ``worker_end``: the worker's end of the pipe, which a forked child holds too; closed at
+    once, so that the worker's death (even by SIGKILL) closes the pipe and ends this loop.
+    """
+    if worker_end is not None:
+        worker_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     handlers = load_handlers(handlers_path)
@@ -352,11 +359,19 @@ class IsolatedRunner:
             self._stamp = source_stamp(self._sources)
         context = _start_method()
         parent, child = context.Pipe()
+        forked = context.get_start_method() == "fork"
         self._process = context.Process(
             target=_child_main,
             name="overseer-handler",
             daemon=True,
-            args=(child, self.handlers_path, self.memory_limit_mb, self.inputs_factory, self.log_dir),
+            args=(
+                child,
+                self.handlers_path,
+                self.memory_limit_mb,
+                self.inputs_factory,
+                self.log_dir,
+                parent if forked else None,
+            ),
         )
         self._process.start()
         child.close()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,9 @@ def test_local_stack_restarts_workers_stops_cleanly_and_keeps_state(tmp_path) ->
     assert not (state / "local.json").exists()
     workers_alive = [pid for pid in first[1:] if _alive(pid)]
     assert not workers_alive, "workers outlived the stack"
+    # Nor the killed worker's handler process (forked: it must not hold the worker's end of
+    # their pipe, or it waits on it for ever).
+    assert not _processes_of(state), "a process of the stack outlived it"
 
     # Started again on the same directory: the graph is still there, and new ones run.
     again = start_stack(tmp_path, state, handlers, workers=1)
@@ -56,6 +60,22 @@ def test_local_stack_restarts_workers_stops_cleanly_and_keeps_state(tmp_path) ->
         stop_stack(again)
     down = again.cli("local", "down", expect=None)
     assert "no local stack runs" in down.output
+
+
+def _processes_of(state_dir: Path) -> list[int]:
+    """The processes (Linux's /proc) whose environment names ``state_dir``."""
+    marker = f"OVERSEER_STATE_DIR={state_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -113,3 +113,21 @@ def signed_api() -> Iterator[tuple[str, list[str]]]:
     finally:
         server.shutdown()
         api.reset()
+
+
+@contextmanager
+def embedded_api(state_dir: Any, monkeypatch: Any) -> Iterator[tuple[str, list[str]]]:
+    """``signed_api`` with its handler's services on the embedded backend in ``state_dir``
+    (the environment set through pytest's ``monkeypatch``, undone after the test)."""
+    for name, value in {
+        "OVERSEER_BACKEND": "embedded",
+        "OVERSEER_STATE_DIR": str(state_dir),
+        "OVERSEER_EVENT_BUS": "",
+        **SIGNING_ENV,
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with signed_api() as served:
+        yield served

@@ -20,22 +20,12 @@ from overseer.backends.aws.logs import job_log_lines, log_filter_pattern
 from overseer.cli import main
 from overseer.cli.api_client import RemoteApi, region_from_url
 from overseer.errors import ApiError
-from tests.api_server import SIGNING_ENV, signed_api
+from tests.api_server import embedded_api
 
 
 @pytest.fixture
 def api_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
-    for name, value in {
-        "OVERSEER_BACKEND": "embedded",
-        "OVERSEER_STATE_DIR": str(tmp_path / "remote-state"),
-        "OVERSEER_EVENT_BUS": "",
-        **SIGNING_ENV,
-        "POWERTOOLS_TRACE_DISABLED": "1",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with signed_api() as served:
+    with embedded_api(tmp_path / "remote-state", monkeypatch) as served:
         yield served
 
 

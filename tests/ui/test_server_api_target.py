@@ -14,23 +14,16 @@ import pytest
 
 from overseer.cli.targets import Target
 from overseer.ui.server import UiServer
-from tests.api_server import SIGNING_ENV, signed_api
+from tests.api_server import embedded_api
 from tests.ui.browser import serving
 
 
 @pytest.fixture
 def ui_over_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[UiServer]:
-    for name, value in {
-        "OVERSEER_BACKEND": "embedded",
-        "OVERSEER_STATE_DIR": str(tmp_path / "remote-state"),
-        "OVERSEER_EVENT_BUS": "",
-        **SIGNING_ENV,
-        "POWERTOOLS_TRACE_DISABLED": "1",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with signed_api() as (url, _signatures), serving(Target(tmp_path, api=url).client()) as server:
+    with (
+        embedded_api(tmp_path / "remote-state", monkeypatch) as (url, _signatures),
+        serving(Target(tmp_path, api=url).client()) as server,
+    ):
         yield server
 
 

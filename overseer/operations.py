@@ -208,7 +208,10 @@ def list_jobs(
     """
     wanted = job_status(status)
     if changed_since is not None:
-        changed_since = timeutil.iso(timeutil.parse(changed_since))  # as the store writes times
+        try:
+            changed_since = timeutil.iso(timeutil.parse(changed_since))  # as the store writes times
+        except ValueError:
+            raise ValueError(f"'changed_since' must be an ISO time, got {changed_since!r}") from None
     get_graph(services, graph_id)
     jobs: list[JobRecord] = []
     for job in services.store.list_jobs(graph_id, changed_since=changed_since):

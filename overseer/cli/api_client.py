@@ -31,6 +31,8 @@ from ..errors import ApiError
 
 _REGION_IN_URL = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com")
 TIMEOUT_SECONDS = 30.0
+# The most jobs one GET /graphs/{id}/jobs answers (functions.api.MAX_PAGE).
+MAX_JOBS_PAGE = 1000
 
 
 def region_from_url(url: str) -> str | None:
@@ -114,12 +116,20 @@ class RemoteApi:
         return self.request("GET", f"/graphs/{quote(graph_id, safe='')}")
 
     def iter_jobs(
-        self, graph_id: str, status: str | None = None, page: int = 1000, changed_since: str | None = None
+        self,
+        graph_id: str,
+        status: str | None = None,
+        *,
+        changed_since: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[tuple[str, Any]]:
-        """Every job (name, summary) of the graph (written at or after ``changed_since``,
-        when given), following the API's pages."""
-        after: str | None = None
-        while True:
+        """The graph's jobs (name, summary) in name order, following the API's pages: those
+        written at or after ``changed_since``, whose names sort after ``after``, at most
+        ``limit`` of them (None: every one)."""
+        left = limit
+        while left is None or left > 0:
+            page = min(left, MAX_JOBS_PAGE) if left is not None else MAX_JOBS_PAGE
             query = {
                 "status": status or "",
                 "after": after or "",
@@ -127,15 +137,12 @@ class RemoteApi:
                 "changed_since": changed_since or "",
             }
             body = self.request("GET", f"/graphs/{quote(graph_id, safe='')}/jobs", query=query)
-            yield from body.get("jobs", {}).items()
+            jobs = list(body.get("jobs", {}).items())
+            yield from jobs
+            left = left - len(jobs) if left is not None else None
             after = body.get("next")
             if not after:
                 return
-
-    def list_jobs(
-        self, graph_id: str, status: str | None = None, changed_since: str | None = None
-    ) -> dict[str, dict[str, Any]]:
-        return dict(self.iter_jobs(graph_id, status, changed_since=changed_since))
 
     def get_graphs(self, query: Mapping[str, str]) -> dict[str, Any]:
         """``GET /graphs``: the graphs newest first, and where the next page starts."""

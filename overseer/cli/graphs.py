@@ -130,7 +130,15 @@ def status(graph_id: str, watch: bool, interval: float, rows: int, as_json: bool
     client = target.client()
 
     def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        return guard(lambda: ({**client.graph(graph_id), "limits": client.limits()}, client.jobs(graph_id)))
+        def graph() -> dict[str, Any]:
+            pools = client.pools()
+            return {
+                **client.graph(graph_id),
+                **({"pools": pools} if pools else {}),
+                "limits": client.limits(),
+            }
+
+        return guard(lambda: (graph(), client.jobs(graph_id)))
 
     graph, jobs = read()
     if as_json and not watch:

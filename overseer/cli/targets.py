@@ -70,10 +70,22 @@ class Client(Protocol):
 
     def graph(self, graph_id: str) -> dict[str, Any]: ...
 
+    def pools(self) -> dict[str, dict[str, Any]]:
+        """Each worker pool's queue depth (and workers, on a local stack); {} when the
+        target does not tell (the API)."""
+        ...
+
     def jobs(
-        self, graph_id: str, status: str | None = None, changed_since: str | None = None
+        self,
+        graph_id: str,
+        status: str | None = None,
+        changed_since: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """The graph's jobs by name (in ``status``; written at or after ``changed_since``)."""
+        """The graph's jobs by name, in name order (in ``status``; written at or after
+        ``changed_since``; at most ``limit`` of those whose names sort after ``after``)."""
         ...
 
     def job(self, graph_id: str, job: str) -> dict[str, Any]:
@@ -134,19 +146,27 @@ class StoreClient:
     def graph(self, graph_id: str) -> dict[str, Any]:
         from .. import operations
 
-        graph = _graph_view(operations.get_graph(self.services, graph_id))
-        graph["pools"] = {
-            pool: {"queue_depth": queue.depth()} for pool, queue in self.services.queues().items()
-        }
-        return graph
+        return _graph_view(operations.get_graph(self.services, graph_id))
+
+    def pools(self) -> dict[str, dict[str, Any]]:
+        return {pool: {"queue_depth": queue.depth()} for pool, queue in self.services.queues().items()}
 
     def jobs(
-        self, graph_id: str, status: str | None = None, changed_since: str | None = None
+        self,
+        graph_id: str,
+        status: str | None = None,
+        changed_since: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> dict[str, dict[str, Any]]:
         from .. import operations
 
         jobs = {}
-        for job in operations.list_jobs(self.services, graph_id, status, changed_since=changed_since):
+        found = operations.list_jobs(
+            self.services, graph_id, status, after=after, limit=limit, changed_since=changed_since
+        )
+        for job in found:
             summary = operations.job_view(self.services, job)
             if job.reason and job.error:
                 summary["reason"] = job.reason
@@ -219,14 +239,14 @@ class LocalClient(StoreClient):
         settings = local_settings(self.state_dir, templates_dir=templates_dir, pools=pools, limits=limits)
         super().__init__(embedded_services(self.state_dir, settings), f"local stack {self.state_dir}")
 
-    def graph(self, graph_id: str) -> dict[str, Any]:
-        graph = super().graph(graph_id)
+    def pools(self) -> dict[str, dict[str, Any]]:
+        pools = super().pools()
         # Each worker pool's workers when a local stack runs here.
         workers = (read_stack_info(self.state_dir) or {}).get("worker_pools") or {}
-        for pool, view in graph["pools"].items():
+        for pool, view in pools.items():
             if pool in workers:
                 view["workers"] = workers[pool]
-        return graph
+        return pools
 
 
 class ApiClient:
@@ -260,10 +280,20 @@ class ApiClient:
     def graph(self, graph_id: str) -> dict[str, Any]:
         return self.api.get_graph(graph_id)
 
+    def pools(self) -> dict[str, dict[str, Any]]:
+        return {}
+
     def jobs(
-        self, graph_id: str, status: str | None = None, changed_since: str | None = None
+        self,
+        graph_id: str,
+        status: str | None = None,
+        changed_since: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> dict[str, dict[str, Any]]:
-        return self.api.list_jobs(graph_id, status, changed_since)
+        found = self.api.iter_jobs(graph_id, status, changed_since=changed_since, after=after, limit=limit)
+        return dict(found)
 
     def job(self, graph_id: str, job: str) -> dict[str, Any]:
         return self.api.get_job(graph_id, job)

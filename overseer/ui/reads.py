@@ -77,31 +77,20 @@ def graph_state(client: Client, graph_id: str, since: str | None = None) -> dict
     collapsed = int(graph.get("jobs_total") or 0) > COLLAPSE_ABOVE
     local = local_services(client)
     cursor = timeutil.iso()
+    start = _shifted(since, -STAMP_SLACK_SECONDS) if since else None
     if local is not None:
-        start = _shifted(since, -STAMP_SLACK_SECONDS) if since else None
         rows = _local_rows(local, graph_id, changed_since=start)
-        state: dict[str, Any] = {"graph": graph, "jobs": rows, "complete": since is None, "cursor": cursor}
-        if collapsed and since is None:
-            state["type_edges"] = _type_edges(rows)
-        if collapsed:
-            for row in rows:
-                del row["deps"]
     else:
-        start = _shifted(since, -STAMP_SLACK_SECONDS) if since else None
-        summaries = client.jobs(graph_id, changed_since=start)
         rows = [
-            _row(name, job, None if collapsed else job.get("deps") or []) for name, job in summaries.items()
+            _row(name, job, job.get("deps") or [])
+            for name, job in client.jobs(graph_id, changed_since=start).items()
         ]
-        state = {"graph": graph, "jobs": rows, "complete": since is None, "cursor": cursor}
-        if collapsed and since is None:
-            types = {name: job.get("type") or "" for name, job in summaries.items()}
-            edges = {
-                (types[dep], job.get("type") or "")
-                for job in summaries.values()
-                for dep in job.get("deps") or []
-                if dep in types and types[dep] != (job.get("type") or "")
-            }
-            state["type_edges"] = sorted(map(list, edges))
+    state: dict[str, Any] = {"graph": graph, "jobs": rows, "complete": since is None, "cursor": cursor}
+    if collapsed and since is None:
+        state["type_edges"] = _type_edges(rows)
+    if collapsed:
+        for row in rows:
+            del row["deps"]
     state["collapsed"] = collapsed
     return state
 
@@ -139,16 +128,10 @@ def jobs_page(
 ) -> dict[str, Any]:
     """``{"jobs": {name: summary}, "next": name | None}``: at most ``limit`` jobs in name
     order after ``after`` (the API's ``GET /graphs/{id}/jobs`` page)."""
-    local = local_services(client)
-    if local is not None:
-        found = operations.list_jobs(local, graph_id, status, after=after, limit=limit + 1)
-        jobs = {job.name: operations.job_view(local, job) for job in found[:limit]}
-        following = found[limit - 1].name if len(found) > limit else None
-        return {"jobs": jobs, "next": following}
-    every = client.jobs(graph_id, status)
-    names = sorted(name for name in every if after is None or name > after)
-    page = names[:limit]
-    return {"jobs": {name: every[name] for name in page}, "next": page[-1] if len(names) > limit else None}
+    # One more than asked tells whether there is a next page.
+    found = client.jobs(graph_id, status, after=after, limit=limit + 1)
+    names = list(found)[:limit]
+    return {"jobs": {name: found[name] for name in names}, "next": names[-1] if len(found) > limit else None}
 
 
 def job_detail(client: Client, graph_id: str, name: str) -> dict[str, Any]:

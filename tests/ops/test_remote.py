@@ -16,7 +16,7 @@ import pytest
 from botocore.stub import Stubber
 from click.testing import CliRunner
 
-from overseer.backends.aws.logs import job_log_lines, log_filter_pattern
+from overseer.backends.aws.logs import CloudWatchJobLogs, log_filter_pattern
 from overseer.cli import main
 from overseer.cli.api_client import RemoteApi, region_from_url
 from overseer.errors import ApiError
@@ -87,7 +87,9 @@ def test_job_logs_from_cloudwatch_with_a_stubbed_client() -> None:
             {"events": [{"message": "g1/fetch#2 again"}]},
             {**expected, "limit": 999, "nextToken": "t2"},
         )
-        lines = list(job_log_lines(logs, "g1", "fetch", log_group="/aws/batch/job"))
+        page = CloudWatchJobLogs(logs, "/aws/batch/job").page("g1", "fetch")
+        lines, following = page.lines, page.next
         assert lines == [(1, "hello"), (2, "again")]
+        assert following is None
         stub.assert_no_pending_responses()
     assert log_filter_pattern("g1", "fetch", 2) == '"g1/fetch#2"'

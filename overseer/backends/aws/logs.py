@@ -7,7 +7,7 @@ log group, whichever worker and stream wrote them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -72,17 +72,3 @@ class CloudWatchJobLogs:
             if not token:
                 break
         return LogPage(lines, token)
-
-
-def job_log_lines(
-    logs_client: Any, graph_id: str, job_name: str, *, log_group: str, attempt: int | None = None
-) -> Iterator[tuple[int, str]]:
-    """Every (attempt, line) of the job, oldest first, following the pages."""
-    logs = CloudWatchJobLogs(logs_client, log_group)
-    after: str | None = None
-    while True:
-        page = logs.page(graph_id, job_name, attempt=attempt, after=after)
-        yield from page.lines
-        if not page.next:
-            return
-        after = page.next

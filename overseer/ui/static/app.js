@@ -630,7 +630,7 @@
           el("td", { className: "mono", text: `${item.bucket}/${item.key}` }),
           el("td", { className: "num", text: size(item.size) }),
           el("td", { className: "mono", text: item.sha256 || "" }),
-          el("td", {}, item.url ? el("a", { href: item.href, download: item.key.split("/").pop(), text: "download" }) : ""))))
+          el("td", {}, item.href ? el("a", { href: item.href, download: item.key.split("/").pop(), text: "download" }) : ""))))
       ) : el("p", { className: "muted", text: "No artifacts." }));
     }
 

@@ -233,28 +233,38 @@ class BatchStandIn:
         with self._lock:
             jobs = list(self.jobs.values())
         for job in jobs:
-            attempt = job.attempts[-1] if job.attempts else None
-            if job.status != "RUNNING" or attempt is None or attempt.container.status() == "running":
+            with self._lock:
+                attempt = job.attempts[-1] if job.status == "RUNNING" and job.attempts else None
+            if attempt is None or attempt.container.status() == "running":
                 continue
             code = attempt.container.exit_code()
-            attempt.exit_code, attempt.stopped_at = code, _now_ms()
-            attempt.status_reason = attempt.status_reason or "Essential container in task exited"
-            job.status = "SUCCEEDED" if code == 0 else "FAILED"
-            job.status_reason = attempt.status_reason
+            with self._lock:
+                # Another thread may have retried the job meanwhile (a reclaim): the ending
+                # belongs to the attempt inspected, not to the job's newer one.
+                if job.status != "RUNNING" or job.attempts[-1] is not attempt:
+                    continue
+                attempt.exit_code, attempt.stopped_at = code, _now_ms()
+                attempt.status_reason = attempt.status_reason or "Essential container in task exited"
+                job.status = "SUCCEEDED" if code == 0 else "FAILED"
+                job.status_reason = attempt.status_reason
         return jobs
 
     def reclaim(self, job_id: str) -> None:
         """The instance under a job is lost (a Spot reclaim): the container dies at once, the
         attempt fails with Batch's reason, and the retry strategy decides what comes next."""
         job = self.jobs[job_id]
-        attempt = job.attempts[-1]
+        with self._lock:
+            attempt = job.attempts[-1]
+            attempt.status_reason = f"Host EC2 (instance i-{uuid.uuid4().hex[:17]}) terminated."
+            attempt.exit_code, attempt.stopped_at = None, _now_ms()
+            retried = self._retries(job, attempt.status_reason)
+            # As Batch does: a retried job waits RUNNABLE for its next attempt; one that is
+            # not retried has failed. Either way no other thread ends it from the dead container.
+            job.status = "RUNNABLE" if retried else "FAILED"
+            job.status_reason = attempt.status_reason
         attempt.container.kill()
-        attempt.status_reason = f"Host EC2 (instance i-{uuid.uuid4().hex[:17]}) terminated."
-        attempt.exit_code, attempt.stopped_at = None, _now_ms()
-        if self._retries(job, attempt.status_reason):
+        if retried:
             self._start_attempt(job)
-        else:
-            job.status, job.status_reason = "FAILED", attempt.status_reason
 
     def _retries(self, job: BatchJob, reason: str) -> bool:
         strategy = job.definition.properties.get("RetryStrategy", {})

@@ -23,7 +23,8 @@ Routes (JSON unless said)::
     GET  /api/graphs/<id>/state?since=CURSOR     the graph page's rows (``reads.graph_state``)
     GET  /api/graphs/<id>/jobs?after=&limit=&status=   {"jobs": {name: job}, "next"}
     GET  /api/graphs/<id>/jobs/<name>            the job, with its artifacts
-    GET  /api/graphs/<id>/jobs/<name>/logs?attempt=    {"sources": [{"source", "lines"}]}
+    GET  /api/graphs/<id>/jobs/<name>/logs?attempt=    {"sources": [{"source", "attempt", "lines", "total"}]}
+    GET  /api/graphs/<id>/jobs/<name>/logs.txt?attempt=    every line, as a text download
     GET  /api/graphs/<id>/jobs/<name>/artifacts/<key>  the artifact's bytes (a download)
     POST /api/graphs/<id>/rerun   {"job"?, "downstream"?}
     POST /api/graphs/<id>/cancel
@@ -32,12 +33,13 @@ Routes (JSON unless said)::
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import logging
 import mimetypes
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -56,6 +58,7 @@ DEFAULT_PORT = 8600
 MAX_PAGE = 1000
 MAX_BODY_BYTES = 64 * 1024
 LOG_LINES_SHOWN = 5000
+LOG_LINES_PER_CHUNK = 1000
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -161,6 +164,40 @@ class UiRequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _send_lines(self, lines: Iterator[str], filename: str) -> None:
+        """A text download sent as it is read (chunked): a job's whole log may be larger than
+        the server should hold. An error before the first line is an error response; one
+        after it cuts the transfer short (the browser reports the download failed)."""
+        first = list(itertools.islice(lines, 1))
+        safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+        self.send_response(200)
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Disposition", f'attachment; filename="{safe_name}"')
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        buffered: list[str] = []
+        try:
+            for line in itertools.chain(first, lines):
+                buffered.append(line + "\n")
+                if len(buffered) >= LOG_LINES_PER_CHUNK:
+                    self._write_chunk("".join(buffered).encode())
+                    buffered.clear()
+        except Exception:
+            logger.exception("log download %s cut short", self.path)
+            self.close_connection = True  # no closing chunk: the client sees it incomplete
+            return
+        if buffered:
+            self._write_chunk("".join(buffered).encode())
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
     def _json(self, status: int, value: Any) -> None:
         body = json.dumps(value, ensure_ascii=False, default=str).encode()
         self._send(status, body, "application/json; charset=utf-8")
@@ -262,10 +299,20 @@ class UiRequestHandler(BaseHTTPRequestHandler):
                 for number, line in client.logs(graph_id, name, attempt):
                     by_attempt.setdefault(number, []).append(line)
                 sources = [
-                    {"source": f"attempt {number}", "lines": lines[-LOG_LINES_SHOWN:], "total": len(lines)}
+                    {
+                        "source": f"attempt {number}",
+                        "attempt": number,
+                        "lines": lines[-LOG_LINES_SHOWN:],
+                        "total": len(lines),
+                    }
                     for number, lines in by_attempt.items()
                 ]
                 self._json(200, {"sources": sources})
+            case ["graphs", graph_id, "jobs", name, "logs.txt"]:
+                attempt = int(query["attempt"]) if query.get("attempt", "").isdigit() else None
+                lines = (line for _, line in client.logs(graph_id, name, attempt))
+                suffix = f"-attempt-{attempt}" if attempt is not None else ""
+                self._send_lines(lines, f"{graph_id}-{name}{suffix}.log")
             case ["graphs", graph_id, "jobs", name, "artifacts", *key] if key:
                 self._download(graph_id, name, "/".join(key))
             case _:

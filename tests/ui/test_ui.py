@@ -45,7 +45,12 @@ def flaky(job):
     return make(job)
 
 
-HANDLERS = {{"make": make, "flaky": flaky}}
+def chatty(job):
+    for number in range(int(job.args["lines"])):
+        print(f"line {{number:05d}}", flush=True)
+
+
+HANDLERS = {{"make": make, "flaky": flaky, "chatty": chatty}}
 """
 RED_FILL = "rgb(254, 226, 226)"
 GREEN_FILL = "rgb(220, 252, 231)"
@@ -277,3 +282,18 @@ def test_cancel_asks_first(stack: Stack, ui: UiProcess, browser: Any) -> None:
     browser.switch_to.alert.accept()
     wait(browser, lambda b: shown_status(b) == "aborted")
     assert json.loads(stack.cli("status", "ui-cancel", "--json").stdout)["status"] == "aborted"
+
+
+def test_a_long_log_shows_its_end_and_downloads_whole(stack: Stack, ui: UiProcess, browser: Any) -> None:
+    submit(stack, "ui-chatty", {"jobs": {"talk": {"type": "chatty", "args": {"lines": 6000}}}})
+    open_page(browser, ui, "#/graph/ui-chatty/job/talk")
+    wait(browser, lambda b: shown_status(b) == "finished" and css(b, "#logs pre"))
+    wait(browser, lambda b: "line 05999" in css(b, "#logs pre")[0].text)
+    (shown,) = css(browser, "#logs pre")
+    assert "line 00999" not in shown.text  # the page keeps the last 5,000 lines
+    assert "(the last 5000 of" in css(browser, "#logs .log-source")[0].text
+
+    href = css(browser, "#logs a.whole-log")[0].get_attribute("href")
+    whole = browser.execute_async_script("fetch(arguments[0]).then(r => r.text()).then(arguments[1])", href)
+    printed = [line for line in whole.splitlines() if line.startswith("line ")]
+    assert printed == [f"line {n:05d}" for n in range(6000)]

@@ -639,8 +639,12 @@
       const sources = logs.sources || [];
       if (!sources.length) { logsBox.replaceChildren(el("p", { className: "muted", text: "No log lines yet." })); return; }
       logsBox.replaceChildren(...sources.flatMap((source) => [
-        el("div", { className: "muted mono", text: source.total > source.lines.length
-          ? `${source.source} (the last ${source.lines.length} of ${source.total} lines)` : source.source }),
+        el("div", { className: "muted mono log-source" },
+          el("span", { text: source.total > source.lines.length
+            ? `${source.source} (the last ${source.lines.length} of ${source.total} lines)` : source.source }),
+          " ",
+          el("a", { className: "whole-log", href: `${base}/logs.txt?attempt=${source.attempt}`,
+            download: "", text: "whole log" })),
         el("pre", { className: "log", text: source.lines.join("\n") }),
       ]));
     }

@@ -297,3 +297,8 @@ def test_a_long_log_shows_its_end_and_downloads_whole(stack: Stack, ui: UiProces
     whole = browser.execute_async_script("fetch(arguments[0]).then(r => r.text()).then(arguments[1])", href)
     printed = [line for line in whole.splitlines() if line.startswith("line ")]
     assert printed == [f"line {n:05d}" for n in range(6000)]
+    # A job that does not exist: an error naming it, not an empty download.
+    status, body = request(
+        ui, "/api/graphs/ui-chatty/jobs/nope/logs.txt", headers={"Authorization": f"Bearer {ui.token}"}
+    )
+    assert status == 404 and "nope" in json.loads(body)["error"]

@@ -72,6 +72,10 @@ class Settings:
     clock_skew_seconds: int = 30
     # How often `overseer run` sweeps (the stack's sweep Lambda runs every minute).
     sweep_interval_seconds: int = 5
+    # One sweep at a time: the sweep holds a lease this long at most (given back when it
+    # ends). On AWS longer than the sweep Lambda's 55-second timeout; a sweep that died keeps
+    # the others away this long, so a local run, whose sweeps take milliseconds, keeps it short.
+    sweep_lease_seconds: int = 120
     # A graph still `creating` this long after its submission began (the submission stopped
     # half-way) is rolled back by the sweep.
     creating_timeout_seconds: int = 600

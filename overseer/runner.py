@@ -63,12 +63,15 @@ BATCH_ATTEMPTS = 5
 QUICK_DEATH_SECONDS = 5.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 # Settings of a local run where the environment says nothing: short leases (a job of a
-# killed runner is taken back within seconds), a frequent sweep, one clock, and workers
-# orphaned by a killed runner exit after this long without work.
+# killed runner is taken back within seconds, and so is the lease of a sweep it was
+# running), a frequent sweep, one clock, and workers orphaned by a killed runner exit after
+# this long without work (longer than those leases, or a resumed run's workers would exit
+# before the jobs they wait for are taken back).
 LOCAL_DEFAULTS: Mapping[str, Any] = {
     "receive_wait_seconds": 1,
     "lease_seconds": 15,
     "sweep_interval_seconds": 1,
+    "sweep_lease_seconds": 10,
     "clock_skew_seconds": 1,
     "idle_exit_seconds": 30,
 }

@@ -229,10 +229,7 @@ def _age(text: str | None, now: dt.datetime) -> float:
     return (now - timeutil.parse(text)).total_seconds() if text else 0.0
 
 
-SWEEP_LEASE = "sweep"
-# Longer than the sweep Lambda's 55-second timeout: a sweep that died keeps the others
-# away this long at most.
-SWEEP_LEASE_SECONDS = 120
+SWEEP_LEASE = "sweep"  # held for ``settings.sweep_lease_seconds`` at most
 # Notes of failed stream batches handled per sweep, and how often one is tried before its
 # graphs are repaired from the jobs as if its records were gone (a record the scheduler
 # fails on every time).
@@ -254,7 +251,7 @@ def one_sweep_at_a_time(
         taken = False
         refused = SweepReport()
         with _step(refused, "lease"):  # a store error is a failed step: no other step runs
-            taken = store.acquire_lease(SWEEP_LEASE, owner, seconds=SWEEP_LEASE_SECONDS)
+            taken = store.acquire_lease(SWEEP_LEASE, owner, seconds=services.settings.sweep_lease_seconds)
         if not taken:
             if not refused.failures:
                 refused.lease_held_elsewhere = 1

@@ -88,3 +88,50 @@ def test_a_killed_runner_resumes_and_every_job_is_recorded_once(tmp_path: Path) 
         # A job claimed when the kill came has a second attempt, after its lease expired.
         assert ran[name] <= job["attempts"] <= 2
     assert sum(1 for job in result["jobs"].values() if job["attempts"] == 2) <= 2
+
+
+def test_a_runner_killed_in_a_sweep_leaves_its_lease_and_the_resumed_run_outlasts_it(tmp_path: Path) -> None:
+    """A kill in the middle of a sweep leaves the sweep's lease held. The run started again
+    sweeps once that lease passes, before its idle workers give up waiting, and so takes
+    back the job the killed run's worker held."""
+    from overseer import timeutil
+    from overseer.backends.embedded import embedded_services
+    from overseer.runner import local_settings
+    from overseer.states import CLAIM
+    from overseer.store import Fence
+    from overseer.sweep import SWEEP_LEASE
+
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    jobs = {"a": {"type": "step"}, "b": {"type": "step", "deps": ["a"]}}
+    (tmp_path / "graph.json").write_text(json.dumps({"id": "killed-in-a-sweep", "jobs": jobs}))
+    runs = tmp_path / "runs.log"
+    env = {**os.environ, "RUNS_LOG": str(runs)}
+    submitted = subprocess.run(
+        [sys.executable, "-m", "overseer", "submit", "graph.json"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    # What the killed run leaves: job a claimed by its worker, and the lease of its sweep,
+    # each taken for as long as that run's settings say (the local defaults).
+    state = tmp_path / ".overseer"
+    settings = local_settings(state)
+    store = embedded_services(state, settings).store
+    claimed = store.transition(
+        "killed-in-a-sweep",
+        "a",
+        CLAIM,
+        fence=Fence(0),
+        changes={"attempts": 1, "lease_owner": "dead", "lease_expires_at": timeutil.iso_in(1)},
+    )
+    assert claimed is not None
+    assert store.acquire_lease(SWEEP_LEASE, "sweep:dead", seconds=settings.sweep_lease_seconds)
+
+    again = subprocess.run(
+        [sys.executable, "-m", "overseer", "run", "graph.json", "--handlers", "handlers.py", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads(again.stdout.strip().splitlines()[-1])
+    assert result["status"] == "finished"
+    assert {name: job["attempts"] for name, job in result["jobs"].items()} == {"a": 2, "b": 1}
+    assert Counter(runs.read_text().split()) == {"a": 1, "b": 1}

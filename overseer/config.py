@@ -62,6 +62,9 @@ class Settings:
     lease_seconds: int = 120
     # The worker exits after this long with an empty queue (0 = never).
     idle_exit_seconds: int = 0
+    # The worker exits when this process, its parent (a local run or stack), is gone: a
+    # killed runner leaves no orphan, and no idle exit is needed (0 = not watched).
+    parent_pid: int = 0
     # Long-poll wait of one SQS receive.
     receive_wait_seconds: int = 20
     # Backoff of a faulted job: base * 2 ** (attempt - 1), capped.

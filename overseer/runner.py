@@ -64,16 +64,14 @@ QUICK_DEATH_SECONDS = 5.0
 MAX_RESTART_DELAY_SECONDS = 30.0
 # Settings of a local run where the environment says nothing: short leases (a job of a
 # killed runner is taken back within seconds, and so is the lease of a sweep it was
-# running), a frequent sweep, one clock, and workers orphaned by a killed runner exit after
-# this long without work (longer than those leases, or a resumed run's workers would exit
-# before the jobs they wait for are taken back).
+# running), a frequent sweep and one clock. Its workers never exit for want of work (a job
+# may back off for minutes while they wait), but exit when the run is gone (``parent_pid``).
 LOCAL_DEFAULTS: Mapping[str, Any] = {
     "receive_wait_seconds": 1,
     "lease_seconds": 15,
     "sweep_interval_seconds": 1,
     "sweep_lease_seconds": 10,
     "clock_skew_seconds": 1,
-    "idle_exit_seconds": 30,
 }
 
 
@@ -584,7 +582,7 @@ def _on_aws(
             yield _Place(
                 build_services(configured),
                 StreamReader(clients.client("dynamodbstreams"), stream_arn(configured)),
-                {**env, **configured.to_env()},
+                {**env, **configured.with_(parent_pid=os.getpid()).to_env()},
                 Path(workdir),
                 requests=requests,
             )
@@ -605,7 +603,7 @@ def _on_embedded(
     configured = local_settings(
         state_dir, settings, handlers=env["OVERSEER_HANDLERS"], pools=pools.to_json(), limits=limits
     )
-    worker_env = {**env, **configured.to_env()}
+    worker_env = {**env, **configured.with_(parent_pid=os.getpid()).to_env()}
     with tempfile.TemporaryDirectory(prefix="overseer-run-") as logs, contextlib.ExitStack() as stack:
         pool = None
         if workers is not None:

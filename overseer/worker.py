@@ -221,9 +221,13 @@ class Worker:
 
     def _run_loop(self, idle_since: float) -> None:
         lifetime = self.settings.worker_lifetime_seconds
+        parent = self.settings.parent_pid
         while not self._stopping.is_set():
             if lifetime and time.monotonic() - self.started >= lifetime:
                 log.info("lived %ss (its lifetime): taking no more jobs, exiting", lifetime)
+                break
+            if parent and os.getppid() != parent:  # reparented: the run that started it died
+                log.info("its parent process %s is gone: exiting", parent)
                 break
             if self._deletes and time.monotonic() - self._deletes_since > self.delete_delay:
                 self.flush_deletes()

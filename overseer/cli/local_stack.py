@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -58,8 +57,6 @@ LOCK_FILE = "local.lock"
 WORKER_LOGS = "workers"
 # Trim the feed of records every reader has passed this often.
 TRIM_INTERVAL_SECONDS = 60.0
-# Without a parent-death signal (not Linux), workers exit after this long without work.
-ORPHAN_IDLE_EXIT_SECONDS = 120
 
 
 @dataclass
@@ -85,8 +82,6 @@ class LocalStack:
 
         self.state_dir = Path(self.state_dir).resolve()
         env = handlers_env(self.handlers)
-        # Workers live as long as the stack: they die with it (Linux), else exit when idle.
-        idle_exit = 0 if sys.platform.startswith("linux") else ORPHAN_IDLE_EXIT_SECONDS
         self.counts = {DEFAULT_POOL: self.workers} if isinstance(self.workers, int) else dict(self.workers)
         handler_pools = {t: spec.pool for t, spec in load_handlers(self.handlers).items()}
         self.pools = Pools.local(self.counts, handler_pools).to_json()
@@ -94,7 +89,10 @@ class LocalStack:
             self.state_dir,
             self.settings,
             handlers=env["OVERSEER_HANDLERS"],
-            idle_exit_seconds=idle_exit,
+            # Workers live as long as the stack: they die with it (Linux's parent-death
+            # signal), and exit when they see it gone (``parent_pid``), never for want of work.
+            idle_exit_seconds=0,
+            parent_pid=os.getpid(),
             pools=self.pools,
             limits=None if self.limits is None else limits_json(self.limits),
         )

@@ -135,3 +135,54 @@ def test_a_runner_killed_in_a_sweep_leaves_its_lease_and_the_resumed_run_outlast
     assert result["status"] == "finished"
     assert {name: job["attempts"] for name, job in result["jobs"].items()} == {"a": 2, "b": 1}
     assert Counter(runs.read_text().split()) == {"a": 1, "b": 1}
+
+
+def _descendants(pid: int) -> set[int]:
+    """The processes under ``pid`` (Linux's /proc), its children's children included."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found |= {child, *_descendants(child)}
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever adopted it to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads Linux's /proc")
+def test_the_workers_of_a_killed_runner_exit_and_leave_no_process(tmp_path: Path) -> None:
+    """Only the runner is killed (not its process group): its workers, which never exit
+    for want of work, see their parent gone and exit, with their handler processes."""
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    jobs = {f"j{i}": {"type": "step"} for i in range(40)}
+    (tmp_path / "graph.json").write_text(json.dumps({"id": "orphans", "jobs": jobs}))
+    runs = tmp_path / "runs.log"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "overseer", "run", "graph.json", "--handlers", "handlers.py",
+         "--workers", "2"],
+        cwd=tmp_path, env={**os.environ, "RUNS_LOG": str(runs)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not runs.exists() or len(runs.read_text().split()) < 2):
+        time.sleep(0.05)
+    left = _descendants(runner.pid)
+    assert len(left) >= 2, "the workers and their handler processes should be running"
+
+    runner.kill()
+    runner.wait()
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_running(pid) for pid in left):
+        time.sleep(0.1)
+    assert not [pid for pid in left if _running(pid)], "processes of the killed run outlived it"

@@ -52,6 +52,10 @@ def process_all(backend: Backend, w: Worker) -> list[Outcome]:
     return [w.process(d) for d in deliveries]
 
 
+# How long a holder whose worker died keeps its slot, in the test of its lease passing.
+HOLD_SECONDS = 5.0
+
+
 def hold_elsewhere(backend: Backend, limit: str, seconds: float = 60) -> None:
     """A job of another worker holds the limit's one slot."""
     held = backend.store.acquire_slot(limit, 1, "other/job", Holder("elsewhere", 1, iso_in(seconds)))
@@ -147,13 +151,16 @@ def test_a_holder_whose_lease_passed_frees_its_slot_and_the_sweep_wakes_a_waiter
     backend = limited(backend, {limit: 1})
     gid = backend.gid("limit-lease")
     submit_graph(backend.services, {"id": gid, "jobs": {"a": {"type": "geocode", "limit": limit}}})
-    hold_elsewhere(backend, limit, seconds=1.0)  # its worker dies: nobody renews it
+    # Its worker dies: nobody renews it. Long enough for what comes before the lease
+    # passes, on a slow machine too (1 s was not, once: the first sweep found it passed).
+    lapses_at = time.monotonic() + HOLD_SECONDS
+    hold_elsewhere(backend, limit, seconds=HOLD_SECONDS)
     backend.pump()
     w = worker(backend, {"geocode": written})
     assert [o.kind for o in process_all(backend, w)] == ["waiting"]
     before = sweep(backend.services)
     assert before.limits[limit] == {"size": 1, "running": 1, "waiting": 1, "woken": 0}
-    time.sleep(1.2)
+    time.sleep(max(0.0, lapses_at - time.monotonic()) + 0.2)
 
     after = sweep(backend.services)
 

@@ -31,6 +31,7 @@ from overseer.backends.aws.stream import StreamReader
 from overseer.config import Settings
 from overseer.runner import Pump
 from tests.api_server import REGION, SIGNING_ENV, signed_api
+from tests.support import stop_process
 
 
 @dataclass
@@ -155,10 +156,5 @@ def _worker(settings: Settings, handlers: Path, shell: dict[str, str]) -> Iterat
     try:
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
         shipper.join(timeout=10)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support import stop_process
+
 CHROMIUM = os.environ.get("OVERSEER_UI_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("OVERSEER_UI_CHROMEDRIVER", "/usr/bin/chromedriver")
 URL_LINE = re.compile(r"(http://127\.0\.0\.1:(\d+)/\?token=(\S+))")
@@ -98,12 +100,7 @@ def running_ui(*target: str, cwd: Path | None = None, timeout: float = 30.0) -> 
                 return
         raise AssertionError(f"overseer ui printed no address in {timeout} s: {''.join(seen)}")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)
 
 
 @contextmanager

@@ -165,6 +165,21 @@
     return mine === generation;
   }
 
+  // A page's read: its answer, or undefined when the page has changed meanwhile or the read
+  // failed (then the error is shown and the read tried again at the next poll).
+  async function readOrRetry(mine, step, read) {
+    let answer;
+    try {
+      answer = await read();
+    } catch (error) {
+      if (!stillShown(mine)) return undefined;
+      say(error.message, true);
+      schedule(mine, step);
+      return undefined;
+    }
+    return stillShown(mine) ? answer : undefined;
+  }
+
   function schedule(mine, step) {
     if (!stillShown(mine)) return;
     clearTimeout(pollTimer);
@@ -264,17 +279,9 @@
     }
 
     async function refresh() {
-      let state;
-      try {
-        const since = view.cursor ? `?since=${enc(view.cursor)}` : "";
-        state = await api(`/api/graphs/${enc(graphId)}/state${since}`);
-      } catch (error) {
-        if (!stillShown(mine)) return;
-        say(error.message, true);
-        schedule(mine, refresh);
-        return;
-      }
-      if (!stillShown(mine)) return;
+      const since = view.cursor ? `?since=${enc(view.cursor)}` : "";
+      const state = await readOrRetry(mine, refresh, () => api(`/api/graphs/${enc(graphId)}/state${since}`));
+      if (state === undefined) return;
       const wasEnded = view.graph && ENDED.has(view.graph.status);
       view.graph = state.graph;
       let relayout = state.complete;
@@ -550,17 +557,10 @@
       }));
 
     async function refresh() {
-      let job;
-      let logs;
-      try {
-        [job, logs] = await Promise.all([api(base), api(`${base}/logs`).catch((error) => ({ error: error.message }))]);
-      } catch (error) {
-        if (!stillShown(mine)) return;
-        say(error.message, true);
-        schedule(mine, refresh);
-        return;
-      }
-      if (!stillShown(mine)) return;
+      const read = await readOrRetry(mine, refresh, () =>
+        Promise.all([api(base), api(`${base}/logs`).catch((error) => ({ error: error.message }))]));
+      if (read === undefined) return;
+      const [job, logs] = read;
       drawJob(job);
       drawLogs(logs);
       if (!ENDED.has(job.status)) {
